@@ -1,0 +1,269 @@
+"""OpenAI-compatible inference API: /v1/models, /v1/completions, /v1/chat/completions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from backend.api.deps import RouterDep, SettingsDep
+from backend.api.errors import APIError
+from backend.schemas.openai import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    Usage,
+)
+from backend.services.inference import InferenceRouter, NoWorkerAvailable, WorkerFailed, WorkerRejected
+from borealis.settings import Settings
+from borealis.wire import ChatTurn, GenerateChunk, GenerateRequest
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
+
+
+async def _check_model(body: SamplingFields, settings: Settings, inference: InferenceRouter) -> None:
+    served = await inference.served_models() | {settings.model_name}
+    if body.model not in served:
+        raise APIError(
+            404,
+            f"The model {body.model!r} does not exist; available: {sorted(served)}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _bounded_max_tokens(requested: int | None, default: int, settings: Settings) -> int:
+    max_tokens = default if requested is None else requested
+    if max_tokens > settings.max_new_tokens_limit:
+        raise APIError(
+            400,
+            f"max_tokens must be at most {settings.max_new_tokens_limit}, got {max_tokens}",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+def _wire_request(body: SamplingFields, max_tokens: int, **prompt: Any) -> GenerateRequest:
+    return GenerateRequest(
+        request_id=uuid.uuid4().hex,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list(),
+        domain=body.metadata.domain if body.metadata else None,
+        **prompt,
+    )
+
+
+async def _collect(
+    inference: InferenceRouter, request: GenerateRequest, model: str
+) -> tuple[str, GenerateChunk]:
+    """Run a request to completion; returns the text and the final chunk."""
+    parts = []
+    try:
+        async for chunk in inference.generate(request, model):
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                if chunk.finish_reason == "error":
+                    raise APIError(502, f"inference failed: {chunk.error}", type_="server_error")
+                return "".join(parts), chunk
+    except WorkerRejected as exc:
+        raise APIError(exc.status, str(exc)) from exc
+    except NoWorkerAvailable as exc:
+        raise APIError(503, str(exc), type_="server_error") from exc
+    except WorkerFailed as exc:
+        raise APIError(502, str(exc), type_="server_error") from exc
+    raise APIError(502, "inference ended without a result", type_="server_error")
+
+
+def _usage(chunk: GenerateChunk) -> Usage:
+    prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+async def _first_chunk(
+    inference: InferenceRouter, request: GenerateRequest, model: str
+) -> tuple[AsyncGenerator[GenerateChunk, None], GenerateChunk]:
+    """Start generation before the HTTP response so early failures still get a proper status code."""
+    stream = inference.generate(request, model)
+    try:
+        first = await anext(stream)
+    except WorkerRejected as exc:
+        raise APIError(exc.status, str(exc)) from exc
+    except NoWorkerAvailable as exc:
+        raise APIError(503, str(exc), type_="server_error") from exc
+    except WorkerFailed as exc:
+        raise APIError(502, str(exc), type_="server_error") from exc
+    return stream, first
+
+
+async def _relay(
+    stream: AsyncGenerator[GenerateChunk, None],
+    first: GenerateChunk,
+    render: Any,
+    include_usage: bool,
+    usage_chunk: Any,
+) -> AsyncIterator[bytes]:
+    chunk = first
+    try:
+        while True:
+            if chunk.finish_reason == "error":
+                yield _sse({"error": {"message": f"inference failed: {chunk.error}", "type": "server_error"}})
+                break
+            for payload in render(chunk):
+                yield _sse(payload)
+            if chunk.finish_reason is not None:
+                if include_usage:
+                    yield _sse(usage_chunk(chunk))
+                break
+            chunk = await anext(stream)
+    except (WorkerFailed, StopAsyncIteration) as exc:
+        yield _sse(
+            {"error": {"message": f"inference failed: {exc or 'stream ended early'}", "type": "server_error"}}
+        )
+    finally:
+        # Closing the upstream stream tells the worker to stop generating for a vanished client.
+        await stream.aclose()
+    yield b"data: [DONE]\n\n"
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(settings: SettingsDep, inference: RouterDep) -> ModelList:
+    models = await inference.served_models() | {settings.model_name}
+    now = int(time.time())
+    return ModelList(data=[ModelCard(id=name, created=now) for name in sorted(models)])
+
+
+@router.post("/completions", response_model=Completion)
+async def create_completion(
+    body: CompletionRequest, settings: SettingsDep, inference: RouterDep
+) -> Completion | StreamingResponse:
+    await _check_model(body, settings, inference)
+    max_tokens = _bounded_max_tokens(body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, settings)
+    request = _wire_request(body, max_tokens, prompt=body.prompt_text())
+    completion_id, created = f"cmpl-{request.request_id}", int(time.time())
+    if not body.stream:
+        text, final = await _collect(inference, request, body.model)
+        return Completion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[CompletionChoice(text=text, finish_reason=final.finish_reason)],
+            usage=_usage(final),
+            spec_decode=final.spec_decode,
+        )
+
+    def render(chunk: GenerateChunk) -> list[dict[str, Any]]:
+        if not chunk.text and chunk.finish_reason is None:
+            return []
+        return [
+            {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {"index": 0, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": None}
+                ],
+            }
+        ]
+
+    def usage_chunk(chunk: GenerateChunk) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": [],
+            "usage": _usage(chunk).model_dump(),
+            "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
+        }
+
+    stream, first = await _first_chunk(inference, request, body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"
+    )
+
+
+@router.post("/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(
+    body: ChatCompletionRequest, settings: SettingsDep, inference: RouterDep
+) -> ChatCompletion | StreamingResponse:
+    await _check_model(body, settings, inference)
+    default_max = settings.max_new_tokens_limit
+    max_tokens = _bounded_max_tokens(body.requested_max_tokens(), default_max, settings)
+    turns = [
+        ChatTurn(role="system" if m.role == "developer" else m.role, content=m.text()) for m in body.messages
+    ]
+    request = _wire_request(body, max_tokens, messages=turns)
+    completion_id, created = f"chatcmpl-{request.request_id}", int(time.time())
+    if not body.stream:
+        text, final = await _collect(inference, request, body.model)
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=final.finish_reason)],
+            usage=_usage(final),
+            spec_decode=final.spec_decode,
+        )
+
+    def base(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+
+    sent_role = False
+
+    def render(chunk: GenerateChunk) -> list[dict[str, Any]]:
+        nonlocal sent_role
+        payloads = []
+        if not sent_role:
+            sent_role = True
+            payloads.append(base({"role": "assistant", "content": ""}, None))
+        if chunk.text:
+            payloads.append(base({"content": chunk.text}, None))
+        if chunk.finish_reason is not None:
+            payloads.append(base({}, chunk.finish_reason))
+        return payloads
+
+    def usage_chunk(chunk: GenerateChunk) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [],
+            "usage": _usage(chunk).model_dump(),
+            "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
+        }
+
+    stream, first = await _first_chunk(inference, request, body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"
+    )

@@ -1,0 +1,39 @@
+"""Operator view of the inference workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from backend.api.deps import SessionDep, SettingsDep
+from backend.crud.workers import as_utc, is_healthy, list_workers
+
+router = APIRouter(prefix="/api/workers", tags=["operator"])
+
+
+class WorkerView(BaseModel):
+    id: str
+    url: str
+    model: str
+    draft_version: str | None
+    active_requests: int
+    healthy: bool
+    last_heartbeat_at: datetime
+
+
+@router.get("", response_model=list[WorkerView])
+def get_workers(session: SessionDep, settings: SettingsDep) -> list[WorkerView]:
+    return [
+        WorkerView(
+            id=w.id,
+            url=w.url,
+            model=w.model,
+            draft_version=w.draft_version,
+            active_requests=w.active_requests,
+            healthy=is_healthy(w, settings.worker_stale_seconds),
+            last_heartbeat_at=as_utc(w.last_heartbeat_at),
+        )
+        for w in list_workers(session)
+    ]

@@ -1,0 +1,122 @@
+"""The `borealis` command line. Torch is imported only by the subcommands that need it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from borealis.settings import get_settings
+
+
+def _up(args: argparse.Namespace) -> int:
+    from borealis.supervisor import run_appliance
+
+    return run_appliance(get_settings(), prepare_model=not args.no_prepare)
+
+
+def _api(_args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from backend.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    return 0
+
+
+def _worker_inference(_args: argparse.Namespace) -> int:
+    from worker.inference.main import run_inference_worker
+
+    run_inference_worker(get_settings())
+    return 0
+
+
+def _worker_train(args: argparse.Namespace) -> int:
+    from worker.training.celery_app import app
+
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--loglevel={args.loglevel}",
+            f"--hostname=trainer@{os.uname().nodename}-{os.getpid()}",
+        ]
+    )
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from backend.db.migrate import upgrade
+
+    upgrade(get_settings().resolved_database_url, args.revision)
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from backend.db.migrate import downgrade
+
+    downgrade(get_settings().resolved_database_url, args.revision)
+    return 0
+
+
+def _model_prepare(args: argparse.Namespace) -> int:
+    from worker.model_prep import ModelPrepError, prepare_embedded_model
+
+    settings = get_settings()
+    try:
+        path = prepare_embedded_model(settings.embedded_model_dir, force=args.force)
+    except ModelPrepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="borealis", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole appliance on this machine")
+    up.add_argument("--no-prepare", action="store_true", help="do not prepare the embedded model")
+    up.set_defaults(func=_up)
+
+    commands.add_parser("api", help="run the control plane only").set_defaults(func=_api)
+
+    worker = commands.add_parser("worker", help="run one worker process").add_subparsers(
+        dest="kind", required=True
+    )
+    worker.add_parser("inference", help="an inference worker").set_defaults(func=_worker_inference)
+    train = worker.add_parser("train", help="a Celery training worker (solo pool)")
+    train.add_argument("--loglevel", default="info")
+    train.set_defaults(func=_worker_train)
+
+    db = commands.add_parser("db", help="database migrations").add_subparsers(dest="action", required=True)
+    db_up = db.add_parser("upgrade", help="migrate to a revision (default: head)")
+    db_up.add_argument("revision", nargs="?", default="head")
+    db_up.set_defaults(func=_db_upgrade)
+    db_down = db.add_parser("downgrade", help="migrate back to a revision")
+    db_down.add_argument("revision")
+    db_down.set_defaults(func=_db_downgrade)
+
+    model = commands.add_parser("model", help="the embedded model").add_subparsers(
+        dest="action", required=True
+    )
+    prepare = model.add_parser("prepare", help="convert the embedded GGUF to safetensors (idempotent)")
+    prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
+    prepare.set_defaults(func=_model_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`borealis up` end to end: real subprocesses on free ports, SmolLM2, the official openai client."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.procs import cli_argv, free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs whose environment has name=value: the appliance's children, wherever they are."""
+    wanted = f"{name}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if wanted in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_up_serves_chat_from_smollm2_and_stops_cleanly(
+    base_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    env = dict(base_env)
+    del env["BOREALIS_REDIS_URL"]  # exercise the embedded Redis, as on a fresh machine
+    api_port = free_port()
+    env.update(
+        {
+            "BOREALIS_API_PORT": str(api_port),
+            "BOREALIS_WORKER_PORT": str(free_port()),
+            "BOREALIS_MODEL_PATH": str(smollm2_dir),
+            "BOREALIS_THREADS": "2",
+        }
+    )
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(cli_argv("up"), env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Borealis is ready" in log.read_text(), 300, "borealis up", up, log)
+        assert f"http://127.0.0.1:{api_port}/dashboard" in log.read_text()
+        api = openai.OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key="unused", max_retries=0)
+        reply = api.chat.completions.create(
+            model="smollm2-135m-instruct",
+            temperature=0,
+            max_tokens=20,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+        )
+        assert "Paris" in (reply.choices[0].message.content or "")
+        streamed = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in api.chat.completions.create(
+                model="smollm2-135m-instruct",
+                temperature=0,
+                max_tokens=20,
+                stream=True,
+                messages=[{"role": "user", "content": "What is the capital of France?"}],
+            )
+            if chunk.choices
+        )
+        assert streamed == reply.choices[0].message.content
+        workers = httpx.get(f"http://127.0.0.1:{api_port}/api/workers").json()
+        assert len(workers) == 1 and workers[0]["healthy"]
+    finally:
+        up.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        assert up.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert time.monotonic() - started < 60
+    assert processes_with_env("BOREALIS_HOME", env["BOREALIS_HOME"]) == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)

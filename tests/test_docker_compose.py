@@ -1,0 +1,65 @@
+"""docker-compose.yml stays consistent with the code (no Docker engine runs here to try it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from borealis.cli import build_parser
+from borealis.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_borealis_command_exists(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    for name, service in compose["services"].items():
+        if service.get("build"):
+            args = parser.parse_args(service["command"])
+            assert callable(args.func), name
+
+
+def test_every_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
+    fields = {f"BOREALIS_{name.upper()}" for name in Settings.model_fields}
+    for name, service in compose["services"].items():
+        for variable in service.get("environment", {}) if service.get("build") else {}:
+            assert variable in fields, f"{name}: {variable} is not a setting"
+
+
+def test_ports_line_up(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    api_env = services["api"]["environment"]
+    api_port = api_env["BOREALIS_API_PORT"]
+    assert f"{api_port}:{api_port}" in services["api"]["ports"]
+    control_plane = urlparse(api_env["BOREALIS_CONTROL_PLANE_URL"])
+    assert (control_plane.hostname, str(control_plane.port)) == ("api", api_port)
+    worker_port = services["inference-worker"]["environment"]["BOREALIS_WORKER_PORT"]
+    assert worker_port in services["inference-worker"]["expose"]
+    assert f":{worker_port}/health" in " ".join(services["inference-worker"]["healthcheck"]["test"])
+    assert f":{api_port}/health" in " ".join(services["api"]["healthcheck"]["test"])
+    for url_key, service in (("BOREALIS_REDIS_URL", "redis"), ("BOREALIS_DATABASE_URL", "postgres")):
+        assert urlparse(api_env[url_key]).hostname == service
+
+
+def test_workers_read_the_model_the_prepare_step_writes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prepare = services["model-prepare"]
+    home = prepare["environment"]["BOREALIS_HOME"]
+    written = Settings(home=Path(home)).embedded_model_dir
+    (volume_spec,) = prepare["volumes"]
+    volume, mount = volume_spec.split(":")[:2]
+    relative = written.relative_to(mount)
+    for name in ("inference-worker", "training-worker"):
+        (spec,) = services[name]["volumes"]
+        worker_volume, worker_mount = spec.split(":")[:2]
+        assert worker_volume == volume
+        assert Path(services[name]["environment"]["BOREALIS_MODEL_PATH"]) == Path(worker_mount) / relative

@@ -1,0 +1,242 @@
+"""OpenAI-compatible API against real processes: a control plane and an inference worker.
+
+The worker serves a tiny random-weight Llama (real forward passes, fast); the slow end-to-end
+test with SmolLM2 and `borealis up` lives in test_appliance.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.procs import cli_argv, free_port, http_ok, start, stop, wait_until
+
+MODEL = "tiny-llama"
+
+
+@dataclass
+class Stack:
+    base_url: str
+    env: dict[str, str]
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("api-home")
+    api_port, worker_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOREALIS_")}
+    env.update(
+        {
+            "BOREALIS_HOME": str(home),
+            "BOREALIS_REDIS_URL": redis_url,
+            "BOREALIS_REDIS_KEY_PREFIX": f"{key_prefix}-api",
+            "BOREALIS_THREADS": "1",
+            "BOREALIS_MODEL_PATH": str(tiny_model_dir),
+            "BOREALIS_MODEL_NAME": MODEL,
+            "BOREALIS_API_PORT": str(api_port),
+            "BOREALIS_WORKER_PORT": str(worker_port),
+            "BOREALIS_HEARTBEAT_SECONDS": "0.5",
+            "BOREALIS_WORKER_STALE_SECONDS": "3",
+            "BOREALIS_MAX_PROMPT_TOKENS": "256",
+            "BOREALIS_MAX_NEW_TOKENS_LIMIT": "64",
+        }
+    )
+    api = start(cli_argv("api"), env, home / "api.log")
+    worker = start(cli_argv("worker", "inference"), env, home / "worker.log")
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until(
+            http_ok(f"{base}/ready"), 120, "control plane ready with a worker", worker, home / "worker.log"
+        )
+        yield Stack(base, env, home)
+    finally:
+        stop(worker)
+        stop(api)
+
+
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_health_ready_and_models(stack: Stack) -> None:
+    assert httpx.get(f"{stack.base_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{stack.base_url}/ready").json()["ready"] is True
+    assert [m.id for m in client(stack).models.list().data] == [MODEL]
+
+
+def test_chat_completion_with_openai_client(stack: Stack) -> None:
+    reply = client(stack).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hello"}], max_tokens=8, temperature=0
+    )
+    assert reply.choices[0].finish_reason in {"stop", "length"}
+    assert reply.usage is not None and reply.usage.completion_tokens >= 1
+    assert reply.usage.prompt_tokens > 5  # the chat template wraps the message
+    stats = reply.model_extra["spec_decode"]  # type: ignore[index]
+    assert stats["num_steps"] == reply.usage.completion_tokens
+
+
+def test_greedy_completion_is_deterministic_and_respects_max_tokens(stack: Stack) -> None:
+    api = client(stack)
+    first = api.completions.create(model=MODEL, prompt="The quick brown fox", max_tokens=10, temperature=0)
+    second = api.completions.create(model=MODEL, prompt="The quick brown fox", max_tokens=10, temperature=0)
+    assert first.choices[0].text == second.choices[0].text
+    assert first.usage is not None and first.usage.completion_tokens <= 10
+
+
+def test_seeded_sampling_is_reproducible(stack: Stack) -> None:
+    api = client(stack)
+    texts = {
+        api.completions.create(model=MODEL, prompt="Once", max_tokens=12, temperature=1.0, seed=7)
+        .choices[0]
+        .text
+        for _ in range(2)
+    }
+    assert len(texts) == 1
+
+
+def test_streaming_chat_matches_non_streaming(stack: Stack) -> None:
+    api = client(stack)
+    messages = [{"role": "user", "content": "Count to three"}]
+    whole = api.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(
+        api.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_stop_string_ends_generation(stack: Stack) -> None:
+    api = client(stack)
+    full = api.completions.create(model=MODEL, prompt="a b c", max_tokens=20, temperature=0).choices[0].text
+    assert len(full) > 4
+    stop = full[2:4]
+    cut = api.completions.create(model=MODEL, prompt="a b c", max_tokens=20, temperature=0, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == full[: full.index(stop)]
+
+
+BAD_BODIES = [
+    ("/v1/chat/completions", {"model": MODEL}, 400, "messages"),
+    ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"model": MODEL, "messages": "hi"}, 400, "messages"),
+    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": -1},
+        400,
+        "max_tokens",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**9},
+        400,
+        "max_tokens",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+        400,
+        "temperature",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 3},
+        400,
+        "n",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]},
+        404,
+        "gpt-17",
+    ),
+    ("/v1/completions", {"model": MODEL}, 400, "prompt"),
+    ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, 400, "one prompt"),
+    ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ("/v1/completions", {"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
+    ("/v1/completions", {"model": MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("/v1/completions", {"model": MODEL, "prompt": "x", "unknown_field": 1}, 400, "unknown_field"),
+    ("/v1/completions", {"model": MODEL, "prompt": "word " * 400, "max_tokens": 8}, 400, "context"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "mentions"), BAD_BODIES)
+def test_bad_input_gets_a_clear_4xx(stack: Stack, path: str, body: dict, status: int, mentions: str) -> None:
+    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"]
+    assert mentions in message
+
+
+def test_malformed_json_is_a_400(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.base_url}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]["message"]
+
+
+def test_heartbeat_with_bad_payload_is_refused(stack: Stack) -> None:
+    response = httpx.post(f"{stack.base_url}/internal/workers/heartbeat", json={"worker_id": "x y"})
+    assert response.status_code == 400
+
+
+def test_dashboard_and_local_plotly_are_served(stack: Stack) -> None:
+    page = httpx.get(f"{stack.base_url}/dashboard")
+    assert page.status_code == 200 and "Inference workers" in page.text
+    plotly_js = httpx.get(f"{stack.base_url}/dashboard/static/plotly.min.js")
+    assert plotly_js.status_code == 200 and len(plotly_js.content) > 1_000_000
+
+
+def test_worker_killed_mid_request_gives_a_clean_error(stack: Stack, tmp_path: Path) -> None:
+    """A control plane whose only worker dies while streaming: an error event and [DONE], no hang."""
+    env = dict(stack.env)
+    api_port, worker_port = free_port(), free_port()
+    env.update(
+        {
+            "BOREALIS_HOME": str(tmp_path / "home"),
+            "BOREALIS_API_PORT": str(api_port),
+            "BOREALIS_WORKER_PORT": str(worker_port),
+            "BOREALIS_MAX_NEW_TOKENS_LIMIT": "900",
+        }
+    )
+    api = start(cli_argv("api"), env, tmp_path / "api.log")
+    doomed = start(cli_argv("worker", "inference"), env, tmp_path / "worker.log")
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until(http_ok(f"{base}/ready"), 120, "second stack", doomed, tmp_path / "worker.log")
+        body = {"model": MODEL, "prompt": "hello", "max_tokens": 900, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+            assert response.status_code == 200
+            stream = (line for line in response.iter_lines() if line)
+            assert '"text"' in next(stream)
+            doomed.kill()
+            lines = list(stream)
+        assert lines[-1] == "data: [DONE]"
+        assert "inference failed" in lines[-2]
+        # With no worker left the API says so instead of hanging.
+        wait_until(lambda: httpx.get(f"{base}/ready").status_code == 503, 30, "worker marked stale")
+        after = httpx.post(f"{base}/v1/completions", json={**body, "stream": False}, timeout=30)
+        assert after.status_code == 503
+        assert "no healthy inference worker" in after.json()["error"]["message"]
+    finally:
+        stop(doomed)
+        stop(api)

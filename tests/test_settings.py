@@ -1,0 +1,35 @@
+"""Settings come from BOREALIS_* variables with working single-machine defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from borealis.settings import Settings
+
+
+def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BOREALIS_HOME", str(tmp_path))
+    settings = Settings()
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'borealis.db'}"
+    assert settings.redis_url == ""  # embedded Redis
+    assert settings.resolved_model_path == tmp_path / "models" / "smollm2-135m-instruct"
+    assert settings.resolved_artifact_dir == tmp_path / "artifacts"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREALIS_DATABASE_URL", "postgresql+psycopg://db/borealis")
+    monkeypatch.setenv("BOREALIS_API_PORT", "9001")
+    monkeypatch.setenv("BOREALIS_MODEL_PATH", "/models/llama")
+    settings = Settings()
+    assert settings.resolved_database_url == "postgresql+psycopg://db/borealis"
+    assert settings.resolved_control_plane_url == "http://127.0.0.1:9001"
+    assert settings.resolved_model_path == Path("/models/llama")
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREALIS_API_PORT", "99999")
+    with pytest.raises(ValidationError):
+        Settings()

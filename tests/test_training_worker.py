@@ -1,0 +1,26 @@
+"""A real Celery training worker (solo pool) on real Redis answers tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import Celery
+
+from borealis.settings import Settings
+from tests.procs import cli_argv, start, stop
+from worker.training.celery_factory import create_celery
+
+
+def test_trainer_runs_tasks_from_redis(base_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "trainer.log"
+    trainer = start(cli_argv("worker", "train"), base_env, log)
+    try:
+        settings = Settings(
+            redis_url=base_env["BOREALIS_REDIS_URL"], redis_key_prefix=base_env["BOREALIS_REDIS_KEY_PREFIX"]
+        )
+        app: Celery = create_celery(settings)
+        result = app.send_task("borealis.training.describe").get(timeout=90)
+        assert result["torch"].startswith("2.13.0")
+        assert result["threads"] == 1  # BOREALIS_THREADS applied in the worker
+    finally:
+        assert stop(trainer) == 0, log.read_text()[-2000:]

@@ -1,0 +1,72 @@
+"""The engine's interface: plain data in, token events out, one decoding step at a time.
+
+The engine knows nothing of HTTP, Redis or databases. The inference worker process owns the
+loop: it submits requests, calls ``step()`` repeatedly (a draft swap happens between steps),
+and routes each ``TokenEvent`` to the waiting client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    domain: str | None = None
+
+
+@dataclass
+class SpecStats:
+    """Per-request speculative decoding counters (shape modelled on vLLM's spec-decode metrics)."""
+
+    num_steps: int = 0  # target forward passes that produced tokens for this request
+    num_drafts: int = 0  # steps in which at least one token was proposed
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)  # [k] = drafts whose k-th token was accepted
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """Tokens emitted per target step (accepted drafts + the target's own token)."""
+        if self.num_steps == 0:
+            return 0.0
+        return (self.num_accepted_tokens + self.num_steps) / self.num_steps
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    request_id: str
+    token_ids: list[int]  # tokens emitted by this step, in order (may be several with speculation)
+    finish_reason: FinishReason | None = None
+    stats: SpecStats | None = None  # set on the final event
+
+
+class Engine(Protocol):
+    """A step-driven decoder over many concurrent sequences."""
+
+    def submit(self, request: GenerationRequest) -> None: ...
+
+    def abort(self, request_id: str) -> None:
+        """Drop a sequence now (client gone, stop string hit); it produces no further events."""
+        ...
+
+    def has_work(self) -> bool: ...
+
+    def step(self) -> list[TokenEvent]:
+        """Advance every active sequence by one decoding step and report what each produced."""
+        ...

@@ -1,0 +1,58 @@
+"""Keeps the control plane told that this worker is alive, where it is and how loaded it is.
+
+A control plane that is down or restarting only delays registration: the loop keeps trying
+and never takes the worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import httpx
+
+from borealis.wire import WorkerRegistration
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/internal/workers/heartbeat"
+
+
+class HeartbeatLoop:
+    def __init__(
+        self, control_plane_url: str, interval_s: float, snapshot: Callable[[], WorkerRegistration]
+    ) -> None:
+        self._url = control_plane_url.rstrip("/") + HEARTBEAT_PATH
+        self._interval_s = interval_s
+        self._snapshot = snapshot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def beat(self, client: httpx.Client) -> bool:
+        try:
+            response = client.post(
+                self._url,
+                content=self._snapshot().model_dump_json(),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning("heartbeat to %s failed: %s", self._url, exc)
+            return False
+        if response.status_code >= 400:
+            log.warning("heartbeat refused (%s): %s", response.status_code, response.text[:200])
+            return False
+        return True
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self._interval_s * 2) as client:
+            while not self._stop.is_set():
+                self.beat(client)
+                self._stop.wait(self._interval_s)

@@ -1,0 +1,127 @@
+"""The inference worker's HTTP face: NDJSON token streams for the control plane.
+
+The engine itself knows no HTTP; this module adapts ``EngineRunner`` events into
+``GenerateChunk`` lines and aborts generation when the caller goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from borealis.wire import WIRE_VERSION, GenerateChunk, GenerateRequest, SpecDecodeStats, WorkerError
+from worker.engine.types import GenerationRequest, SamplingParams, SpecStats, TokenEvent
+from worker.inference.detokenizer import StopStringStream
+from worker.inference.runner import EngineRunner
+from worker.inference.tokenization import PromptBuilder, PromptRejected
+
+
+@dataclass
+class WorkerState:
+    worker_id: str
+    model_name: str
+    runner: EngineRunner
+    prompts: PromptBuilder
+    draft_version: str | None = None
+
+
+def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecodeStats:
+    stats = stats or SpecStats()
+    return SpecDecodeStats(
+        num_steps=stats.num_steps,
+        num_drafts=stats.num_drafts,
+        num_draft_tokens=stats.num_draft_tokens,
+        num_accepted_tokens=stats.num_accepted_tokens,
+        accepted_per_position=list(stats.accepted_per_position),
+        mean_acceptance_length=round(stats.mean_acceptance_length, 4),
+        draft_version=draft_version,
+    )
+
+
+def _line(chunk: GenerateChunk) -> bytes:
+    return chunk.model_dump_json().encode() + b"\n"
+
+
+async def _stream(
+    state: WorkerState, request: GenerateRequest, prompt_ids: list[int]
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
+    params = SamplingParams(
+        max_new_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop_token_ids=state.prompts.stop_token_ids,
+    )
+
+    def deliver(event: TokenEvent | BaseException) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), deliver)
+    text = StopStringStream(state.prompts.decode, request.stop)
+    completion_tokens = 0
+    finished = False
+    try:
+        while True:
+            event = await events.get()
+            if isinstance(event, BaseException):
+                finished = True
+                yield _line(
+                    GenerateChunk(request_id=request.request_id, finish_reason="error", error=str(event))
+                )
+                return
+            completion_tokens += len(event.token_ids)
+            delta = text.push(event.token_ids)
+            finish = "stop" if text.stopped else event.finish_reason
+            if finish is None:
+                if delta:
+                    yield _line(GenerateChunk(request_id=request.request_id, text=delta))
+                continue
+            finished = True
+            if event.finish_reason is None:
+                state.runner.abort(request.request_id)
+            chunk = GenerateChunk(
+                request_id=request.request_id,
+                text=delta + text.flush(),
+                finish_reason=finish,
+                prompt_tokens=len(prompt_ids),
+                completion_tokens=completion_tokens,
+                spec_decode=_spec_stats(event.stats, state.draft_version),
+            )
+            yield _line(chunk)
+            return
+    finally:
+        if not finished:
+            state.runner.abort(request.request_id)
+
+
+def create_worker_app(state: WorkerState) -> FastAPI:
+    app = FastAPI(title="Borealis inference worker", version=str(WIRE_VERSION))
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "worker_id": state.worker_id,
+            "model": state.model_name,
+            "active_requests": state.runner.active_requests,
+            "draft_version": state.draft_version,
+        }
+
+    @app.post("/generate", response_model=None)
+    def generate(request: GenerateRequest) -> StreamingResponse | JSONResponse:
+        if request.wire_version != WIRE_VERSION:
+            error = WorkerError(status=400, message=f"wire version {request.wire_version} != {WIRE_VERSION}")
+            return JSONResponse(error.model_dump(), status_code=400)
+        try:
+            prompt_ids = state.prompts.prompt_ids(request)
+        except PromptRejected as exc:
+            return JSONResponse(WorkerError(status=400, message=str(exc)).model_dump(), status_code=400)
+        return StreamingResponse(_stream(state, request, prompt_ids), media_type="application/x-ndjson")
+
+    return app

@@ -1,0 +1,41 @@
+"""Builds the training workers' Celery application from settings (clients and workers share it).
+
+Run workers with the solo pool (``borealis worker train`` does): prefork children inherit torch
+state from the parent and deadlock in its thread pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+
+from borealis.settings import Settings, get_settings
+
+
+def create_celery(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise RuntimeError("BOREALIS_REDIS_URL is not set (`borealis up` sets it for its children)")
+    app = Celery(
+        "borealis", broker=settings.redis_url, backend=settings.redis_url, include=["worker.training.tasks"]
+    )
+    prefix = f"{settings.redis_key_prefix}:celery:"
+    app.conf.update(
+        broker_transport_options={"global_keyprefix": prefix},
+        result_backend_transport_options={"global_keyprefix": prefix},
+        task_acks_late=True,  # a task killed mid-way is redelivered, not lost
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=f"{settings.redis_key_prefix}.training",
+    )
+    return app
+
+
+@worker_init.connect
+def _limit_torch_threads(**_: Any) -> None:
+    import torch
+
+    torch.set_num_threads(get_settings().threads)
