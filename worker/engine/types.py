@@ -38,7 +38,7 @@ class SpecStats:
     num_drafts: int = 0  # steps in which at least one token was proposed
     num_draft_tokens: int = 0
     num_accepted_tokens: int = 0
-    accepted_per_position: list[int] = field(default_factory=list)  # [k] = drafts whose k-th token was accepted
+    accepted_per_position: list[int] = field(default_factory=list)  # [k]: drafts with token k accepted
 
     @property
     def mean_acceptance_length(self) -> float:
