@@ -1,4 +1,4 @@
-"""Control-plane application factory: migrations at start, routes, shared clients."""
+"""Control-plane application factory: migrations and credentials at start, routes, shared clients."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import httpx
 from fastapi import FastAPI
 
 from backend.api.errors import install_error_handlers
-from backend.api.routes import health, internal, openai, workers
+from backend.api.routes import control, drafts, health, internal, metrics, openai, workers
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_session_factory
+from backend.services.artifacts import ArtifactStore
+from backend.services.credentials import ensure_admin_credential
 from backend.services.inference import InferenceRouter
+from backend.services.live_monitor import LiveMonitor
+from backend.services.metrics import ServingMetrics
+from backend.services.observation import RequestObserver
+from backend.services.swaps import SwapPublisher
+from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings, get_settings
 from dashboard.routes import router as dashboard_router
 
@@ -30,18 +37,33 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             upgrade(url)
         engine = make_engine(url)
         app.state.sessions = make_session_factory(engine)
+        with app.state.sessions() as session:
+            ensure_admin_credential(session, settings)
+        app.state.cluster_token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+        app.state.artifacts = ArtifactStore(settings.resolved_artifact_dir)
+        app.state.swap_publisher = SwapPublisher(settings.redis_url, settings.redis_key_prefix)
+        monitor = LiveMonitor(
+            app.state.sessions,
+            app.state.swap_publisher,
+            settings.auto_rollback_window,
+            settings.auto_rollback_margin,
+            settings.auto_rollback,
+        )
+        app.state.observer = RequestObserver(app.state.metrics, monitor)
         timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=512)) as client:
             app.state.inference_router = InferenceRouter(
                 app.state.sessions, client, settings.worker_stale_seconds
             )
             yield
+        app.state.swap_publisher.close()
         engine.dispose()
 
     app = FastAPI(title="Borealis control plane", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = ServingMetrics()
     install_error_handlers(app)
-    for module in (health, openai, internal, workers):
+    for module in (health, metrics, openai, internal, workers, drafts, control):
         app.include_router(module.router)
     app.include_router(dashboard_router)
     return app

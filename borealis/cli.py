@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from borealis.settings import get_settings
 
@@ -75,6 +77,74 @@ def _model_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_publish(args: argparse.Namespace) -> int:
+    from borealis.publish import PublishError, publish_draft
+    from borealis.secrets import resolve_cluster_token
+
+    settings = get_settings()
+    token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    try:
+        result = publish_draft(
+            settings.resolved_control_plane_url,
+            token,
+            Path(args.dir),
+            args.parent,
+            json.loads(args.shadow_eval) if args.shadow_eval else None,
+            source="upload",
+        )
+    except (PublishError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def _admin_rotate(_args: argparse.Namespace) -> int:
+    from backend.db.migrate import upgrade
+    from backend.db.session import make_engine, make_session_factory
+    from backend.services.credentials import rotate_admin_credential
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        rotate_admin_credential(session, settings)
+    engine.dispose()
+    print(f"new admin credential written to {settings.admin_token_file} (owner-only); the old one is revoked")
+    return 0
+
+
+def _apikey_create(args: argparse.Namespace) -> int:
+    from backend.crud import credentials
+    from backend.db.migrate import upgrade
+    from backend.db.session import make_engine, make_session_factory
+    from borealis.secrets import generate_token
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    token = generate_token("sk")
+    with make_session_factory(engine)() as session:
+        credentials.add(session, credentials.API_KEY, args.name, token)
+    engine.dispose()
+    print(token)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Benchmarks parse their own flags; each lives in ``worker.bench.<name>``."""
+    import importlib
+
+    module = importlib.import_module(f"worker.bench.{args.name}")
+    return int(module.main(args.rest))
+
+
+def _draft_train(args: argparse.Namespace) -> int:
+    from worker.draft.train import main as train_main
+
+    return int(train_main(args.rest))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="borealis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = model.add_parser("prepare", help="convert the embedded GGUF to safetensors (idempotent)")
     prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
     prepare.set_defaults(func=_model_prepare)
+
+    draft = commands.add_parser("draft", help="draft models").add_subparsers(dest="action", required=True)
+    publish = draft.add_parser("publish", help="register and upload a draft directory to the control plane")
+    publish.add_argument("dir", help="directory with draft.safetensors and manifest.json")
+    publish.add_argument("--parent", default=None, help="parent version id")
+    publish.add_argument(
+        "--shadow-eval", default=None, help='JSON, e.g. {"code": {"candidate": 2.1, "live": 1.8}}'
+    )
+    publish.set_defaults(func=_draft_publish)
+    train_draft = draft.add_parser("train", help="train a static draft offline (see --help)", add_help=False)
+    train_draft.add_argument("rest", nargs=argparse.REMAINDER)
+    train_draft.set_defaults(func=_draft_train)
+
+    bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
+    bench.add_argument("name", choices=["speedup", "swap"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+
+    admin = commands.add_parser("admin", help="operator credentials").add_subparsers(
+        dest="action", required=True
+    )
+    admin.add_parser("rotate-token", help="revoke the admin credential and issue a new one").set_defaults(
+        func=_admin_rotate
+    )
+    apikey = commands.add_parser("apikey", help="inference API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = apikey.add_parser("create", help="create a key (printed once; only its hash is stored)")
+    create.add_argument("name")
+    create.set_defaults(func=_apikey_create)
     return parser
 
 

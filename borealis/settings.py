@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,86 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(default=4096, ge=16)
     max_new_tokens_limit: int = Field(default=2048, ge=1)
     request_timeout_seconds: float = Field(default=300.0, gt=0)
+    trace_stream: str = Field(default="traces", description="Trace stream key, under `redis_key_prefix`.")
+    trace_dead_letter_stream: str = Field(
+        default="traces:dead",
+        description="Dead-letter stream for malformed traces, under `redis_key_prefix`.",
+    )
+    trace_stream_maxlen: int = Field(
+        default=100_000, ge=1, description="Approximate cap on trace stream entries (XADD MAXLEN ~)."
+    )
+    trace_stream_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Byte budget of the trace stream; lowers MAXLEN to fit."
+    )
+    trace_max_record_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Larger serialized traces are dropped (and counted)."
+    )
+    trace_export_queue_size: int = Field(
+        default=1024, ge=1, description="Traces waiting in the worker for Redis; the oldest drop beyond."
+    )
+    trace_export_queue_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Byte budget of the worker's export queue."
+    )
+    trace_features: bool = Field(
+        default=False,
+        description="Ship target features in traces instead of recomputing them in the trainer.",
+    )
+    trace_consumer_group: str = Field(
+        default="trainers", description="Consumer group of the training workers."
+    )
+    trace_claim_idle_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Unacked traces idle this long are claimed from a dead trainer; exceed read-to-ack time.",
+    )
+    trace_max_deliveries: int = Field(
+        default=5, ge=1, description="A trace delivered more often than this is dead-lettered as poison."
+    )
+    trace_dead_letter_maxlen: int = Field(default=10_000, ge=1, description="Approximate dead-letter cap.")
+    replay_max_records: int = Field(default=20_000, ge=1, description="Replay buffer capacity in traces.")
+    replay_max_tokens: int = Field(default=4_000_000, ge=1, description="Replay buffer capacity in tokens.")
+    replay_half_life_seconds: float = Field(
+        default=1800.0, gt=0, description="Age at which a trace's replay sampling weight halves."
+    )
+    drift_window_requests: int = Field(default=100, ge=1, description="Requests per drift window.")
+    drift_reference_windows: int = Field(
+        default=3, ge=1, description="Windows before the recent one that form the drift reference."
+    )
+    drift_js_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Token-distribution Jensen-Shannon divergence (bits) that flags a shift.",
+    )
+    drift_mix_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="Domain-mix total variation distance that flags a shift."
+    )
+
+    cluster_token: str = Field(
+        default="", description="Shared secret of workers and trainers; empty means generated under `home`."
+    )
+    admin_token: str = Field(
+        default="", description="Admin credential to install at start; empty means generated under `home`."
+    )
+    require_api_key: bool = Field(default=False, description="Require an inference API key on /v1.")
+
+    engine: Literal["spec", "hf"] = Field(
+        default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
+    )
+    max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
+
+    auto_rollback: bool = Field(
+        default=True, description="Roll back when live acceptance drops after a swap."
+    )
+    auto_rollback_window: int = Field(
+        default=50, ge=5, le=100_000, description="Requests on a new version before judging it live."
+    )
+    auto_rollback_margin: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Roll back if acceptance falls this fraction below the previous.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -72,6 +153,14 @@ class Settings(BaseSettings):
             # Bound to every interface (a container): advertise the address peers can reach.
             host = socket.gethostbyname(socket.gethostname())
         return f"http://{host}:{self.worker_port}"
+
+    @property
+    def cluster_token_file(self) -> Path:
+        return self.home / "cluster-token"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home / "admin-token"
 
     @property
     def embedded_model_dir(self) -> Path:

@@ -21,6 +21,7 @@ import httpx
 
 from backend.db.migrate import upgrade
 from borealis.embedded_redis import start_embedded_redis
+from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     api_port = settings.api_port or free_port()
     env["BOREALIS_API_PORT"] = str(api_port)
     env["BOREALIS_WORKER_PORT"] = str(settings.worker_port or free_port())
+    # Resolved once here so no two children race to generate different tokens.
+    env["BOREALIS_CLUSTER_TOKEN"] = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
     redis_process = None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -128,6 +131,8 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
         if not _wait_for(f"{base}/ready", 600, children):
             raise RuntimeError(f"the appliance did not become ready; logs in {logs}")
         print(f"Borealis is ready. Dashboard: {base}/dashboard  API: {base}/v1  logs: {logs}", flush=True)
+        if not settings.admin_token:
+            print(f"admin credential: {settings.admin_token_file} (owner-only)", flush=True)
         _supervise(children, env)
     except ShutdownRequested as reason:
         print(f"stopping ({reason})…", flush=True)

@@ -7,14 +7,24 @@ change; receivers refuse messages of another major version.
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 WIRE_VERSION = 1
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort", "error"]
+DraftSource = Literal["trainer", "upload", "offline"]
 
 
 class WireModel(BaseModel):
@@ -37,6 +47,57 @@ class WorkerRegistration(WireModel):
     draft_version: str | None = Field(default=None, max_length=128)
     active_requests: int = Field(default=0, ge=0)
     max_context_tokens: int = Field(ge=1)
+
+
+class HeartbeatReply(WireModel):
+    """Control plane → inference worker, in answer to every heartbeat: the version it should serve.
+
+    Workers reconcile to ``desired_draft_version`` whenever it differs from what they hold, so a
+    restarted worker, or one that missed a swap command, converges without operator action.
+    """
+
+    desired_draft_version: str | None = None
+
+
+def swap_channel(key_prefix: str) -> str:
+    """The Redis pub/sub channel carrying ``SwapCommand`` messages."""
+    return f"{key_prefix}:swaps"
+
+
+class SwapCommand(WireModel):
+    """Control plane → inference workers (Redis pub/sub): load this draft version and switch to it."""
+
+    command_id: str = Field(min_length=1, max_length=64)
+    draft_version: str | None = Field(default=None, max_length=64, description="None: serve without a draft.")
+    artifact_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    reason: str = Field(default="", max_length=500)
+
+
+class SwapAck(WireModel):
+    """Inference worker → control plane: the outcome of a swap (or of a reconcile)."""
+
+    worker_id: str = Field(min_length=1, max_length=128)
+    draft_version: str | None = Field(default=None, max_length=64)
+    ok: bool
+    error: str = Field(default="", max_length=2000)
+    load_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class DraftRegistration(WireModel):
+    """Training worker → control plane: a candidate draft; its weights are uploaded next.
+
+    ``shadow_eval`` maps a domain to the simulated acceptance length of the candidate and of the
+    live draft on the same held-out traces: ``{"code": {"candidate": 2.9, "live": 2.4}}``.
+    """
+
+    parent_version: str | None = Field(default=None, max_length=64)
+    artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_bytes: int = Field(gt=0, le=4 * 1024**3)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    data_window: dict[str, Any] = Field(default_factory=dict)
+    training_metrics: dict[str, Any] = Field(default_factory=dict)
+    shadow_eval: dict[str, dict[str, float]] = Field(default_factory=dict, max_length=64)
+    source: DraftSource = "trainer"
 
 
 class GenerateRequest(WireModel):
@@ -86,3 +147,163 @@ class WorkerError(WireModel):
 
     status: int
     message: str
+
+
+# -- Trace records: inference worker → Redis Stream → trainer --------------------------------------
+
+TRACE_SCHEMA_VERSION = 1
+MAX_TRACE_PROMPT_TOKENS = 32_768
+MAX_TRACE_OUTPUT_TOKENS = 16_384
+MAX_TRACE_STEPS = MAX_TRACE_OUTPUT_TOKENS  # every step emits at least one token
+MAX_PROPOSED_PER_STEP = 128
+MAX_TRACE_PROPOSED_TOKENS = 262_144
+MAX_FEATURE_BYTES = 32 * 1024 * 1024
+MAX_FEATURE_LAYERS = 8
+
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+DomainLabel = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class TraceStep(BaseModel):
+    """One verification step: what was proposed after ``position`` output tokens, and how much was kept.
+
+    ``parents[i]`` is the index of node ``i``'s parent in ``proposed`` (-1: the root); ``None`` means a
+    chain. ``draft_probs[i]`` is the learned draft's probability of node ``i`` given its parent (0.0 for
+    tokens another proposer, e.g. n-gram lookup, added). The accepted path is
+    ``output_ids[position:position + accepted]``; every other node is a rejected proposal, which the
+    trainer learns from as a negative example.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    position: int = Field(ge=0, le=MAX_TRACE_OUTPUT_TOKENS)
+    proposed: list[TokenId] = Field(default_factory=list, max_length=MAX_PROPOSED_PER_STEP)
+    draft_probs: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=list, max_length=MAX_PROPOSED_PER_STEP
+    )
+    parents: list[int] | None = Field(default=None, max_length=MAX_PROPOSED_PER_STEP)
+    accepted: int = Field(default=0, ge=0, le=MAX_PROPOSED_PER_STEP)
+
+    @field_serializer("draft_probs")
+    def _compact_probs(self, probs: list[float]) -> list[float]:
+        """Four decimals are plenty for a training signal and cut a trace's size by about a third."""
+        return [round(p, 4) for p in probs]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TraceStep:
+        if len(self.draft_probs) != len(self.proposed):
+            raise ValueError("draft_probs must have one probability per proposed token")
+        if self.parents is not None:
+            if len(self.parents) != len(self.proposed):
+                raise ValueError("parents must have one entry per proposed token")
+            if any(not -1 <= parent < index for index, parent in enumerate(self.parents)):
+                raise ValueError("parents[i] must be -1 or the index of an earlier node")
+        if self.accepted > len(self.proposed):
+            raise ValueError("accepted exceeds the number of proposed tokens")
+        return self
+
+
+class TraceFeatures(BaseModel):
+    """Target features shipped with a trace (optional mode): float16, little-endian, base64.
+
+    Row ``i`` belongs to token ``start + i`` of ``prompt_ids + output_ids``; each row concatenates the
+    hidden states of ``layers`` (EAGLE-3 fuses low, middle and high layers), ``dim`` values in all.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["float16"] = "float16"
+    layers: list[int] = Field(min_length=1, max_length=MAX_FEATURE_LAYERS)
+    dim: int = Field(ge=1, le=65_536)
+    start: int = Field(ge=0)
+    num_tokens: int = Field(ge=1)
+    data: str = Field(max_length=4 * ((MAX_FEATURE_BYTES + 2) // 3))
+
+    @model_validator(mode="after")
+    def _sized(self) -> TraceFeatures:
+        size = self.num_tokens * self.dim * 2
+        if size > MAX_FEATURE_BYTES:
+            raise ValueError(f"features exceed {MAX_FEATURE_BYTES} bytes")
+        if len(self.data) != 4 * ((size + 2) // 3):
+            raise ValueError("data length does not match num_tokens x dim float16 values")
+        return self
+
+    @classmethod
+    def pack(cls, raw: bytes, *, layers: list[int], dim: int, start: int) -> TraceFeatures:
+        """Wrap ``num_tokens x dim`` little-endian float16 values (``tensor.half().numpy().tobytes()``)."""
+        if len(raw) % (2 * dim):
+            raise ValueError("raw feature bytes are not a whole number of float16 rows")
+        data = base64.b64encode(raw).decode("ascii")
+        return cls(layers=layers, dim=dim, start=start, num_tokens=len(raw) // (2 * dim), data=data)
+
+    def raw(self) -> bytes:
+        return base64.b64decode(self.data, validate=True)
+
+
+class TraceRecord(WireModel):
+    """Inference worker → trainer: one finished request, everything the draft can learn from.
+
+    Default mode ships token ids only and the trainer recomputes target features with one prefill
+    forward over ``prompt_ids + output_ids``. Why: bandwidth and memory. EAGLE-3 features are three
+    hidden states per token: 3 x 576 = 1,728 values for SmolLM2 (6.9 KB fp32, 3.5 KB fp16) and about
+    32 KB per token at GPU scale, against ~40 bytes per token here (ids and verification steps); a
+    1,000-token request is ~40 KB without features and ~4.6 MB with them (fp16, base64), so the
+    bounded stream would hold ~100x fewer requests. A prefill is cheap next to the token-by-token
+    generation that produced the trace. ``features`` (optional mode,
+    ``trace_features`` setting) trades that bandwidth back for trainer compute when the target is too
+    expensive to run twice.
+
+    Every list is bounded so a hostile record cannot exhaust a consumer's memory.
+    """
+
+    trace_version: int = TRACE_SCHEMA_VERSION
+    request_id: str = Field(min_length=1, max_length=128)
+    worker_id: str | None = Field(default=None, max_length=128)
+    model: str = Field(min_length=1, max_length=256)
+    draft_version: str | None = Field(default=None, max_length=128, description="None: no learned draft.")
+    domain: DomainLabel
+    domain_source: Literal["request", "detected"]
+    started_at: float = Field(ge=0, description="Unix seconds when the request was admitted.")
+    finished_at: float = Field(ge=0, description="Unix seconds when its last token was emitted.")
+    finish_reason: FinishReason
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    prompt_ids: list[TokenId] = Field(max_length=MAX_TRACE_PROMPT_TOKENS)
+    output_ids: list[TokenId] = Field(max_length=MAX_TRACE_OUTPUT_TOKENS)
+    steps: list[TraceStep] = Field(default_factory=list, max_length=MAX_TRACE_STEPS)
+    features: TraceFeatures | None = None
+
+    @field_validator("wire_version")
+    @classmethod
+    def _wire_version(cls, value: int) -> int:
+        if value != WIRE_VERSION:
+            raise ValueError(f"wire version {value} is not {WIRE_VERSION}")
+        return value
+
+    @field_validator("trace_version")
+    @classmethod
+    def _trace_version(cls, value: int) -> int:
+        if value != TRACE_SCHEMA_VERSION:
+            raise ValueError(f"trace schema version {value} is not {TRACE_SCHEMA_VERSION}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TraceRecord:
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at precedes started_at")
+        if sum(len(step.proposed) for step in self.steps) > MAX_TRACE_PROPOSED_TOKENS:
+            raise ValueError(f"more than {MAX_TRACE_PROPOSED_TOKENS} proposed tokens")
+        previous = -1
+        for step in self.steps:
+            if step.position <= previous or step.position >= len(self.output_ids):
+                raise ValueError("step positions must increase and index into output_ids")
+            previous = step.position
+        features = self.features
+        if features and features.start + features.num_tokens > len(self.prompt_ids) + len(self.output_ids):
+            raise ValueError("features cover tokens beyond prompt_ids + output_ids")
+        return self
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """Tokens per target step (accepted proposals + the target's own token), as in ``SpecDecodeStats``."""
+        if not self.steps:
+            return 0.0
+        return (sum(step.accepted for step in self.steps) + len(self.steps)) / len(self.steps)

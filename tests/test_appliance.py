@@ -69,7 +69,11 @@ def test_up_serves_chat_from_smollm2_and_stops_cleanly(
             if chunk.choices
         )
         assert streamed == reply.choices[0].message.content
-        workers = httpx.get(f"http://127.0.0.1:{api_port}/api/workers").json()
+        admin_token = (Path(env["BOREALIS_HOME"]) / "admin-token").read_text().strip()
+        assert (Path(env["BOREALIS_HOME"]) / "admin-token").stat().st_mode & 0o077 == 0
+        workers = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/workers", headers={"authorization": f"Bearer {admin_token}"}
+        ).json()
         assert len(workers) == 1 and workers[0]["healthy"]
     finally:
         up.send_signal(signal.SIGINT)

@@ -6,61 +6,31 @@ test with SmolLM2 and `borealis up` lives in test_appliance.py.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.procs import cli_argv, free_port, http_ok, start, stop, wait_until
+from tests.procs import wait_until
+from tests.stack import Stack
 
 MODEL = "tiny-llama"
 
 
-@dataclass
-class Stack:
-    base_url: str
-    env: dict[str, str]
-    logs: Path
+LIMITS = {"BOREALIS_MAX_PROMPT_TOKENS": "256", "BOREALIS_MAX_NEW_TOKENS_LIMIT": "64"}
 
 
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
 ) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("api-home")
-    api_port, worker_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOREALIS_")}
-    env.update(
-        {
-            "BOREALIS_HOME": str(home),
-            "BOREALIS_REDIS_URL": redis_url,
-            "BOREALIS_REDIS_KEY_PREFIX": f"{key_prefix}-api",
-            "BOREALIS_THREADS": "1",
-            "BOREALIS_MODEL_PATH": str(tiny_model_dir),
-            "BOREALIS_MODEL_NAME": MODEL,
-            "BOREALIS_API_PORT": str(api_port),
-            "BOREALIS_WORKER_PORT": str(worker_port),
-            "BOREALIS_HEARTBEAT_SECONDS": "0.5",
-            "BOREALIS_WORKER_STALE_SECONDS": "3",
-            "BOREALIS_MAX_PROMPT_TOKENS": "256",
-            "BOREALIS_MAX_NEW_TOKENS_LIMIT": "64",
-        }
-    )
-    api = start(cli_argv("api"), env, home / "api.log")
-    worker = start(cli_argv("worker", "inference"), env, home / "worker.log")
-    base = f"http://127.0.0.1:{api_port}"
-    try:
-        wait_until(
-            http_ok(f"{base}/ready"), 120, "control plane ready with a worker", worker, home / "worker.log"
-        )
-        yield Stack(base, env, home)
-    finally:
-        stop(worker)
-        stop(api)
+    stack = Stack(tmp_path_factory.mktemp("api-home"), redis_url, key_prefix, tiny_model_dir, MODEL, LIMITS)
+    stack.start_api()
+    stack.start_worker("w1")
+    yield stack
+    stack.stop()
 
 
 def client(stack: Stack) -> openai.OpenAI:
@@ -81,7 +51,8 @@ def test_chat_completion_with_openai_client(stack: Stack) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens >= 1
     assert reply.usage.prompt_tokens > 5  # the chat template wraps the message
     stats = reply.model_extra["spec_decode"]  # type: ignore[index]
-    assert stats["num_steps"] == reply.usage.completion_tokens
+    # Every target step emits its own token plus the accepted drafted ones.
+    assert stats["num_steps"] + stats["num_accepted_tokens"] == reply.usage.completion_tokens
 
 
 def test_greedy_completion_is_deterministic_and_respects_max_tokens(stack: Stack) -> None:
@@ -194,9 +165,38 @@ def test_malformed_json_is_a_400(stack: Stack) -> None:
     assert "JSON" in response.json()["error"]["message"]
 
 
-def test_heartbeat_with_bad_payload_is_refused(stack: Stack) -> None:
-    response = httpx.post(f"{stack.base_url}/internal/workers/heartbeat", json={"worker_id": "x y"})
-    assert response.status_code == 400
+def test_heartbeat_needs_the_cluster_token_and_a_valid_payload(stack: Stack) -> None:
+    anonymous = httpx.post(f"{stack.base_url}/internal/workers/heartbeat", json={"worker_id": "x"})
+    assert anonymous.status_code == 401
+    malformed = stack.cluster("POST", "/internal/workers/heartbeat", json={"worker_id": "x y"})
+    assert malformed.status_code == 400
+
+
+def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": "a a a a a a a a",
+        "max_tokens": 16,
+        "temperature": 0,
+        "metadata": {"domain": "code"},
+    }
+    assert httpx.post(f"{stack.base_url}/v1/completions", json=body, timeout=60).status_code == 200
+    text = httpx.get(f"{stack.base_url}/metrics").text
+    labels = 'domain="code",draft_version="none"'
+    for name in (
+        "borealis:spec_decode_num_drafts_total",
+        "borealis:spec_decode_num_draft_tokens_total",
+        "borealis:spec_decode_num_accepted_tokens_total",
+        "borealis:request_success_total",
+        "borealis:e2e_request_latency_seconds_count",
+    ):
+        assert any(line.startswith(name + "{") and labels in line for line in text.splitlines()), name
+    generated = [
+        line
+        for line in text.splitlines()
+        if line.startswith("borealis:generation_tokens_total{") and labels in line
+    ]
+    assert float(generated[0].rsplit(" ", 1)[1]) >= 16
 
 
 def test_dashboard_and_local_plotly_are_served(stack: Stack) -> None:
@@ -206,25 +206,18 @@ def test_dashboard_and_local_plotly_are_served(stack: Stack) -> None:
     assert plotly_js.status_code == 200 and len(plotly_js.content) > 1_000_000
 
 
-def test_worker_killed_mid_request_gives_a_clean_error(stack: Stack, tmp_path: Path) -> None:
+def test_worker_killed_mid_request_gives_a_clean_error(
+    tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> None:
     """A control plane whose only worker dies while streaming: an error event and [DONE], no hang."""
-    env = dict(stack.env)
-    api_port, worker_port = free_port(), free_port()
-    env.update(
-        {
-            "BOREALIS_HOME": str(tmp_path / "home"),
-            "BOREALIS_API_PORT": str(api_port),
-            "BOREALIS_WORKER_PORT": str(worker_port),
-            "BOREALIS_MAX_NEW_TOKENS_LIMIT": "900",
-        }
+    lone = Stack(
+        tmp_path, redis_url, key_prefix, tiny_model_dir, MODEL, {"BOREALIS_MAX_NEW_TOKENS_LIMIT": "900"}
     )
-    api = start(cli_argv("api"), env, tmp_path / "api.log")
-    doomed = start(cli_argv("worker", "inference"), env, tmp_path / "worker.log")
-    base = f"http://127.0.0.1:{api_port}"
     try:
-        wait_until(http_ok(f"{base}/ready"), 120, "second stack", doomed, tmp_path / "worker.log")
+        lone.start_api()
+        doomed = lone.start_worker("doomed")
         body = {"model": MODEL, "prompt": "hello", "max_tokens": 900, "temperature": 0, "stream": True}
-        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+        with httpx.stream("POST", f"{lone.base_url}/v1/completions", json=body, timeout=30) as response:
             assert response.status_code == 200
             stream = (line for line in response.iter_lines() if line)
             assert '"text"' in next(stream)
@@ -233,10 +226,9 @@ def test_worker_killed_mid_request_gives_a_clean_error(stack: Stack, tmp_path: P
         assert lines[-1] == "data: [DONE]"
         assert "inference failed" in lines[-2]
         # With no worker left the API says so instead of hanging.
-        wait_until(lambda: httpx.get(f"{base}/ready").status_code == 503, 30, "worker marked stale")
-        after = httpx.post(f"{base}/v1/completions", json={**body, "stream": False}, timeout=30)
+        wait_until(lambda: not lone.ready_workers(), 30, "worker marked stale")
+        after = httpx.post(f"{lone.base_url}/v1/completions", json={**body, "stream": False}, timeout=30)
         assert after.status_code == 503
         assert "no healthy inference worker" in after.json()["error"]["message"]
     finally:
-        stop(doomed)
-        stop(api)
+        lone.stop()

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, database sessions, the inference router."""
+"""FastAPI dependencies: settings, database sessions, services, and the three kinds of caller auth."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from backend.api.errors import APIError
+from backend.crud import credentials
 from backend.services.inference import InferenceRouter
+from backend.services.observation import RequestObserver
+from borealis.secrets import tokens_equal
 from borealis.settings import Settings
+
+bearer = HTTPBearer(auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def get_settings(request: Request) -> Settings:
@@ -27,6 +35,45 @@ def get_router(request: Request) -> InferenceRouter:
     return router
 
 
+def get_observer(request: Request) -> RequestObserver:
+    observer: RequestObserver = request.app.state.observer
+    return observer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ObserverDep = Annotated[RequestObserver, Depends(get_observer)]
 SessionDep = Annotated[Session, Depends(get_db)]
 RouterDep = Annotated[InferenceRouter, Depends(get_router)]
+
+
+def require_admin(auth: BearerDep, session: SessionDep) -> str:
+    """Operator endpoints: a valid admin bearer token; returns the actor name for the audit log."""
+    if auth is None:
+        raise APIError(
+            401, "admin credential required (Authorization: Bearer <token>)", type_="authentication_error"
+        )
+    credential = credentials.find_active(session, credentials.ADMIN, auth.credentials)
+    if credential is None:
+        raise APIError(403, "invalid admin credential", type_="permission_error")
+    return f"admin:{credential.name}"
+
+
+def require_cluster(request: Request, auth: BearerDep) -> None:
+    """Worker and trainer endpoints: the shared cluster token."""
+    if auth is None or not tokens_equal(auth.credentials, request.app.state.cluster_token):
+        raise APIError(401, "cluster token required", type_="authentication_error")
+
+
+def require_api_key(auth: BearerDep, settings: SettingsDep, session: SessionDep) -> None:
+    """Inference endpoints: an API key when the deployment requires one."""
+    if not settings.require_api_key:
+        return
+    if auth is None or credentials.find_active(session, credentials.API_KEY, auth.credentials) is None:
+        raise APIError(
+            401, "a valid API key is required", type_="authentication_error", code="invalid_api_key"
+        )
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+ClusterDep = Depends(require_cluster)
+ApiKeyDep = Depends(require_api_key)

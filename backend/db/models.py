@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,3 +44,48 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(256), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DraftVersion(Base):
+    """One draft model version: its artifact, lineage, evaluations and lifecycle status."""
+
+    __tablename__ = "draft_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("draft_versions.id"), nullable=True)
+    source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    artifact_bytes: Mapped[int] = mapped_column(BigInteger)
+    artifact_uploaded: Mapped[bool] = mapped_column(default=False)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data_window: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    shadow_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    live_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ControlState(Base):
+    """Small pieces of operator state (desired version, learning, approval policy), one row each."""
+
+    __tablename__ = "control_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Credential(Base):
+    """An admin credential or inference API key; only its sha256 is stored."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from borealis.wire import WorkerRegistration
+from borealis.wire import HeartbeatReply, WorkerRegistration
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,18 @@ HEARTBEAT_PATH = "/internal/workers/heartbeat"
 
 class HeartbeatLoop:
     def __init__(
-        self, control_plane_url: str, interval_s: float, snapshot: Callable[[], WorkerRegistration]
+        self,
+        control_plane_url: str,
+        cluster_token: str,
+        interval_s: float,
+        snapshot: Callable[[], WorkerRegistration],
+        on_reply: Callable[[HeartbeatReply], None],
     ) -> None:
         self._url = control_plane_url.rstrip("/") + HEARTBEAT_PATH
+        self._headers = {"authorization": f"Bearer {cluster_token}", "content-type": "application/json"}
         self._interval_s = interval_s
         self._snapshot = snapshot
+        self._on_reply = on_reply
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -41,7 +48,7 @@ class HeartbeatLoop:
             response = client.post(
                 self._url,
                 content=self._snapshot().model_dump_json(),
-                headers={"content-type": "application/json"},
+                headers=self._headers,
             )
         except httpx.HTTPError as exc:
             log.warning("heartbeat to %s failed: %s", self._url, exc)
@@ -49,6 +56,12 @@ class HeartbeatLoop:
         if response.status_code >= 400:
             log.warning("heartbeat refused (%s): %s", response.status_code, response.text[:200])
             return False
+        try:
+            reply = HeartbeatReply.model_validate_json(response.content)
+        except ValueError as exc:
+            log.warning("unreadable heartbeat reply: %s", exc)
+            return False
+        self._on_reply(reply)
         return True
 
     def _run(self) -> None:

@@ -1,18 +1,22 @@
-"""Entry point of one inference worker process: load the model, serve, heartbeat."""
+"""Entry point of one inference worker process: load the model, serve, heartbeat, hot-swap drafts."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import uvicorn
 
+from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
-from borealis.wire import WorkerRegistration
-from worker.engine.hf_plain import PlainHFEngine, load_hf_model
+from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
+from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
 from worker.inference.server import WorkerState, create_worker_app
+from worker.inference.swap_listener import SwapListener
+from worker.inference.swapper import DraftSwapper
 from worker.inference.tokenization import PromptBuilder
 
 log = logging.getLogger(__name__)
@@ -23,26 +27,38 @@ def run_inference_worker(settings: Settings) -> None:
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"no model at {model_dir}: run `borealis model prepare` or set BOREALIS_MODEL_PATH")
-    model = load_hf_model(model_dir)
-    context = min(
-        int(getattr(model.config, "max_position_embeddings", 2048)),
-        settings.max_prompt_tokens + settings.max_new_tokens_limit,
-    )
-    prompts = PromptBuilder.from_model_dir(model_dir, context)
-    runner = EngineRunner(PlainHFEngine(model))
+    serving = build_engine(settings, model_dir)
+    prompts = PromptBuilder.from_model_dir(model_dir, serving.max_context_tokens)
+    runner = EngineRunner(serving.engine)
     state = WorkerState(settings.resolved_worker_id, settings.model_name, runner, prompts)
+    token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    swapper = _swapper(settings, state, runner, serving, token)
 
     def snapshot() -> WorkerRegistration:
         return WorkerRegistration(
             worker_id=state.worker_id,
             url=settings.resolved_worker_url,
             model=state.model_name,
-            draft_version=state.draft_version,
+            draft_version=swapper.current if swapper else None,
             active_requests=runner.active_requests,
-            max_context_tokens=context,
+            max_context_tokens=serving.max_context_tokens,
         )
 
-    heartbeat = HeartbeatLoop(settings.resolved_control_plane_url, settings.heartbeat_seconds, snapshot)
+    def on_reply(reply: HeartbeatReply) -> None:
+        if swapper is not None:
+            swapper.request(reply.desired_draft_version)
+
+    heartbeat = HeartbeatLoop(
+        settings.resolved_control_plane_url, token, settings.heartbeat_seconds, snapshot, on_reply
+    )
+    listener = None
+    if swapper is not None and settings.redis_url:
+
+        def on_command(command: SwapCommand) -> None:
+            swapper.request(command.draft_version)
+
+        listener = SwapListener(settings.redis_url, swap_channel(settings.redis_key_prefix), on_command)
+        listener.start()
     runner.start()
     heartbeat.start()
     log.info("inference worker %s serving %s on %s", state.worker_id, model_dir, settings.resolved_worker_url)
@@ -55,4 +71,29 @@ def run_inference_worker(settings: Settings) -> None:
         )
     finally:
         heartbeat.stop()
+        if listener is not None:
+            listener.stop()
         runner.stop()
+
+
+def _swapper(
+    settings: Settings, state: WorkerState, runner: EngineRunner, serving: ServingEngine, token: str
+) -> DraftSwapper | None:
+    """Hot swap needs an engine that takes drafts; the draft is installed on the engine thread."""
+    load, install = serving.load_draft, serving.install_draft
+    if load is None or install is None:
+        return None
+
+    def installer(
+        version: str | None, draft: object | None, done: Callable[[BaseException | None], None]
+    ) -> None:
+        def apply() -> None:
+            install(draft)
+            state.draft_version = version
+
+        runner.call_between_steps(apply, done)
+
+    cache_dir = settings.home / "worker-drafts" / state.worker_id.replace(":", "_")
+    return DraftSwapper(
+        state.worker_id, settings.resolved_control_plane_url, token, cache_dir, load, installer
+    )

@@ -30,10 +30,18 @@ class _Abort:
     request_id: str
 
 
+@dataclass(frozen=True)
+class _Call:
+    """Run ``fn`` on the engine thread between two steps (a draft swap); report to ``done``."""
+
+    fn: Callable[[], None]
+    done: Callable[[BaseException | None], None]
+
+
 class EngineRunner:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._commands: queue.Queue[_Submit | _Abort | None] = queue.Queue()
+        self._commands: queue.Queue[_Submit | _Abort | _Call | None] = queue.Queue()
         self._sinks: dict[str, EventSink] = {}
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._stopping = threading.Event()
@@ -56,7 +64,20 @@ class EngineRunner:
     def abort(self, request_id: str) -> None:
         self._commands.put(_Abort(request_id))
 
-    def _apply(self, command: _Submit | _Abort) -> None:
+    def call_between_steps(
+        self, fn: Callable[[], None], done: Callable[[BaseException | None], None]
+    ) -> None:
+        self._commands.put(_Call(fn, done))
+
+    def _apply(self, command: _Submit | _Abort | _Call) -> None:
+        if isinstance(command, _Call):
+            try:
+                command.fn()
+            except Exception as exc:  # reported to the caller; the engine keeps its previous state
+                command.done(exc)
+            else:
+                command.done(None)
+            return
         if isinstance(command, _Abort):
             self._engine.abort(command.request_id)
             self._sinks.pop(command.request_id, None)

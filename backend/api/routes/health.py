@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from backend.api.deps import SessionDep, SettingsDep
 from backend.crud.workers import healthy_workers
+from backend.services.registry import desired_version
 
 router = APIRouter(tags=["health"])
 
@@ -24,9 +25,15 @@ def health(session: SessionDep) -> JSONResponse:
 
 @router.get("/ready")
 def ready(session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    """Ready to serve when at least one healthy worker serves the configured model."""
-    workers = [
-        w for w in healthy_workers(session, settings.worker_stale_seconds) if w.model == settings.model_name
-    ]
-    body = {"ready": bool(workers), "workers": [w.id for w in workers]}
-    return JSONResponse(body, status_code=200 if workers else 503)
+    """Ready when a healthy worker serves the configured model and holds the desired draft version."""
+    healthy = healthy_workers(session, settings.worker_stale_seconds)
+    workers = [w for w in healthy if w.model == settings.model_name]
+    desired = desired_version(session)
+    current = [w for w in workers if desired is None or w.draft_version == desired]
+    body = {
+        "ready": bool(current),
+        "desired_draft_version": desired,
+        "workers": [w.id for w in workers],
+        "workers_on_desired": [w.id for w in current],
+    }
+    return JSONResponse(body, status_code=200 if current else 503)

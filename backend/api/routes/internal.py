@@ -1,20 +1,119 @@
-"""Endpoints the inference workers call (wire contract in borealis.wire)."""
+"""Endpoints that inference and training workers call, behind the cluster token (see borealis.wire)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
-from backend.api.deps import SessionDep
+from backend.api.deps import ClusterDep, SessionDep
 from backend.api.errors import APIError
+from backend.crud import audit, drafts
 from backend.crud.workers import upsert_heartbeat
-from borealis.wire import WIRE_VERSION, WorkerRegistration
+from backend.schemas.operator import LearningState, RegisteredDraft, VersionId
+from backend.services.artifacts import ArtifactRejected, ArtifactStore
+from backend.services.learning import read_learning
+from backend.services.registry import Registry, TransitionError, desired_version
+from borealis.wire import WIRE_VERSION, DraftRegistration, HeartbeatReply, SwapAck, WorkerRegistration
 
-router = APIRouter(prefix="/internal", tags=["internal"])
+router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[ClusterDep])
+
+WORKER = "worker"
+TRAINER = "trainer"
 
 
-@router.post("/workers/heartbeat")
-def worker_heartbeat(beat: WorkerRegistration, session: SessionDep) -> dict[str, object]:
-    if beat.wire_version != WIRE_VERSION:
-        raise APIError(400, f"wire version {beat.wire_version} is not {WIRE_VERSION}", param="wire_version")
+def _check_version(wire_version: int) -> None:
+    if wire_version != WIRE_VERSION:
+        raise APIError(400, f"wire version {wire_version} is not {WIRE_VERSION}", param="wire_version")
+
+
+@router.post("/workers/heartbeat", response_model=HeartbeatReply)
+def worker_heartbeat(beat: WorkerRegistration, session: SessionDep) -> HeartbeatReply:
+    _check_version(beat.wire_version)
     upsert_heartbeat(session, beat)
+    return HeartbeatReply(desired_draft_version=desired_version(session))
+
+
+@router.post("/workers/swap-ack")
+def swap_ack(ack: SwapAck, session: SessionDep) -> dict[str, bool]:
+    _check_version(ack.wire_version)
+    action = "swap.ack" if ack.ok else "swap.failed"
+    audit.record(
+        session,
+        f"{WORKER}:{ack.worker_id}",
+        action,
+        ack.draft_version or "none",
+        ack.error,
+        details={"load_seconds": ack.load_seconds},
+    )
     return {"ok": True}
+
+
+@router.get("/learning", response_model=LearningState)
+def learning(session: SessionDep) -> LearningState:
+    return read_learning(session)
+
+
+@router.post("/drafts", response_model=RegisteredDraft)
+def register_draft(body: DraftRegistration, request: Request, session: SessionDep) -> RegisteredDraft:
+    """Step one of publishing a candidate; step two uploads the weights to ``upload_path``."""
+    _check_version(body.wire_version)
+    try:
+        row = Registry(session, request.app.state.swap_publisher).register(body, TRAINER)
+    except TransitionError as exc:
+        raise APIError(exc.status, str(exc)) from exc
+    return RegisteredDraft(version=row.id, upload_path=f"/internal/drafts/{row.id}/artifact")
+
+
+def _store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.artifacts
+    return store
+
+
+@router.put("/drafts/{version_id}/artifact")
+async def upload_artifact(version_id: VersionId, request: Request) -> dict[str, str]:
+    """Raw safetensors body; refused unless size, sha256 and format match the registration."""
+    sessions = request.app.state.sessions
+    with sessions() as session:
+        row = drafts.get(session, version_id)
+        if row is None:
+            raise APIError(404, f"draft version {version_id!r} does not exist", type_="not_found_error")
+        if row.status != drafts.UPLOADING:
+            raise APIError(409, f"{version_id} already has its artifact", type_="conflict_error")
+        expected_sha, expected_bytes = row.artifact_sha256, row.artifact_bytes
+    try:
+        await _store(request).receive(version_id, request.stream(), expected_sha, expected_bytes)
+    except ArtifactRejected as exc:
+        with sessions() as session:
+            audit.record(session, TRAINER, "draft.artifact_refused", version_id, str(exc))
+        raise APIError(400, f"artifact refused: {exc}") from exc
+    with sessions() as session:
+        try:
+            row = Registry(session, request.app.state.swap_publisher).artifact_received(version_id, TRAINER)
+        except TransitionError as exc:
+            raise APIError(exc.status, str(exc)) from exc
+        return {"version": row.id, "status": row.status}
+
+
+@router.get("/drafts/{version_id}/manifest")
+def draft_manifest(version_id: VersionId, session: SessionDep) -> dict[str, object]:
+    row = drafts.get(session, version_id)
+    if row is None or not row.artifact_uploaded:
+        raise APIError(404, f"no verified artifact for {version_id!r}", type_="not_found_error")
+    return {
+        "version": row.id,
+        "parent_version": row.parent_id,
+        "sha256": row.artifact_sha256,
+        "bytes": row.artifact_bytes,
+        "manifest": row.manifest,
+    }
+
+
+@router.get("/drafts/{version_id}/artifact")
+def download_artifact(version_id: VersionId, request: Request, session: SessionDep) -> FileResponse:
+    row = drafts.get(session, version_id)
+    path = _store(request).weights_path(version_id)
+    if row is None or not row.artifact_uploaded or not path.is_file():
+        raise APIError(404, f"no verified artifact for {version_id!r}", type_="not_found_error")
+    return FileResponse(
+        path, media_type="application/octet-stream", headers={"x-borealis-sha256": row.artifact_sha256}
+    )

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from backend.api.deps import RouterDep, SettingsDep
+from backend.api.deps import ApiKeyDep, ObserverDep, RouterDep, SettingsDep
 from backend.api.errors import APIError
 from backend.schemas.openai import (
     AssistantMessage,
@@ -27,10 +27,11 @@ from backend.schemas.openai import (
     Usage,
 )
 from backend.services.inference import InferenceRouter, NoWorkerAvailable, WorkerFailed, WorkerRejected
+from backend.services.observation import RequestObserver
 from borealis.settings import Settings
 from borealis.wire import ChatTurn, GenerateChunk, GenerateRequest
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[ApiKeyDep])
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
 
@@ -70,13 +71,17 @@ def _wire_request(body: SamplingFields, max_tokens: int, **prompt: Any) -> Gener
     )
 
 
-async def _collect(
-    inference: InferenceRouter, request: GenerateRequest, model: str
-) -> tuple[str, GenerateChunk]:
+def _generation(
+    inference: InferenceRouter, observer: RequestObserver, request: GenerateRequest, model: str
+) -> AsyncGenerator[GenerateChunk, None]:
+    return observer.observe(inference.generate(request, model), request.domain)
+
+
+async def _collect(stream: AsyncGenerator[GenerateChunk, None]) -> tuple[str, GenerateChunk]:
     """Run a request to completion; returns the text and the final chunk."""
     parts = []
     try:
-        async for chunk in inference.generate(request, model):
+        async for chunk in stream:
             parts.append(chunk.text)
             if chunk.finish_reason is not None:
                 if chunk.finish_reason == "error":
@@ -100,11 +105,8 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
-async def _first_chunk(
-    inference: InferenceRouter, request: GenerateRequest, model: str
-) -> tuple[AsyncGenerator[GenerateChunk, None], GenerateChunk]:
+async def _first_chunk(stream: AsyncGenerator[GenerateChunk, None]) -> GenerateChunk:
     """Start generation before the HTTP response so early failures still get a proper status code."""
-    stream = inference.generate(request, model)
     try:
         first = await anext(stream)
     except WorkerRejected as exc:
@@ -113,7 +115,7 @@ async def _first_chunk(
         raise APIError(503, str(exc), type_="server_error") from exc
     except WorkerFailed as exc:
         raise APIError(502, str(exc), type_="server_error") from exc
-    return stream, first
+    return first
 
 
 async def _relay(
@@ -155,14 +157,14 @@ async def list_models(settings: SettingsDep, inference: RouterDep) -> ModelList:
 
 @router.post("/completions", response_model=Completion)
 async def create_completion(
-    body: CompletionRequest, settings: SettingsDep, inference: RouterDep
+    body: CompletionRequest, settings: SettingsDep, inference: RouterDep, observer: ObserverDep
 ) -> Completion | StreamingResponse:
     await _check_model(body, settings, inference)
     max_tokens = _bounded_max_tokens(body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, settings)
     request = _wire_request(body, max_tokens, prompt=body.prompt_text())
     completion_id, created = f"cmpl-{request.request_id}", int(time.time())
     if not body.stream:
-        text, final = await _collect(inference, request, body.model)
+        text, final = await _collect(_generation(inference, observer, request, body.model))
         return Completion(
             id=completion_id,
             created=created,
@@ -198,7 +200,8 @@ async def create_completion(
             "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
         }
 
-    stream, first = await _first_chunk(inference, request, body.model)
+    stream = _generation(inference, observer, request, body.model)
+    first = await _first_chunk(stream)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"
@@ -207,7 +210,7 @@ async def create_completion(
 
 @router.post("/chat/completions", response_model=ChatCompletion)
 async def create_chat_completion(
-    body: ChatCompletionRequest, settings: SettingsDep, inference: RouterDep
+    body: ChatCompletionRequest, settings: SettingsDep, inference: RouterDep, observer: ObserverDep
 ) -> ChatCompletion | StreamingResponse:
     await _check_model(body, settings, inference)
     default_max = settings.max_new_tokens_limit
@@ -218,7 +221,7 @@ async def create_chat_completion(
     request = _wire_request(body, max_tokens, messages=turns)
     completion_id, created = f"chatcmpl-{request.request_id}", int(time.time())
     if not body.stream:
-        text, final = await _collect(inference, request, body.model)
+        text, final = await _collect(_generation(inference, observer, request, body.model))
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -262,7 +265,8 @@ async def create_chat_completion(
             "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
         }
 
-    stream, first = await _first_chunk(inference, request, body.model)
+    stream = _generation(inference, observer, request, body.model)
+    first = await _first_chunk(stream)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"

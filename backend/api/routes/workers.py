@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import AdminDep, SessionDep, SettingsDep
 from backend.crud.workers import as_utc, is_healthy, list_workers
 
 router = APIRouter(prefix="/api/workers", tags=["operator"])
@@ -24,7 +24,7 @@ class WorkerView(BaseModel):
 
 
 @router.get("", response_model=list[WorkerView])
-def get_workers(session: SessionDep, settings: SettingsDep) -> list[WorkerView]:
+def get_workers(session: SessionDep, settings: SettingsDep, _actor: AdminDep) -> list[WorkerView]:
     return [
         WorkerView(
             id=w.id,

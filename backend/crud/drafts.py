@@ -1,0 +1,66 @@
+"""Draft version rows: creation with sequential ids, lookups, lineage."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import DraftVersion
+from borealis.wire import DraftRegistration
+
+CANDIDATE = "candidate"
+PENDING_APPROVAL = "pending_approval"
+LIVE = "live"
+RETIRED = "retired"
+REJECTED = "rejected"
+ROLLED_BACK = "rolled_back"
+UPLOADING = "uploading"
+STATUSES = (UPLOADING, CANDIDATE, PENDING_APPROVAL, LIVE, RETIRED, REJECTED, ROLLED_BACK)
+
+
+def create(session: Session, registration: DraftRegistration) -> DraftVersion:
+    seq = int(session.scalar(select(func.coalesce(func.max(DraftVersion.seq), 0))) or 0) + 1
+    version = DraftVersion(
+        id=f"v{seq:04d}",
+        seq=seq,
+        status=UPLOADING,
+        parent_id=registration.parent_version,
+        source=registration.source,
+        artifact_sha256=registration.artifact_sha256,
+        artifact_bytes=registration.artifact_bytes,
+        artifact_uploaded=False,
+        manifest=registration.manifest,
+        data_window=registration.data_window,
+        training_metrics=registration.training_metrics,
+        shadow_eval=registration.shadow_eval,
+        live_eval={},
+    )
+    session.add(version)
+    session.commit()
+    return version
+
+
+def get(session: Session, version_id: str) -> DraftVersion | None:
+    return session.get(DraftVersion, version_id)
+
+
+def listing(session: Session, status: str | None = None) -> list[DraftVersion]:
+    query = select(DraftVersion).order_by(DraftVersion.seq.desc())
+    if status:
+        query = query.where(DraftVersion.status == status)
+    return list(session.scalars(query))
+
+
+def live(session: Session) -> DraftVersion | None:
+    return session.scalars(select(DraftVersion).where(DraftVersion.status == LIVE)).first()
+
+
+def lineage(session: Session, version: DraftVersion, limit: int = 64) -> list[str]:
+    """Ancestors from the parent up to the first draft (bounded against cycles)."""
+    chain: list[str] = []
+    parent = version.parent_id
+    while parent is not None and len(chain) < limit:
+        chain.append(parent)
+        row = session.get(DraftVersion, parent)
+        parent = row.parent_id if row is not None else None
+    return chain

@@ -1,0 +1,103 @@
+"""Operator API bodies and views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.crud.workers import as_utc
+from backend.db.models import AuditEntry, DraftVersion
+
+VersionId = Annotated[str, Path(pattern=r"^v[0-9]{4,9}$", description="A draft version id, e.g. v0007.")]
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=1000, description="Why; recorded in the audit log.")
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "manual"]
+    margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=10.0,
+        description="auto: promote when shadow acceptance beats live by this fraction.",
+    )
+    reason: str = Field(default="", max_length=1000)
+
+
+class LearningState(BaseModel):
+    paused: bool
+    updated_by: str | None = None
+    reason: str = ""
+
+
+class DraftView(BaseModel):
+    id: str
+    status: str
+    parent_id: str | None
+    source: str
+    created_at: datetime
+    promoted_at: datetime | None
+    artifact_sha256: str
+    artifact_bytes: int
+    artifact_uploaded: bool
+    shadow_eval: dict[str, Any]
+    live_eval: dict[str, Any]
+    training_metrics: dict[str, Any]
+    data_window: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: DraftVersion) -> DraftView:
+        return cls(
+            id=row.id,
+            status=row.status,
+            parent_id=row.parent_id,
+            source=row.source,
+            created_at=as_utc(row.created_at),
+            promoted_at=as_utc(row.promoted_at) if row.promoted_at else None,
+            artifact_sha256=row.artifact_sha256,
+            artifact_bytes=row.artifact_bytes,
+            artifact_uploaded=row.artifact_uploaded,
+            shadow_eval=row.shadow_eval,
+            live_eval=row.live_eval,
+            training_metrics=row.training_metrics,
+            data_window=row.data_window,
+        )
+
+
+class DraftDetail(DraftView):
+    lineage: list[str]
+    manifest: dict[str, Any]
+
+
+class AuditView(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    reason: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditEntry) -> AuditView:
+        return cls(
+            id=row.id,
+            at=as_utc(row.at),
+            actor=row.actor,
+            action=row.action,
+            target=row.target,
+            reason=row.reason,
+            details=row.details,
+        )
+
+
+class RegisteredDraft(BaseModel):
+    version: str
+    upload_path: str

@@ -1,0 +1,135 @@
+"""Live acceptance per draft version, and automatic rollback when a new version does worse.
+
+Each finished request adds its speculative counts to its draft version's window. When a window
+fills, the version's ``live_eval`` is stored; the first full window after a promotion is compared
+with the previous version's: a drop beyond the margin rolls back, recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from backend.crud import audit, control_state, drafts
+from backend.services.registry import Registry, TransitionError
+from backend.services.swaps import SwapPublisher
+
+log = logging.getLogger(__name__)
+ACTOR = "system:auto-rollback"
+
+
+@dataclass
+class _Tally:
+    requests: int = 0
+    steps: int = 0
+    emitted: int = 0  # target steps + accepted draft tokens
+
+    def add(self, steps: int, accepted: int) -> None:
+        self.requests += 1
+        self.steps += steps
+        self.emitted += steps + accepted
+
+    @property
+    def acceptance_length(self) -> float:
+        return self.emitted / self.steps if self.steps else 0.0
+
+
+@dataclass
+class _Window:
+    total: _Tally = field(default_factory=_Tally)
+    domains: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+
+
+class LiveMonitor:
+    def __init__(
+        self,
+        sessions: Callable[[], Session],
+        publisher: SwapPublisher,
+        window: int,
+        margin: float,
+        rollback_enabled: bool,
+    ) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+        self._window = window
+        self._margin = margin
+        self._rollback_enabled = rollback_enabled
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = defaultdict(_Window)
+        self._judged: set[str] = set()
+
+    def record(self, version: str | None, domain: str | None, steps: int, accepted: int) -> None:
+        """Count one finished request (blocking: touches the database when a window fills)."""
+        if version is None or steps <= 0:
+            return
+        with self._lock:
+            window = self._windows[version]
+            window.total.add(steps, accepted)
+            window.domains[domain or "unknown"].add(steps, accepted)
+            if window.total.requests < self._window:
+                return
+            del self._windows[version]
+            first = version not in self._judged
+            self._judged.add(version)
+        self._store_and_judge(version, window, judge=first)
+
+    def _store_and_judge(self, version: str, window: _Window, judge: bool) -> None:
+        mean = window.total.acceptance_length
+        live_eval = {
+            "mean_acceptance_length": round(mean, 4),
+            "requests": window.total.requests,
+            "domains": {
+                d: {"mean_acceptance_length": round(t.acceptance_length, 4), "requests": t.requests}
+                for d, t in window.domains.items()
+            },
+        }
+        with self._sessions() as session:
+            row = drafts.get(session, version)
+            if row is None:
+                return
+            row.live_eval = live_eval
+            session.commit()
+            if judge and row.status == drafts.LIVE:
+                self._judge(session, version, mean)
+
+    def _judge(self, session: Session, version: str, mean: float) -> None:
+        previous_id = control_state.get(session, control_state.DESIRED_DRAFT, {}).get("previous")
+        previous = drafts.get(session, previous_id) if previous_id else None
+        reference = previous.live_eval.get("mean_acceptance_length") if previous is not None else None
+        if previous is None or reference is None:
+            audit.record(
+                session,
+                ACTOR,
+                "draft.live_check",
+                version,
+                "no live reference to compare with",
+                details={"mean_acceptance_length": mean},
+            )
+            return
+        floor = float(reference) * (1 - self._margin)
+        details = {"mean_acceptance_length": mean, "previous": previous.id, "previous_mean": reference}
+        if mean >= floor or not self._rollback_enabled:
+            audit.record(
+                session,
+                ACTOR,
+                "draft.live_check",
+                version,
+                f"live acceptance {mean:.3f} vs previous {float(reference):.3f}",
+                details=details,
+            )
+            return
+        reason = f"live acceptance {mean:.3f} fell below {float(reference):.3f} x (1 - {self._margin})"
+        try:
+            Registry(session, self._publisher).rollback(
+                previous.id, ACTOR, reason, action="draft.auto_rollback"
+            )
+        except TransitionError as exc:
+            log.warning("auto-rollback of %s not possible: %s", version, exc)
+            audit.record(
+                session, ACTOR, "draft.live_check", version, f"rollback impossible: {exc}", details=details
+            )

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the control plane, named like vLLM's so existing dashboards apply.
+
+The control plane sees the final chunk of every request, including the worker's speculative
+statistics, so serving metrics are counted here, labelled by draft version and domain.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from borealis.wire import GenerateChunk
+
+PREFIX = "borealis:"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+ACCEPTANCE_BUCKETS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["draft_version", "domain"]
+        r = self.registry
+        self.num_drafts = Counter(
+            f"{PREFIX}spec_decode_num_drafts", "Verification steps with a proposal.", labels, registry=r
+        )
+        self.num_draft_tokens = Counter(
+            f"{PREFIX}spec_decode_num_draft_tokens", "Proposed draft tokens.", labels, registry=r
+        )
+        self.num_accepted_tokens = Counter(
+            f"{PREFIX}spec_decode_num_accepted_tokens", "Accepted draft tokens.", labels, registry=r
+        )
+        self.accepted_per_pos = Counter(
+            f"{PREFIX}spec_decode_num_accepted_tokens_per_pos",
+            "Accepted draft tokens by position in the proposal.",
+            [*labels, "position"],
+            registry=r,
+        )
+        self.num_steps = Counter(
+            f"{PREFIX}spec_decode_num_target_steps", "Target forward passes.", labels, registry=r
+        )
+        self.acceptance_length = Histogram(
+            f"{PREFIX}spec_decode_acceptance_length",
+            "Per-request tokens emitted per target step.",
+            labels,
+            buckets=ACCEPTANCE_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            f"{PREFIX}request_success", "Finished requests.", [*labels, "finished_reason"], registry=r
+        )
+        self.request_errors = Counter(
+            f"{PREFIX}request_errors", "Requests that failed.", ["status"], registry=r
+        )
+        self.prompt_tokens = Counter(f"{PREFIX}prompt_tokens", "Prompt tokens processed.", labels, registry=r)
+        self.generation_tokens = Counter(
+            f"{PREFIX}generation_tokens", "Tokens generated.", labels, registry=r
+        )
+        self.e2e_latency = Histogram(
+            f"{PREFIX}e2e_request_latency_seconds",
+            "Request latency.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds",
+            "Time to the first token.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_finished(
+        self, chunk: GenerateChunk, domain: str | None, latency_s: float, ttft_s: float | None
+    ) -> None:
+        stats = chunk.spec_decode
+        labels = {
+            "draft_version": (stats.draft_version if stats else None) or "none",
+            "domain": domain or "unknown",
+        }
+        self.requests.labels(**labels, finished_reason=chunk.finish_reason or "unknown").inc()
+        self.prompt_tokens.labels(**labels).inc(chunk.prompt_tokens or 0)
+        self.generation_tokens.labels(**labels).inc(chunk.completion_tokens or 0)
+        self.e2e_latency.labels(**labels).observe(latency_s)
+        if ttft_s is not None:
+            self.ttft.labels(**labels).observe(ttft_s)
+        if stats is None or stats.num_steps == 0:
+            return
+        self.num_steps.labels(**labels).inc(stats.num_steps)
+        self.num_drafts.labels(**labels).inc(stats.num_drafts)
+        self.num_draft_tokens.labels(**labels).inc(stats.num_draft_tokens)
+        self.num_accepted_tokens.labels(**labels).inc(stats.num_accepted_tokens)
+        for position, accepted in enumerate(stats.accepted_per_position):
+            if accepted:
+                self.accepted_per_pos.labels(**labels, position=str(position)).inc(accepted)
+        self.acceptance_length.labels(**labels).observe(stats.mean_acceptance_length)
+
+    def observe_error(self, status: int) -> None:
+        self.request_errors.labels(status=str(status)).inc()

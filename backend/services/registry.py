@@ -1,0 +1,178 @@
+"""Draft lifecycle: registration, approval policy, promotion, rejection, rollback.
+
+Every transition is one database transaction together with its audit entry; the swap command is
+published after the commit, and the stored desired version makes workers converge regardless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.crud import audit, control_state, drafts
+from backend.db.models import DraftVersion, utcnow
+from backend.services.swaps import SwapPublisher
+from borealis.wire import DraftRegistration
+
+DEFAULT_POLICY: dict[str, Any] = {"mode": "auto", "margin": 0.05}
+ROLLBACK_TARGETS = (drafts.RETIRED, drafts.ROLLED_BACK)
+
+
+class TransitionError(ValueError):
+    """The requested transition is not allowed from the version's current status."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def shadow_score(shadow_eval: dict[str, dict[str, float]], arm: str) -> float | None:
+    """Mean simulated acceptance length over domains, weighted by held-out traces when reported."""
+    total = weight = 0.0
+    for result in shadow_eval.values():
+        if arm not in result:
+            continue
+        w = float(result.get("traces", 1.0))
+        total += w * float(result[arm])
+        weight += w
+    return total / weight if weight else None
+
+
+def desired_version(session: Session) -> str | None:
+    value = control_state.get(session, control_state.DESIRED_DRAFT, {"version": None})
+    version = value.get("version")
+    return str(version) if version else None
+
+
+def get_policy(session: Session) -> dict[str, Any]:
+    return control_state.get(session, control_state.APPROVAL_POLICY, DEFAULT_POLICY)
+
+
+class Registry:
+    def __init__(self, session: Session, publisher: SwapPublisher) -> None:
+        self.session = session
+        self.publisher = publisher
+
+    def _require(self, version_id: str) -> DraftVersion:
+        version = drafts.get(self.session, version_id)
+        if version is None:
+            raise TransitionError(f"draft version {version_id!r} does not exist", status=404)
+        return version
+
+    def register(self, registration: DraftRegistration, actor: str) -> DraftVersion:
+        if registration.parent_version and drafts.get(self.session, registration.parent_version) is None:
+            raise TransitionError(
+                f"parent version {registration.parent_version!r} does not exist", status=400
+            )
+        version = drafts.create(self.session, registration)
+        audit.record(
+            self.session,
+            actor,
+            "draft.register",
+            version.id,
+            details={
+                "parent": version.parent_id,
+                "sha256": version.artifact_sha256,
+                "bytes": version.artifact_bytes,
+            },
+        )
+        return version
+
+    def artifact_received(self, version_id: str, actor: str) -> DraftVersion:
+        """The weights are verified and stored: the version becomes a candidate and policy applies."""
+        version = self._require(version_id)
+        if version.status != drafts.UPLOADING:
+            raise TransitionError(f"{version_id} already has its artifact")
+        version.artifact_uploaded = True
+        version.status = drafts.CANDIDATE
+        audit.record(self.session, actor, "draft.artifact", version.id, commit=False)
+        self.session.commit()
+        return self._apply_policy(version)
+
+    def _apply_policy(self, version: DraftVersion) -> DraftVersion:
+        policy = get_policy(self.session)
+        actor = f"policy:{policy['mode']}"
+        if policy["mode"] == "manual":
+            version.status = drafts.PENDING_APPROVAL
+            audit.record(
+                self.session, actor, "draft.pending_approval", version.id, reason="manual approval policy"
+            )
+            return version
+        live = drafts.live(self.session)
+        candidate = shadow_score(version.shadow_eval, "candidate")
+        baseline = shadow_score(version.shadow_eval, "live")
+        margin = float(policy["margin"])
+        if live is None:
+            return self.promote(version.id, actor, "first draft: nothing live to compare with")
+        if candidate is not None and baseline is not None and candidate >= baseline * (1 + margin):
+            reason = f"shadow acceptance {candidate:.3f} >= live {baseline:.3f} x (1 + {margin})"
+            return self.promote(version.id, actor, reason)
+        audit.record(
+            self.session,
+            actor,
+            "draft.held",
+            version.id,
+            reason=f"shadow acceptance {candidate} does not beat live {baseline} by {margin}",
+        )
+        return version
+
+    def approve(self, version_id: str, actor: str, reason: str) -> DraftVersion:
+        version = self._require(version_id)
+        if version.status != drafts.PENDING_APPROVAL:
+            raise TransitionError(f"{version_id} is {version.status}, not pending approval")
+        audit.record(self.session, actor, "draft.approve", version_id, reason, commit=False)
+        return self.promote(version_id, actor, reason)
+
+    def reject(self, version_id: str, actor: str, reason: str) -> DraftVersion:
+        version = self._require(version_id)
+        if version.status not in (drafts.CANDIDATE, drafts.PENDING_APPROVAL):
+            raise TransitionError(f"{version_id} is {version.status}; only candidates can be rejected")
+        version.status = drafts.REJECTED
+        audit.record(self.session, actor, "draft.reject", version_id, reason)
+        return version
+
+    def promote(self, version_id: str, actor: str, reason: str) -> DraftVersion:
+        version = self._require(version_id)
+        if version.status not in (drafts.CANDIDATE, drafts.PENDING_APPROVAL):
+            raise TransitionError(f"{version_id} is {version.status}; only candidates can be promoted")
+        return self._make_live(version, actor, "draft.promote", reason, previous_status=drafts.RETIRED)
+
+    def rollback(
+        self, version_id: str, actor: str, reason: str, action: str = "draft.rollback"
+    ) -> DraftVersion:
+        version = self._require(version_id)
+        if version.status not in ROLLBACK_TARGETS or version.promoted_at is None:
+            raise TransitionError(
+                f"{version_id} is {version.status}; roll back only to a previously live version"
+            )
+        return self._make_live(version, actor, action, reason, previous_status=drafts.ROLLED_BACK)
+
+    def _make_live(
+        self, version: DraftVersion, actor: str, action: str, reason: str, previous_status: str
+    ) -> DraftVersion:
+        if not version.artifact_uploaded:
+            raise TransitionError(f"{version.id} has no verified artifact")
+        previous = drafts.live(self.session)
+        if previous is not None:
+            previous.status = previous_status
+        version.status = drafts.LIVE
+        version.promoted_at = utcnow()
+        control_state.put(
+            self.session,
+            control_state.DESIRED_DRAFT,
+            {"version": version.id, "previous": previous.id if previous else None},
+            commit=False,
+        )
+        audit.record(
+            self.session,
+            actor,
+            action,
+            version.id,
+            reason,
+            commit=False,
+            details={"previous": previous.id if previous else None},
+        )
+        self.session.commit()
+        self.publisher.publish(version.id, version.artifact_sha256, reason)
+        return version

@@ -1,0 +1,99 @@
+"""Draft artifacts round-trip exactly, refuse tampering, and map the pruned vocabulary correctly."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.draft.io import DraftArtifactError, load_draft, save_draft
+from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
+from worker.draft.vocab import DraftVocab
+from worker.engine.drafter import DraftRunner
+from worker.engine.llama import LlamaSpec, causal_step_input, rotary_tables
+
+SPEC = LlamaSpec(
+    vocab_size=50,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+)
+
+
+def small_draft(seed: int = 0) -> Eagle3Draft:
+    vocab = DraftVocab.from_counts(Counter({7: 9, 3: 5, 40: 5, 11: 1}), 6, SPEC.vocab_size)
+    return new_draft(SPEC, vocab, seed)
+
+
+def test_vocab_keeps_most_frequent_and_maps_both_ways() -> None:
+    vocab = DraftVocab.from_counts(Counter({7: 9, 3: 5, 40: 5, 11: 1}), 3, 50)
+    assert vocab.draft_to_target.tolist() == [3, 7, 40]
+    assert vocab.target_to_draft[torch.tensor([3, 7, 40, 11])].tolist() == [0, 1, 2, -1]
+    assert vocab.coverage([3, 7, 11, 11]) == 0.5
+    padded = DraftVocab.from_counts(Counter({49: 1}), 3, 50)
+    assert padded.draft_to_target.tolist() == [0, 1, 49]
+    with pytest.raises(ValueError):
+        DraftVocab(torch.tensor([1, 1]), 50)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    draft = small_draft(seed=3)
+    manifest = save_draft(draft, tmp_path, version="v2", parent_version="v1", extra={"workload": "code"})
+    loaded, read = load_draft(tmp_path)
+    assert read.sha256 == manifest.sha256 and read.parent_version == "v1" and read.version == "v2"
+    assert read.extra == {"workload": "code"}
+    assert torch.equal(loaded.vocab.draft_to_target, draft.vocab.draft_to_target)
+    for (name, a), (_, b) in zip(draft.named_parameters(), loaded.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    document = json.loads((tmp_path / "manifest.json").read_text())
+    assert document["architecture"] == "eagle3-llama-1layer" and document["vocab"]["draft_vocab_size"] == 6
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    save_draft(small_draft(), tmp_path)
+    weights = tmp_path / "draft.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DraftArtifactError):
+        load_draft(tmp_path)
+
+
+def test_runner_matches_module_reference() -> None:
+    """The serving kernels (packed weights, KV cache) compute what the training module computes."""
+    draft = small_draft(seed=5)
+    embed = torch.randn(SPEC.vocab_size, SPEC.hidden_size)
+    features = torch.randn(1, 6, 3 * SPEC.hidden_size)
+    tokens = torch.tensor([[3, 7, 40, 1, 2, 9]])
+    cos, sin = rotary_tables(SPEC.head_dim, SPEC.rope_theta, 16)
+    with torch.no_grad():
+        hidden = draft.fuse(features)
+        x = draft.layer_input(embed[tokens], hidden)
+        q, k, v = draft.project_qkv(x, cos[:6].unsqueeze(1), sin[:6].unsqueeze(1))
+        attn = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+        )
+        reference = draft.logits(draft.after_attention(hidden, attn.transpose(1, 2).reshape(1, 6, -1)))
+    runner = DraftRunner(draft, embed, max_positions=16)
+    cache = runner.new_cache(1, 16)
+    first, logp_a = runner.forward(causal_step_input(tokens[:, :4], [0]), runner.fuse(features[:, :4]), cache)
+    _, logp_b = runner.forward(causal_step_input(tokens[:, 4:], [4]), runner.fuse(features[:, 4:]), cache)
+    torch.testing.assert_close(
+        torch.cat([logp_a, logp_b], 1), torch.log_softmax(reference, -1), atol=1e-4, rtol=1e-4
+    )
+    assert first.shape == (1, 4, SPEC.hidden_size)
+
+
+def test_config_mismatch_is_refused() -> None:
+    vocab = DraftVocab(torch.arange(4), 50)
+    with pytest.raises(ValueError):
+        Eagle3Draft(DraftConfig.for_target(SPEC, 6), vocab)

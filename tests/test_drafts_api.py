@@ -1,0 +1,208 @@
+"""Draft registry, approval policy, promotion, rejection, rollback, auth — against a real control plane."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from borealis.publish import PublishError, publish_draft
+from borealis.wire import SwapCommand, swap_channel
+from tests.drafts import make_draft_artifact
+from tests.stack import CLUSTER_TOKEN, Stack
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("drafts-home"), redis_url, key_prefix, tiny_model_dir, "tiny-llama")
+    stack.start_api()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> list[Path]:
+    root = tmp_path_factory.mktemp("draft-artifacts")
+    return [make_draft_artifact(tiny_model_dir, root / f"d{seed}", seed) for seed in range(4)]
+
+
+def publish(
+    stack: Stack, artifact: Path, candidate: float, live: float, parent: str | None = None
+) -> dict[str, str]:
+    shadow = {"code": {"candidate": candidate, "live": live, "traces": 10}}
+    return publish_draft(stack.base_url, CLUSTER_TOKEN, artifact, parent, shadow)
+
+
+def set_policy(stack: Stack, mode: str, margin: float = 0.05) -> None:
+    response = stack.admin("PUT", "/api/policy", json={"mode": mode, "margin": margin, "reason": "test"})
+    assert response.status_code == 200, response.text
+
+
+def status_of(stack: Stack, version: str) -> str:
+    return str(stack.admin("GET", f"/api/drafts/{version}").json()["status"])
+
+
+def desired(stack: Stack) -> str | None:
+    beat = {
+        "worker_id": "probe",
+        "url": "http://127.0.0.1:9",
+        "model": "other-model",
+        "max_context_tokens": 64,
+    }
+    reply = stack.cluster("POST", "/internal/workers/heartbeat", json=beat)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["desired_draft_version"]
+
+
+def test_operator_endpoints_need_the_admin_credential(stack: Stack) -> None:
+    import httpx
+
+    for method, path in [
+        ("GET", "/api/drafts"),
+        ("GET", "/api/workers"),
+        ("POST", "/api/learning/pause"),
+        ("GET", "/api/audit"),
+        ("PUT", "/api/policy"),
+    ]:
+        anonymous = httpx.request(method, f"{stack.base_url}{path}", json={})
+        assert anonymous.status_code == 401, (path, anonymous.text)
+        wrong = httpx.request(
+            method, f"{stack.base_url}{path}", json={}, headers={"authorization": "Bearer adm_wrong"}
+        )
+        assert wrong.status_code == 403, (path, wrong.text)
+    internal = httpx.post(f"{stack.base_url}/internal/drafts", json={})
+    assert internal.status_code == 401
+
+
+def test_manual_policy_waits_for_approval_then_swaps(stack: Stack, artifacts: list[Path]) -> None:
+    set_policy(stack, "manual")
+    result = publish(stack, artifacts[0], candidate=2.0, live=1.0)
+    version = result["version"]
+    assert result["status"] == "pending_approval"
+    assert desired(stack) != version
+    approved = stack.admin("POST", f"/api/drafts/{version}/approve", json={"reason": "looks good"})
+    assert approved.status_code == 200 and approved.json()["status"] == "live"
+    assert desired(stack) == version
+    actions = [(e["action"], e["target"]) for e in stack.admin("GET", "/api/audit?limit=20").json()]
+    assert ("draft.approve", version) in actions and ("draft.promote", version) in actions
+    again = stack.admin("POST", f"/api/drafts/{version}/approve", json={"reason": "twice"})
+    assert again.status_code == 409
+
+
+def test_auto_policy_promotes_only_above_margin_and_rollback_restores(
+    stack: Stack, artifacts: list[Path]
+) -> None:
+    set_policy(stack, "auto", margin=0.10)
+    live_before = desired(stack)
+    assert live_before is not None
+    better = publish(stack, artifacts[1], candidate=2.5, live=2.0, parent=live_before)
+    assert better["status"] == "live"
+    assert status_of(stack, live_before) == "retired"
+    worse = publish(stack, artifacts[2], candidate=2.1, live=2.0, parent=better["version"])
+    assert worse["status"] == "candidate"  # +5% < 10% margin: held
+    assert desired(stack) == better["version"]
+    detail = stack.admin("GET", f"/api/drafts/{worse['version']}").json()
+    assert detail["lineage"][:2] == [better["version"], live_before]
+    rejected = stack.admin("POST", f"/api/drafts/{worse['version']}/reject", json={"reason": "weak"})
+    assert rejected.json()["status"] == "rejected"
+    assert stack.admin("POST", f"/api/drafts/{worse['version']}/rollback", json={}).status_code == 409
+    rollback = stack.admin("POST", f"/api/drafts/{live_before}/rollback", json={"reason": "regression"})
+    assert rollback.status_code == 200 and rollback.json()["status"] == "live"
+    assert status_of(stack, better["version"]) == "rolled_back"
+    assert desired(stack) == live_before
+
+
+def test_promotion_publishes_a_swap_command(stack: Stack, artifacts: list[Path], redis_url: str) -> None:
+    set_policy(stack, "manual")
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(swap_channel(stack.key_prefix))
+    time.sleep(0.2)
+    version = publish(stack, artifacts[3], candidate=3.0, live=2.0)["version"]
+    stack.admin("POST", f"/api/drafts/{version}/promote", json={"reason": "operator override"})
+    deadline = time.monotonic() + 10
+    message = None
+    while message is None and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+    assert message is not None
+    command = SwapCommand.model_validate_json(message["data"])
+    assert command.draft_version == version and command.reason == "operator override"
+    pubsub.close()
+
+
+def test_corrupted_or_foreign_uploads_are_refused(
+    stack: Stack, artifacts: list[Path], tmp_path: Path
+) -> None:
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "manifest.json").write_text((artifacts[0] / "manifest.json").read_text())
+    weights = bytearray((artifacts[0] / "draft.safetensors").read_bytes())
+    (tampered / "draft.safetensors").write_bytes(bytes(weights))
+    registration = {"artifact_sha256": "0" * 64, "artifact_bytes": len(weights), "manifest": {}}
+    registered = stack.cluster("POST", "/internal/drafts", json=registration)
+    assert registered.status_code == 200
+    version = registered.json()["version"]
+    refused = stack.cluster("PUT", f"/internal/drafts/{version}/artifact", content=bytes(weights))
+    assert refused.status_code == 400 and "sha256" in refused.json()["error"]["message"]
+    assert status_of(stack, version) == "uploading"
+    audit = stack.admin("GET", "/api/audit?action=draft.artifact_refused").json()
+    assert any(entry["target"] == version for entry in audit)
+
+    pickle_like = b"\x80\x04\x95" + b"\x00" * 100  # not safetensors, whatever its hash
+    (tampered / "draft.safetensors").write_bytes(pickle_like)
+    with pytest.raises(PublishError, match="not a safetensors file"):
+        publish_draft(stack.base_url, CLUSTER_TOKEN, tampered)
+    assert stack.cluster("GET", f"/internal/drafts/{version}/artifact").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("PUT", "/api/policy", {"mode": "yolo"}, 400),
+        ("PUT", "/api/policy", {"mode": "auto", "margin": -1}, 400),
+        ("POST", "/api/drafts/v9999/approve", {}, 404),
+        ("POST", "/api/drafts/../etc/approve", {}, 404),
+        ("GET", "/api/drafts/not-a-version", None, 400),
+        ("GET", "/api/drafts?status=bogus", None, 400),
+        ("GET", "/api/audit?limit=100000", None, 400),
+        ("POST", "/api/learning/pause", {"reason": "x" * 5000}, 400),
+    ],
+)
+def test_bad_operator_input_is_a_clear_4xx(
+    stack: Stack, method: str, path: str, body: object, status: int
+) -> None:
+    response = stack.admin(method, path, json=body) if body is not None else stack.admin(method, path)
+    assert response.status_code == status, response.text
+
+
+def test_learning_pause_and_resume_are_audited(stack: Stack) -> None:
+    paused = stack.admin("POST", "/api/learning/pause", json={"reason": "investigating drift"})
+    assert paused.json()["paused"] is True
+    assert stack.cluster("GET", "/internal/learning").json()["paused"] is True
+    stack.admin("POST", "/api/learning/resume", json={"reason": "done"})
+    assert stack.admin("GET", "/api/learning").json()["paused"] is False
+    actions = [e["action"] for e in stack.admin("GET", "/api/audit?limit=5").json()]
+    assert actions[:2] == ["learning.resume", "learning.pause"]
+
+
+def test_openapi_schema_is_valid_and_documents_operator_api(stack: Stack) -> None:
+    from openapi_spec_validator import validate
+
+    schema = json.loads(stack.admin("GET", "/openapi.json").text)
+    validate(schema)
+    for path in (
+        "/api/drafts",
+        "/api/drafts/{version_id}/rollback",
+        "/api/policy",
+        "/api/learning/pause",
+        "/api/audit",
+        "/api/workers",
+        "/v1/chat/completions",
+    ):
+        assert path in schema["paths"], path

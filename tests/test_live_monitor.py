@@ -1,0 +1,60 @@
+"""Live acceptance windows and automatic rollback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from backend.crud import audit, drafts
+from backend.db.migrate import upgrade
+from backend.db.session import make_engine, make_session_factory
+from backend.services.live_monitor import LiveMonitor
+from backend.services.registry import Registry
+from backend.services.swaps import SwapPublisher
+from borealis.wire import DraftRegistration
+
+WINDOW = 10
+
+
+def _register(registry: Registry, candidate: float, live: float) -> str:
+    registration = DraftRegistration(
+        artifact_sha256="a" * 64,
+        artifact_bytes=1,
+        shadow_eval={"code": {"candidate": candidate, "live": live}},
+    )
+    version = registry.register(registration, "test").id
+    registry.artifact_received(version, "test")
+    return version
+
+
+def _serve(monitor: LiveMonitor, version: str, acceptance_length: float) -> None:
+    """WINDOW requests of 10 target steps each at the given tokens-per-step."""
+    for _ in range(WINDOW):
+        monitor.record(version, "code", steps=10, accepted=round(10 * (acceptance_length - 1)))
+
+
+def test_a_worse_live_version_is_rolled_back_and_a_good_one_kept(database_url: str) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    publisher = SwapPublisher("", "unused")
+    monitor = LiveMonitor(sessions, publisher, window=WINDOW, margin=0.1, rollback_enabled=True)
+    with sessions() as session:
+        registry = Registry(session, publisher)
+        first = _register(registry, 2.0, 1.0)  # nothing live yet: promoted by the auto policy
+        assert drafts.live(session).id == first  # type: ignore[union-attr]
+    _serve(monitor, first, 3.0)
+    with sessions() as session:
+        assert drafts.get(session, first).live_eval["mean_acceptance_length"] == 3.0  # type: ignore[union-attr]
+        second = _register(Registry(session, publisher), 3.0, 2.0)
+        assert drafts.live(session).id == second  # type: ignore[union-attr]
+    _serve(monitor, second, 2.0)  # a third fewer tokens per step than the first: roll back
+    with sessions() as session:
+        assert drafts.live(session).id == first  # type: ignore[union-attr]
+        assert drafts.get(session, second).status == drafts.ROLLED_BACK  # type: ignore[union-attr]
+        (entry,) = audit.entries(session, 10, action="draft.auto_rollback")
+        assert entry.target == first and entry.actor == "system:auto-rollback"
+        third = _register(Registry(session, publisher), 3.5, 3.0)
+    _serve(monitor, third, 2.9)  # within 10% of the first's 3.0: kept
+    with sessions() as session:
+        assert drafts.live(session).id == third  # type: ignore[union-attr]
+        checks = audit.entries(session, 10, action="draft.live_check")
+        assert checks[0].target == third
+    engine.dispose()

@@ -1,0 +1,178 @@
+"""``borealis bench speedup``: HF greedy, HF prompt lookup, this engine target-only and speculative.
+
+All arms run in one process on the same test-split prompts and thread count; greedy outputs of
+every arm are compared token by token with HF greedy decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from borealis.settings import get_settings
+from worker.draft.io import load_draft
+from worker.draft.model import new_draft
+from worker.draft.vocab import DraftVocab
+from worker.engine.drafter import DraftRunner
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.llama import LlamaModel
+from worker.engine.types import GenerationRequest, SamplingParams, SpecStats
+from worker.workloads import build_prompts, encode_prompt
+
+PROMPT_LOOKUP_TOKENS = 10
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis bench speedup", description=__doc__)
+    parser.add_argument("--workload", choices=["code", "prose", "chat", "mixed"], default="code")
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--draft", default="random", help="'random' (day-0 draft) or a draft artifact directory"
+    )
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--mode", choices=["chain", "tree"], default="tree")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1:
+        parser.error("--requests, --max-new-tokens and --batch must be positive")
+    return args
+
+
+def run_engine(
+    engine: SpecEngine, prompts: list[list[int]], params: SamplingParams
+) -> tuple[list[list[int]], list[SpecStats], float]:
+    started = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        engine.submit(GenerationRequest(str(i), prompt, params))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    stats: list[SpecStats] = [SpecStats() for _ in prompts]
+    while engine.has_work():
+        for event in engine.step():
+            outputs[int(event.request_id)].extend(event.token_ids)
+            if event.stats is not None:
+                stats[int(event.request_id)] = event.stats
+    return outputs, stats, time.perf_counter() - started
+
+
+def run_hf(
+    generate: Callable[[list[int]], list[int]], prompts: list[list[int]]
+) -> tuple[list[list[int]], float]:
+    started = time.perf_counter()
+    outputs = [generate(prompt) for prompt in prompts]
+    return outputs, time.perf_counter() - started
+
+
+def hf_generator(model: Any, max_new: int, eos: int, lookup: int | None) -> Callable[[list[int]], list[int]]:
+    def generate(prompt: list[int]) -> list[int]:
+        extra = {"prompt_lookup_num_tokens": lookup} if lookup else {}
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=eos,
+                **extra,
+            )
+        return list(out[0, len(prompt) :].tolist())
+
+    return generate
+
+
+def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> DraftRunner:
+    if arg == "random":
+        vocab = DraftVocab.from_sequences(train_ids, 8192, target.spec.vocab_size)
+        return DraftRunner(new_draft(target.spec, vocab), target.embed, version="random")
+    draft, manifest = load_draft(arg)
+    return DraftRunner(draft, target.embed, version=manifest.version or Path(arg).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    args = parse_args(argv)
+    settings = get_settings()
+    threads = args.threads or settings.threads
+    torch.set_num_threads(threads)
+    model_dir = Path(args.model) if args.model else settings.resolved_model_path
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompts = [encode_prompt(p, tokenizer) for p in build_prompts(args.workload, "test", args.requests)]
+    train_ids = [encode_prompt(p, tokenizer) for p in build_prompts(args.workload, "train", 400)]
+    eos = int(tokenizer.eos_token_id)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
+    target = LlamaModel.load(model_dir)
+    hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
+    off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))
+    spec = SpecEngine(
+        target,
+        EngineConfig(args.batch, max_len, spec=SpecConfig(mode=args.mode)),
+        make_draft(args.draft, target, train_ids),
+    )
+    warm = prompts[:1]
+    hf_plain = hf_generator(hf, args.max_new_tokens, eos, None)
+    hf_lookup = hf_generator(hf, args.max_new_tokens, eos, PROMPT_LOOKUP_TOKENS)
+    short = SamplingParams(max_new_tokens=8, stop_token_ids=(eos,))
+    for engine in (off, spec):
+        run_engine(engine, warm, short)
+    hf_plain(warm[0][:32])
+    hf_lookup(warm[0][:32])
+
+    hf_out, hf_s = run_hf(hf_plain, prompts)
+    lookup_out, lookup_s = run_hf(hf_lookup, prompts)
+    off_out, _, off_s = run_engine(off, prompts, params)
+    spec_out, spec_stats, spec_s = run_engine(spec, prompts, params)
+
+    def tok_s(outputs: list[list[int]], seconds: float) -> float:
+        return sum(len(o) for o in outputs) / seconds
+
+    steps = sum(s.num_steps for s in spec_stats)
+    accepted = sum(s.num_accepted_tokens for s in spec_stats)
+    drafts = sum(s.num_drafts for s in spec_stats)
+    depth = max((len(s.accepted_per_position) for s in spec_stats), default=0)
+    per_position = [
+        sum(s.accepted_per_position[k] for s in spec_stats if k < len(s.accepted_per_position))
+        / max(drafts, 1)
+        for k in range(depth)
+    ]
+    result = {
+        "hf_greedy_tok_s": tok_s(hf_out, hf_s),
+        "hf_prompt_lookup_tok_s": tok_s(lookup_out, lookup_s),
+        "target_only_tok_s": tok_s(off_out, off_s),
+        "spec_tok_s": tok_s(spec_out, spec_s),
+        "speedup_vs_hf_greedy": hf_s / spec_s * sum(map(len, spec_out)) / max(sum(map(len, hf_out)), 1),
+        "speedup_vs_target_only": off_s / spec_s * sum(map(len, spec_out)) / max(sum(map(len, off_out)), 1),
+        "mean_acceptance_length": (accepted + steps) / max(steps, 1),
+        "per_position_acceptance": per_position,
+        "outputs_identical": hf_out == lookup_out == off_out == spec_out,
+        "outputs_identical_per_arm": {
+            "hf_prompt_lookup": lookup_out == hf_out,
+            "target_only": off_out == hf_out,
+            "spec": spec_out == hf_out,
+        },
+        "model": str(model_dir),
+        "threads": threads,
+        "batch": args.batch,
+        "hf_batch": 1,
+        "workload": args.workload,
+        "draft": args.draft,
+        "mode": args.mode,
+        "requests": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "generated_tokens": sum(map(len, spec_out)),
+    }
+    text = json.dumps(result, indent=2)
+    if args.json_path:
+        Path(args.json_path).write_text(text + "\n")
+    print(text)
+    return 0 if result["outputs_identical"] else 1

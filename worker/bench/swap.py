@@ -1,0 +1,242 @@
+"""``borealis bench swap``: latency and failures under continuous traffic while drafts are swapped.
+
+Starts a private appliance (control plane, one inference worker, Redis) on free ports, publishes
+two day-0 drafts for the target, then runs C concurrent clients: first a baseline phase on the
+first draft, then a phase of alternating promotions and rollbacks. Every request's outcome is
+kept; ``swap_seconds`` is from the operator call until every worker acknowledges the version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from borealis.embedded_redis import start_embedded_redis
+from borealis.publish import publish_draft
+from borealis.secrets import generate_token
+from borealis.settings import get_settings
+from borealis.supervisor import Child, free_port
+
+PROMPTS = [
+    "def fibonacci(n):",
+    "The history of the printing press",
+    "Write a short note to a colleague about the meeting.",
+    "import os\nimport sys\n\ndef main():",
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    started: float
+    latency_s: float
+    status: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis bench swap", description=__doc__)
+    parser.add_argument("--swaps", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--baseline-seconds", type=float, default=30.0)
+    parser.add_argument("--gap-seconds", type=float, default=3.0, help="traffic between two swaps")
+    parser.add_argument("--json", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Traffic:
+    def __init__(self, base_url: str, model: str, concurrency: int, max_tokens: int) -> None:
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(base_url, model, max_tokens, i), daemon=True)
+            for i in range(concurrency)
+        ]
+
+    def _client(self, base_url: str, model: str, max_tokens: int, index: int) -> None:
+        with httpx.Client(timeout=300) as client:
+            turn = index
+            while not self._stop.is_set():
+                body = {
+                    "model": model,
+                    "prompt": PROMPTS[turn % len(PROMPTS)],
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                }
+                started = time.monotonic()
+                try:
+                    status = client.post(f"{base_url}/v1/completions", json=body).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.outcomes.append(Outcome(started, time.monotonic() - started, status))
+                turn += 1
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=300)
+
+
+def _make_drafts(model_dir: Path, root: Path) -> list[Path]:
+    from collections import Counter
+
+    from worker.draft.io import save_draft
+    from worker.draft.model import new_draft
+    from worker.draft.vocab import DraftVocab
+    from worker.engine.llama import LlamaSpec
+
+    spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
+    paths = []
+    for seed in (1, 2):
+        vocab = DraftVocab.from_counts(Counter(), 8192, spec.vocab_size)
+        paths.append(root / f"draft-{seed}")
+        save_draft(new_draft(spec, vocab, seed=seed), paths[-1])
+    return paths
+
+
+def _wait_for_version(client: httpx.Client, version: str, timeout_s: float = 120) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        workers = [w for w in client.get("/api/workers").json() if w["healthy"]]
+        if workers and all(w["draft_version"] == version for w in workers):
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"workers did not reach {version} within {timeout_s} s")
+
+
+def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    latencies_ms = [o.latency_s * 1000 for o in outcomes if o.status == 200]
+    return {
+        "requests": len(outcomes),
+        "failed_requests": sum(1 for o in outcomes if o.status != 200),
+        "p50_ms": percentile(latencies_ms, 0.5),
+        "p99_ms": percentile(latencies_ms, 0.99),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = get_settings()
+    model_dir = settings.resolved_model_path
+    home = Path(tempfile.mkdtemp(prefix="borealis-bench-swap-"))
+    admin, cluster = generate_token("adm"), generate_token("cls")
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "BOREALIS_HOME": str(home),
+        "BOREALIS_API_PORT": str(api_port),
+        "BOREALIS_WORKER_PORT": str(free_port()),
+        "BOREALIS_ADMIN_TOKEN": admin,
+        "BOREALIS_CLUSTER_TOKEN": cluster,
+        "BOREALIS_MODEL_PATH": str(model_dir),
+        "BOREALIS_AUTO_ROLLBACK": "false",
+        "BOREALIS_DATABASE_URL": "",
+    }
+    redis_process = None
+    if not settings.redis_url:
+        redis_port = free_port()
+        redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log")
+        env["BOREALIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    cli = [sys.executable, "-m", "borealis.cli"]
+    children = [
+        Child("api", [*cli, "api"], home / "api.log"),
+        Child("worker", [*cli, "worker", "inference"], home / "worker.log"),
+    ]
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        for child in children:
+            child.start(env)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {admin}"}, timeout=60)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"appliance not ready; logs in {home}")
+        client.put("/api/policy", json={"mode": "manual", "reason": "bench swap"}).raise_for_status()
+        first_dir, second_dir = _make_drafts(model_dir, home / "drafts")
+        first = publish_draft(base, cluster, first_dir)["version"]
+        second = publish_draft(base, cluster, second_dir)["version"]
+        client.post(f"/api/drafts/{first}/approve", json={"reason": "bench baseline"}).raise_for_status()
+        _wait_for_version(client, first)
+        model = client.get(f"{base}/v1/models").json()["data"][0]["id"]
+        traffic = Traffic(base, model, args.concurrency, args.max_tokens)
+        traffic.start()
+        time.sleep(args.baseline_seconds)
+        swaps_started = time.monotonic()
+        swap_seconds = []
+        targets = [second, first]
+        for index in range(args.swaps):
+            target = targets[index % 2]
+            action = "approve" if index == 0 else "rollback"
+            call = f"/api/drafts/{target}/{action}"
+            client.post(call, json={"reason": f"bench swap {index}"}).raise_for_status()
+            swap_seconds.append(_wait_for_version(client, target))
+            time.sleep(args.gap_seconds)
+        swaps_ended = time.monotonic()
+        traffic.stop()
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(timeout=10)
+    before = [o for o in traffic.outcomes if o.started < swaps_started]
+    during = [o for o in traffic.outcomes if swaps_started <= o.started <= swaps_ended]
+    summary_before, summary_during = _summary(before), _summary(during)
+    return {
+        "requests": len(traffic.outcomes),
+        "failed_requests": sum(1 for o in traffic.outcomes if o.status != 200),
+        "p50_ms_before": summary_before["p50_ms"],
+        "p99_ms_before": summary_before["p99_ms"],
+        "p50_ms_during": summary_during["p50_ms"],
+        "p99_ms_during": summary_during["p99_ms"],
+        "requests_before": summary_before["requests"],
+        "requests_during": summary_during["requests"],
+        "p99_during_over_before": (
+            summary_during["p99_ms"] / summary_before["p99_ms"]
+            if summary_during["p99_ms"] and summary_before["p99_ms"]
+            else None
+        ),
+        "swap_seconds": [round(s, 3) for s in swap_seconds],
+        "swap_seconds_mean": round(statistics.fmean(swap_seconds), 3) if swap_seconds else None,
+        "swap_seconds_max": round(max(swap_seconds), 3) if swap_seconds else None,
+        "swaps": args.swaps,
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "model": str(model_dir),
+        "threads": settings.threads,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if result["failed_requests"] == 0 else 1

@@ -1,0 +1,1 @@
+"""The EAGLE-3-style draft head: model, pruned vocabulary, artifact format and offline training."""

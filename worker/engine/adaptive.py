@@ -1,0 +1,108 @@
+"""When and how far to speculate, from measured costs and recent acceptance.
+
+Speculating pays only when the expected tokens per step outgrow the extra cost of drafting and of
+verifying a wider forward. Both sides are measured online (per batch size and row count), so the
+same rule gives long drafts on repetitive code, short ones on chat, and none for a useless draft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMA = 0.1
+
+
+@dataclass(frozen=True)
+class Plan:
+    draft_depth: int  # draft forwards this step (0: no learned draft)
+    ngram_tokens: int  # longest n-gram proposal to include (0: none)
+
+
+class _Ema:
+    def __init__(self, value: float):
+        self.value = value
+
+    def update(self, sample: float) -> None:
+        self.value += EMA * (sample - self.value)
+
+
+class SpeculationController:
+    """Keeps conditional acceptance rates per depth and per source, and cost tables per row count."""
+
+    def __init__(self, max_draft_depth: int, max_ngram_tokens: int, draft_width: int, probe_every: int = 16):
+        self.max_draft_depth = max_draft_depth
+        self.max_ngram_tokens = max_ngram_tokens
+        self.draft_width = draft_width
+        self.probe_every = probe_every
+        self.draft_accept = [_Ema(0.5) for _ in range(max_draft_depth)]
+        self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
+        self._target_ms: dict[int, _Ema] = {}
+        self._draft_ms: dict[int, _Ema] = {}
+        self._steps_without_draft = 0
+
+    def observe_target(self, rows: int, seconds: float) -> None:
+        self._observe(self._target_ms, rows, seconds * 1000)
+
+    def observe_draft(self, rows: int, seconds: float) -> None:
+        self._observe(self._draft_ms, rows, seconds * 1000)
+
+    def observe_acceptance(self, draft: bool, proposed: int, accepted: int) -> None:
+        """One proposal chain of ``proposed`` tokens of which the first ``accepted`` were accepted."""
+        rates = self.draft_accept if draft else self.ngram_accept
+        for depth in range(min(proposed, len(rates))):
+            rates[depth].update(1.0 if depth < accepted else 0.0)
+            if depth >= accepted:
+                break
+
+    def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
+        """Pick the draft depth and n-gram length with the best expected tokens per millisecond."""
+        best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
+        max_depth = self.max_draft_depth if has_draft else 0
+        for depth in range(max_depth + 1):
+            for ngram in range(min(ngram_available, self.max_ngram_tokens) + 1):
+                rows = batch * (1 + depth * self.draft_width + ngram)
+                cost = self.target_ms(rows) + depth * self.draft_ms(batch * self.draft_width)
+                tokens = 1.0 + max(
+                    self._expected(self.draft_accept, depth), self._expected(self.ngram_accept, ngram)
+                )
+                if tokens / cost > best_value:
+                    best, best_value = Plan(depth, ngram), tokens / cost
+        if has_draft and best.draft_depth == 0:
+            self._steps_without_draft += 1
+            if self._steps_without_draft >= self.probe_every:  # keep the acceptance estimate fresh
+                self._steps_without_draft = 0
+                return Plan(1, best.ngram_tokens)
+        else:
+            self._steps_without_draft = 0
+        return best
+
+    def target_ms(self, rows: int) -> float:
+        return self._lookup(self._target_ms, rows, default=30.0, slope=0.02)
+
+    def draft_ms(self, rows: int) -> float:
+        return self._lookup(self._draft_ms, rows, default=2.0, slope=0.05)
+
+    @staticmethod
+    def _expected(rates: list[_Ema], depth: int) -> float:
+        total, survive = 0.0, 1.0
+        for rate in rates[:depth]:
+            survive *= rate.value
+            total += survive
+        return total
+
+    @staticmethod
+    def _observe(table: dict[int, _Ema], rows: int, ms: float) -> None:
+        if rows in table:
+            table[rows].update(ms)
+        else:
+            table[rows] = _Ema(ms)
+
+    @staticmethod
+    def _lookup(table: dict[int, _Ema], rows: int, default: float, slope: float) -> float:
+        """Measured cost for ``rows``, else scaled from the nearest measured row count."""
+        if rows in table:
+            return table[rows].value
+        if not table:
+            return default * (1.0 + slope * (rows - 1))
+        nearest = min(table, key=lambda known: abs(known - rows))
+        return table[nearest].value * (1.0 + slope * (rows - 1)) / (1.0 + slope * (nearest - 1))

@@ -1,0 +1,84 @@
+"""Serving-side draft runner: packed weights and the draft's own KV cache over the lean kernels.
+
+Built once per draft version (packing takes a moment, so the worker builds it off the serving
+thread); swapping drafts is then a reference assignment between steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from worker.draft.model import Eagle3Draft
+from worker.engine.linear import linear, pack
+from worker.engine.llama import (
+    KVCache,
+    LayerWeights,
+    StepInput,
+    attention_block,
+    flat_cache_index,
+    group_mask,
+    mlp_block,
+    rotary_tables,
+)
+
+
+class DraftRunner:
+    def __init__(
+        self, draft: Eagle3Draft, embed: torch.Tensor, version: str | None = None, max_positions: int = 8192
+    ):
+        config = draft.config
+        if embed.shape != (config.target_vocab_size, config.hidden_size):
+            raise ValueError("draft does not fit this target (embedding shape differs)")
+        self.version = version
+        self.config = config
+        self.spec = config.attention_spec()
+        self.embed = embed
+        self.draft_to_target = draft.vocab.draft_to_target
+        with torch.no_grad():
+            self.fc = pack(draft.fc.detach().float())
+            self.layer = LayerWeights(
+                input_norm=draft.input_norm.detach().float().clone(),
+                qkv=pack(draft.qkv.detach().float()),
+                out=pack(draft.out.detach().float()),
+                post_norm=draft.post_norm.detach().float().clone(),
+                gate_up=pack(draft.gate_up.detach().float()),
+                down=pack(draft.down.detach().float()),
+            )
+            self.hidden_norm = draft.hidden_norm.detach().float().clone()
+            self.final_norm = draft.final_norm.detach().float().clone()
+            self.lm_head = pack(draft.lm_head.detach().float())
+        self.cos, self.sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.spec, 1, batch, max_len, torch.float32)
+
+    @torch.inference_mode()
+    def fuse(self, features: torch.Tensor) -> torch.Tensor:
+        return linear(features, self.fc)
+
+    @torch.inference_mode()
+    def forward(
+        self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab."""
+        eps, size = self.config.rms_norm_eps, (self.config.hidden_size,)
+        x = torch.cat(
+            [
+                F.rms_norm(F.embedding(step.tokens, self.embed), size, self.layer.input_norm, eps),
+                F.rms_norm(hidden, size, self.hidden_norm, eps),
+            ],
+            dim=-1,
+        )
+        cos = self.cos[step.positions].unsqueeze(2)
+        sin = self.sin[step.positions].unsqueeze(2)
+        flat_index = flat_cache_index(step.write_index, self.spec.num_kv_heads, cache.max_len)
+        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, torch.float32)
+        slots = slice(first_slot, first_slot + step.tokens.shape[0])
+        attn = attention_block(
+            x, self.layer, self.spec, cache.k[0, slots], cache.v[0, slots], cos, sin, flat_index, mask
+        )
+        h = hidden + attn
+        h = h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)
+        logits = linear(F.rms_norm(h, size, self.final_norm, eps), self.lm_head)
+        return h, torch.log_softmax(logits, dim=-1)

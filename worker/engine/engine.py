@@ -1,0 +1,349 @@
+"""The speculative engine: batched decoding where each step verifies one proposal tree per sequence.
+
+Every step, for all active sequences at once: propose (n-gram lookup and/or the learned draft,
+merged into one tree per sequence), run the target once over every tree, accept by the lossless
+rule in :mod:`worker.engine.verify`, and roll the caches to the accepted path. With speculation
+off (or not paying) the tree is just the root and this is plain batched decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from worker.engine.adaptive import Plan, SpeculationController
+from worker.engine.drafter import DraftRunner
+from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input
+from worker.engine.ngram import NgramIndex
+from worker.engine.proposals import DraftBatch, draft_paths
+from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
+from worker.engine.tree import ProposalTree
+from worker.engine.types import FinishReason, GenerationRequest, SpecStats, TokenEvent
+from worker.engine.verify import Verdict, verify_tree
+
+SpecMode = Literal["off", "chain", "tree"]
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    mode: SpecMode = "tree"
+    use_ngram: bool = True
+    use_draft: bool = True
+    max_draft_depth: int = 5
+    tree_topk: int = 3  # children per expanded draft node (tree mode)
+    tree_width: int = 3  # draft nodes expanded per depth, and draft nodes kept per depth (tree mode)
+    max_ngram_tokens: int = 8
+    ngram_max_n: int = 3
+    adaptive: bool = True
+
+    def draft_shape(self) -> tuple[int, int]:
+        """(top-k, width) of the draft expansion: a chain is a tree of width one."""
+        return (1, 1) if self.mode == "chain" else (self.tree_topk, self.tree_width)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch: int = 8
+    max_seq_len: int = 2048
+    prefill_chunk: int = 256
+    spec: SpecConfig = field(default_factory=SpecConfig)
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    generator: torch.Generator | None
+    tokens: list[int]
+    kv_len: int  # tokens[:kv_len] are in the target cache; tokens[kv_len] is the next root
+    ngram: NgramIndex
+    draft_len: int = 0  # positions with a valid draft cache entry
+    generated: int = 0
+    stats: SpecStats = field(default_factory=SpecStats)
+
+
+class SpecEngine:
+    """Implements :class:`worker.engine.types.Engine` over a lean Llama target and an optional draft."""
+
+    def __init__(
+        self, target: LlamaModel, config: EngineConfig | None = None, draft: DraftRunner | None = None
+    ):
+        self.target = target
+        self.config = config or EngineConfig()
+        spec = self.config.spec
+        self.margin = 1 + spec.max_ngram_tokens + spec.max_draft_depth * max(spec.draft_shape()[1], 1) + 64
+        batch, length = self.config.max_batch, self.config.max_seq_len + self.margin
+        self.cache = target.new_cache(batch, length)
+        self.features = torch.zeros(batch, length, 3 * target.spec.hidden_size, dtype=target.dtype)
+        self.controller = SpeculationController(
+            spec.max_draft_depth, spec.max_ngram_tokens, spec.draft_shape()[1]
+        )
+        self.draft: DraftRunner | None = None
+        self.draft_cache: KVCache | None = None
+        self.swap_draft(draft)
+        self._waiting: deque[GenerationRequest] = deque()
+        self._active: list[_Sequence] = []
+
+    # -- Engine protocol ---------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> None:
+        params = request.params
+        if not request.prompt_ids:
+            raise ValueError("empty prompt")
+        if params.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if len(request.prompt_ids) + params.max_new_tokens > self.config.max_seq_len:
+            raise ValueError(f"prompt + max_new_tokens exceeds {self.config.max_seq_len} tokens")
+        if not 0.0 < params.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        vocab = self.target.spec.vocab_size
+        if min(request.prompt_ids) < 0 or max(request.prompt_ids) >= vocab:
+            raise ValueError("prompt holds token ids outside the vocabulary")
+        self._waiting.append(request)
+
+    def abort(self, request_id: str) -> None:
+        self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
+        for slot, seq in enumerate(self._active):
+            if seq.request.request_id == request_id:
+                self._release(slot)
+                return
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._active)
+
+    def step(self) -> list[TokenEvent]:
+        events = self._admit()
+        if self._active:
+            events += self._decode()
+        return events
+
+    def swap_draft(self, draft: DraftRunner | None) -> None:
+        """Install another draft between steps; each sequence's draft cache is rebuilt lazily."""
+        self.draft = draft if self.config.spec.use_draft and self.config.spec.mode != "off" else None
+        if self.draft is not None:
+            shape = (self.config.max_batch, self.config.max_seq_len + self.margin)
+            cache = self.draft_cache
+            if (
+                cache is None
+                or cache.k.shape[1] != shape[0]
+                or cache.k.shape[2:] != (self.draft.spec.num_kv_heads, shape[1], self.draft.spec.head_dim)
+            ):
+                self.draft_cache = self.draft.new_cache(*shape)
+        for seq in getattr(self, "_active", []):
+            seq.draft_len = 0
+
+    # -- admission and prefill ---------------------------------------------------------------
+
+    def _admit(self) -> list[TokenEvent]:
+        events = []
+        while self._waiting and len(self._active) < self.config.max_batch:
+            request = self._waiting.popleft()
+            slot = len(self._active)
+            prompt = request.prompt_ids
+            hidden = self._prefill(slot, prompt)
+            seq = _Sequence(
+                request=request,
+                generator=make_generator(request.params),
+                tokens=list(prompt),
+                kv_len=len(prompt),
+                ngram=NgramIndex(max_n=self.config.spec.ngram_max_n),
+            )
+            seq.ngram.extend(prompt)
+            logits = self.target.logits(hidden)[0]
+            token = (
+                int(logits.argmax())
+                if is_greedy(request.params)
+                else sample(target_probs(logits, request.params), seq.generator)
+            )
+            self._active.append(seq)
+            events.append(self._emit(slot, [token]))
+        return self._drop_finished(events)
+
+    def _prefill(self, slot: int, prompt: list[int]) -> torch.Tensor:
+        """Fill the slot's cache and feature history in chunks; returns the last position's hidden state."""
+        chunk = self.config.prefill_chunk
+        hidden = torch.empty(0)
+        for start in range(0, len(prompt), chunk):
+            ids = torch.tensor([prompt[start : start + chunk]])
+            hidden, features = self.target.forward(causal_step_input(ids, [start]), self.cache, slot)
+            self.features[slot, start : start + ids.shape[1]] = features[0]
+        return hidden[:, -1]
+
+    # -- one speculative step ------------------------------------------------------------------
+
+    def _decode(self) -> list[TokenEvent]:
+        """Propose, verify in one target forward, accept losslessly, roll caches to the accepted path."""
+        active = self._active
+        plan = self._plan()
+        trees, draft_nodes, ngram_nodes = self._propose(plan)
+        logits, features = self._verify_forward(trees)
+        events = []
+        for slot, seq in enumerate(active):
+            tree = trees[slot]
+            verdict = verify_tree(tree, logits[slot], seq.request.params, seq.generator)
+            self._record(seq, tree, verdict, draft_nodes[slot], ngram_nodes[slot])
+            self._commit(slot, tree, verdict, features[slot])
+            events.append(
+                self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
+            )
+        return self._drop_finished(events)
+
+    def _plan(self) -> Plan:
+        spec = self.config.spec
+        if spec.mode == "off":
+            return Plan(0, 0)
+        ngram = spec.max_ngram_tokens if spec.use_ngram else 0
+        has_draft = self.draft is not None
+        if not spec.adaptive:
+            return Plan(spec.max_draft_depth if has_draft else 0, ngram)
+        return self.controller.plan(len(self._active), ngram, has_draft)
+
+    def _propose(self, plan: Plan) -> tuple[list[ProposalTree], list[set[int]], list[set[int]]]:
+        """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes."""
+        trees = [ProposalTree.root(seq.tokens[seq.kv_len]) for seq in self._active]
+        ngram_nodes: list[set[int]] = [set() for _ in trees]
+        draft_nodes: list[set[int]] = [set() for _ in trees]
+        if plan.ngram_tokens:
+            for seq, tree, nodes in zip(self._active, trees, ngram_nodes, strict=True):
+                nodes.update(
+                    tree.add_path(seq.ngram.propose(plan.ngram_tokens), budget=1 + plan.ngram_tokens)
+                )
+        if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
+            topk, width = self.config.spec.draft_shape()
+            started = time.perf_counter()
+            self._draft_catch_up()
+            batch = DraftBatch(
+                kv_lens=[seq.kv_len for seq in self._active],
+                roots=[seq.tokens[seq.kv_len] for seq in self._active],
+                features=self.features,
+            )
+            paths = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width)
+            for seq in self._active:
+                seq.draft_len = seq.kv_len
+            rows = len(trees) * width
+            self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
+            for tree, nodes, seq_paths in zip(trees, draft_nodes, paths, strict=True):
+                budget = len(tree) + plan.draft_depth * width
+                for path in seq_paths:
+                    nodes.update(tree.add_path(path, budget))
+        return trees, draft_nodes, ngram_nodes
+
+    def _draft_catch_up(self) -> None:
+        """Bring every draft cache to one position short of the target's, in chunks, one sequence at a time.
+
+        The last pending position is left for :func:`draft_paths`, whose batched pass over it also
+        yields the first proposal.
+        """
+        assert self.draft is not None and self.draft_cache is not None
+        chunk = self.config.prefill_chunk
+        for slot, seq in enumerate(self._active):
+            while seq.kv_len - seq.draft_len > 1:
+                start = seq.draft_len
+                count = min(chunk, seq.kv_len - 1 - start)
+                ids = torch.tensor([seq.tokens[start + 1 : start + 1 + count]])
+                hidden = self.draft.fuse(self.features[slot : slot + 1, start : start + count])
+                self.draft.forward(causal_step_input(ids, [start]), hidden, self.draft_cache, slot)
+                seq.draft_len = start + count
+
+    def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``."""
+        kv_lens = [seq.kv_len for seq in self._active]
+        width = max(len(tree) for tree in trees)
+        span = max(kv_lens) + width
+        batch = len(trees)
+        tokens = torch.zeros(batch, width, dtype=torch.long)
+        positions = torch.zeros(batch, width, dtype=torch.long)
+        mask = torch.zeros(batch, width, span, dtype=torch.bool)
+        for b, (tree, kv_len) in enumerate(zip(trees, kv_lens, strict=True)):
+            size = len(tree)
+            tokens[b, :size] = torch.tensor(tree.tokens)
+            positions[b] = kv_len + torch.arange(width)
+            positions[b, :size] = kv_len + torch.tensor(tree.depths)
+            mask[b, :, :kv_len] = True
+            mask[b, :size, kv_len : kv_len + size] = tree.ancestor_mask()
+            mask[b, size:, kv_len + size : kv_len + width] = torch.eye(width - size, dtype=torch.bool)
+        write = torch.tensor(kv_lens).unsqueeze(1) + torch.arange(width)
+        started = time.perf_counter()
+        hidden, features = self.target.forward(StepInput(tokens, positions, write, mask), self.cache)
+        logits = self.target.logits(hidden)
+        self.controller.observe_target(batch * width, time.perf_counter() - started)
+        return logits, features
+
+    def _commit(self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor) -> None:
+        """Keep the root and the accepted path (compacting tree rows) in the target cache and features."""
+        seq = self._active[slot]
+        path = [0, *verdict.accepted]
+        if path != list(range(len(path))):
+            self.cache.gather_positions(slot, seq.kv_len + torch.tensor(path[1:]), seq.kv_len + 1)
+        self.features[slot, seq.kv_len : seq.kv_len + len(path)] = features[path]
+        seq.kv_len += len(path)
+
+    def _record(
+        self,
+        seq: _Sequence,
+        tree: ProposalTree,
+        verdict: Verdict,
+        draft_nodes: set[int],
+        ngram_nodes: set[int],
+    ) -> None:
+        stats = seq.stats
+        stats.num_steps += 1
+        proposed = len(tree) - 1
+        if proposed:
+            stats.num_drafts += 1
+            stats.num_draft_tokens += proposed
+            stats.num_accepted_tokens += len(verdict.accepted)
+            depth = max(tree.depths)
+            if len(stats.accepted_per_position) < depth:
+                stats.accepted_per_position.extend([0] * (depth - len(stats.accepted_per_position)))
+            for position in range(len(verdict.accepted)):
+                stats.accepted_per_position[position] += 1
+        for source, nodes in ((True, draft_nodes), (False, ngram_nodes)):
+            if nodes:
+                accepted = 0
+                while accepted < len(verdict.accepted) and verdict.accepted[accepted] in nodes:
+                    accepted += 1
+                self.controller.observe_acceptance(source, max(tree.depths[n] for n in nodes), accepted)
+
+    # -- output and bookkeeping ----------------------------------------------------------------
+
+    def _emit(self, slot: int, tokens: list[int]) -> TokenEvent:
+        """Append new tokens, cut at a stop token or the length limit, and build the event."""
+        seq = self._active[slot]
+        params = seq.request.params
+        finish: FinishReason | None = None
+        kept: list[int] = []
+        for token in tokens:
+            kept.append(token)
+            if token in params.stop_token_ids:
+                finish = "stop"
+                break
+            if seq.generated + len(kept) >= params.max_new_tokens:
+                finish = "length"
+                break
+        seq.generated += len(kept)
+        seq.tokens.extend(kept)
+        seq.ngram.extend(kept)
+        return TokenEvent(seq.request.request_id, kept, finish, seq.stats if finish else None)
+
+    def _drop_finished(self, events: list[TokenEvent]) -> list[TokenEvent]:
+        finished = {event.request_id for event in events if event.finish_reason is not None}
+        for slot in reversed(range(len(self._active))):
+            if self._active[slot].request.request_id in finished:
+                self._release(slot)
+        return events
+
+    def _release(self, slot: int) -> None:
+        """Free a slot; the last sequence moves into it to keep active slots dense."""
+        last = len(self._active) - 1
+        if slot != last:
+            moved = self._active[last]
+            self.cache.move_slot(last, slot, moved.kv_len + 1)
+            self.features[slot, : moved.kv_len] = self.features[last, : moved.kv_len]
+            if self.draft_cache is not None:
+                self.draft_cache.move_slot(last, slot, moved.draft_len + 1)
+            self._active[slot] = moved
+        self._active.pop()

@@ -1,0 +1,316 @@
+"""A lean Llama-family forward pass for CPU decoding.
+
+Hugging Face's implementation pays for generality on every step (dynamic caches, hooks, per-layer
+Python bookkeeping). Speculative decoding needs something narrower and faster: a static KV cache
+whose per-sequence length is a pointer (so rejected tokens are dropped by moving it back), several
+new tokens per sequence with an arbitrary attention mask (tree verification), and the hidden
+states of three layers that the EAGLE-3 draft consumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from worker.engine.linear import linear, pack
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+class UnsupportedModelError(ValueError):
+    """The checkpoint is not a plain Llama-family causal LM this lean path can run."""
+
+
+@dataclass(frozen=True)
+class LlamaSpec:
+    """Architecture hyperparameters read from a Hugging Face ``config.json``."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> LlamaSpec:
+        model_type = config.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedModelError(f"model_type {model_type!r} is not supported (want llama)")
+        if config.get("attention_bias") or config.get("mlp_bias"):
+            raise UnsupportedModelError("biased projections are not supported")
+        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise UnsupportedModelError(f"unreadable rope parameters: {rope!r}")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise UnsupportedModelError(f"rope_type {rope_type!r} is not supported")
+        hidden = _int(config, "hidden_size")
+        heads = _int(config, "num_attention_heads")
+        head_dim = config.get("head_dim") or hidden // heads
+        return cls(
+            vocab_size=_int(config, "vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=_int(config, "intermediate_size"),
+            num_layers=_int(config, "num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),  # type: ignore[call-overload]
+            head_dim=int(head_dim),  # type: ignore[call-overload]
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),  # type: ignore[arg-type]
+            rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+    def feature_layers(self) -> tuple[int, int, int]:
+        """Layers (low, middle, high) whose outputs feed the draft, as in EAGLE-3."""
+        last = self.num_layers - 1
+        return (min(2, last), min(self.num_layers // 2, last), max(self.num_layers - 3, 0))
+
+
+def _int(config: dict[str, object], key: str) -> int:
+    value = config.get(key)
+    if not isinstance(value, int):
+        raise UnsupportedModelError(f"config.json lacks an integer {key!r}")
+    return value
+
+
+@dataclass
+class LayerWeights:
+    """One decoder layer, with q/k/v and gate/up fused so each is a single matmul (weights packed)."""
+
+    input_norm: torch.Tensor
+    qkv: torch.Tensor
+    out: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+
+class KVCache:
+    """Static keys/values for ``batch`` sequence slots; a slot's length lives with its owner.
+
+    Layout ``[layer, slot, kv_head, position, head_dim]`` keeps one slot's history contiguous so
+    the attention of the first ``n`` slots is a view, never a copy.
+    """
+
+    def __init__(self, spec: LlamaSpec, num_layers: int, batch: int, max_len: int, dtype: torch.dtype):
+        shape = (num_layers, batch, spec.num_kv_heads, max_len, spec.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        self.max_len = max_len
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of one slot into another (keeps active slots dense)."""
+        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+
+    def gather_positions(self, slot: int, src: torch.Tensor, dst_start: int) -> None:
+        """Move the kept tree positions ``src`` of a slot to ``dst_start...`` (after tree verification)."""
+        dst = torch.arange(dst_start, dst_start + src.numel())
+        self.k[:, slot, :, dst] = self.k[:, slot, :, src]
+        self.v[:, slot, :, dst] = self.v[:, slot, :, src]
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """New tokens for the first ``B`` cache slots.
+
+    ``positions`` are rotary positions, ``write_index`` the cache rows they are stored in (they differ
+    inside a tree), and ``mask[b, t, s]`` says whether token ``t`` may attend cache row ``s``
+    (rows ``< span`` only; the new tokens are already written when attention runs).
+    """
+
+    tokens: torch.Tensor  # [B, T] int64
+    positions: torch.Tensor  # [B, T] int64
+    write_index: torch.Tensor  # [B, T] int64
+    mask: torch.Tensor  # [B, T, span] bool
+
+
+def causal_step_input(tokens: torch.Tensor, lengths: list[int]) -> StepInput:
+    """Plain causal input: ``tokens[b]`` extend slot ``b`` contiguously from ``lengths[b]``."""
+    count = tokens.shape[1]
+    start = torch.tensor(lengths, dtype=torch.long).unsqueeze(1)
+    positions = start + torch.arange(count)
+    span = max(lengths) + count
+    mask = torch.arange(span).view(1, 1, span) <= positions.unsqueeze(2)
+    return StepInput(tokens=tokens, positions=positions, write_index=positions, mask=mask)
+
+
+def rotary_tables(head_dim: int, theta: float, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF's non-interleaved rotary embedding; ``cos``/``sin`` broadcast over heads."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def attention_block(
+    x: torch.Tensor,
+    layer: LayerWeights,
+    spec: LlamaSpec,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    flat_index: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Self-attention over cached history plus the new tokens (GQA by folding query groups).
+
+    ``cache_k``/``cache_v`` are ``[B, kv_heads, max_len, head_dim]`` for one layer; queries of
+    one KV group are stacked along the sequence axis so keys and values are never repeated.
+    """
+    batch, count, _ = x.shape
+    heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+    groups = heads // kv_heads
+    qkv = linear(x, layer.qkv).view(batch, count, heads + 2 * kv_heads, dim)
+    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+    q, k = qk[:, :, :heads], qk[:, :, heads:]
+    v = qkv[:, :, heads + kv_heads :]
+    rows = batch * kv_heads * cache_k.shape[2]
+    cache_k.view(rows, dim).index_copy_(0, flat_index, k.transpose(1, 2).reshape(-1, dim))
+    cache_v.view(rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
+    span = mask.shape[-1]
+    q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
+    attn = F.scaled_dot_product_attention(q, cache_k[:, :, :span], cache_v[:, :, :span], attn_mask=mask)
+    attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
+    return linear(attn, layer.out)
+
+
+def mlp_block(x: torch.Tensor, layer: LayerWeights) -> torch.Tensor:
+    gate, up = linear(x, layer.gate_up).chunk(2, dim=-1)
+    return linear(F.silu(gate) * up, layer.down)
+
+
+def flat_cache_index(write_index: torch.Tensor, kv_heads: int, max_len: int) -> torch.Tensor:
+    """Row of each new (slot, kv_head, token) in a layer cache viewed as ``[slots*kv_heads*max_len, dim]``."""
+    batch = write_index.shape[0]
+    base = torch.arange(batch).view(batch, 1, 1) * kv_heads + torch.arange(kv_heads).view(1, kv_heads, 1)
+    return (base * max_len + write_index.unsqueeze(1)).reshape(-1)
+
+
+def group_mask(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``[B, 1, groups*T, S]`` mask for the folded query groups, built once per forward.
+
+    Passing SDPA a float mask spares it converting a boolean one in every layer.
+    """
+    batch, count, span = mask.shape
+    allowed = mask.unsqueeze(1).expand(batch, groups, count, span).reshape(batch, 1, groups * count, span)
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+
+
+class LlamaModel:
+    """Inference-only Llama forward with a caller-managed static KV cache."""
+
+    def __init__(
+        self,
+        spec: LlamaSpec,
+        embed: torch.Tensor,
+        layers: list[LayerWeights],
+        norm: torch.Tensor,
+        lm_head: torch.Tensor,
+        max_positions: int = 8192,
+    ):
+        self.spec = spec
+        self.embed = embed
+        self.layers = layers
+        self.norm = norm
+        self.lm_head = lm_head
+        self.feature_layers = spec.feature_layers()
+        self.cos, self.sin = rotary_tables(spec.head_dim, spec.rope_theta, max_positions)
+        self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.dtype
+
+    @classmethod
+    def load(cls, model_dir: Path | str, dtype: torch.dtype = torch.float32) -> LlamaModel:
+        """Load ``config.json`` + ``model.safetensors`` from a local Hugging Face directory."""
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / "config.json").read_text())
+        spec = LlamaSpec.from_config(config)
+        state = load_file(str(model_dir / "model.safetensors"))
+        return cls.from_state_dict(spec, state, dtype)
+
+    @classmethod
+    def from_state_dict(
+        cls, spec: LlamaSpec, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+    ) -> LlamaModel:
+        """Build from HF ``LlamaForCausalLM`` parameter names (fusing projections once, here)."""
+
+        def get(name: str) -> torch.Tensor:
+            return state[name].to(dtype).contiguous()
+
+        layers = []
+        for i in range(spec.num_layers):
+            p = f"model.layers.{i}."
+            layers.append(
+                LayerWeights(
+                    input_norm=get(p + "input_layernorm.weight"),
+                    qkv=pack(torch.cat([get(p + f"self_attn.{n}_proj.weight") for n in ("q", "k", "v")])),
+                    out=pack(get(p + "self_attn.o_proj.weight")),
+                    post_norm=get(p + "post_attention_layernorm.weight"),
+                    gate_up=pack(torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")])),
+                    down=pack(get(p + "mlp.down_proj.weight")),
+                )
+            )
+        embed = get("model.embed_tokens.weight")
+        tied = spec.tie_word_embeddings or "lm_head.weight" not in state
+        lm_head = pack(embed if tied else get("lm_head.weight"))
+        return cls(spec, embed, layers, get("model.norm.weight"), lm_head)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.spec, self.spec.num_layers, batch, max_len, self.dtype)
+
+    @torch.inference_mode()
+    def forward(
+        self, step: StepInput, cache: KVCache, first_slot: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run new tokens for cache slots ``first_slot...`` through the model, caching their keys/values.
+
+        Returns the final normed hidden states ``[B, T, H]`` (feed to :meth:`logits`) and the
+        draft features ``[B, T, 3H]`` (outputs of the low, middle and high feature layers).
+        """
+        spec = self.spec
+        x = F.embedding(step.tokens, self.embed)
+        cos = self.cos[step.positions].unsqueeze(2)
+        sin = self.sin[step.positions].unsqueeze(2)
+        flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
+        mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, self.dtype)
+        slots = slice(first_slot, first_slot + step.tokens.shape[0])
+        outputs: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (spec.hidden_size,), layer.input_norm, spec.rms_norm_eps)
+            x = x + attention_block(
+                h, layer, spec, cache.k[i, slots], cache.v[i, slots], cos, sin, flat_index, mask
+            )
+            h = F.rms_norm(x, (spec.hidden_size,), layer.post_norm, spec.rms_norm_eps)
+            x = x + mlp_block(h, layer)
+            if i in self.feature_layers:
+                outputs[i] = x
+        hidden = F.rms_norm(x, (spec.hidden_size,), self.norm, spec.rms_norm_eps)
+        return hidden, torch.cat([outputs[i] for i in self.feature_layers], dim=-1)
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return linear(hidden, self.lm_head)

@@ -1,0 +1,115 @@
+"""Draft proposals for a whole batch: a best-first tree expansion (EAGLE-2 style), chains as width one.
+
+At each depth the draft scores children of the current frontier; the ``width`` children with the
+best cumulative log-probability become the next frontier and are run through the draft together
+(one forward for all sequences and all frontier nodes, under a tree attention mask). The paths
+returned are those of the ``depth * width`` best candidates overall, best first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from worker.engine.drafter import DraftRunner
+from worker.engine.llama import KVCache, StepInput
+
+
+@dataclass(frozen=True)
+class DraftBatch:
+    kv_lens: list[int]  # target cache length per slot; the draft cache is valid below kv_len - 1
+    roots: list[int]  # the last emitted token per slot (tree root, position kv_len)
+    features: torch.Tensor  # [slots, positions, 3H] target feature history
+
+
+@dataclass
+class _Candidates:
+    """Candidate nodes of one sequence's draft tree (parent -1 is the root)."""
+
+    scores: list[float]
+    parents: list[int]
+    tokens: list[int]
+
+    def add(self, score: float, parent: int, token: int) -> int:
+        self.scores.append(score)
+        self.parents.append(parent)
+        self.tokens.append(token)
+        return len(self.scores) - 1
+
+    def best_paths(self, count: int) -> list[list[int]]:
+        """Token paths to the leaves of the ``count`` best candidates, best leaf first."""
+        order = sorted(range(len(self.scores)), key=lambda i: -self.scores[i])[:count]
+        chosen = set(order)
+        inner = {self.parents[i] for i in chosen}
+        paths = []
+        for leaf in (i for i in order if i not in inner):
+            path, node = [], leaf
+            while node >= 0:
+                path.append(self.tokens[node])
+                node = self.parents[node]
+            paths.append(path[::-1])
+        return paths
+
+
+def draft_paths(
+    runner: DraftRunner, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
+) -> list[list[list[int]]]:
+    """Run ``depth`` draft forwards over the batch; return each sequence's proposed token paths."""
+    size = len(batch.kv_lens)
+    kv = torch.tensor(batch.kv_lens)
+    span = max(batch.kv_lens) + depth * width
+    # First pass: the last pending pair (target features at kv_len-1, root token) -> depth-1 logits.
+    last = (kv - 1).unsqueeze(1)
+    step = StepInput(
+        tokens=torch.tensor(batch.roots).unsqueeze(1),
+        positions=last,
+        write_index=last,
+        mask=(torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)),
+    )
+    hidden = runner.fuse(batch.features[torch.arange(size), kv - 1]).unsqueeze(1)
+    hidden, logp = runner.forward(step, hidden, cache)
+    candidates = [_Candidates([], [], []) for _ in range(size)]
+    frontier_ids = [[-1] for _ in range(size)]  # candidate index of each frontier node
+    frontier_rows: list[list[list[int]]] = [[[]] for _ in range(size)]  # cache rows each node may attend
+    frontier_scores = torch.zeros(size, 1)
+    d2t = runner.draft_to_target
+    for level in range(1, depth + 1):
+        top_logp, top_ids = logp.topk(topk, dim=-1)  # [B, F, k]
+        child_scores = (frontier_scores.unsqueeze(-1) + top_logp).reshape(size, -1)
+        child_tokens = d2t[top_ids].reshape(size, -1)
+        scores_list, tokens_list = child_scores.tolist(), child_tokens.tolist()
+        child_ids = [
+            [
+                candidates[b].add(scores_list[b][j], frontier_ids[b][j // topk], tokens_list[b][j])
+                for j in range(len(scores_list[b]))
+            ]
+            for b in range(size)
+        ]
+        if level == depth:
+            break
+        keep = min(width, child_scores.shape[1])
+        frontier_scores, picked = child_scores.topk(keep, dim=-1)  # [B, keep]
+        picked_list = picked.tolist()
+        rows = kv.unsqueeze(1) + (level - 1) * width + torch.arange(keep)
+        mask = torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)
+        mask = mask.expand(size, keep, span).clone()
+        new_rows: list[list[list[int]]] = []
+        for b in range(size):
+            node_rows = []
+            for i, j in enumerate(picked_list[b]):
+                own = [*frontier_rows[b][j // topk], int(rows[b, i])]
+                mask[b, i, own] = True
+                node_rows.append(own)
+            new_rows.append(node_rows)
+        step = StepInput(
+            tokens=child_tokens.gather(1, picked),
+            positions=(kv + level - 1).unsqueeze(1).expand(size, keep),
+            write_index=rows,
+            mask=mask,
+        )
+        parent_hidden = hidden.gather(1, (picked // topk).unsqueeze(-1).expand(size, keep, hidden.shape[-1]))
+        hidden, logp = runner.forward(step, parent_hidden, cache)
+        frontier_ids = [[child_ids[b][j] for j in picked_list[b]] for b in range(size)]
+        frontier_rows = new_rows
+    return [c.best_paths(depth * width) for c in candidates]

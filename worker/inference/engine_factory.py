@@ -1,0 +1,63 @@
+"""Builds the serving engine for a model directory, and how drafts are loaded into it.
+
+The lean speculative engine serves Llama-family checkpoints; anything else falls back to the
+reference Hugging Face engine (correct, slower, no draft).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from borealis.settings import Settings
+from worker.draft.io import load_draft
+from worker.engine.drafter import DraftRunner
+from worker.engine.engine import EngineConfig, SpecEngine
+from worker.engine.hf_plain import PlainHFEngine, load_hf_model
+from worker.engine.llama import LlamaModel, UnsupportedModelError
+from worker.engine.types import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingEngine:
+    engine: Engine
+    max_context_tokens: int
+    load_draft: Callable[[Path], object] | None  # None: this engine cannot use a draft
+    install_draft: Callable[[object | None], None] | None
+
+
+def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
+    model = load_hf_model(model_dir)
+    context = min(int(getattr(model.config, "max_position_embeddings", 2048)), context_limit)
+    return ServingEngine(PlainHFEngine(model), context, None, None)
+
+
+def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
+    context_limit = settings.max_prompt_tokens + settings.max_new_tokens_limit
+    if settings.engine == "hf":
+        return _hf_engine(model_dir, context_limit)
+    try:
+        target = LlamaModel.load(model_dir, dtype=torch.float32)
+    except UnsupportedModelError as exc:
+        log.warning(
+            "lean engine unavailable for %s (%s); serving with the reference HF engine", model_dir, exc
+        )
+        return _hf_engine(model_dir, context_limit)
+    engine = SpecEngine(target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit))
+
+    def load(path: Path) -> object:
+        draft, manifest = load_draft(path)
+        return DraftRunner(draft, target.embed, version=manifest.version)
+
+    def install(draft: object | None) -> None:
+        if draft is not None and not isinstance(draft, DraftRunner):
+            raise TypeError(f"not a draft runner: {type(draft).__name__}")
+        engine.swap_draft(draft)
+
+    return ServingEngine(engine, context_limit, load, install)

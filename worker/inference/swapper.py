@@ -1,0 +1,156 @@
+"""Hot swap of the draft model inside a running inference worker.
+
+Weights come from the control plane over HTTP and are checked against the sha256 the control
+plane vouches for before anything is deserialised (safetensors only). Loading happens on a
+background thread; the engine switches between two decoding steps, so no request stalls or fails.
+A failed swap keeps the current draft and is reported; the same bad version is not retried
+until the control plane asks again after a back-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from borealis.wire import SwapAck
+
+log = logging.getLogger(__name__)
+
+RETRY_FAILED_AFTER_S = 30.0
+WEIGHTS_FILE = "draft.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+DraftLoader = Callable[[Path], object]
+"""Builds the engine's draft object from an artifact directory (raises on a bad artifact)."""
+Installer = Callable[[str | None, object | None, Callable[[BaseException | None], None]], None]
+"""Hands (version, draft or None) to the engine thread; calls back once it is installed or failed."""
+
+
+class SwapFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class _Failure:
+    version: str
+    at: float
+
+
+class DraftSwapper:
+    def __init__(
+        self,
+        worker_id: str,
+        control_plane_url: str,
+        cluster_token: str,
+        cache_dir: Path,
+        loader: DraftLoader,
+        installer: Installer,
+    ) -> None:
+        self.worker_id = worker_id
+        self._base = control_plane_url.rstrip("/")
+        self._headers = {"authorization": f"Bearer {cluster_token}"}
+        self._cache_dir = cache_dir
+        self._loader = loader
+        self._installer = installer
+        self._lock = threading.Lock()
+        self.current: str | None = None
+        self._in_progress: str | None = None
+        self._failure: _Failure | None = None
+
+    def request(self, version: str | None) -> bool:
+        """Start moving to ``version`` unless already there, on the way, or recently failed."""
+        with self._lock:
+            if version == self.current or (version is not None and version == self._in_progress):
+                return False
+            failure = self._failure
+            if (
+                failure
+                and failure.version == version
+                and time.monotonic() - failure.at < RETRY_FAILED_AFTER_S
+            ):
+                return False
+            self._in_progress = version
+        threading.Thread(target=self._swap, args=(version,), name=f"swap-{version}", daemon=True).start()
+        return True
+
+    def _swap(self, version: str | None) -> None:
+        started = time.monotonic()
+        try:
+            draft = self._loader(self._fetch(version)) if version is not None else None
+            installed = threading.Event()
+            errors: list[BaseException] = []
+
+            def done(error: BaseException | None) -> None:
+                if error is not None:
+                    errors.append(error)
+                installed.set()
+
+            self._installer(version, draft, done)
+            if not installed.wait(timeout=600):
+                raise SwapFailed("the engine did not install the draft within 600 s")
+            if errors:
+                raise SwapFailed(f"engine refused the draft: {errors[0]}")
+        except Exception as exc:
+            log.warning("swap to %s failed: %s", version, exc)
+            with self._lock:
+                self._in_progress = None
+                self._failure = _Failure(str(version), time.monotonic())
+            self._ack(version, ok=False, error=str(exc)[:2000], seconds=time.monotonic() - started)
+            return
+        with self._lock:
+            self.current = version
+            self._in_progress = None
+            self._failure = None
+        log.info("now serving draft %s (%.2f s)", version, time.monotonic() - started)
+        self._ack(version, ok=True, error="", seconds=time.monotonic() - started)
+
+    def _fetch(self, version: str) -> Path:
+        """Download manifest and weights into the local cache; verify the sha256 while streaming."""
+        target = self._cache_dir / version
+        partial = self._cache_dir / f"{version}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with httpx.Client(base_url=self._base, headers=self._headers, timeout=60) as client:
+            meta = client.get(f"/internal/drafts/{version}/manifest")
+            meta.raise_for_status()
+            info = meta.json()
+            expected = str(info["sha256"])
+            digest = hashlib.sha256()
+            with client.stream("GET", f"/internal/drafts/{version}/artifact") as response:
+                response.raise_for_status()
+                with (partial / WEIGHTS_FILE).open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        handle.write(chunk)
+        if digest.hexdigest() != expected:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise SwapFailed(f"sha256 mismatch for {version}: refusing the artifact")
+        manifest = dict(info.get("manifest") or {})
+        manifest.update({"sha256": expected, "version": version})
+        (partial / MANIFEST_FILE).write_text(json.dumps(manifest))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        return target
+
+    def _ack(self, version: str | None, ok: bool, error: str, seconds: float) -> None:
+        ack = SwapAck(
+            worker_id=self.worker_id, draft_version=version, ok=ok, error=error, load_seconds=seconds
+        )
+        try:
+            httpx.post(
+                f"{self._base}/internal/workers/swap-ack",
+                content=ack.model_dump_json(),
+                headers={**self._headers, "content-type": "application/json"},
+                timeout=10,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("swap ack not delivered: %s", exc)

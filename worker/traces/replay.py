@@ -1,0 +1,104 @@
+"""Replay buffer for the trainer: recent traffic weighs most, but no domain is ever forgotten.
+
+Without replay a draft trained on code and then only on prose loses its code skill (a prototype
+fell from 1.71 to 1.41 acceptance length on code). Two rules prevent that. Eviction takes the
+earliest-added record of the largest domain, so a domain that stops arriving keeps its share
+instead of being flushed by the new one. Sampling first picks a domain (uniformly at full balance)
+and then a record with weight halving every ``half_life_s`` of age, measured from that domain's
+newest record so a quiet domain still favours its own freshest traces.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from borealis.wire import TraceRecord
+
+
+def record_tokens(record: TraceRecord) -> int:
+    return len(record.prompt_ids) + len(record.output_ids)
+
+
+class ReplayBuffer:
+    def __init__(
+        self,
+        max_records: int,
+        max_tokens: int,
+        half_life_s: float,
+        domain_balance: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        """``domain_balance``: 1 draws domains uniformly, 0 in proportion to their record counts."""
+        if not 0.0 <= domain_balance <= 1.0:
+            raise ValueError("domain_balance must lie in [0, 1]")
+        self.max_records = max_records
+        self.max_tokens = max_tokens
+        self.half_life_s = half_life_s
+        self.domain_balance = domain_balance
+        self._rng = np.random.default_rng(seed)
+        self._domains: dict[str, deque[TraceRecord]] = {}
+        self._domain_tokens: dict[str, int] = {}
+        self._records = 0
+        self._tokens = 0
+
+    def __len__(self) -> int:
+        return self._records
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def domain_counts(self) -> dict[str, int]:
+        return {domain: len(records) for domain, records in self._domains.items()}
+
+    def add(self, record: TraceRecord) -> bool:
+        """Keep a record, evicting to stay within bounds; False if it alone exceeds the token bound."""
+        size = record_tokens(record)
+        if size > self.max_tokens:
+            return False
+        self._domains.setdefault(record.domain, deque()).append(record)
+        self._domain_tokens[record.domain] = self._domain_tokens.get(record.domain, 0) + size
+        self._records += 1
+        self._tokens += size
+        while self._records > self.max_records or self._tokens > self.max_tokens:
+            self._evict(by_tokens=self._records <= self.max_records)
+        return True
+
+    def sample(self, n: int) -> list[TraceRecord]:
+        """``n`` records drawn with replacement: a domain by balance, then a record by recency."""
+        if n <= 0 or not self._records:
+            return []
+        domains = list(self._domains)
+        counts = np.array([len(self._domains[d]) for d in domains], dtype=np.float64)
+        domain_p = self.domain_balance / len(domains) + (1.0 - self.domain_balance) * counts / counts.sum()
+        draws = self._rng.multinomial(n, domain_p / domain_p.sum())
+        picked: list[TraceRecord] = []
+        for domain, k in zip(domains, draws, strict=True):
+            if k:
+                records = self._domains[domain]
+                weights = self._recency_weights(records)
+                picked.extend(records[int(i)] for i in self._rng.choice(len(records), size=k, p=weights))
+        order = self._rng.permutation(len(picked))
+        return [picked[int(i)] for i in order]
+
+    def _recency_weights(self, records: deque[TraceRecord]) -> np.ndarray:
+        finished = np.fromiter((r.finished_at for r in records), dtype=np.float64, count=len(records))
+        weights = np.exp2((finished - finished.max()) / self.half_life_s)
+        return weights / weights.sum()
+
+    def _evict(self, by_tokens: bool) -> None:
+        """Drop the earliest-added record of the domain largest in the bound being exceeded."""
+        if by_tokens:
+            domain = max(self._domains, key=lambda d: self._domain_tokens[d])
+        else:
+            domain = max(self._domains, key=lambda d: len(self._domains[d]))
+        records = self._domains[domain]
+        size = record_tokens(records.popleft())
+        self._domain_tokens[domain] -= size
+        self._records -= 1
+        self._tokens -= size
+        if not records:
+            del self._domains[domain]
+            del self._domain_tokens[domain]
