@@ -10,19 +10,23 @@ import httpx
 from fastapi import FastAPI
 
 from backend.api.errors import install_error_handlers
-from backend.api.routes import control, drafts, health, internal, metrics, openai, workers
+from backend.api.routes import control, drafts, health, internal, metrics, openai, session, stats, workers
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_session_factory
 from backend.services.artifacts import ArtifactStore
 from backend.services.credentials import ensure_admin_credential
+from backend.services.dashboard_sessions import DashboardSessions
 from backend.services.inference import InferenceRouter
 from backend.services.live_monitor import LiveMonitor
 from backend.services.metrics import ServingMetrics
 from backend.services.observation import RequestObserver
+from backend.services.serving_stats import ServingStats
 from backend.services.swaps import SwapPublisher
-from borealis.secrets import resolve_cluster_token
+from backend.services.trace_bus_metrics import TraceBusMonitor
+from borealis.secrets import read_or_create_token, resolve_cluster_token
 from borealis.settings import Settings, get_settings
 from dashboard.routes import router as dashboard_router
+from worker.traces.config import TraceBusConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,9 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         with app.state.sessions() as session:
             ensure_admin_credential(session, settings)
         app.state.cluster_token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+        app.state.dashboard_sessions = DashboardSessions(
+            read_or_create_token(settings.home / "dashboard-session-key", "dsk")
+        )
         app.state.artifacts = ArtifactStore(settings.resolved_artifact_dir)
         app.state.swap_publisher = SwapPublisher(settings.redis_url, settings.redis_key_prefix)
         monitor = LiveMonitor(
@@ -49,7 +56,9 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             settings.auto_rollback_margin,
             settings.auto_rollback,
         )
-        app.state.observer = RequestObserver(app.state.metrics, monitor)
+        app.state.observer = RequestObserver(app.state.metrics, monitor, app.state.serving_stats)
+        app.state.trace_bus = TraceBusMonitor(TraceBusConfig.from_settings(settings))
+        app.state.metrics.registry.register(app.state.trace_bus)
         timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=512)) as client:
             app.state.inference_router = InferenceRouter(
@@ -57,13 +66,16 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             )
             yield
         app.state.swap_publisher.close()
+        app.state.metrics.registry.unregister(app.state.trace_bus)
+        app.state.trace_bus.close()
         engine.dispose()
 
     app = FastAPI(title="Borealis control plane", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = ServingMetrics()
+    app.state.serving_stats = ServingStats()
     install_error_handlers(app)
-    for module in (health, metrics, openai, internal, workers, drafts, control):
+    for module in (health, metrics, openai, internal, workers, drafts, control, session, stats):
         app.include_router(module.router)
     app.include_router(dashboard_router)
     return app

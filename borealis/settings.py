@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     threads: int = Field(default=2, ge=1, le=256, description="torch intra-op threads per worker.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
     worker_stale_seconds: float = Field(default=10.0, gt=0, le=3600)
-    max_prompt_tokens: int = Field(default=4096, ge=16)
-    max_new_tokens_limit: int = Field(default=2048, ge=1)
+    max_prompt_tokens: int = Field(default=2048, ge=16, description="Longest prompt accepted, in tokens.")
+    max_new_tokens_limit: int = Field(default=1024, ge=1, description="Largest max_tokens accepted.")
     request_timeout_seconds: float = Field(default=300.0, gt=0)
     trace_stream: str = Field(default="traces", description="Trace stream key, under `redis_key_prefix`.")
     trace_dead_letter_stream: str = Field(
@@ -126,6 +126,45 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="Roll back if acceptance falls this fraction below the previous.",
+    )
+
+    trace_when_paused: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="While learning is paused: keep exporting into the bounded stream, or drop.",
+    )
+
+    trainer_consumer_name: str = Field(
+        default="", description="Stable trace consumer name; empty means trainer-<hostname>."
+    )
+    trainer_read_batch: int = Field(default=64, ge=1, le=10_000, description="Traces read per round at most.")
+    trainer_steps_per_round: int = Field(default=20, ge=1, description="Optimizer steps per training round.")
+    trainer_min_records: int = Field(default=8, ge=1, description="Replay records needed before training.")
+    trainer_candidate_every_rounds: int = Field(
+        default=10, ge=1, description="Rounds between candidate drafts (shadow-evaluated, then published)."
+    )
+    trainer_heldout_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Share of traces held out from training, for shadow eval."
+    )
+    trainer_heldout_max_records: int = Field(default=64, ge=1, description="Held-out traces kept per domain.")
+    trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
+    trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
+    trainer_rejected_weight: float = Field(
+        default=0.5, ge=0, description="Weight of the rejected-proposal margin term (0 switches it off)."
+    )
+    trainer_batch_tokens: int = Field(default=2048, ge=64, description="Padded tokens per optimizer step.")
+    trainer_shift_lr_boost: float = Field(
+        default=3.0, ge=1.0, description="Learning-rate factor while a detected domain shift is recent."
+    )
+    trainer_shift_boost_rounds: int = Field(default=20, ge=0, description="Rounds the shift boost lasts.")
+    trainer_idle_seconds: float = Field(
+        default=5.0, gt=0, description="Pause between rounds while learning is paused or no traces arrive."
+    )
+    trainer_feature_cache_tokens: int = Field(
+        default=200_000, ge=0, description="Tokens of recomputed target features kept between rounds."
+    )
+    draft_vocab_size: int = Field(default=8192, ge=16, description="Vocabulary of a new draft.")
+    trainer_autostart: bool = Field(
+        default=True, description="A training worker starts its round loop as soon as it is ready."
     )
 
     @property

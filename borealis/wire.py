@@ -47,6 +47,10 @@ class WorkerRegistration(WireModel):
     draft_version: str | None = Field(default=None, max_length=128)
     active_requests: int = Field(default=0, ge=0)
     max_context_tokens: int = Field(ge=1)
+    traces_exported: int = Field(default=0, ge=0, description="Trace records handed to Redis since start.")
+    traces_dropped: int = Field(
+        default=0, ge=0, description="Trace records dropped since start (never blocks)."
+    )
 
 
 class HeartbeatReply(WireModel):
@@ -57,6 +61,7 @@ class HeartbeatReply(WireModel):
     """
 
     desired_draft_version: str | None = None
+    learning_paused: bool = False
 
 
 def swap_channel(key_prefix: str) -> str:

@@ -200,8 +200,8 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
 
 
 def test_dashboard_and_local_plotly_are_served(stack: Stack) -> None:
-    page = httpx.get(f"{stack.base_url}/dashboard")
-    assert page.status_code == 200 and "Inference workers" in page.text
+    page = httpx.get(f"{stack.base_url}/dashboard", follow_redirects=True)
+    assert page.status_code == 200 and "Sign in with the admin credential" in page.text
     plotly_js = httpx.get(f"{stack.base_url}/dashboard/static/plotly.min.js")
     assert plotly_js.status_code == 200 and len(plotly_js.content) > 1_000_000
 

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, database sessions, services, and the three kinds of caller auth."""
+"""FastAPI dependencies: settings, database sessions, services, and the kinds of caller auth."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from sqlalchemy.orm import Session
 
 from backend.api.errors import APIError
 from backend.crud import credentials
+from backend.db.models import Credential
+from backend.services.dashboard_sessions import (
+    COOKIE_NAME,
+    CSRF_HEADER,
+    SAFE_METHODS,
+    DashboardSessions,
+    SessionClaims,
+)
 from backend.services.inference import InferenceRouter
 from backend.services.observation import RequestObserver
 from borealis.secrets import tokens_equal
@@ -46,16 +54,50 @@ SessionDep = Annotated[Session, Depends(get_db)]
 RouterDep = Annotated[InferenceRouter, Depends(get_router)]
 
 
-def require_admin(auth: BearerDep, session: SessionDep) -> str:
-    """Operator endpoints: a valid admin bearer token; returns the actor name for the audit log."""
-    if auth is None:
+def get_dashboard_sessions(request: Request) -> DashboardSessions:
+    sessions: DashboardSessions = request.app.state.dashboard_sessions
+    return sessions
+
+
+DashboardSessionsDep = Annotated[DashboardSessions, Depends(get_dashboard_sessions)]
+
+
+def signed_in(
+    request: Request, session: Session, sessions: DashboardSessions
+) -> tuple[SessionClaims, Credential] | None:
+    """The dashboard session of this request, if its cookie is valid and its credential still active."""
+    claims = sessions.verify(request.cookies.get(COOKIE_NAME))
+    if claims is None:
+        return None
+    credential = session.get(Credential, claims.credential_id)
+    if credential is None or credential.kind != credentials.ADMIN or credential.revoked_at is not None:
+        return None
+    return claims, credential
+
+
+def require_admin(
+    request: Request, auth: BearerDep, session: SessionDep, sessions: DashboardSessionsDep
+) -> str:
+    """Operator endpoints: an admin bearer token, or a dashboard session whose state-changing
+    requests carry its CSRF token. Returns the actor name for the audit log."""
+    if auth is not None:
+        credential = credentials.find_active(session, credentials.ADMIN, auth.credentials)
+        if credential is None:
+            raise APIError(403, "invalid admin credential", type_="permission_error")
+        return f"admin:{credential.name}"
+    found = signed_in(request, session, sessions)
+    if found is None:
         raise APIError(
-            401, "admin credential required (Authorization: Bearer <token>)", type_="authentication_error"
+            401,
+            "admin credential required (Authorization: Bearer <token>, or sign in to the dashboard)",
+            type_="authentication_error",
         )
-    credential = credentials.find_active(session, credentials.ADMIN, auth.credentials)
-    if credential is None:
-        raise APIError(403, "invalid admin credential", type_="permission_error")
-    return f"admin:{credential.name}"
+    claims, credential = found
+    if request.method not in SAFE_METHODS and not sessions.csrf_valid(
+        claims, request.headers.get(CSRF_HEADER)
+    ):
+        raise APIError(403, "missing or invalid CSRF token", type_="permission_error", code="csrf")
+    return f"admin:{credential.name}:dashboard"
 
 
 def require_cluster(request: Request, auth: BearerDep) -> None:

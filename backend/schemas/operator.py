@@ -101,3 +101,10 @@ class AuditView(BaseModel):
 class RegisteredDraft(BaseModel):
     version: str
     upload_path: str
+
+
+class TraceBusView(BaseModel):
+    stream_length: int | None
+    dead_letter_length: int | None
+    exported: int
+    dropped: int

@@ -10,13 +10,15 @@ from starlette.concurrency import run_in_threadpool
 from backend.services.inference import NoWorkerAvailable, WorkerFailed, WorkerRejected
 from backend.services.live_monitor import LiveMonitor
 from backend.services.metrics import ServingMetrics
+from backend.services.serving_stats import ServingStats
 from borealis.wire import GenerateChunk
 
 
 class RequestObserver:
-    def __init__(self, metrics: ServingMetrics, monitor: LiveMonitor) -> None:
+    def __init__(self, metrics: ServingMetrics, monitor: LiveMonitor, stats: ServingStats) -> None:
         self.metrics = metrics
         self.monitor = monitor
+        self.stats = stats
 
     async def observe(
         self, stream: AsyncGenerator[GenerateChunk, None], domain: str | None
@@ -28,26 +30,31 @@ class RequestObserver:
                 if first_token_s is None and chunk.text:
                     first_token_s = time.monotonic() - started
                 if chunk.finish_reason == "error":
-                    self.metrics.observe_error(502)
+                    self._error(502, domain)
                 elif chunk.finish_reason is not None:
                     await self._finished(chunk, domain, time.monotonic() - started, first_token_s)
                 yield chunk
         except WorkerRejected as exc:
-            self.metrics.observe_error(exc.status)
+            self._error(exc.status, domain)
             raise
         except NoWorkerAvailable:
-            self.metrics.observe_error(503)
+            self._error(503, domain)
             raise
         except WorkerFailed:
-            self.metrics.observe_error(502)
+            self._error(502, domain)
             raise
         finally:
             await stream.aclose()
+
+    def _error(self, status: int, domain: str | None) -> None:
+        self.metrics.observe_error(status)
+        self.stats.record_error(domain)
 
     async def _finished(
         self, chunk: GenerateChunk, domain: str | None, latency_s: float, first_token_s: float | None
     ) -> None:
         self.metrics.observe_finished(chunk, domain, latency_s, first_token_s)
+        self.stats.record_finished(chunk, domain)
         stats = chunk.spec_decode
         if stats is not None:
             await run_in_threadpool(

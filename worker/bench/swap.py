@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -22,11 +19,9 @@ from typing import Any
 
 import httpx
 
-from borealis.embedded_redis import start_embedded_redis
 from borealis.publish import publish_draft
-from borealis.secrets import generate_token
 from borealis.settings import get_settings
-from borealis.supervisor import Child, free_port
+from worker.bench.appliance import make_day0_drafts, private_appliance, wait_for_version
 
 PROMPTS = [
     "def fibonacci(n):",
@@ -98,33 +93,6 @@ class Traffic:
             thread.join(timeout=300)
 
 
-def _make_drafts(model_dir: Path, root: Path) -> list[Path]:
-    from collections import Counter
-
-    from worker.draft.io import save_draft
-    from worker.draft.model import new_draft
-    from worker.draft.vocab import DraftVocab
-    from worker.engine.llama import LlamaSpec
-
-    spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
-    paths = []
-    for seed in (1, 2):
-        vocab = DraftVocab.from_counts(Counter(), 8192, spec.vocab_size)
-        paths.append(root / f"draft-{seed}")
-        save_draft(new_draft(spec, vocab, seed=seed), paths[-1])
-    return paths
-
-
-def _wait_for_version(client: httpx.Client, version: str, timeout_s: float = 120) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        workers = [w for w in client.get("/api/workers").json() if w["healthy"]]
-        if workers and all(w["draft_version"] == version for w in workers):
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise RuntimeError(f"workers did not reach {version} within {timeout_s} s")
-
-
 def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
     latencies_ms = [o.latency_s * 1000 for o in outcomes if o.status == 200]
     return {
@@ -138,52 +106,16 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
     model_dir = settings.resolved_model_path
-    home = Path(tempfile.mkdtemp(prefix="borealis-bench-swap-"))
-    admin, cluster = generate_token("adm"), generate_token("cls")
-    api_port = free_port()
-    env = {
-        **os.environ,
-        "BOREALIS_HOME": str(home),
-        "BOREALIS_API_PORT": str(api_port),
-        "BOREALIS_WORKER_PORT": str(free_port()),
-        "BOREALIS_ADMIN_TOKEN": admin,
-        "BOREALIS_CLUSTER_TOKEN": cluster,
-        "BOREALIS_MODEL_PATH": str(model_dir),
-        "BOREALIS_AUTO_ROLLBACK": "false",
-        "BOREALIS_DATABASE_URL": "",
-    }
-    redis_process = None
-    if not settings.redis_url:
-        redis_port = free_port()
-        redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log")
-        env["BOREALIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-    cli = [sys.executable, "-m", "borealis.cli"]
-    children = [
-        Child("api", [*cli, "api"], home / "api.log"),
-        Child("worker", [*cli, "worker", "inference"], home / "worker.log"),
-    ]
-    base = f"http://127.0.0.1:{api_port}"
-    try:
-        for child in children:
-            child.start(env)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {admin}"}, timeout=60)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"appliance not ready; logs in {home}")
+    with private_appliance(settings, extra_env={"BOREALIS_AUTO_ROLLBACK": "false"}) as appliance:
+        client = appliance.admin_client()
+        base, cluster = appliance.base_url, appliance.cluster_token
         client.put("/api/policy", json={"mode": "manual", "reason": "bench swap"}).raise_for_status()
-        first_dir, second_dir = _make_drafts(model_dir, home / "drafts")
+        first_dir, second_dir = make_day0_drafts(model_dir, appliance.home / "drafts")
         first = publish_draft(base, cluster, first_dir)["version"]
         second = publish_draft(base, cluster, second_dir)["version"]
         client.post(f"/api/drafts/{first}/approve", json={"reason": "bench baseline"}).raise_for_status()
-        _wait_for_version(client, first)
-        model = client.get(f"{base}/v1/models").json()["data"][0]["id"]
+        wait_for_version(client, first)
+        model = client.get("/v1/models").json()["data"][0]["id"]
         traffic = Traffic(base, model, args.concurrency, args.max_tokens)
         traffic.start()
         time.sleep(args.baseline_seconds)
@@ -193,35 +125,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for index in range(args.swaps):
             target = targets[index % 2]
             action = "approve" if index == 0 else "rollback"
-            call = f"/api/drafts/{target}/{action}"
-            client.post(call, json={"reason": f"bench swap {index}"}).raise_for_status()
-            swap_seconds.append(_wait_for_version(client, target))
+            reason = {"reason": f"bench swap {index}"}
+            client.post(f"/api/drafts/{target}/{action}", json=reason).raise_for_status()
+            swap_seconds.append(wait_for_version(client, target))
             time.sleep(args.gap_seconds)
         swaps_ended = time.monotonic()
         traffic.stop()
-    finally:
-        for child in reversed(children):
-            child.stop()
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait(timeout=10)
     before = [o for o in traffic.outcomes if o.started < swaps_started]
     during = [o for o in traffic.outcomes if swaps_started <= o.started <= swaps_ended]
     summary_before, summary_during = _summary(before), _summary(during)
+    p99_before, p99_during = summary_before["p99_ms"], summary_during["p99_ms"]
     return {
         "requests": len(traffic.outcomes),
         "failed_requests": sum(1 for o in traffic.outcomes if o.status != 200),
         "p50_ms_before": summary_before["p50_ms"],
-        "p99_ms_before": summary_before["p99_ms"],
+        "p99_ms_before": p99_before,
         "p50_ms_during": summary_during["p50_ms"],
-        "p99_ms_during": summary_during["p99_ms"],
+        "p99_ms_during": p99_during,
         "requests_before": summary_before["requests"],
         "requests_during": summary_during["requests"],
-        "p99_during_over_before": (
-            summary_during["p99_ms"] / summary_before["p99_ms"]
-            if summary_during["p99_ms"] and summary_before["p99_ms"]
-            else None
-        ),
+        "p99_during_over_before": p99_during / p99_before if p99_during and p99_before else None,
         "swap_seconds": [round(s, 3) for s in swap_seconds],
         "swap_seconds_mean": round(statistics.fmean(swap_seconds), 3) if swap_seconds else None,
         "swap_seconds_max": round(max(swap_seconds), 3) if swap_seconds else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -21,8 +21,9 @@ from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_inpu
 from worker.engine.ngram import NgramIndex
 from worker.engine.proposals import DraftBatch, draft_paths
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
+from worker.engine.tracelog import step_trace
 from worker.engine.tree import ProposalTree
-from worker.engine.types import FinishReason, GenerationRequest, SpecStats, TokenEvent
+from worker.engine.types import FinishReason, GenerationRequest, SpecStats, StepTrace, TokenEvent
 from worker.engine.verify import Verdict, verify_tree
 
 SpecMode = Literal["off", "chain", "tree"]
@@ -51,6 +52,7 @@ class EngineConfig:
     max_seq_len: int = 2048
     prefill_chunk: int = 256
     spec: SpecConfig = field(default_factory=SpecConfig)
+    record_traces: bool = True  # final events carry the per-step proposal log (the trainer's data)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class _Sequence:
     draft_len: int = 0  # positions with a valid draft cache entry
     generated: int = 0
     stats: SpecStats = field(default_factory=SpecStats)
+    trace: list[StepTrace] = field(default_factory=list)
 
 
 class SpecEngine:
@@ -186,9 +189,14 @@ class SpecEngine:
             verdict = verify_tree(tree, logits[slot], seq.request.params, seq.generator)
             self._record(seq, tree, verdict, draft_nodes[slot], ngram_nodes[slot])
             self._commit(slot, tree, verdict, features[slot])
-            events.append(
-                self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
-            )
+            position = seq.generated
+            event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
+            if self.config.record_traces:
+                accepted = min(len(verdict.accepted), len(event.token_ids))
+                seq.trace.append(step_trace(tree, draft_nodes[slot], position, accepted))
+                if event.finish_reason is not None:
+                    event = replace(event, trace=tuple(seq.trace))
+            events.append(event)
         return self._drop_finished(events)
 
     def _plan(self) -> Plan:
@@ -201,11 +209,14 @@ class SpecEngine:
             return Plan(spec.max_draft_depth if has_draft else 0, ngram)
         return self.controller.plan(len(self._active), ngram, has_draft)
 
-    def _propose(self, plan: Plan) -> tuple[list[ProposalTree], list[set[int]], list[set[int]]]:
-        """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes."""
+    def _propose(self, plan: Plan) -> tuple[list[ProposalTree], list[dict[int, float]], list[set[int]]]:
+        """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes.
+
+        Draft nodes map to the draft's probability of the node given its parent.
+        """
         trees = [ProposalTree.root(seq.tokens[seq.kv_len]) for seq in self._active]
         ngram_nodes: list[set[int]] = [set() for _ in trees]
-        draft_nodes: list[set[int]] = [set() for _ in trees]
+        draft_nodes: list[dict[int, float]] = [{} for _ in trees]
         if plan.ngram_tokens:
             for seq, tree, nodes in zip(self._active, trees, ngram_nodes, strict=True):
                 nodes.update(
@@ -225,10 +236,10 @@ class SpecEngine:
                 seq.draft_len = seq.kv_len
             rows = len(trees) * width
             self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
-            for tree, nodes, seq_paths in zip(trees, draft_nodes, paths, strict=True):
+            for tree, probs, seq_paths in zip(trees, draft_nodes, paths, strict=True):
                 budget = len(tree) + plan.draft_depth * width
                 for path in seq_paths:
-                    nodes.update(tree.add_path(path, budget))
+                    probs.update(zip(tree.add_path(path.tokens, budget), path.probs, strict=False))
         return trees, draft_nodes, ngram_nodes
 
     def _draft_catch_up(self) -> None:
@@ -286,7 +297,7 @@ class SpecEngine:
         seq: _Sequence,
         tree: ProposalTree,
         verdict: Verdict,
-        draft_nodes: set[int],
+        draft_nodes: dict[int, float],
         ngram_nodes: set[int],
     ) -> None:
         stats = seq.stats
@@ -301,7 +312,11 @@ class SpecEngine:
                 stats.accepted_per_position.extend([0] * (depth - len(stats.accepted_per_position)))
             for position in range(len(verdict.accepted)):
                 stats.accepted_per_position[position] += 1
-        for source, nodes in ((True, draft_nodes), (False, ngram_nodes)):
+        sources: tuple[tuple[bool, dict[int, float] | set[int]], ...] = (
+            (True, draft_nodes),
+            (False, ngram_nodes),
+        )
+        for source, nodes in sources:
             if nodes:
                 accepted = 0
                 while accepted < len(verdict.accepted) and verdict.accepted[accepted] in nodes:

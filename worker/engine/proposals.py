@@ -8,6 +8,7 @@ returned are those of the ``depth * width`` best candidates overall, best first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,12 @@ class DraftBatch:
     kv_lens: list[int]  # target cache length per slot; the draft cache is valid below kv_len - 1
     roots: list[int]  # the last emitted token per slot (tree root, position kv_len)
     features: torch.Tensor  # [slots, positions, 3H] target feature history
+
+
+@dataclass(frozen=True)
+class DraftPath:
+    tokens: list[int]
+    probs: list[float]  # the draft's probability of each token given the one before it (for trace records)
 
 
 @dataclass
@@ -37,25 +44,27 @@ class _Candidates:
         self.tokens.append(token)
         return len(self.scores) - 1
 
-    def best_paths(self, count: int) -> list[list[int]]:
-        """Token paths to the leaves of the ``count`` best candidates, best leaf first."""
+    def best_paths(self, count: int) -> list[DraftPath]:
+        """Paths to the leaves of the ``count`` best candidates, best leaf first."""
         order = sorted(range(len(self.scores)), key=lambda i: -self.scores[i])[:count]
         chosen = set(order)
         inner = {self.parents[i] for i in chosen}
         paths = []
         for leaf in (i for i in order if i not in inner):
-            path, node = [], leaf
+            tokens, probs, node = [], [], leaf
             while node >= 0:
-                path.append(self.tokens[node])
-                node = self.parents[node]
-            paths.append(path[::-1])
+                parent = self.parents[node]
+                tokens.append(self.tokens[node])
+                probs.append(math.exp(self.scores[node] - (self.scores[parent] if parent >= 0 else 0.0)))
+                node = parent
+            paths.append(DraftPath(tokens[::-1], probs[::-1]))
         return paths
 
 
 def draft_paths(
     runner: DraftRunner, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
-) -> list[list[list[int]]]:
-    """Run ``depth`` draft forwards over the batch; return each sequence's proposed token paths."""
+) -> list[list[DraftPath]]:
+    """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths."""
     size = len(batch.kv_lens)
     kv = torch.tensor(batch.kv_lens)
     span = max(batch.kv_lens) + depth * width

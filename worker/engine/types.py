@@ -48,12 +48,30 @@ class SpecStats:
         return (self.num_accepted_tokens + self.num_steps) / self.num_steps
 
 
+@dataclass(frozen=True, slots=True)
+class StepTrace:
+    """One verification step as the trainer needs it; maps field for field onto ``borealis.wire.TraceStep``.
+
+    Nodes are the proposal tree without its root, parents before children. ``accepted`` counts the
+    accepted nodes that reached the output, so the accepted path is
+    ``output_ids[position:position + accepted]``; every other node is a rejected proposal.
+    """
+
+    position: int  # output tokens emitted before this step
+    tokens: tuple[int, ...]
+    parents: tuple[int, ...]  # index into ``tokens`` of each node's parent, -1 for the root
+    draft_probs: tuple[float, ...]  # the draft's probability of the node given its parent; 0.0 if not drafted
+    from_draft: tuple[bool, ...]  # proposed by the learned draft (else only by n-gram lookup)
+    accepted: int
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     request_id: str
     token_ids: list[int]  # tokens emitted by this step, in order (may be several with speculation)
     finish_reason: FinishReason | None = None
     stats: SpecStats | None = None  # set on the final event
+    trace: tuple[StepTrace, ...] | None = None  # set on the final event when the engine records traces
 
 
 class Engine(Protocol):

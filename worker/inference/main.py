@@ -18,6 +18,9 @@ from worker.inference.server import WorkerState, create_worker_app
 from worker.inference.swap_listener import SwapListener
 from worker.inference.swapper import DraftSwapper
 from worker.inference.tokenization import PromptBuilder
+from worker.inference.trace_export import TraceSink
+from worker.traces.config import TraceBusConfig
+from worker.traces.exporter import TraceExporter
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ def run_inference_worker(settings: Settings) -> None:
     state = WorkerState(settings.resolved_worker_id, settings.model_name, runner, prompts)
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
     swapper = _swapper(settings, state, runner, serving, token)
+    exporter = TraceExporter(TraceBusConfig.from_settings(settings)) if settings.redis_url else None
+    if exporter is not None:
+        state.traces = TraceSink(exporter, state.worker_id, state.model_name)
 
     def snapshot() -> WorkerRegistration:
         return WorkerRegistration(
@@ -42,9 +48,13 @@ def run_inference_worker(settings: Settings) -> None:
             draft_version=swapper.current if swapper else None,
             active_requests=runner.active_requests,
             max_context_tokens=serving.max_context_tokens,
+            traces_exported=state.traces.exported if state.traces else 0,
+            traces_dropped=state.traces.dropped if state.traces else 0,
         )
 
     def on_reply(reply: HeartbeatReply) -> None:
+        if state.traces is not None:
+            state.traces.paused_drop = reply.learning_paused and settings.trace_when_paused == "drop"
         if swapper is not None:
             swapper.request(reply.desired_draft_version)
 
@@ -74,6 +84,8 @@ def run_inference_worker(settings: Settings) -> None:
         if listener is not None:
             listener.stop()
         runner.stop()
+        if exporter is not None:
+            exporter.close()
 
 
 def _swapper(

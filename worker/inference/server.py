@@ -7,6 +7,7 @@ The engine itself knows no HTTP; this module adapts ``EngineRunner`` events into
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from worker.engine.types import GenerationRequest, SamplingParams, SpecStats, To
 from worker.inference.detokenizer import StopStringStream
 from worker.inference.runner import EngineRunner
 from worker.inference.tokenization import PromptBuilder, PromptRejected
+from worker.inference.trace_export import FinishedRequest, TraceSink
 
 
 @dataclass
@@ -27,6 +29,7 @@ class WorkerState:
     runner: EngineRunner
     prompts: PromptBuilder
     draft_version: str | None = None
+    traces: TraceSink | None = None  # None: no trace bus configured
 
 
 def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecodeStats:
@@ -64,7 +67,9 @@ async def _stream(
 
     state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), deliver)
     text = StopStringStream(state.prompts.decode, request.stop)
-    completion_tokens = 0
+    output_ids: list[int] = []
+    completion = []
+    started_at = time.time()
     finished = False
     try:
         while True:
@@ -75,8 +80,9 @@ async def _stream(
                     GenerateChunk(request_id=request.request_id, finish_reason="error", error=str(event))
                 )
                 return
-            completion_tokens += len(event.token_ids)
+            output_ids.extend(event.token_ids)
             delta = text.push(event.token_ids)
+            completion.append(delta)
             finish = "stop" if text.stopped else event.finish_reason
             if finish is None:
                 if delta:
@@ -85,12 +91,27 @@ async def _stream(
             finished = True
             if event.finish_reason is None:
                 state.runner.abort(request.request_id)
+            tail = text.flush()
+            if state.traces is not None and event.trace is not None and event.finish_reason is not None:
+                state.traces.record(
+                    FinishedRequest(
+                        request,
+                        prompt_ids,
+                        output_ids,
+                        event.trace,
+                        state.prompts.decode(prompt_ids),
+                        "".join(completion) + tail,
+                        started_at,
+                        event.finish_reason,
+                        state.draft_version,
+                    )
+                )
             chunk = GenerateChunk(
                 request_id=request.request_id,
-                text=delta + text.flush(),
+                text=delta + tail,
                 finish_reason=finish,
                 prompt_tokens=len(prompt_ids),
-                completion_tokens=completion_tokens,
+                completion_tokens=len(output_ids),
                 spec_decode=_spec_stats(event.stats, state.draft_version),
             )
             yield _line(chunk)

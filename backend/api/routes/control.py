@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from backend.api.deps import AdminDep, SessionDep
 from backend.crud import audit, control_state
-from backend.schemas.operator import AuditView, LearningState, Policy, Reason
+from backend.schemas.operator import AuditView, LearningState, Policy, Reason, TraceBusView
 from backend.services.learning import read_learning, set_paused
 from backend.services.registry import get_policy
 
@@ -54,3 +55,10 @@ def audit_log(
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[AuditView]:
     return [AuditView.of(row) for row in audit.entries(session, limit, offset, action)]
+
+
+@router.get("/tracebus", response_model=TraceBusView)
+def trace_bus(request: Request, _actor: AdminDep) -> TraceBusView:
+    """Depth of the trace stream and dead letters (null when Redis is unreachable), worker drops."""
+    snapshot = request.app.state.trace_bus.snapshot()
+    return TraceBusView(**asdict(snapshot))

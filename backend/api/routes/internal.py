@@ -27,10 +27,13 @@ def _check_version(wire_version: int) -> None:
 
 
 @router.post("/workers/heartbeat", response_model=HeartbeatReply)
-def worker_heartbeat(beat: WorkerRegistration, session: SessionDep) -> HeartbeatReply:
+def worker_heartbeat(beat: WorkerRegistration, request: Request, session: SessionDep) -> HeartbeatReply:
     _check_version(beat.wire_version)
     upsert_heartbeat(session, beat)
-    return HeartbeatReply(desired_draft_version=desired_version(session))
+    request.app.state.trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
+    return HeartbeatReply(
+        desired_draft_version=desired_version(session), learning_paused=read_learning(session).paused
+    )
 
 
 @router.post("/workers/swap-ack")

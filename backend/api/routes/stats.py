@@ -1,0 +1,75 @@
+"""Operator time series of serving for the dashboard figures (recent past, in time buckets)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from backend.api.deps import AdminDep
+from backend.services.serving_stats import Cell, ServingStats
+
+router = APIRouter(prefix="/api/stats", tags=["operator"])
+
+
+class CellView(BaseModel):
+    requests: int
+    errors: int
+    prompt_tokens: int
+    generation_tokens: int
+    tokens_per_s: float = Field(description="Generated tokens per second of wall time in the bucket.")
+    mean_acceptance_length: float | None = Field(
+        description="Tokens per target step over requests that speculated; null when none did."
+    )
+
+    @classmethod
+    def of(cls, cell: Cell, seconds: float) -> CellView:
+        return cls(
+            requests=cell.requests,
+            errors=cell.errors,
+            prompt_tokens=cell.prompt_tokens,
+            generation_tokens=cell.generation_tokens,
+            tokens_per_s=round(cell.generation_tokens / seconds, 3),
+            mean_acceptance_length=cell.mean_acceptance_length,
+        )
+
+
+class BucketView(CellView):
+    start: float = Field(description="Bucket start, Unix seconds.")
+    seconds: float = Field(description="Bucket length so far (the newest bucket is still filling).")
+    by_version: dict[str, CellView]
+    by_domain: dict[str, CellView]
+
+
+class ServingSeries(BaseModel):
+    bucket_seconds: float
+    now: float
+    buckets: list[BucketView]
+
+
+@router.get("/serving", response_model=ServingSeries)
+def serving(
+    request: Request,
+    _actor: AdminDep,
+    minutes: Annotated[float, Query(gt=0, le=60, description="How far back.")] = 15,
+) -> ServingSeries:
+    """Requests, errors, tokens, tokens/s and mean acceptance length per bucket, by version and domain.
+
+    Kept in memory by this control-plane process since it started (the last hour at most)."""
+    stats: ServingStats = request.app.state.serving_stats
+    now = time.time()
+    buckets = []
+    for summary in stats.series(now - minutes * 60):
+        total = CellView.of(summary.total, summary.seconds)
+        buckets.append(
+            BucketView(
+                **total.model_dump(),
+                start=summary.start,
+                seconds=round(summary.seconds, 3),
+                by_version={k: CellView.of(c, summary.seconds) for k, c in summary.by_version.items()},
+                by_domain={k: CellView.of(c, summary.seconds) for k, c in summary.by_domain.items()},
+            )
+        )
+    return ServingSeries(bucket_seconds=stats.bucket_seconds, now=now, buckets=buckets)

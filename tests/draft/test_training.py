@@ -1,0 +1,91 @@
+"""Training raises simulated acceptance on held-out data; the rejected-proposal term does its job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.draft.examples import Example, build_example
+from worker.draft.generate import greedy_outputs
+from worker.draft.io import load_draft
+from worker.draft.model import new_draft
+from worker.draft.shadow import simulated_acceptance
+from worker.draft.train import main
+from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
+
+
+@pytest.fixture(scope="module")
+def target(tiny_model_dir: Path) -> LlamaModel:
+    torch.set_num_threads(2)
+    return LlamaModel.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def data(target: LlamaModel) -> tuple[DraftVocab, list[Example]]:
+    """The tiny target's greedy continuations of random prompts (its outputs are what a draft learns)."""
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 2000, (16,), generator=generator).tolist() for _ in range(80)]
+    outputs = greedy_outputs(target, prompts, 48)
+    sequences = [p + o for p, o in zip(prompts, outputs, strict=True)]
+    vocab = DraftVocab.from_sequences(sequences, 512, target.spec.vocab_size)
+    return vocab, [build_example(target, vocab, s, 16, "code") for s in sequences]
+
+
+def test_short_training_raises_held_out_acceptance(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    vocab, examples = data
+    train, held_out = examples[:64], examples[64:]
+    draft = new_draft(target.spec, vocab)
+    before = simulated_acceptance(draft, target.embed, held_out, depth=4)
+    trainer = DraftTrainer(draft, target.embed, TrainConfig(lr=3e-3, batch_tokens=1024))
+    groups = batches(train, 1024)
+    first = trainer.train_step(groups[0])
+    for i in range(1, 120):
+        last = trainer.train_step(groups[i % len(groups)])
+    after = simulated_acceptance(draft, target.embed, held_out, depth=4)
+    assert last.loss < 0.6 * first.loss
+    assert after["all"] >= before["all"] + 0.05, (before, after)
+    assert simulated_acceptance(draft, target.embed, train, depth=4)["all"] > after["all"]
+
+
+def test_rejected_term_widens_the_margin_it_targets(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    """On the same data and init, only the run with the term moves the rejected tokens down."""
+    vocab, examples = data
+    example = examples[0]
+    rows = torch.arange(2, 30)
+    wrong = (example.target_ids[rows + 1, 0] + 1) % vocab.size  # tokens the target did not choose
+    negatives = torch.stack([torch.zeros_like(rows), rows, wrong], dim=1)
+    example = Example(**{**example.__dict__, "negatives": negatives})
+    losses = {}
+    for weight in (0.0, 1.0):
+        trainer = DraftTrainer(
+            new_draft(target.spec, vocab), target.embed, TrainConfig(rejected_weight=weight)
+        )
+        for _ in range(8):
+            trainer.train_step([example])
+        _, metrics = trainer.loss(collate([example]))
+        assert metrics.rejected_count == len(rows)
+        losses[weight] = metrics.rejected_loss
+    assert losses[1.0] < 0.5 * losses[0.0], losses
+
+
+def test_offline_cli_writes_a_loadable_artifact(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "draft"
+    argv = ["--workload", "code", "--minutes", "0.1", "--out", str(out), "--model", str(tiny_model_dir)]
+    argv += ["--max-new-tokens", "16", "--draft-vocab", "256", "--eval-requests", "2", "--threads", "2"]
+    assert main(argv) == 0
+    draft, manifest = load_draft(out)
+    training = manifest.extra["training"]
+    assert isinstance(training, dict)
+    assert training["optimizer_steps"] > 0 and training["train_tokens"] > 0
+    assert set(training["simulated_acceptance"]) == {"all", "code"}
+    assert draft.vocab.size == 256
+    assert json.loads((out / "manifest.json").read_text())["extra"]["training"]["workload"] == "code"

@@ -1,0 +1,72 @@
+"""Training-time-test unrolling computes what the serving draft computes, step for step."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from borealis.wire import TraceStep
+from worker.draft.examples import build_example, rejected_proposals
+from worker.draft.model import new_draft
+from worker.draft.ttt import ttt_mask, unroll
+from worker.draft.vocab import DraftVocab
+from worker.engine.drafter import DraftRunner
+from worker.engine.llama import LlamaModel, causal_step_input
+from worker.engine.proposals import DraftBatch, draft_paths
+
+
+def test_mask_is_the_diagonal_pattern() -> None:
+    mask = ttt_mask(4, 2).int()
+    # step 2, row 3: step-0 rows 0..1, step-1 row 2, step-2 row 3 (itself)
+    assert mask[3].tolist() == [*[1, 1, 0, 0], *[0, 0, 1, 0], *[0, 0, 0, 1]]
+    assert mask[0].tolist() == [*[0, 0, 0, 0], *[0, 0, 0, 0], *[1, 0, 0, 0]]
+
+
+def test_unroll_matches_serving_chain(tiny_model_dir: Path) -> None:
+    """Append the serving draft's own chain to a prefix: unroll step k must give the same probabilities."""
+    torch.manual_seed(0)
+    target = LlamaModel.load(tiny_model_dir)
+    vocab = DraftVocab(torch.arange(0, 4096, 8), target.spec.vocab_size)
+    draft = new_draft(target.spec, vocab, seed=1)
+    runner = DraftRunner(draft, target.embed, max_positions=64)
+    prefix = torch.randint(0, 4096, (12,)).tolist()
+    root = len(prefix) - 1
+    _, features = target.forward(causal_step_input(torch.tensor([prefix]), [0]), target.new_cache(1, 64))
+    cache = runner.new_cache(1, 64)
+    runner.forward(
+        causal_step_input(torch.tensor([prefix[1:root]]), [0]), runner.fuse(features[:, : root - 1]), cache
+    )
+    batch = DraftBatch(kv_lens=[root], roots=[prefix[root]], features=features)
+    (path,) = draft_paths(runner, cache, batch, depth=3, topk=1, width=1)[0]
+    example = build_example(target, vocab, prefix + path.tokens, len(prefix), "code")
+    logits = unroll(draft, target.embed, example.tokens.unsqueeze(0), example.features.unsqueeze(0), 3)
+    for depth, (token, prob) in enumerate(zip(path.tokens, path.probs, strict=True), start=1):
+        row = root + depth - 2
+        probs = torch.softmax(logits[depth - 1][0, row].detach(), -1)
+        assert int(vocab.draft_to_target[probs.argmax()]) == token
+        # features travel as float16 in examples, so agreement is to about 1e-3
+        torch.testing.assert_close(float(probs.max()), prob, atol=2e-3, rtol=2e-2)
+
+
+def test_rejected_proposals_are_placed_where_the_draft_made_them() -> None:
+    vocab = DraftVocab.from_counts(Counter(range(40)), 40, 50)
+    tokens = [1, 2, 3, 4, 10, 11, 12, 13]  # prompt 1 2 3 4, output 10 11 12 13
+    argmax = [0] * len(tokens)
+    # step after output[0]: root is absolute index 4 (token 10); tree 11 -> {12 accepted, 30 rejected}, 31
+    step = TraceStep(
+        position=1,
+        proposed=[11, 31, 12, 30, 33],
+        draft_probs=[0.5] * 5,
+        parents=[-1, -1, 0, 0, 3],
+        accepted=2,
+    )
+    negatives = rejected_proposals(tokens, 4, [step], vocab, argmax).tolist()
+    # 31 rejected at depth 1: unroll step 0, row 3; 30 at depth 2: step 1, row 4.
+    # 33 sits under a rejected node: its context never happened.
+    assert sorted(negatives) == [[0, 3, 31], [1, 4, 30]]
+    chain = TraceStep(position=1, proposed=[11, 25, 26], draft_probs=[0.5] * 3, accepted=1)
+    assert rejected_proposals(tokens, 4, [chain], vocab, argmax).tolist() == [[1, 4, 25]]
+    argmax[5] = 25  # the target itself favours 25 there (sampling rejected it): not a negative
+    assert rejected_proposals(tokens, 4, [chain], vocab, argmax).tolist() == []

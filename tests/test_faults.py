@@ -1,0 +1,95 @@
+"""Faults survived with real processes: a control-plane restart, and Redis going away and coming back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from borealis.embedded_redis import start_embedded_redis
+from borealis.publish import publish_draft
+from tests.drafts import make_draft_artifact
+from tests.procs import free_port, stop, wait_until
+from tests.stack import CLUSTER_TOKEN, Stack
+
+pytestmark = pytest.mark.slow
+MODEL = "tiny-llama"
+
+
+def test_control_plane_restart_keeps_registry_policy_audit_and_learning(
+    database_url: str, tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> None:
+    stack = Stack(
+        tmp_path / "home",
+        redis_url,
+        key_prefix,
+        tiny_model_dir,
+        MODEL,
+        {"BOREALIS_DATABASE_URL": database_url},
+    )
+    try:
+        stack.start_api()
+        stack.admin("PUT", "/api/policy", json={"mode": "manual", "margin": 0.2}).raise_for_status()
+        version = publish_draft(
+            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "d", 1)
+        )
+        stack.admin(
+            "POST", f"/api/drafts/{version['version']}/approve", json={"reason": "r1"}
+        ).raise_for_status()
+        stack.admin("POST", "/api/learning/pause", json={"reason": "before restart"}).raise_for_status()
+        before = stack.admin("GET", "/api/audit?limit=100").json()
+        assert stack.api is not None
+        stop(stack.api)  # SIGTERM: uvicorn shuts down gracefully, then re-raises the signal
+        assert "Application shutdown complete" in (stack.home / "api.log").read_text()
+        stack.start_api()
+        assert stack.admin("GET", "/api/policy").json() == {"mode": "manual", "margin": 0.2, "reason": ""}
+        assert stack.admin("GET", "/api/learning").json()["paused"] is True
+        assert stack.admin("GET", f"/api/drafts/{version['version']}").json()["status"] == "live"
+        assert stack.admin("GET", "/api/audit?limit=100").json() == before
+        artifact = stack.cluster("GET", f"/internal/drafts/{version['version']}/artifact")
+        assert artifact.status_code == 200 and len(artifact.content) > 0
+    finally:
+        stack.stop()
+
+
+def test_serving_survives_redis_outage_and_reconnects(tmp_path: Path, tiny_model_dir: Path) -> None:
+    port = free_port()
+    redis_dir = tmp_path / "redis"
+    redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log")
+    stack = Stack(tmp_path / "home", f"redis://127.0.0.1:{port}/0", "outage", tiny_model_dir, MODEL)
+    body = {"model": MODEL, "prompt": "hello there", "max_tokens": 8, "temperature": 0}
+
+    def complete() -> int:
+        return httpx.post(f"{stack.base_url}/v1/completions", json=body, timeout=60).status_code
+
+    def bus() -> dict[str, int | None]:
+        return stack.admin("GET", "/api/tracebus").json()  # type: ignore[no-any-return]
+
+    try:
+        stack.start_api()
+        stack.start_worker("w1")
+        assert complete() == 200
+        wait_until(lambda: (bus()["stream_length"] or 0) >= 1, 20, "first trace in the stream")
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+        assert [complete() for _ in range(3)] == [200, 200, 200]  # serving does not need Redis
+        wait_until(lambda: bus()["dropped"] >= 1, 30, "drops reported while Redis is down")
+        assert bus()["stream_length"] is None
+        redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log")
+        exported_before = bus()["exported"]
+        wait_until(
+            lambda: complete() == 200 and bus()["exported"] > exported_before,
+            60,
+            "exporter reconnected by itself",
+        )
+        wait_until(lambda: (bus()["stream_length"] or 0) >= 1, 30, "traces flow again")
+    finally:
+        stack.stop()
+        if redis_process.poll() is None:
+            redis_process.terminate()
+            try:
+                redis_process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                redis_process.kill()

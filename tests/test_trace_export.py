@@ -1,0 +1,67 @@
+"""Served requests become trace records on the real Redis stream, and the control plane reports the bus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from borealis.settings import Settings
+from tests.procs import wait_until
+from tests.stack import Stack
+from worker.traces.config import TraceBusConfig
+from worker.traces.consumer import TraceConsumer
+
+MODEL = "tiny-llama"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str) -> Iterator[Stack]:
+    stack = Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL)
+    stack.start_api()
+    stack.start_worker("w1")
+    yield stack
+    stack.stop()
+
+
+def test_requests_are_exported_as_traces(stack: Stack, redis_url: str) -> None:
+    prompts = {"code": "def add(a, b):\n    return a + b\n\ndef sub(a, b):", "prose": "The river ran quietly"}
+    ids = {}
+    for domain, prompt in prompts.items():
+        body = {
+            "model": MODEL,
+            "prompt": prompt,
+            "max_tokens": 24,
+            "temperature": 0,
+            "metadata": {"domain": domain},
+        }
+        response = httpx.post(f"{stack.base_url}/v1/completions", json=body, timeout=60)
+        assert response.status_code == 200
+        ids[domain] = response.json()["usage"]["completion_tokens"]
+    config = TraceBusConfig.from_settings(Settings(redis_url=redis_url, redis_key_prefix=stack.key_prefix))
+    consumer = TraceConsumer(config, name="test-reader")
+    records = []
+    wait_until(
+        lambda: (
+            bool(records.extend(d.record for d in consumer.read(count=10, block_ms=200))) or len(records) >= 2
+        ),
+        30,
+        "two trace records",
+    )
+    by_domain = {r.domain: r for r in records}
+    assert set(by_domain) == {"code", "prose"}
+    for domain, record in by_domain.items():
+        assert record.domain_source == "request"
+        assert record.worker_id == "w1" and record.model == MODEL
+        assert len(record.output_ids) == ids[domain]
+        assert record.prompt_ids and record.steps
+        emitted = sum(step.accepted for step in record.steps) + len(record.steps)
+        assert emitted == len(record.output_ids)  # every output token is accounted for by a step
+    wait_until(lambda: stack.admin("GET", "/api/tracebus").json()["exported"] >= 2, 10, "heartbeat report")
+    bus = stack.admin("GET", "/api/tracebus").json()
+    assert bus["stream_length"] >= 2 and bus["dropped"] == 0
+    metrics = httpx.get(f"{stack.base_url}/metrics").text
+    assert 'borealis:traces_exported_total{worker="w1"}' in metrics
+    assert "borealis:trace_stream_length" in metrics

@@ -1,0 +1,91 @@
+"""A real Celery training worker (solo pool) runs the round loop on real Redis, and resumes after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from borealis.settings import Settings
+from borealis.wire import TraceRecord
+from tests.procs import cli_argv, start, stop, wait_until
+from tests.training.test_online import push, records, target  # noqa: F401  (module fixtures reused)
+from worker.training.checkpoint import LATEST
+
+
+class _LearningOn(BaseHTTPRequestHandler):
+    """The control plane as the trainer sees it while no candidate is due: learning is on."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"paused": False}).encode()
+        self.send_response(200 if self.path == "/internal/learning" else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+@pytest.fixture
+def control_plane() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LearningOn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def checkpoint_round(home: Path) -> int:
+    root = home / "trainer" / "checkpoints"
+    try:  # a newer round may replace the one LATEST named while it is being read
+        state = json.loads((root / (root / LATEST).read_text() / "state.json").read_text())
+    except FileNotFoundError:
+        return 0
+    return int(state["round"])
+
+
+def test_worker_trains_rounds_and_resumes_after_kill(
+    base_env: dict[str, str],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    control_plane: str,
+    records: list[TraceRecord],  # noqa: F811
+) -> None:
+    env = {
+        **base_env,
+        "BOREALIS_MODEL_PATH": str(tiny_model_dir),
+        "BOREALIS_CONTROL_PLANE_URL": control_plane,
+        "BOREALIS_TRAINER_MIN_RECORDS": "4",
+        "BOREALIS_TRAINER_STEPS_PER_ROUND": "2",
+        "BOREALIS_TRAINER_READ_BATCH": "6",
+        "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "1000",
+        "BOREALIS_TRAINER_BATCH_TOKENS": "256",
+        "BOREALIS_DRAFT_VOCAB_SIZE": "256",
+    }
+    home = Path(env["BOREALIS_HOME"])
+    settings = Settings(
+        redis_url=env["BOREALIS_REDIS_URL"], redis_key_prefix=env["BOREALIS_REDIS_KEY_PREFIX"]
+    )
+    push(settings, records[:12])
+    log = tmp_path / "trainer.log"
+    trainer = start(cli_argv("worker", "train"), env, log)
+    try:
+        wait_until(lambda: checkpoint_round(home) >= 2, 90, "two checkpointed rounds", trainer, log)
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+    before = checkpoint_round(home)
+    push(settings, records[12:18])
+    restarted = start(cli_argv("worker", "train"), env, log)
+    try:
+        wait_until(lambda: checkpoint_round(home) > before, 90, "a round after the restart", restarted, log)
+    finally:
+        assert stop(restarted) == 0, log.read_text()[-2000:]
+    assert "resumed at round" in log.read_text()

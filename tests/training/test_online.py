@@ -1,0 +1,166 @@
+"""Online rounds on real Redis: train, checkpoint before ack, publish shadow-evaluated candidates, resume."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import torch
+
+from borealis.settings import Settings
+from borealis.wire import TraceRecord
+from tests.engine.helpers import random_runner
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.llama import LlamaModel
+from worker.engine.tracelog import wire_steps
+from worker.engine.types import GenerationRequest, SamplingParams
+from worker.traces.codec import PAYLOAD_FIELD, encode
+from worker.traces.config import TraceBusConfig
+from worker.traces.consumer import TraceConsumer
+from worker.training.checkpoint import LATEST
+from worker.training.online import OnlineTrainer
+
+
+class FakeControlPlane:
+    def __init__(self) -> None:
+        self.paused = False
+        self.published: list[dict[str, Any]] = []
+
+    def learning_state(self) -> tuple[bool, str | None]:
+        return self.paused, None
+
+    def fetch_draft(self, version: str, out_dir: Path) -> None:
+        raise AssertionError("no live draft in this test")
+
+    def publish(
+        self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, *_: Any
+    ) -> dict[str, str]:
+        self.published.append({"dir": artifact_dir, "parent": parent_version, "shadow_eval": shadow_eval})
+        return {"version": f"v{len(self.published)}", "status": "candidate"}
+
+
+@pytest.fixture(scope="module")
+def target(tiny_model_dir: Path) -> LlamaModel:
+    return LlamaModel.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def records(target: LlamaModel) -> list[TraceRecord]:
+    """Real traces: the engine speculating with a day-0 draft, its per-step log turned into records."""
+    engine = SpecEngine(target, EngineConfig(max_batch=8, max_seq_len=128, spec=SpecConfig(mode="tree")))
+    engine.swap_draft(random_runner(target, 256))
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 2000, (12,), generator=generator).tolist() for _ in range(30)]
+    for i, prompt in enumerate(prompts):
+        engine.submit(GenerationRequest(f"req-{i}", prompt, SamplingParams(max_new_tokens=24)))
+    outputs: dict[str, list[int]] = {}
+    out = []
+    while engine.has_work():
+        for event in engine.step():
+            outputs.setdefault(event.request_id, []).extend(event.token_ids)
+            if event.finish_reason is not None:
+                assert event.trace is not None
+                out.append(
+                    TraceRecord(
+                        request_id=event.request_id,
+                        model="tiny",
+                        domain="code",
+                        domain_source="request",
+                        started_at=1.0,
+                        finished_at=2.0,
+                        finish_reason=event.finish_reason,
+                        prompt_ids=prompts[int(event.request_id.split("-")[1])],
+                        output_ids=outputs[event.request_id],
+                        steps=wire_steps(event.trace),
+                    )
+                )
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, key_prefix: str, tiny_model_dir: Path) -> Iterator[Settings]:
+    prefix = f"{key_prefix}-online-{uuid.uuid4().hex[:6]}"
+    yield Settings(
+        home=tmp_path,
+        redis_url=redis_url,
+        redis_key_prefix=prefix,
+        model_path=str(tiny_model_dir),
+        trainer_min_records=4,
+        trainer_steps_per_round=3,
+        trainer_candidate_every_rounds=2,
+        trainer_heldout_fraction=0.25,
+        trainer_read_batch=12,
+        trainer_batch_tokens=512,
+        draft_vocab_size=256,
+    )
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*", count=500):
+        client.delete(key)
+    client.close()
+
+
+def push(settings: Settings, records: list[TraceRecord]) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    stream = TraceBusConfig.from_settings(settings).stream
+    for record in records:
+        client.xadd(stream, {PAYLOAD_FIELD: encode(record)})
+    client.close()
+
+
+def pending(settings: Settings) -> int:
+    config = TraceBusConfig.from_settings(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.xpending(config.stream, config.group)["pending"])
+    finally:
+        client.close()
+
+
+def new_trainer(settings: Settings, target: LlamaModel, control: FakeControlPlane) -> OnlineTrainer:
+    consumer = TraceConsumer(TraceBusConfig.from_settings(settings), "trainer-test")
+    return OnlineTrainer(settings, target, consumer, control)
+
+
+def test_rounds_checkpoint_ack_publish_and_resume(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    control = FakeControlPlane()
+    client = redis.Redis.from_url(settings.redis_url)
+    client.xadd(TraceBusConfig.from_settings(settings).stream, {PAYLOAD_FIELD: b"{not json"})
+    client.close()
+    push(settings, records[:23])
+    trainer = new_trainer(settings, target, control)
+    first = trainer.run_round()
+    assert first["status"] == "trained" and first["read"] == 11
+    assert pending(settings) == 0  # acked, and only after the checkpoint below was written
+    assert (settings.home / "trainer" / "checkpoints" / LATEST).is_file()
+    second = trainer.run_round()
+    assert second["status"] == "trained"
+    assert trainer.consumer.stats().dead_lettered["bad_json"] == 1
+    (published,) = control.published
+    shadow = published["shadow_eval"]
+    assert set(shadow) >= {"all", "code"} and shadow["all"]["live"] == 1.0 and shadow["all"]["traces"] > 0
+    assert shadow["all"]["candidate"] >= 1.0
+
+    control.paused = True
+    assert trainer.run_round() == {"status": "paused"}
+    control.paused = False
+
+    resumed = new_trainer(settings, target, control)
+    assert resumed.state.round == 2 and resumed.trainer is not None and trainer.trainer is not None
+    for a, b in zip(trainer.trainer.draft.parameters(), resumed.trainer.draft.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert len(resumed.replay) == len(trainer.replay)
+
+    # a round that read traces and died before its checkpoint: they come back to the next trainer
+    push(settings, records[24:])
+    assert resumed._intake() == len(records) - 24
+    assert pending(settings) == len(records) - 24
+    after_crash = new_trainer(settings, target, control)
+    report = after_crash.run_round()
+    assert report["read"] == len(records) - 24 and report["round"] == 2
+    assert pending(settings) == 0

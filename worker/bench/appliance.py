@@ -1,0 +1,149 @@
+"""A private appliance for benchmarks: its own home, ports, tokens, Redis and processes.
+
+Benchmarks measure the real thing (control plane, inference workers, trainer as separate
+processes talking HTTP and Redis), never an in-process shortcut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from borealis.embedded_redis import start_embedded_redis
+from borealis.secrets import generate_token
+from borealis.settings import Settings
+from borealis.supervisor import Child, free_port
+
+
+@dataclass
+class Appliance:
+    home: Path
+    base_url: str
+    admin_token: str
+    cluster_token: str
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def admin_client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"authorization": f"Bearer {self.admin_token}"}, timeout=60
+        )
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.process.pid for c in self.children if c.process is not None}
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    raise RuntimeError(f"{child.name} exited; see {child.log_path}")
+            try:
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"appliance not ready; logs in {self.home}")
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process, from /proc (Linux)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def private_appliance(
+    settings: Settings, workers: int = 1, trainer: bool = False, extra_env: dict[str, str] | None = None
+) -> Iterator[Appliance]:
+    home = Path(tempfile.mkdtemp(prefix="borealis-bench-"))
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "BOREALIS_HOME": str(home),
+        "BOREALIS_API_PORT": str(api_port),
+        "BOREALIS_ADMIN_TOKEN": generate_token("adm"),
+        "BOREALIS_CLUSTER_TOKEN": generate_token("cls"),
+        "BOREALIS_MODEL_PATH": str(settings.resolved_model_path),
+        "BOREALIS_DATABASE_URL": "",
+        **(extra_env or {}),
+    }
+    redis_process = None
+    if not settings.redis_url:
+        redis_port = free_port()
+        redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log")
+        env["BOREALIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    cli = [sys.executable, "-m", "borealis.cli"]
+    appliance = Appliance(
+        home, f"http://127.0.0.1:{api_port}", env["BOREALIS_ADMIN_TOKEN"], env["BOREALIS_CLUSTER_TOKEN"], env
+    )
+    appliance.children.append(Child("control-plane", [*cli, "api"], home / "api.log"))
+    for index in range(workers):
+        appliance.children.append(
+            Child(f"inference-worker-{index}", [*cli, "worker", "inference"], home / f"worker-{index}.log")
+        )
+    if trainer:
+        appliance.children.append(Child("training-worker", [*cli, "worker", "train"], home / "trainer.log"))
+    try:
+        for child in appliance.children:
+            child_env = dict(env)
+            if child.name.startswith("inference-worker"):
+                child_env["BOREALIS_WORKER_PORT"] = str(free_port())
+                child_env["BOREALIS_WORKER_ID"] = child.name
+            child.start(child_env)
+        appliance.wait_ready()
+        yield appliance
+    finally:
+        for child in reversed(appliance.children):
+            child.stop()
+        if redis_process is not None:
+            redis_process.terminate()
+            try:
+                redis_process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                redis_process.kill()
+
+
+def make_day0_drafts(model_dir: Path, root: Path) -> list[Path]:
+    """Two random-weight drafts for the target: real artifacts to swap between."""
+    from collections import Counter
+
+    from worker.draft.io import save_draft
+    from worker.draft.model import new_draft
+    from worker.draft.vocab import DraftVocab
+    from worker.engine.llama import LlamaSpec
+
+    spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
+    paths = []
+    for seed in (1, 2):
+        vocab = DraftVocab.from_counts(Counter(), 8192, spec.vocab_size)
+        paths.append(root / f"draft-{seed}")
+        save_draft(new_draft(spec, vocab, seed=seed), paths[-1])
+    return paths
+
+
+def wait_for_version(client: httpx.Client, version: str, timeout_s: float = 120) -> float:
+    """Seconds until every healthy worker reports ``version`` (its swap acknowledged)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        workers = [w for w in client.get("/api/workers").json() if w["healthy"]]
+        if workers and all(w["draft_version"] == version for w in workers):
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"workers did not reach {version} within {timeout_s} s")

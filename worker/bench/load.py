@@ -1,0 +1,177 @@
+"""``borealis bench load``: concurrent clients, streaming and not, while learning and swaps run.
+
+Reports errors by status, latency percentiles, tokens/s and the resident memory of every process
+over the run: its peak, and its growth after warm-up (the first fifth of the run), so a leak
+shows as a number, not a feeling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from borealis.publish import publish_draft
+from borealis.settings import get_settings
+from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib, wait_for_version
+from worker.bench.swap import PROMPTS, percentile
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis bench load", description=__doc__)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--swap-every", type=float, default=30.0, help="seconds between draft swaps; 0: none")
+    parser.add_argument("--json", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+class Clients:
+    """Half the clients stream (SSE), half do not; every outcome is kept."""
+
+    def __init__(self, base_url: str, model: str, clients: int, max_tokens: int) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.latencies_ms: list[float] = []
+        self.tokens = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(base_url, model, max_tokens, i), daemon=True)
+            for i in range(clients)
+        ]
+
+    def _one(self, client: httpx.Client, body: dict[str, Any], stream: bool) -> tuple[str, int]:
+        if not stream:
+            response = client.post("/v1/chat/completions", json=body)
+            tokens = (
+                response.json().get("usage", {}).get("completion_tokens", 0) if response.is_success else 0
+            )
+            return str(response.status_code), tokens
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        tokens = 0
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            status = str(response.status_code)
+            for line in response.iter_lines():
+                if line.startswith("data: {") and '"usage"' in line:
+                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+                elif line.startswith("data: {") and '"error"' in line:
+                    status = "stream_error"
+        return status, tokens
+
+    def _run(self, base_url: str, model: str, max_tokens: int, index: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=300) as client:
+            turn = index
+            while not self._stop.is_set():
+                body = {
+                    "model": model,
+                    "max_tokens": max_tokens,
+                    "temperature": 0 if turn % 3 else 0.8,
+                    "messages": [{"role": "user", "content": PROMPTS[turn % len(PROMPTS)]}],
+                }
+                started = time.monotonic()
+                try:
+                    status, tokens = self._one(client, body, stream=index % 2 == 1)
+                except httpx.HTTPError as exc:
+                    status, tokens = type(exc).__name__, 0
+                with self._lock:
+                    self.statuses[status] += 1
+                    self.tokens += tokens
+                    if status == "200":
+                        self.latencies_ms.append((time.monotonic() - started) * 1000)
+                turn += 1
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=300)
+
+
+def _memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: float) -> dict[str, Any]:
+    report = {}
+    for name, series in samples.items():
+        if not series:
+            continue
+        warm = [kib for t, kib in series if t >= duration_s * 0.2]
+        early = warm[: max(1, len(warm) // 4)]
+        late = warm[-max(1, len(warm) // 4) :]
+        report[name] = {
+            "peak_rss_mib": round(max(kib for _, kib in series) / 1024, 1),
+            "rss_after_warmup_mib": round(statistics.fmean(early) / 1024, 1),
+            "rss_at_end_mib": round(statistics.fmean(late) / 1024, 1),
+            "growth_after_warmup_mib": round((statistics.fmean(late) - statistics.fmean(early)) / 1024, 1),
+        }
+    return report
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = get_settings()
+    with private_appliance(settings, trainer=True) as appliance:
+        admin = appliance.admin_client()
+        admin.put("/api/policy", json={"mode": "manual", "reason": "bench load"}).raise_for_status()
+        drafts = [
+            publish_draft(appliance.base_url, appliance.cluster_token, path)["version"]
+            for path in make_day0_drafts(settings.resolved_model_path, appliance.home / "drafts")
+        ]
+        admin.post(f"/api/drafts/{drafts[0]}/approve", json={"reason": "bench load"}).raise_for_status()
+        wait_for_version(admin, drafts[0])
+        model = admin.get("/v1/models").json()["data"][0]["id"]
+        clients = Clients(appliance.base_url, model, args.clients, args.max_tokens)
+        pids = appliance.pids()
+        samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
+        duration_s = args.minutes * 60
+        started = time.monotonic()
+        clients.start()
+        next_swap, swaps = started + args.swap_every, 0
+        while (now := time.monotonic()) - started < duration_s:
+            for name, pid in pids.items():
+                kib = rss_kib(pid)
+                if kib is not None:
+                    samples[name].append((now - started, kib))
+            if args.swap_every and now >= next_swap:
+                target = drafts[(swaps + 1) % 2]
+                action = "approve" if swaps == 0 else "rollback"
+                admin.post(f"/api/drafts/{target}/{action}", json={"reason": "bench load"}).raise_for_status()
+                swaps += 1
+                next_swap = now + args.swap_every
+            time.sleep(1.0)
+        clients.stop()
+        elapsed = time.monotonic() - started
+        versions = admin.get("/api/drafts").json()
+    server_errors = sum(count for status, count in clients.statuses.items() if status.startswith("5"))
+    return {
+        "requests": sum(clients.statuses.values()),
+        "errors_by_status": {s: c for s, c in clients.statuses.items() if s != "200"},
+        "server_errors": server_errors,
+        "p50_ms": percentile(clients.latencies_ms, 0.5),
+        "p99_ms": percentile(clients.latencies_ms, 0.99),
+        "tokens_per_s": round(clients.tokens / elapsed, 2),
+        "swaps": swaps,
+        "trainer_candidates": sum(1 for version in versions if version["source"] == "trainer"),
+        "memory": _memory_report(samples, elapsed),
+        "clients": args.clients,
+        "minutes": args.minutes,
+        "max_tokens": args.max_tokens,
+        "threads": settings.threads,
+        "model": str(settings.resolved_model_path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if result["server_errors"] == 0 else 1

@@ -1,0 +1,112 @@
+"""Training examples: a token sequence plus what the target thinks of it, from one prefill forward.
+
+Offline data and online traces become the same ``Example``: the target's three-layer features at
+every position, its next-token distribution restricted to the draft vocabulary (top-k, renormalised:
+all the KL needs, at ~1% of the full row's memory), its greedy choice (for simulated acceptance),
+and the rejected proposals of the trace, placed where the draft made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from borealis.wire import TraceRecord, TraceStep
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel, causal_step_input
+
+DEFAULT_TOPK = 32
+
+
+@dataclass(frozen=True)
+class Example:
+    """Row ``t`` describes the prediction of token ``t + 1`` (the target's logits at position ``t``)."""
+
+    tokens: torch.Tensor  # [T] target ids
+    features: torch.Tensor  # [T, 3H] float16 (halves the cache; the draft computes in float32)
+    target_ids: torch.Tensor  # [T, k] draft ids of the target's top-k within the draft vocabulary
+    target_logp: torch.Tensor  # [T, k] their log-probabilities, renormalised over the k
+    target_argmax: torch.Tensor  # [T] target ids: the target's greedy next token
+    prompt_len: int
+    domain: str
+    negatives: torch.Tensor  # [N, 3] (unroll step, row, draft id): proposals the target rejected
+
+    def __len__(self) -> int:
+        return int(self.tokens.numel())
+
+
+@torch.no_grad()
+def build_example(
+    target: LlamaModel,
+    vocab: DraftVocab,
+    tokens: Sequence[int],
+    prompt_len: int,
+    domain: str,
+    steps: Sequence[TraceStep] = (),
+    topk: int = DEFAULT_TOPK,
+) -> Example:
+    """One prefill forward over ``tokens``; results are cloned out of inference mode for autograd."""
+    ids = torch.tensor([list(tokens)], dtype=torch.long)
+    cache = target.new_cache(1, ids.shape[1])
+    hidden, features = target.forward(causal_step_input(ids, [0]), cache)
+    logits = target.logits(hidden[0])
+    restricted = torch.log_softmax(logits[:, vocab.draft_to_target], dim=-1)
+    top_logp, top_ids = restricted.topk(min(topk, vocab.size), dim=-1)
+    argmax = logits.argmax(dim=-1)
+    return Example(
+        tokens=ids[0].clone(),
+        features=features[0].to(torch.float16).clone(),
+        target_ids=top_ids.clone(),
+        target_logp=torch.log_softmax(top_logp, dim=-1).clone(),
+        target_argmax=argmax.clone(),
+        prompt_len=prompt_len,
+        domain=domain,
+        negatives=rejected_proposals(list(tokens), prompt_len, steps, vocab, argmax.tolist()),
+    )
+
+
+def example_from_record(
+    target: LlamaModel, vocab: DraftVocab, record: TraceRecord, topk: int = DEFAULT_TOPK
+) -> Example:
+    tokens = record.prompt_ids + record.output_ids
+    return build_example(target, vocab, tokens, len(record.prompt_ids), record.domain, record.steps, topk)
+
+
+def rejected_proposals(
+    tokens: list[int], prompt_len: int, steps: Sequence[TraceStep], vocab: DraftVocab, argmax: list[int]
+) -> torch.Tensor:
+    """Rejected children of the root and of accepted nodes: their context is the true sequence.
+
+    A node at depth ``d`` below a root at absolute index ``r`` was predicted by the draft's unroll
+    step ``d - 1`` at row ``r + d - 2``. Nodes under a rejected node saw a context that never
+    happened and are skipped, as are tokens the target itself would have chosen there (possible
+    under sampling) and tokens outside the draft vocabulary.
+    """
+    out: list[tuple[int, int, int]] = []
+    length = len(tokens)
+    for step in steps:
+        root = prompt_len + step.position - 1
+        parents = step.parents if step.parents is not None else list(range(-1, len(step.proposed) - 1))
+        on_path = {-1: 0}  # node index -> depth, for the root and the accepted nodes
+        node = -1
+        for depth in range(1, min(step.accepted, length - 1 - root) + 1):
+            node = next(
+                (i for i, p in enumerate(parents) if p == node and step.proposed[i] == tokens[root + depth]),
+                -2,
+            )
+            if node == -2:
+                break
+            on_path[node] = depth
+        for i, (token, parent) in enumerate(zip(step.proposed, parents, strict=True)):
+            if parent not in on_path or i in on_path:
+                continue
+            depth = on_path[parent] + 1
+            predicted_at = root + depth - 1
+            if predicted_at + 1 >= length or token in (tokens[predicted_at + 1], argmax[predicted_at]):
+                continue
+            draft_id = int(vocab.target_to_draft[token])
+            if draft_id >= 0:
+                out.append((depth - 1, root + depth - 2, draft_id))
+    return torch.tensor(out, dtype=torch.long).reshape(-1, 3)

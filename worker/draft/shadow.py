@@ -1,0 +1,60 @@
+"""Shadow evaluation: the chain acceptance length a draft would reach on held-out sequences, per domain.
+
+Greedy verification is simulated teacher-forced from one target forward: a drafted token is accepted
+when it equals the target's greedy choice there and that choice is what the sequence holds (true for
+every output position of a greedy trace). Decoding is walked as the engine does it: a step at root
+``r`` accepts ``L`` drafted tokens and emits ``L + 1``; the next root is ``L + 1`` tokens on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+
+from worker.draft.examples import Example
+from worker.draft.model import Eagle3Draft
+from worker.draft.ttt import unroll
+
+
+@torch.no_grad()
+def chain_counts(draft: Eagle3Draft, embed: torch.Tensor, example: Example, depth: int) -> tuple[int, int]:
+    """(tokens emitted, verification steps) over the example's output."""
+    logits = unroll(draft, embed, example.tokens.unsqueeze(0), example.features.unsqueeze(0), depth)
+    d2t = draft.vocab.draft_to_target
+    guesses = [d2t[step[0].argmax(-1)].tolist() for step in logits]  # guesses[k][i]: predicts token i + 2
+    tokens = example.tokens.tolist()
+    argmax = example.target_argmax.tolist()
+    last = len(tokens) - 1
+    root = example.prompt_len
+    emitted = steps = 0
+    while root < last:
+        accepted = 0
+        for d in range(1, depth + 1):
+            row = root + d - 2
+            if root + d > last or not guesses[d - 1][row] == argmax[root + d - 1] == tokens[root + d]:
+                break
+            accepted = d
+        advance = min(accepted + 1, last - root)
+        emitted += advance
+        steps += 1
+        root += advance
+    return emitted, steps
+
+
+def simulated_acceptance(
+    draft: Eagle3Draft, embed: torch.Tensor, examples: Sequence[Example], depth: int
+) -> dict[str, float]:
+    """Mean acceptance length (tokens per target step) per domain, and ``"all"`` pooled."""
+    emitted: dict[str, int] = defaultdict(int)
+    steps: dict[str, int] = defaultdict(int)
+    was_training = draft.training
+    draft.eval()
+    for example in examples:
+        e, s = chain_counts(draft, embed, example, depth)
+        for key in (example.domain, "all"):
+            emitted[key] += e
+            steps[key] += s
+    draft.train(was_training)
+    return {key: emitted[key] / steps[key] for key in sorted(steps) if steps[key]}

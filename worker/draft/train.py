@@ -1,0 +1,172 @@
+"""``borealis draft train``: a static draft trained offline on the target's own outputs.
+
+Generation and training interleave under one time budget (``--gen-fraction`` of it generating), so
+the draft starts learning from the first batch and sees more data the longer it runs. The artifact's
+manifest carries the training metrics and the simulated acceptance on the workload's test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from borealis.settings import get_settings
+from borealis.wire import TraceRecord
+from worker.draft.examples import Example, build_example, example_from_record
+from worker.draft.generate import greedy_outputs
+from worker.draft.io import load_draft, save_draft
+from worker.draft.model import Eagle3Draft, new_draft
+from worker.draft.shadow import simulated_acceptance
+from worker.draft.trainer import DraftTrainer, TrainConfig, batches
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
+from worker.workloads import build_prompts, encode_prompt
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis draft train", description=__doc__)
+    parser.add_argument("--workload", choices=["code", "prose", "chat", "mixed"], default="code")
+    parser.add_argument("--minutes", type=float, required=True, help="training budget (generation included)")
+    parser.add_argument("--out", required=True, help="artifact directory to write")
+    parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
+    parser.add_argument("--init", default=None, help="start from this draft artifact")
+    parser.add_argument("--traces", default=None, help="JSONL trace records to train on")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-prompt-tokens", type=int, default=384)
+    parser.add_argument("--gen-batch", type=int, default=8)
+    parser.add_argument("--gen-fraction", type=float, default=0.5)
+    parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--ttt-steps", type=int, default=TrainConfig.ttt_steps)
+    parser.add_argument("--rejected-weight", type=float, default=TrainConfig.rejected_weight)
+    parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens)
+    parser.add_argument("--eval-requests", type=int, default=8, help="test-split prompts for the final eval")
+    parser.add_argument("--eval-depth", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or not 0.0 < args.gen_fraction < 1.0:
+        parser.error("--minutes must be positive and --gen-fraction in (0, 1)")
+    return args
+
+
+class _Data:
+    """Examples generated so far; prompts are consumed in the workload's fixed order."""
+
+    def __init__(self, target: LlamaModel, tokenizer: Any, vocab: DraftVocab, args: argparse.Namespace):
+        self.target, self.tokenizer, self.vocab, self.args = target, tokenizer, vocab, args
+        self.prompts = iter(build_prompts(args.workload, "train"))
+        self.examples: list[Example] = []
+        self.exhausted = False
+
+    def generate_batch(self) -> None:
+        batch = [next(self.prompts, None) for _ in range(self.args.gen_batch)]
+        prompts = [p for p in batch if p is not None]
+        self.exhausted = len(prompts) < len(batch)
+        self.examples += examples_for(self.target, self.tokenizer, self.vocab, prompts, self.args)
+
+
+def examples_for(
+    target: LlamaModel, tokenizer: Any, vocab: DraftVocab, prompts: list[Any], args: argparse.Namespace
+) -> list[Example]:
+    ids = [encode_prompt(p, tokenizer, args.max_prompt_tokens) for p in prompts]
+    eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+    outputs = greedy_outputs(target, ids, args.max_new_tokens, args.gen_batch, eos)
+    return [
+        build_example(target, vocab, p + o, len(p), prompt.domain)
+        for prompt, p, o in zip(prompts, ids, outputs, strict=True)
+        if o
+    ]
+
+
+def cycle_batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> Iterator[list[Example]]:
+    """Epochs over the current pool, reshuffled (and regrouped, as the pool grows) each time."""
+    while True:
+        groups = batches(examples, batch_tokens)
+        rng.shuffle(groups)
+        yield from groups
+
+
+def initial_draft(target: LlamaModel, tokenizer: Any, args: argparse.Namespace) -> Eagle3Draft:
+    if args.init:
+        draft, _ = load_draft(args.init)
+        return draft
+    prompts = build_prompts(args.workload, "train")
+    ids = [encode_prompt(p, tokenizer, args.max_prompt_tokens) for p in prompts]
+    vocab = DraftVocab.from_sequences(ids, args.draft_vocab, target.spec.vocab_size)
+    return new_draft(target.spec, vocab, seed=args.seed)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        lr=args.lr,
+        ttt_steps=args.ttt_steps,
+        rejected_weight=args.rejected_weight,
+        batch_tokens=args.batch_tokens,
+    )
+
+
+def read_traces(path: Path) -> list[TraceRecord]:
+    return [TraceRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = get_settings()
+    torch.set_num_threads(args.threads or settings.threads)
+    torch.manual_seed(args.seed)
+    from transformers import AutoTokenizer
+
+    model_dir = Path(args.model) if args.model else settings.resolved_model_path
+    target = LlamaModel.load(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    draft = initial_draft(target, tokenizer, args)
+    trainer = DraftTrainer(draft, target.embed, train_config(args))
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    deadline = started + args.minutes * 60
+    data = _Data(target, tokenizer, draft.vocab, args)
+    if args.traces:
+        data.examples = [example_from_record(target, draft.vocab, r) for r in read_traces(Path(args.traces))]
+        data.exhausted = True
+    generating = 0.0
+    stream = cycle_batches(data.examples, args.batch_tokens, rng)
+    history = []
+    while time.monotonic() < deadline:
+        if not data.exhausted and generating <= args.gen_fraction * (time.monotonic() - started):
+            t0 = time.monotonic()
+            data.generate_batch()
+            generating += time.monotonic() - t0
+            stream = cycle_batches(data.examples, args.batch_tokens, rng)
+        elif data.examples:
+            history.append(trainer.train_step(next(stream)))
+    held_out = examples_for(
+        target, tokenizer, draft.vocab, build_prompts(args.workload, "test", args.eval_requests), args
+    )
+    acceptance = simulated_acceptance(draft, trainer.embed, held_out, args.eval_depth)
+    tail = history[-20:]
+    top1 = [sum(m.top1[k] for m in tail) / len(tail) for k in range(args.ttt_steps)] if tail else []
+    metrics = {
+        "workload": args.workload,
+        "minutes": args.minutes,
+        "train_sequences": len(data.examples),
+        "train_tokens": sum(len(e) for e in data.examples),
+        "optimizer_steps": trainer.steps_done,
+        "generation_seconds": round(generating, 1),
+        "final_loss": sum(m.loss for m in tail) / len(tail) if tail else None,
+        "final_top1": top1,
+        "simulated_acceptance": acceptance,
+        "eval_depth": args.eval_depth,
+        "train_config": trainer.config.to_dict(),
+        "source": "traces" if args.traces else "generated",
+    }
+    save_draft(draft, args.out, extra={"training": metrics})
+    print(json.dumps(metrics, indent=2))
+    return 0

@@ -1,0 +1,173 @@
+"""The draft's training step, shared by offline training and the online trainer.
+
+Loss = sum over unroll steps ``k`` of ``decay**k`` x forward KL(target || draft) on the target's
+top-k distribution within the draft vocabulary, plus (switchable, for the ablation) a margin term on
+the rejected proposals of served traces: at the position where the target rejected token ``r``, the
+draft's log-probability of the target's choice must exceed that of ``r`` by ``rejected_margin``.
+KL alone spreads its pull over the whole distribution; the margin aims at the exact confusions that
+cost acceptance at serving, which is where a learned head is weakest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from worker.draft.examples import Example
+from worker.draft.model import Eagle3Draft
+from worker.draft.ttt import unroll
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    ttt_steps: int = 3
+    step_decay: float = 0.8
+    rejected_weight: float = 0.5  # 0 switches the rejected-proposal term off
+    rejected_margin: float = 1.0
+    batch_tokens: int = 2048
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    loss: float
+    kl: list[float]  # per unroll step
+    top1: list[float]  # per unroll step: draft argmax == target argmax (a training-time acceptance proxy)
+    rejected_loss: float
+    rejected_count: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    tokens: torch.Tensor  # [B, T]
+    features: torch.Tensor  # [B, T, 3H]
+    target_ids: torch.Tensor  # [B, T, k]
+    target_logp: torch.Tensor  # [B, T, k]
+    target_argmax: torch.Tensor  # [B, T]
+    lengths: torch.Tensor  # [B]
+    negatives: torch.Tensor  # [N, 4] (batch row, unroll step, row, draft id)
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    """Right-pad to the longest; causal attention keeps padding out of every real row."""
+    size, length = len(examples), max(len(e) for e in examples)
+    first = examples[0]
+    tokens = torch.zeros(size, length, dtype=torch.long)
+    features = torch.zeros(size, length, first.features.shape[1], dtype=first.features.dtype)
+    target_ids = torch.zeros(size, length, first.target_ids.shape[1], dtype=torch.long)
+    target_logp = torch.full((size, length, first.target_logp.shape[1]), -1e4)
+    target_argmax = torch.zeros(size, length, dtype=torch.long)
+    negatives = []
+    for b, e in enumerate(examples):
+        n = len(e)
+        tokens[b, :n], features[b, :n], target_argmax[b, :n] = e.tokens, e.features, e.target_argmax
+        target_ids[b, :n], target_logp[b, :n] = e.target_ids, e.target_logp
+        if e.negatives.numel():
+            negatives.append(F.pad(e.negatives, (1, 0), value=b))
+    return Batch(
+        tokens,
+        features,
+        target_ids,
+        target_logp,
+        target_argmax,
+        torch.tensor([len(e) for e in examples]),
+        torch.cat(negatives) if negatives else torch.zeros(0, 4, dtype=torch.long),
+    )
+
+
+def batches(examples: Sequence[Example], batch_tokens: int) -> list[list[Example]]:
+    """Group examples of similar length (less padding) under a padded-token budget."""
+    ordered = sorted(examples, key=len)
+    groups: list[list[Example]] = []
+    for example in ordered:
+        if groups and (len(groups[-1]) + 1) * len(example) <= batch_tokens:
+            groups[-1].append(example)
+        else:
+            groups.append([example])
+    return groups
+
+
+class DraftTrainer:
+    """Owns the optimizer; ``lr_scale`` lets the online trainer raise the rate after a domain shift."""
+
+    def __init__(self, draft: Eagle3Draft, embed: torch.Tensor, config: TrainConfig):
+        self.draft = draft
+        self.embed = embed.detach().float()
+        self.config = config
+        self.lr_scale = 1.0
+        draft.requires_grad_(True)
+        draft.train()
+        self.optimizer = torch.optim.AdamW(draft.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_done = 0
+
+    def train_step(self, examples: Sequence[Example]) -> StepMetrics:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * self.lr_scale
+        batch = collate(examples)
+        loss, metrics = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(self.draft.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.steps_done += 1
+        return metrics
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, StepMetrics]:
+        config = self.config
+        logits = unroll(self.draft, self.embed, batch.tokens, batch.features, config.ttt_steps)
+        length = batch.tokens.shape[1]
+        rows = torch.arange(length).view(1, -1)
+        # row i is trained against the target's distribution at position i + 1
+        target_ids = batch.target_ids[:, 1:]
+        target_p = batch.target_logp[:, 1:].exp()
+        target_argmax = batch.target_argmax[:, 1:]
+        entropy = -(target_p * batch.target_logp[:, 1:]).sum(-1)
+        d2t = self.draft.vocab.draft_to_target
+        total = torch.zeros(())
+        kls, top1s = [], []
+        logps = []
+        for step, step_logits in enumerate(logits):
+            logp = torch.log_softmax(step_logits, dim=-1)
+            logps.append(logp)
+            valid = ((rows >= step) & (rows < batch.lengths.view(-1, 1) - 1))[:, : length - 1]
+            count = valid.sum().clamp(min=1)
+            cross = -(target_p * logp[:, :-1].gather(-1, target_ids)).sum(-1)
+            kl = ((cross - entropy) * valid).sum() / count
+            total = total + config.step_decay**step * kl
+            hits = d2t[logp[:, :-1].argmax(-1)] == target_argmax
+            kls.append(float(kl.detach()))
+            top1s.append(float((hits & valid).sum() / count))
+        rejected, used = self._rejected_term(batch, logps)
+        if config.rejected_weight > 0 and used:
+            total = total + config.rejected_weight * rejected
+        metrics = StepMetrics(
+            loss=float(total.detach()),
+            kl=kls,
+            top1=top1s,
+            rejected_loss=float(rejected.detach()),
+            rejected_count=used,
+            tokens=int(batch.lengths.sum()),
+        )
+        return total, metrics
+
+    def _rejected_term(self, batch: Batch, logps: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Hinge on ``margin - (log q(target's choice) - log q(rejected))`` at each rejected proposal."""
+        negatives = batch.negatives
+        negatives = negatives[negatives[:, 1] < len(logps)]
+        if not negatives.numel():
+            return torch.zeros(()), 0
+        b, step, row, rejected = negatives.unbind(1)
+        stacked = torch.stack(logps)  # [steps, B, T, V]
+        chosen = batch.target_ids[b, row + 1, 0]  # the target's top token within the draft vocabulary
+        gap = stacked[step, b, row, chosen] - stacked[step, b, row, rejected]
+        return F.relu(self.config.rejected_margin - gap).mean(), int(negatives.shape[0])

@@ -1,0 +1,81 @@
+"""Turns a finished request into a ``TraceRecord`` and hands it to the non-blocking exporter.
+
+Runs on the HTTP side, never on the engine thread: building and serialising a record must not
+delay decoding, and a slow or absent Redis only costs dropped (counted) records.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from borealis.wire import GenerateRequest, TraceRecord, TraceStep
+from worker.engine.types import FinishReason, StepTrace
+from worker.traces.domain import resolve_domain
+from worker.traces.exporter import TraceExporter
+
+
+@dataclass(frozen=True)
+class FinishedRequest:
+    request: GenerateRequest
+    prompt_ids: list[int]
+    output_ids: list[int]
+    steps: tuple[StepTrace, ...]
+    prompt_text: str
+    completion_text: str
+    started_at: float
+    finish_reason: FinishReason
+    draft_version: str | None
+
+
+def to_trace_step(step: StepTrace) -> TraceStep:
+    return TraceStep(
+        position=step.position,
+        proposed=list(step.tokens),
+        draft_probs=list(step.draft_probs),
+        parents=list(step.parents),
+        accepted=step.accepted,
+    )
+
+
+class TraceSink:
+    def __init__(self, exporter: TraceExporter, worker_id: str, model: str) -> None:
+        self.exporter = exporter
+        self.worker_id = worker_id
+        self.model = model
+        self.paused_drop = False  # learning paused and configured to drop rather than queue
+        self.dropped_while_paused = 0
+
+    def record(self, finished: FinishedRequest) -> None:
+        if self.paused_drop:
+            self.dropped_while_paused += 1
+            return
+        request = finished.request
+        domain, source = resolve_domain(request.domain, finished.prompt_text + finished.completion_text)
+        # A request cut short by a stop string ends mid-step; keep only steps inside the output.
+        steps = [to_trace_step(s) for s in finished.steps if s.position < len(finished.output_ids)]
+        record = TraceRecord(
+            request_id=request.request_id,
+            worker_id=self.worker_id,
+            model=self.model,
+            draft_version=finished.draft_version,
+            domain=domain,
+            domain_source=source,
+            started_at=finished.started_at,
+            finished_at=max(time.time(), finished.started_at),
+            finish_reason=finished.finish_reason,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            prompt_ids=finished.prompt_ids,
+            output_ids=finished.output_ids,
+            steps=steps,
+        )
+        self.exporter.export(record)
+
+    @property
+    def exported(self) -> int:
+        return self.exporter.stats().exported
+
+    @property
+    def dropped(self) -> int:
+        return self.exporter.stats().dropped + self.dropped_while_paused

@@ -1,0 +1,127 @@
+"""Round checkpoints: draft weights, optimizer moments, replay and held-out traces, and trainer state.
+
+Each checkpoint is a fresh ``round-N`` directory made complete before ``LATEST`` (replaced atomically)
+points at it, so a trainer killed at any instant resumes from the last complete round. Safetensors
+and JSON only: nothing here is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from borealis.wire import TraceRecord
+from worker.draft.io import load_draft, save_draft
+from worker.draft.model import Eagle3Draft
+
+LATEST = "LATEST"
+
+
+@dataclass
+class TrainerState:
+    round: int = 0
+    optimizer_steps: int = 0
+    boost_rounds_left: int = 0
+    live_version: str | None = None  # the version candidates descend from
+    last_candidate: str | None = None
+    acked_ids: list[str] = field(default_factory=list)  # in this checkpoint; ack again on resume
+    trained_records: int = 0
+    window_start: float | None = None  # finished_at of the oldest trace since the last candidate
+    window_end: float | None = None
+
+
+@dataclass
+class Checkpoint:
+    state: TrainerState
+    draft: Eagle3Draft
+    optimizer: dict[str, Any] | None
+    replay: list[TraceRecord]
+    heldout: list[TraceRecord]
+
+
+def save_checkpoint(
+    root: Path,
+    state: TrainerState,
+    draft: Eagle3Draft,
+    optimizer: torch.optim.Optimizer,
+    replay: list[TraceRecord],
+    heldout: list[TraceRecord],
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"round-{state.round:08d}"
+    if target.exists():
+        shutil.rmtree(target)
+    work = root / f".tmp-{state.round:08d}"
+    shutil.rmtree(work, ignore_errors=True)
+    save_draft(draft, work / "draft", parent_version=state.live_version)
+    tensors, meta = _flatten_optimizer(optimizer)
+    save_file(tensors, str(work / "optimizer.safetensors"))
+    (work / "optimizer.json").write_text(json.dumps(meta))
+    _write_records(work / "replay.jsonl", replay)
+    _write_records(work / "heldout.jsonl", heldout)
+    (work / "state.json").write_text(json.dumps(state.__dict__))
+    os.replace(work, target)
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(target.name)
+    os.replace(pointer, root / LATEST)
+    for old in root.glob("round-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(root: Path) -> Checkpoint | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    directory = root / pointer.read_text().strip()
+    draft, _ = load_draft(directory / "draft")
+    meta = json.loads((directory / "optimizer.json").read_text())
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    return Checkpoint(
+        state=TrainerState(**json.loads((directory / "state.json").read_text())),
+        draft=draft,
+        optimizer=_unflatten_optimizer(tensors, meta),
+        replay=_read_records(directory / "replay.jsonl"),
+        heldout=_read_records(directory / "heldout.jsonl"),
+    )
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors to safetensors, everything else (step counts, hyperparameters) to JSON."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, slots in state_dict["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                tensors[f"{index}.{name}"] = value.contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = float(value)
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for index, slots in meta["scalars"].items():
+        for name, value in slots.items():
+            state.setdefault(int(index), {})[name] = torch.tensor(value)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _write_records(path: Path, records: list[TraceRecord]) -> None:
+    path.write_text("".join(r.model_dump_json(exclude_none=True) + "\n" for r in records))
+
+
+def _read_records(path: Path) -> list[TraceRecord]:
+    return [TraceRecord.model_validate_json(line) for line in path.read_text().splitlines() if line]

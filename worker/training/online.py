@@ -1,0 +1,296 @@
+"""Online training rounds: traces in, a better draft out, without losing acknowledged work.
+
+One round: ask the control plane whether learning is on; read traces (own unacked backlog first);
+hold a share out for shadow evaluation and put the rest in the replay buffer; update drift (a shift
+raises the learning rate for a while); train a few steps; checkpoint; only then ack what was read.
+Every ``trainer_candidate_every_rounds`` rounds the draft becomes a candidate: shadow-evaluated
+against the live draft on the held-out traces and published to the control plane.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from collections import OrderedDict, deque
+from typing import Any
+
+import httpx
+import torch
+
+from borealis.publish import PublishError
+from borealis.settings import Settings
+from borealis.wire import TraceRecord
+from worker.draft.examples import Example, example_from_record
+from worker.draft.io import DraftArtifactError, load_draft, save_draft
+from worker.draft.model import Eagle3Draft, new_draft
+from worker.draft.shadow import simulated_acceptance
+from worker.draft.trainer import DraftTrainer, TrainConfig
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
+from worker.traces.consumer import TraceConsumer
+from worker.traces.drift import DriftMonitor
+from worker.traces.replay import ReplayBuffer, record_tokens
+from worker.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from worker.training.control import ControlPlane
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name(settings: Settings) -> str:
+    return settings.trainer_consumer_name or f"trainer-{socket.gethostname()}"
+
+
+def is_heldout(record: TraceRecord, fraction: float) -> bool:
+    """A stable hash of the request id, so a redelivered trace lands on the same side."""
+    bucket = int(hashlib.sha256(record.request_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < fraction
+
+
+class OnlineTrainer:
+    def __init__(
+        self, settings: Settings, target: LlamaModel, consumer: TraceConsumer, control: ControlPlane
+    ):
+        self.settings = settings
+        self.target = target
+        self.consumer = consumer
+        self.control = control
+        self.root = settings.home / "trainer"
+        self.replay = ReplayBuffer(
+            settings.replay_max_records, settings.replay_max_tokens, settings.replay_half_life_seconds
+        )
+        self.heldout: dict[str, deque[TraceRecord]] = {}
+        self.drift = DriftMonitor.from_settings(settings)
+        self.state = TrainerState()
+        self.trainer: DraftTrainer | None = None
+        self._unacked: list[str] = []
+        self._seen: set[str] = set()
+        self._cache: OrderedDict[str, Example] = OrderedDict()
+        self._cache_tokens = 0
+        self._live: tuple[str, Eagle3Draft] | None = None
+        self._resume()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        checkpoint = load_checkpoint(self.root / "checkpoints")
+        if checkpoint is None:
+            return
+        self.state = checkpoint.state
+        self.trainer = self._new_trainer(checkpoint.draft)
+        if checkpoint.optimizer is not None:
+            self.trainer.optimizer.load_state_dict(checkpoint.optimizer)
+        self.trainer.steps_done = self.state.optimizer_steps
+        for record in checkpoint.replay:
+            self.replay.add(record)
+        for record in checkpoint.heldout:
+            self._hold_out(record)
+        self._seen = set(self.state.acked_ids)
+        self.consumer.ack(self.state.acked_ids)  # the crash may have come between checkpoint and ack
+        log.info("trainer resumed at round %d", self.state.round)
+
+    def _new_trainer(self, draft: Eagle3Draft) -> DraftTrainer:
+        s = self.settings
+        config = TrainConfig(
+            lr=s.trainer_lr, rejected_weight=s.trainer_rejected_weight, batch_tokens=s.trainer_batch_tokens
+        )
+        return DraftTrainer(draft, self.target.embed, config)
+
+    def _start_draft(self, live: str | None) -> None:
+        """The live draft if there is one (learning continues from what serves), else day-0 weights."""
+        if live is not None:
+            draft = self._live_draft(live)
+            if draft is not None:
+                self.trainer = self._new_trainer(self._copy(draft))
+                self.state.live_version = live
+                return
+        if len(self.replay) < self.settings.trainer_min_records:
+            return
+        records = self.replay.sample(len(self.replay))
+        vocab = DraftVocab.from_sequences(
+            (r.prompt_ids + r.output_ids for r in records),
+            self.settings.draft_vocab_size,
+            self.target.spec.vocab_size,
+        )
+        self.trainer = self._new_trainer(new_draft(self.target.spec, vocab))
+
+    def _copy(self, draft: Eagle3Draft) -> Eagle3Draft:
+        copy = Eagle3Draft(draft.config, draft.vocab)
+        copy.load_state_dict(draft.state_dict())
+        return copy
+
+    # -- one round ------------------------------------------------------------------------------
+
+    def run_round(self) -> dict[str, Any]:
+        paused, live = self.control.learning_state()
+        if paused:
+            return {"status": "paused"}
+        if self.state.live_version is None and live is not None:
+            self.state.live_version = live
+        read = self._intake()
+        if self.trainer is None:
+            self._start_draft(live)
+        report: dict[str, Any] = {"status": "idle", "round": self.state.round, "read": read}
+        if self.trainer is not None and len(self.replay) >= self.settings.trainer_min_records and read:
+            report.update(self._train())
+            report["status"] = "trained"
+        if self.trainer is not None and self._unacked:
+            self.state.round += 1
+            self._checkpoint()
+            if self.state.round % self.settings.trainer_candidate_every_rounds == 0:
+                report["candidate"] = self.candidate(live)
+        return report
+
+    def _intake(self) -> int:
+        deliveries = self.consumer.read(self.settings.trainer_read_batch, block_ms=1000)
+        vocab = self.target.spec.vocab_size
+        for delivery in deliveries:
+            self._unacked.append(delivery.entry_id)
+            record = delivery.record
+            tokens = record.prompt_ids + record.output_ids
+            if delivery.entry_id in self._seen or not record.output_ids or max(tokens) >= vocab:
+                continue  # already trained on, or unusable for this target: acked, not learned
+            window = self.drift.observe(record)
+            if window is not None and window.shift:
+                self.state.boost_rounds_left = self.settings.trainer_shift_boost_rounds
+                log.info("domain shift detected (window %d): learning rate raised", window.index)
+            if is_heldout(record, self.settings.trainer_heldout_fraction):
+                self._hold_out(record)
+            else:
+                self.replay.add(record)
+                self.state.trained_records += 1
+                start, end = self.state.window_start, self.state.window_end
+                self.state.window_start = min(start, record.finished_at) if start else record.finished_at
+                self.state.window_end = max(end or 0.0, record.finished_at)
+        return len(deliveries)
+
+    def _hold_out(self, record: TraceRecord) -> None:
+        limit = self.settings.trainer_heldout_max_records
+        self.heldout.setdefault(record.domain, deque(maxlen=limit)).append(record)
+
+    def _train(self) -> dict[str, Any]:
+        assert self.trainer is not None
+        boosted = self.state.boost_rounds_left > 0
+        self.trainer.lr_scale = self.settings.trainer_shift_lr_boost if boosted else 1.0
+        self.state.boost_rounds_left = max(0, self.state.boost_rounds_left - 1)
+        budget = self.settings.trainer_batch_tokens
+        mean_len = max(1, self.replay.tokens // max(1, len(self.replay)))
+        per_step = max(1, budget // mean_len)
+        losses, top1 = [], []
+        for _ in range(self.settings.trainer_steps_per_round):
+            records = [
+                r for r in self.replay.sample(per_step) if record_tokens(r) <= budget
+            ] or self.replay.sample(1)
+            metrics = self.trainer.train_step([self._example(r) for r in records])
+            losses.append(metrics.loss)
+            top1.append(metrics.top1[0])
+        self.state.optimizer_steps = self.trainer.steps_done
+        return {"loss": sum(losses) / len(losses), "top1": sum(top1) / len(top1), "lr_boost": boosted}
+
+    def _example(self, record: TraceRecord) -> Example:
+        """Target features are recomputed (one prefill) and kept while the cache's token budget allows."""
+        assert self.trainer is not None
+        key = record.request_id
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        example = example_from_record(self.target, self.trainer.draft.vocab, record)
+        self._cache[key] = example
+        self._cache_tokens += len(example)
+        while self._cache and self._cache_tokens > self.settings.trainer_feature_cache_tokens:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_tokens -= len(dropped)
+        return example
+
+    def _checkpoint(self) -> None:
+        assert self.trainer is not None
+        self.state.acked_ids = list(self._unacked)
+        heldout = [r for records in self.heldout.values() for r in records]
+        # ReplayBuffer offers no iteration yet, and its records must survive a restart
+        replay = [r for records in self.replay._domains.values() for r in records]
+        save_checkpoint(
+            self.root / "checkpoints", self.state, self.trainer.draft, self.trainer.optimizer, replay, heldout
+        )
+        self.consumer.ack(self._unacked)
+        self._seen = set(self._unacked)
+        self._unacked = []
+
+    # -- candidates -----------------------------------------------------------------------------
+
+    def shadow_eval(self, live: str | None) -> dict[str, dict[str, float]]:
+        """Simulated acceptance of the candidate and of the live draft on the same held-out traces."""
+        assert self.trainer is not None
+        depth = self.settings.trainer_eval_depth
+        records = [r for records in self.heldout.values() for r in records]
+        examples = [self._example(r) for r in records]
+        candidate = simulated_acceptance(self.trainer.draft, self.trainer.embed, examples, depth)
+        live_draft = self._live_draft(live) if live else None
+        if live_draft is None:
+            baseline = {domain: 1.0 for domain in candidate}  # no draft: one token per target step
+        else:
+            live_examples = [example_from_record(self.target, live_draft.vocab, r) for r in records]
+            baseline = simulated_acceptance(live_draft, self.trainer.embed, live_examples, depth)
+        counts: dict[str, int] = {domain: len(rs) for domain, rs in self.heldout.items()}
+        counts["all"] = len(records)
+        return {
+            domain: {
+                "candidate": value,
+                "live": baseline.get(domain, 1.0),
+                "traces": float(counts.get(domain, 0)),
+            }
+            for domain, value in candidate.items()
+        }
+
+    def candidate(self, live: str | None) -> dict[str, Any]:
+        assert self.trainer is not None
+        if not self.heldout:
+            return {"published": False, "reason": "no held-out traces yet"}
+        shadow = self.shadow_eval(live)
+        metrics = {
+            "round": self.state.round,
+            "optimizer_steps": self.state.optimizer_steps,
+            "trained_records": self.state.trained_records,
+            "replay_domains": self.replay.domain_counts(),
+            "rejected_weight": self.settings.trainer_rejected_weight,
+        }
+        window = {"from": self.state.window_start, "to": self.state.window_end}
+        out = self.root / "candidates" / f"round-{self.state.round:08d}"
+        save_draft(
+            self.trainer.draft, out, parent_version=live, extra={"training": metrics, "shadow_eval": shadow}
+        )
+        try:
+            result = self.control.publish(out, live, shadow, metrics, window)
+        except (PublishError, httpx.HTTPError, OSError) as exc:
+            log.warning("candidate from round %d not published: %s", self.state.round, exc)
+            return {"published": False, "reason": str(exc), "shadow_eval": shadow}
+        self.state.last_candidate = result.get("version")
+        self.state.window_start = self.state.window_end = None
+        return {"published": True, "shadow_eval": shadow, **result}
+
+    def _live_draft(self, version: str) -> Eagle3Draft | None:
+        if self._live is not None and self._live[0] == version:
+            return self._live[1]
+        directory = self.root / "live" / version
+        try:
+            if not directory.is_dir():
+                self.control.fetch_draft(version, directory)
+            draft, _ = load_draft(directory)
+        except (httpx.HTTPError, DraftArtifactError, OSError) as exc:
+            log.warning("live draft %s unavailable: %s", version, exc)
+            return None
+        self._live = (version, draft)
+        return draft
+
+
+def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
+    from worker.traces.config import TraceBusConfig
+
+    torch.set_num_threads(settings.threads)
+    target = LlamaModel.load(settings.resolved_model_path)
+    consumer = TraceConsumer(TraceBusConfig.from_settings(settings), consumer_name(settings))
+    return OnlineTrainer(settings, target, consumer, control)
+
+
+def seconds_until_next(report: dict[str, Any], settings: Settings) -> float:
+    return 0.0 if report.get("status") == "trained" else settings.trainer_idle_seconds
