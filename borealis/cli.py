@@ -188,12 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(func=_draft_publish)
     train_draft = draft.add_parser("train", help="train a static draft offline (see --help)", add_help=False)
     train_draft.add_argument("rest", nargs=argparse.REMAINDER)
-    train_draft.set_defaults(func=_draft_train)
+    train_draft.set_defaults(func=_draft_train, passthrough=True)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
     bench.add_argument("name", choices=["speedup", "swap", "load"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_bench)
+    bench.set_defaults(func=_bench, passthrough=True)
 
     admin = commands.add_parser("admin", help="operator credentials").add_subparsers(
         dest="action", required=True
@@ -214,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        # Benchmarks and training parse their own flags; argparse hands leading options back here.
+        args.rest = [*unknown, *args.rest]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args.func(args))
 
 

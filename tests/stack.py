@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,29 @@ class Stack:
             stop(process)
         if self.api is not None:
             stop(self.api)
+
+
+class Traffic:
+    """Continuous completions in the background; every status code is kept (-1: no answer in 60 s)."""
+
+    def __init__(self, base_url: str, model: str) -> None:
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(base_url, model), daemon=True)
+
+    def _run(self, base_url: str, model: str) -> None:
+        body = {"model": model, "prompt": "one two three", "max_tokens": 24, "temperature": 0}
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                try:
+                    self.statuses.append(client.post(f"{base_url}/v1/completions", json=body).status_code)
+                except httpx.HTTPError:
+                    self.statuses.append(-1)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

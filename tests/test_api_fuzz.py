@@ -21,8 +21,9 @@ MODEL = "tiny-llama"
 
 
 @pytest.fixture(scope="module")
-def fuzz_stack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str,
-               key_prefix: str) -> Iterator[Stack]:
+def fuzz_stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> Iterator[Stack]:
     limits = {"BOREALIS_MAX_NEW_TOKENS_LIMIT": "8", "BOREALIS_MAX_PROMPT_TOKENS": "128"}
     stack = Stack(tmp_path_factory.mktemp("fuzz-home"), redis_url, key_prefix, tiny_model_dir, MODEL, limits)
     stack.start_api()

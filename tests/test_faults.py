@@ -12,7 +12,7 @@ from borealis.embedded_redis import start_embedded_redis
 from borealis.publish import publish_draft
 from tests.drafts import make_draft_artifact
 from tests.procs import free_port, stop, wait_until
-from tests.stack import CLUSTER_TOKEN, Stack
+from tests.stack import CLUSTER_TOKEN, Stack, Traffic
 
 pytestmark = pytest.mark.slow
 MODEL = "tiny-llama"
@@ -93,3 +93,48 @@ def test_serving_survives_redis_outage_and_reconnects(tmp_path: Path, tiny_model
                 redis_process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 redis_process.kill()
+
+
+def test_worker_killed_during_swap_fails_cleanly_and_reconciles(
+    tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> None:
+    stack = Stack(
+        tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL, {"BOREALIS_AUTO_ROLLBACK": "false"}
+    )
+
+    def versions() -> dict[str, str | None]:
+        return {
+            w["id"]: w["draft_version"] for w in stack.admin("GET", "/api/workers").json() if w["healthy"]
+        }
+
+    try:
+        stack.start_api()
+        stack.admin("PUT", "/api/policy", json={"mode": "manual"}).raise_for_status()
+        stack.start_worker("w1")
+        stack.start_worker("w2")
+        first = publish_draft(
+            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
+        )
+        second = publish_draft(
+            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "b", 2)
+        )
+        stack.admin("POST", f"/api/drafts/{first['version']}/approve", json={}).raise_for_status()
+        wait_until(
+            lambda: set(versions().values()) == {first["version"]} and len(versions()) == 2, 60, "v1 live"
+        )
+        with Traffic(stack.base_url, MODEL) as traffic:
+            wait_until(lambda: len(traffic.statuses) >= 5, 30, "traffic flowing")
+            stack.admin("POST", f"/api/drafts/{second['version']}/approve", json={}).raise_for_status()
+            stack.workers["w1"].kill()  # dies while the swap is in progress
+            wait_until(lambda: versions().get("w2") == second["version"], 60, "survivor swapped")
+            served_before_restart = len(traffic.statuses)
+            wait_until(
+                lambda: len(traffic.statuses) >= served_before_restart + 5, 30, "traffic on the survivor"
+            )
+            stack.start_worker("w1")
+            wait_until(lambda: versions().get("w1") == second["version"], 60, "restarted worker reconciled")
+        assert -1 not in traffic.statuses  # nothing hung
+        assert set(traffic.statuses) <= {200, 502, 503}, set(traffic.statuses)
+        assert traffic.statuses.count(200) >= len(traffic.statuses) - 3  # at most the in-flight ones failed
+    finally:
+        stack.stop()

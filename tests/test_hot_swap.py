@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from borealis.publish import publish_draft
 from tests.drafts import make_draft_artifact
 from tests.procs import stop, wait_until
-from tests.stack import CLUSTER_TOKEN, Stack
+from tests.stack import CLUSTER_TOKEN, Stack, Traffic
 
 pytestmark = pytest.mark.slow
 MODEL = "tiny-llama"
@@ -35,29 +34,6 @@ def audit_actions(stack: Stack, target: str) -> list[str]:
     return [e["action"] for e in stack.admin("GET", "/api/audit?limit=200").json() if e["target"] == target]
 
 
-class Traffic:
-    """Continuous completions in the background; every status code is kept."""
-
-    def __init__(self, base_url: str) -> None:
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(base_url,), daemon=True)
-
-    def _run(self, base_url: str) -> None:
-        body = {"model": MODEL, "prompt": "one two three", "max_tokens": 24, "temperature": 0}
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                self.statuses.append(client.post(f"{base_url}/v1/completions", json=body).status_code)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
 def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     stack: Stack, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -66,7 +42,7 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
         stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
     )
     assert first["status"] == "pending_approval"
-    with Traffic(stack.base_url) as traffic:
+    with Traffic(stack.base_url, MODEL) as traffic:
         stack.admin("POST", f"/api/drafts/{first['version']}/approve", json={"reason": "ship it"})
         wait_until(lambda: worker_versions(stack).get("w1") == first["version"], 60, "worker swapped")
         wait_until(lambda: len(traffic.statuses) >= 10, 60, "traffic after the swap")

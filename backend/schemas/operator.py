@@ -37,6 +37,13 @@ class LearningState(BaseModel):
     reason: str = ""
 
 
+class TrainerView(BaseModel):
+    """What a training worker needs each round: whether to learn, and which draft is live."""
+
+    paused: bool
+    live_version: str | None
+
+
 class DraftView(BaseModel):
     id: str
     status: str

@@ -50,6 +50,10 @@ class ReplayBuffer:
     def tokens(self) -> int:
         return self._tokens
 
+    def records(self) -> list[TraceRecord]:
+        """Every record held, oldest first within each domain (for checkpoints)."""
+        return [record for records in self._domains.values() for record in records]
+
     def domain_counts(self) -> dict[str, int]:
         return {domain: len(records) for domain, records in self._domains.items()}
 

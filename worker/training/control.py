@@ -6,6 +6,7 @@ live version should not spend CPU next to serving on work nobody can use.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,7 +62,9 @@ class HttpControlPlane:
     def fetch_draft(self, version: str, out_dir: Path) -> None:
         """Manifest and weights of a registered version (``load_draft`` then checks the sha256)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / MANIFEST_FILE).write_bytes(self._get(f"/internal/drafts/{version}/manifest").content)
+        info = self._get(f"/internal/drafts/{version}/manifest").json()
+        manifest = {**info["manifest"], "sha256": info["sha256"], "version": version}
+        (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
         (out_dir / WEIGHTS_FILE).write_bytes(self._get(f"/internal/drafts/{version}/artifact").content)
 
     def publish(

@@ -208,7 +208,7 @@ class OnlineTrainer:
         self.state.acked_ids = list(self._unacked)
         heldout = [r for records in self.heldout.values() for r in records]
         # ReplayBuffer offers no iteration yet, and its records must survive a restart
-        replay = [r for records in self.replay._domains.values() for r in records]
+        replay = self.replay.records()
         save_checkpoint(
             self.root / "checkpoints", self.state, self.trainer.draft, self.trainer.optimizer, replay, heldout
         )

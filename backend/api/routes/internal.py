@@ -9,7 +9,7 @@ from backend.api.deps import ClusterDep, SessionDep
 from backend.api.errors import APIError
 from backend.crud import audit, drafts
 from backend.crud.workers import upsert_heartbeat
-from backend.schemas.operator import LearningState, RegisteredDraft, VersionId
+from backend.schemas.operator import RegisteredDraft, TrainerView, VersionId
 from backend.services.artifacts import ArtifactRejected, ArtifactStore
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, TransitionError, desired_version
@@ -51,9 +51,10 @@ def swap_ack(ack: SwapAck, session: SessionDep) -> dict[str, bool]:
     return {"ok": True}
 
 
-@router.get("/learning", response_model=LearningState)
-def learning(session: SessionDep) -> LearningState:
-    return read_learning(session)
+@router.get("/learning", response_model=TrainerView)
+def learning(session: SessionDep) -> TrainerView:
+    live = drafts.live(session)
+    return TrainerView(paused=read_learning(session).paused, live_version=live.id if live else None)
 
 
 @router.post("/drafts", response_model=RegisteredDraft)

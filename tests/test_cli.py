@@ -1,0 +1,29 @@
+"""The `borealis` command line: subcommands that own their flags get them, others refuse strays."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.procs import cli_argv
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=120)
+
+
+def test_benchmarks_and_training_receive_their_own_flags() -> None:
+    for args, flag in (
+        (("bench", "swap", "--help"), "--swaps"),
+        (("bench", "load", "--help"), "--clients"),
+        (("bench", "speedup", "--help"), "--workload"),
+        (("draft", "train", "--help"), "--minutes"),
+    ):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        assert flag in result.stdout
+
+
+def test_unknown_flags_are_refused_elsewhere() -> None:
+    result = run("db", "upgrade", "--bogus")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --bogus" in result.stderr
