@@ -7,7 +7,6 @@ version becomes a candidate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from borealis.files import sha256_file
 from borealis.wire import DraftRegistration, DraftSource
 
 WEIGHTS_FILE = "draft.safetensors"
@@ -23,14 +23,6 @@ MANIFEST_FILE = "manifest.json"
 
 class PublishError(RuntimeError):
     """The control plane refused the draft (message says why)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -64,7 +56,7 @@ def publish_draft(
     manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text())
     registration = DraftRegistration(
         parent_version=parent_version,
-        artifact_sha256=_sha256(weights),
+        artifact_sha256=sha256_file(weights),
         artifact_bytes=weights.stat().st_size,
         manifest=manifest,
         data_window=data_window or {},

@@ -312,3 +312,26 @@ class TraceRecord(WireModel):
         if not self.steps:
             return 0.0
         return (sum(step.accepted for step in self.steps) + len(self.steps)) / len(self.steps)
+
+
+class DriftReport(WireModel):
+    """Training worker → control plane: one closed drift window, stored for operators and the dashboard.
+
+    ``divergence`` is Jensen-Shannon between this window's token distribution and the reference
+    windows'; ``mix_shift`` the total-variation distance of the domain mix; both are None until a
+    reference exists. ``shift`` is the trainer's verdict (it raises its learning rate on a shift).
+    """
+
+    trainer: str = Field(min_length=1, max_length=128)
+    index: int = Field(ge=0)
+    requests: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    started_at: float = Field(ge=0)
+    ended_at: float = Field(ge=0)
+    domain_mix: dict[DomainLabel, float] = Field(default_factory=dict, max_length=64)
+    acceptance_by_domain: dict[DomainLabel, float] = Field(default_factory=dict, max_length=64)
+    divergence: float | None = Field(default=None, ge=0.0, le=1.0)
+    mix_shift: float | None = Field(default=None, ge=0.0, le=1.0)
+    js_threshold: float = Field(ge=0.0, le=1.0)
+    mix_threshold: float = Field(ge=0.0, le=1.0)
+    shift: bool

@@ -16,6 +16,7 @@ def test_benchmarks_and_training_receive_their_own_flags() -> None:
         (("bench", "swap", "--help"), "--swaps"),
         (("bench", "load", "--help"), "--clients"),
         (("bench", "speedup", "--help"), "--workload"),
+        (("bench", "ablation", "--help"), "--rejected-weight"),
         (("draft", "train", "--help"), "--minutes"),
     ):
         result = run(*args)

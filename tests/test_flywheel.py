@@ -22,6 +22,7 @@ TRAINER = {
     "BOREALIS_TRAINER_BATCH_TOKENS": "256",
     "BOREALIS_DRAFT_VOCAB_SIZE": "256",
     "BOREALIS_AUTO_ROLLBACK": "false",
+    "BOREALIS_DRIFT_WINDOW_REQUESTS": "4",
 }
 
 
@@ -66,6 +67,8 @@ def test_served_traffic_trains_a_draft_that_goes_live(
             )
             wait_until(lambda: checkpoint_round(stack.home) > rounds_before, 120, "rounds go on")
         assert traffic.statuses and set(traffic.statuses) == {200}
+        windows = stack.admin("GET", "/api/drift").json()["windows"]
+        assert windows and all(w["trainer"] and w["requests"] == 4 for w in windows)
         stop(trainer)
     finally:
         stack.stop()

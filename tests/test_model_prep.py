@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from worker.model_prep import embedded_gguf_path, prepare_embedded_model, read_manifest, sha256_file
+from borealis.files import sha256_file
+from worker.model_prep import embedded_gguf_path, prepare_embedded_model, read_manifest
 
 
 def test_manifest_records_source_and_weights(smollm2_dir: Path) -> None:

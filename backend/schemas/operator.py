@@ -115,3 +115,23 @@ class TraceBusView(BaseModel):
     dead_letter_length: int | None
     exported: int
     dropped: int
+
+
+class DriftWindowView(BaseModel):
+    trainer: str
+    index: int
+    requests: int
+    tokens: int
+    started_at: float
+    ended_at: float
+    domain_mix: dict[str, float]
+    acceptance_by_domain: dict[str, float]
+    divergence: float | None
+    mix_shift: float | None
+    shift: bool
+
+
+class DriftView(BaseModel):
+    js_threshold: float
+    mix_threshold: float
+    windows: list[DriftWindowView]

@@ -12,7 +12,7 @@ import redis
 import torch
 
 from borealis.settings import Settings
-from borealis.wire import TraceRecord
+from borealis.wire import DriftReport, TraceRecord
 from tests.engine.helpers import random_runner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
@@ -29,12 +29,16 @@ class FakeControlPlane:
     def __init__(self) -> None:
         self.paused = False
         self.published: list[dict[str, Any]] = []
+        self.drift_reports: list[DriftReport] = []
 
     def learning_state(self) -> tuple[bool, str | None]:
         return self.paused, None
 
     def fetch_draft(self, version: str, out_dir: Path) -> None:
         raise AssertionError("no live draft in this test")
+
+    def report_drift(self, report: DriftReport) -> None:
+        self.drift_reports.append(report)
 
     def publish(
         self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, *_: Any

@@ -5,13 +5,13 @@ Safetensors only, never pickle: artifacts travel between machines and are loaded
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from borealis.files import sha256_file
 from worker.draft.model import ARCHITECTURE, DraftConfig, Eagle3Draft
 from worker.draft.vocab import DraftVocab
 
@@ -33,14 +33,6 @@ class DraftManifest:
     sha256: str
     config: DraftConfig
     extra: dict[str, object]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_draft(

@@ -26,7 +26,7 @@ class TrainConfig:
     lr: float = 1e-3
     ttt_steps: int = 3
     step_decay: float = 0.8
-    rejected_weight: float = 0.5  # 0 switches the rejected-proposal term off
+    rejected_weight: float = 0.0  # > 0 switches the rejected-proposal term on (ablation: no gain yet)
     rejected_margin: float = 1.0
     batch_tokens: int = 2048
     weight_decay: float = 0.0

@@ -16,6 +16,7 @@ import httpx
 from borealis.publish import publish_draft
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
+from borealis.wire import DriftReport
 from worker.draft.io import MANIFEST_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ class ControlPlane(Protocol):
         ...
 
     def fetch_draft(self, version: str, out_dir: Path) -> None: ...
+
+    def report_drift(self, report: DriftReport) -> None:
+        """Store a closed drift window with the control plane (best effort: never fails a round)."""
+        ...
 
     def publish(
         self,
@@ -58,6 +63,19 @@ class HttpControlPlane:
             return True, None
         live = body.get("live_version")
         return bool(body.get("paused", True)), str(live) if live else None
+
+    def report_drift(self, report: DriftReport) -> None:
+        headers = {"authorization": f"Bearer {self.token}", "content-type": "application/json"}
+        try:
+            response = httpx.post(
+                self.url + "/internal/drift",
+                content=report.model_dump_json(),
+                headers=headers,
+                timeout=self.timeout_s,
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("drift window %d not reported: %s", report.index, exc)
 
     def fetch_draft(self, version: str, out_dir: Path) -> None:
         """Manifest and weights of a registered version (``load_draft`` then checks the sha256)."""

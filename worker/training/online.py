@@ -20,7 +20,7 @@ import torch
 
 from borealis.publish import PublishError
 from borealis.settings import Settings
-from borealis.wire import TraceRecord
+from borealis.wire import DriftReport, TraceRecord
 from worker.draft.examples import Example, example_from_record
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
@@ -29,7 +29,7 @@ from worker.draft.trainer import DraftTrainer, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.traces.consumer import TraceConsumer
-from worker.traces.drift import DriftMonitor
+from worker.traces.drift import DriftMonitor, DriftWindow
 from worker.traces.replay import ReplayBuffer, record_tokens
 from worker.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from worker.training.control import ControlPlane
@@ -151,6 +151,8 @@ class OnlineTrainer:
             if delivery.entry_id in self._seen or not record.output_ids or max(tokens) >= vocab:
                 continue  # already trained on, or unusable for this target: acked, not learned
             window = self.drift.observe(record)
+            if window is not None:
+                self.control.report_drift(self._drift_report(window))
             if window is not None and window.shift:
                 self.state.boost_rounds_left = self.settings.trainer_shift_boost_rounds
                 log.info("domain shift detected (window %d): learning rate raised", window.index)
@@ -163,6 +165,23 @@ class OnlineTrainer:
                 self.state.window_start = min(start, record.finished_at) if start else record.finished_at
                 self.state.window_end = max(end or 0.0, record.finished_at)
         return len(deliveries)
+
+    def _drift_report(self, window: DriftWindow) -> DriftReport:
+        return DriftReport(
+            trainer=self.consumer.name,
+            index=window.index,
+            requests=window.requests,
+            tokens=window.tokens,
+            started_at=window.started_at,
+            ended_at=window.ended_at,
+            domain_mix=window.domain_mix,
+            acceptance_by_domain=window.acceptance_by_domain,
+            divergence=window.divergence,
+            mix_shift=window.mix_shift,
+            js_threshold=self.settings.drift_js_threshold,
+            mix_threshold=self.settings.drift_mix_threshold,
+            shift=window.shift,
+        )
 
     def _hold_out(self, record: TraceRecord) -> None:
         limit = self.settings.trainer_heldout_max_records

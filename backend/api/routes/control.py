@@ -7,9 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from backend.api.deps import AdminDep, SessionDep
-from backend.crud import audit, control_state
-from backend.schemas.operator import AuditView, LearningState, Policy, Reason, TraceBusView
+from backend.api.deps import AdminDep, SessionDep, SettingsDep
+from backend.crud import audit, control_state, drift
+from backend.schemas.operator import (
+    AuditView,
+    DriftView,
+    DriftWindowView,
+    LearningState,
+    Policy,
+    Reason,
+    TraceBusView,
+)
 from backend.services.learning import read_learning, set_paused
 from backend.services.registry import get_policy
 
@@ -62,3 +70,20 @@ def trace_bus(request: Request, _actor: AdminDep) -> TraceBusView:
     """Depth of the trace stream and dead letters (null when Redis is unreachable), worker drops."""
     snapshot = request.app.state.trace_bus.snapshot()
     return TraceBusView(**asdict(snapshot))
+
+
+@router.get("/drift", response_model=DriftView)
+def drift_windows(
+    session: SessionDep,
+    settings: SettingsDep,
+    _actor: AdminDep,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 200,
+) -> DriftView:
+    """Recent drift windows (oldest first) with the thresholds the trainer judged them by."""
+    rows = drift.recent(session, limit)
+    latest = rows[-1] if rows else None
+    return DriftView(
+        js_threshold=latest.js_threshold if latest else settings.drift_js_threshold,
+        mix_threshold=latest.mix_threshold if latest else settings.drift_mix_threshold,
+        windows=[DriftWindowView.model_validate(row, from_attributes=True) for row in rows],
+    )

@@ -7,13 +7,20 @@ from fastapi.responses import FileResponse
 
 from backend.api.deps import ClusterDep, SessionDep
 from backend.api.errors import APIError
-from backend.crud import audit, drafts
+from backend.crud import audit, drafts, drift
 from backend.crud.workers import upsert_heartbeat
 from backend.schemas.operator import RegisteredDraft, TrainerView, VersionId
 from backend.services.artifacts import ArtifactRejected, ArtifactStore
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, TransitionError, desired_version
-from borealis.wire import WIRE_VERSION, DraftRegistration, HeartbeatReply, SwapAck, WorkerRegistration
+from borealis.wire import (
+    WIRE_VERSION,
+    DraftRegistration,
+    DriftReport,
+    HeartbeatReply,
+    SwapAck,
+    WorkerRegistration,
+)
 
 router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[ClusterDep])
 
@@ -121,3 +128,20 @@ def download_artifact(version_id: VersionId, request: Request, session: SessionD
     return FileResponse(
         path, media_type="application/octet-stream", headers={"x-borealis-sha256": row.artifact_sha256}
     )
+
+
+@router.post("/drift")
+def report_drift(report: DriftReport, session: SessionDep) -> dict[str, bool]:
+    """A trainer's closed drift window; a detected shift is also written to the audit log."""
+    _check_version(report.wire_version)
+    drift.add(session, report)
+    if report.shift:
+        audit.record(
+            session,
+            f"{TRAINER}:{report.trainer}",
+            "drift.shift",
+            f"window {report.index}",
+            f"divergence {report.divergence}, mix shift {report.mix_shift}",
+            details={"domain_mix": report.domain_mix},
+        )
+    return {"ok": True}

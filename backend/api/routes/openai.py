@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -118,13 +118,16 @@ async def _first_chunk(stream: AsyncGenerator[GenerateChunk, None]) -> GenerateC
     return first
 
 
+Render = Callable[[GenerateChunk], list[dict[str, Any]]]
+
+
 async def _relay(
     stream: AsyncGenerator[GenerateChunk, None],
     first: GenerateChunk,
-    render: Any,
-    include_usage: bool,
-    usage_chunk: Any,
+    render: Render,
+    usage_envelope: dict[str, Any] | None,
 ) -> AsyncIterator[bytes]:
+    """SSE frames for each chunk, then (if asked) a usage frame, then ``[DONE]``; errors as an error frame."""
     chunk = first
     try:
         while True:
@@ -134,8 +137,16 @@ async def _relay(
             for payload in render(chunk):
                 yield _sse(payload)
             if chunk.finish_reason is not None:
-                if include_usage:
-                    yield _sse(usage_chunk(chunk))
+                if usage_envelope is not None:
+                    spec = chunk.spec_decode.model_dump() if chunk.spec_decode else None
+                    yield _sse(
+                        {
+                            **usage_envelope,
+                            "choices": [],
+                            "usage": _usage(chunk).model_dump(),
+                            "spec_decode": spec,
+                        }
+                    )
                 break
             chunk = await anext(stream)
     except (WorkerFailed, StopAsyncIteration) as exc:
@@ -146,6 +157,18 @@ async def _relay(
         # Closing the upstream stream tells the worker to stop generating for a vanished client.
         await stream.aclose()
     yield b"data: [DONE]\n\n"
+
+
+async def _event_stream(
+    stream: AsyncGenerator[GenerateChunk, None],
+    body: SamplingFields,
+    envelope: dict[str, Any],
+    render: Render,
+) -> StreamingResponse:
+    first = await _first_chunk(stream)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    relay = _relay(stream, first, render, envelope if include_usage else None)
+    return StreamingResponse(relay, media_type="text/event-stream")
 
 
 @router.get("/models", response_model=ModelList)
@@ -189,23 +212,8 @@ async def create_completion(
             }
         ]
 
-    def usage_chunk(chunk: GenerateChunk) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": body.model,
-            "choices": [],
-            "usage": _usage(chunk).model_dump(),
-            "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
-        }
-
-    stream = _generation(inference, observer, request, body.model)
-    first = await _first_chunk(stream)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
-        _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"
-    )
+    envelope = {"id": completion_id, "object": "text_completion", "created": created, "model": body.model}
+    return await _event_stream(_generation(inference, observer, request, body.model), body, envelope, render)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)
@@ -254,20 +262,10 @@ async def create_chat_completion(
             payloads.append(base({}, chunk.finish_reason))
         return payloads
 
-    def usage_chunk(chunk: GenerateChunk) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": body.model,
-            "choices": [],
-            "usage": _usage(chunk).model_dump(),
-            "spec_decode": chunk.spec_decode.model_dump() if chunk.spec_decode else None,
-        }
-
-    stream = _generation(inference, observer, request, body.model)
-    first = await _first_chunk(stream)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
-        _relay(stream, first, render, include_usage, usage_chunk), media_type="text/event-stream"
-    )
+    envelope = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": body.model,
+    }
+    return await _event_stream(_generation(inference, observer, request, body.model), body, envelope, render)
