@@ -170,6 +170,10 @@ class Settings(BaseSettings):
         default=True, description="A training worker starts its round loop as soon as it is ready."
     )
 
+    trainer_watchdog_seconds: float = Field(
+        default=15.0, gt=0, le=3600, description="How often a training worker checks its round loop is alive."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'borealis.db'}"

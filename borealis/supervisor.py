@@ -43,6 +43,7 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    critical: bool = True  # a critical child that keeps dying stops the appliance; others just restart
 
     def start(self, env: dict[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,8 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     children = [
         Child("control-plane", _cli("api"), logs / "control-plane.log"),
         Child("inference-worker", _cli("worker", "inference"), logs / "inference-worker.log"),
-        Child("training-worker", _cli("worker", "train"), logs / "training-worker.log"),
+        # Serving never depends on training: the trainer is restarted however often it dies.
+        Child("training-worker", _cli("worker", "train"), logs / "training-worker.log", critical=False),
     ]
     try:
         if not settings.redis_url:
@@ -159,7 +161,7 @@ def _supervise(children: list[Child], env: dict[str, str]) -> None:
                 continue
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S] + [now]
-            if len(child.restarts) > MAX_RESTARTS:
+            if len(child.restarts) > MAX_RESTARTS and child.critical:
                 raise RuntimeError(f"{child.name} keeps exiting; see {child.log_path}")
             print(f"{child.name} exited with {child.process.returncode}; restarting", flush=True)
             time.sleep(min(2 ** len(child.restarts), 30))

@@ -9,7 +9,6 @@ rejected-proposal term, one without — and compares simulated acceptance on the
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from borealis.settings import get_settings
+from worker.bench.report import emit
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
@@ -156,7 +156,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    emit(result, args.json)
     return 0

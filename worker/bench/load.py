@@ -21,6 +21,7 @@ import httpx
 from borealis.publish import publish_draft
 from borealis.settings import get_settings
 from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib, wait_for_version
+from worker.bench.report import emit
 from worker.bench.swap import PROMPTS, percentile
 
 
@@ -60,10 +61,13 @@ class Clients:
         with client.stream("POST", "/v1/chat/completions", json=body) as response:
             status = str(response.status_code)
             for line in response.iter_lines():
-                if line.startswith("data: {") and '"usage"' in line:
-                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-                elif line.startswith("data: {") and '"error"' in line:
+                if not line.startswith("data: {"):
+                    continue
+                frame = json.loads(line[6:])
+                if "error" in frame:
                     status = "stream_error"
+                elif frame.get("usage"):
+                    tokens = frame["usage"]["completion_tokens"]
         return status, tokens
 
     def _run(self, base_url: str, model: str, max_tokens: int, index: int) -> None:
@@ -171,7 +175,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    emit(result, args.json)
     return 0 if result["server_errors"] == 0 else 1

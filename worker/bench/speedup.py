@@ -7,7 +7,6 @@ every arm are compared token by token with HF greedy decoding.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from borealis.settings import get_settings
+from worker.bench.report import emit
 from worker.draft.io import load_draft
 from worker.draft.model import new_draft
 from worker.draft.vocab import DraftVocab
@@ -171,8 +171,5 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "generated_tokens": sum(map(len, spec_out)),
     }
-    text = json.dumps(result, indent=2)
-    if args.json_path:
-        Path(args.json_path).write_text(text + "\n")
-    print(text)
+    emit(result, Path(args.json_path) if args.json_path else None)
     return 0 if result["outputs_identical"] else 1

@@ -9,7 +9,6 @@ kept; ``swap_seconds`` is from the operator call until every worker acknowledges
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import threading
 import time
@@ -22,6 +21,7 @@ import httpx
 from borealis.publish import publish_draft
 from borealis.settings import get_settings
 from worker.bench.appliance import make_day0_drafts, private_appliance, wait_for_version
+from worker.bench.report import emit
 
 PROMPTS = [
     "def fibonacci(n):",
@@ -159,7 +159,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    emit(result, args.json)
     return 0 if result["failed_requests"] == 0 else 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -53,10 +55,34 @@ def start_loop() -> str:
     return chain
 
 
+def _watch_chain(interval_s: float) -> None:
+    """A Redis restart without persistence forgets the chain id and its queued round: open a new one."""
+    while True:
+        time.sleep(interval_s)
+        try:
+            client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+            try:
+                missing = client.get(_chain_key()) is None
+            finally:
+                client.close()
+            if missing:
+                log.warning("training loop lost (Redis restarted?): starting a new one")
+                start_loop()
+        except Exception as exc:  # Redis still down: look again later
+            log.info("training loop watchdog: %s", exc)
+
+
 @worker_ready.connect
 def _autostart(**_: Any) -> None:
-    if get_settings().trainer_autostart:
+    settings = get_settings()
+    if settings.trainer_autostart:
         start_loop()
+        threading.Thread(
+            target=_watch_chain,
+            args=(settings.trainer_watchdog_seconds,),
+            name="training-loop-watchdog",
+            daemon=True,
+        ).start()
 
 
 @app.task(name="borealis.training.train_round")
