@@ -211,6 +211,19 @@ const Borealis = (() => {
     return run;
   }
 
-  return { api, el, fill, badge, plot, plotTime, when, clock, fixed, swapMarkers, act, say, start,
+  /** Over all held-out traces: the trainer's "all" entry when reported, else domains weighted by traces. */
+  function shadowScore(shadow, arm) {
+    if (shadow && shadow.all && arm in shadow.all) return Number(shadow.all[arm]);
+    let total = 0, weight = 0;
+    for (const result of Object.values(shadow || {})) {
+      if (!(arm in result)) continue;
+      const w = Number(result.traces ?? 1);
+      total += w * Number(result[arm]);
+      weight += w;
+    }
+    return weight ? total / weight : null;
+  }
+
+  return { api, el, fill, badge, plot, plotTime, when, clock, fixed, swapMarkers, act, say, start, shadowScore,
     SWAP_ACTIONS: Object.keys(SWAP_ACTIONS) };
 })();

@@ -5,19 +5,6 @@
   let selected = null;
   let run = null;
 
-  /** Over all held-out traces: the trainer's "all" entry when reported, else domains weighted by traces. */
-  function shadowScore(shadow, arm) {
-    if (shadow && shadow.all && arm in shadow.all) return Number(shadow.all[arm]);
-    let total = 0, weight = 0;
-    for (const result of Object.values(shadow || {})) {
-      if (!(arm in result)) continue;
-      const w = Number(result.traces ?? 1);
-      total += w * Number(result[arm]);
-      weight += w;
-    }
-    return weight ? total / weight : null;
-  }
-
   function lineage(draft, byId) {
     const chain = [];
     let parent = draft.parent_id;
@@ -60,7 +47,7 @@
         onclick: () => { selected = draft.id; run(); } }, draft.id)),
       B.el("td", {}, B.badge(draft.status)),
       B.el("td", { class: "small" }, lineage(draft, byId)),
-      B.el("td", { class: "num" }, `${B.fixed(shadowScore(draft.shadow_eval, "candidate"), 2)} / ${B.fixed(shadowScore(draft.shadow_eval, "live"), 2)}`),
+      B.el("td", { class: "num" }, `${B.fixed(B.shadowScore(draft.shadow_eval, "candidate"), 2)} / ${B.fixed(B.shadowScore(draft.shadow_eval, "live"), 2)}`),
       B.el("td", { class: "num" }, live.mean_acceptance_length === undefined ? "—"
         : `${B.fixed(live.mean_acceptance_length, 2)} (${live.requests})`),
       B.el("td", {}, buttons(draft)));

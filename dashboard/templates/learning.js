@@ -6,19 +6,6 @@
   let policyShown = null;
   let run = null;
 
-  /** Over all held-out traces: the trainer's "all" entry when reported, else domains weighted by traces. */
-  function weighted(shadow, arm) {
-    if (shadow && shadow.all && arm in shadow.all) return Number(shadow.all[arm]);
-    let total = 0, weight = 0;
-    for (const result of Object.values(shadow || {})) {
-      if (!(arm in result)) continue;
-      const w = Number(result.traces ?? 1);
-      total += w * Number(result[arm]);
-      weight += w;
-    }
-    return weight ? total / weight : null;
-  }
-
   function lossOf(metrics) {
     for (const key of ["loss", "final_loss", "train_loss", "mean_loss"]) {
       if (typeof metrics[key] === "number") return metrics[key];
@@ -34,11 +21,11 @@
   function rounds(drafts) {
     const ordered = [...drafts].sort((a, b) => (a.id < b.id ? -1 : 1));
     const label = (d) => (d.training_metrics.round !== undefined ? `${d.id} (round ${d.training_metrics.round})` : d.id);
-    const withShadow = ordered.filter((d) => weighted(d.shadow_eval, "candidate") !== null);
+    const withShadow = ordered.filter((d) => B.shadowScore(d.shadow_eval, "candidate") !== null);
     B.plot("fig-shadow", "Simulated acceptance length per round (shadow evaluation)", [
-      { x: withShadow.map(label), y: withShadow.map((d) => weighted(d.shadow_eval, "candidate")), type: "scatter",
+      { x: withShadow.map(label), y: withShadow.map((d) => B.shadowScore(d.shadow_eval, "candidate")), type: "scatter",
         mode: "lines+markers", name: "candidate", line: { color: "#1f5fbf" } },
-      { x: withShadow.map(label), y: withShadow.map((d) => weighted(d.shadow_eval, "live")), type: "scatter",
+      { x: withShadow.map(label), y: withShadow.map((d) => B.shadowScore(d.shadow_eval, "live")), type: "scatter",
         mode: "lines+markers", name: "live at evaluation", line: { color: "#9aa5b8", dash: "dot" } },
     ].filter((t) => t.y.some((v) => v !== null)), { xaxis: { type: "category" } }, "no shadow evaluation reported yet");
     const withLoss = ordered.filter((d) => lossOf(d.training_metrics) !== null);
