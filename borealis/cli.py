@@ -38,6 +38,7 @@ def _worker_inference(_args: argparse.Namespace) -> int:
 def _worker_train(args: argparse.Namespace) -> int:
     from worker.training.celery_app import app
 
+    os.nice(get_settings().trainer_nice)
     app.worker_main(
         [
             "worker",
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_draft.set_defaults(func=_draft_train, passthrough=True)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
-    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation"])
+    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)
 

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
+    spec_adaptive: bool = Field(
+        default=True,
+        description="Choose speculation depth from measured costs and acceptance; false: always full depth.",
+    )
 
     auto_rollback: bool = Field(
         default=True, description="Roll back when live acceptance drops after a swap."
@@ -136,7 +140,12 @@ class Settings(BaseSettings):
     trainer_consumer_name: str = Field(
         default="", description="Stable trace consumer name; empty means trainer-<hostname>."
     )
-    trainer_read_batch: int = Field(default=64, ge=1, le=10_000, description="Traces read per round at most.")
+    trainer_read_batch: int = Field(
+        default=512,
+        ge=1,
+        le=10_000,
+        description="Traces read per round at most: reading is cheap, so a slow round must not fall behind.",
+    )
     trainer_steps_per_round: int = Field(default=20, ge=1, description="Optimizer steps per training round.")
     trainer_min_records: int = Field(default=8, ge=1, description="Replay records needed before training.")
     trainer_candidate_every_rounds: int = Field(
@@ -145,7 +154,9 @@ class Settings(BaseSettings):
     trainer_heldout_fraction: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="Share of traces held out from training, for shadow eval."
     )
-    trainer_heldout_max_records: int = Field(default=64, ge=1, description="Held-out traces kept per domain.")
+    trainer_heldout_max_records: int = Field(
+        default=64, ge=1, description="Held-out traces kept per domain; the latest this many are evaluated."
+    )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
     trainer_rejected_weight: float = Field(
@@ -170,6 +181,12 @@ class Settings(BaseSettings):
         default=True, description="A training worker starts its round loop as soon as it is ready."
     )
 
+    trainer_nice: int = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description="OS niceness of a training worker: on a shared machine, serving gets the CPU first.",
+    )
     trainer_watchdog_seconds: float = Field(
         default=15.0, gt=0, le=3600, description="How often a training worker checks its round loop is alive."
     )

@@ -17,6 +17,7 @@ def test_benchmarks_and_training_receive_their_own_flags() -> None:
         (("bench", "load", "--help"), "--clients"),
         (("bench", "speedup", "--help"), "--workload"),
         (("bench", "ablation", "--help"), "--rejected-weight"),
+        (("bench", "shift", "--help"), "--requests-per-phase"),
         (("draft", "train", "--help"), "--minutes"),
     ):
         result = run(*args)

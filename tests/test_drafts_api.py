@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from backend.services.registry import shadow_score
 from borealis.publish import PublishError, publish_draft
 from borealis.wire import SwapCommand, swap_channel
 from tests.drafts import make_draft_artifact
@@ -206,3 +207,15 @@ def test_openapi_schema_is_valid_and_documents_operator_api(stack: Stack) -> Non
         "/v1/chat/completions",
     ):
         assert path in schema["paths"], path
+
+
+def test_shadow_score_uses_the_overall_entry_not_a_double_count() -> None:
+    per_domain = {
+        "code": {"candidate": 3.0, "live": 2.0, "traces": 30.0},
+        "prose": {"candidate": 1.0, "live": 1.0, "traces": 10.0},
+    }
+    assert shadow_score(per_domain, "candidate") == (3.0 * 30 + 1.0 * 10) / 40
+    with_overall = {**per_domain, "all": {"candidate": 2.4, "live": 1.7, "traces": 40.0}}
+    assert shadow_score(with_overall, "candidate") == 2.4
+    assert shadow_score(with_overall, "live") == 1.7
+    assert shadow_score({}, "candidate") is None

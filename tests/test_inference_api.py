@@ -102,6 +102,13 @@ def test_stop_string_ends_generation(stack: Stack) -> None:
     cut = api.completions.create(model=MODEL, prompt="a b c", max_tokens=20, temperature=0, stop=[stop])
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].text == full[: full.index(stop)]
+    raw = httpx.post(
+        f"{stack.base_url}/v1/completions",
+        json={"model": MODEL, "prompt": "a b c", "max_tokens": 20, "temperature": 0, "stop": [stop]},
+        timeout=60,
+    ).json()
+    assert raw["choices"][0]["finish_reason"] == "stop"
+    assert raw["spec_decode"]["num_steps"] > 0  # the statistics of the steps run before the cut
 
 
 BAD_BODIES = [

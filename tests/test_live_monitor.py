@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
 from backend.crud import audit, drafts
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_session_factory
@@ -11,6 +16,24 @@ from backend.services.swaps import SwapPublisher
 from borealis.wire import DraftRegistration
 
 WINDOW = 10
+
+
+Setup = tuple[sessionmaker[Session], SwapPublisher, LiveMonitor]
+
+
+@pytest.fixture
+def setup(database_url: str) -> Iterator[Setup]:
+    """A migrated database, a publisher with nowhere to publish, and a monitor judging windows of 10."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    publisher = SwapPublisher("", "unused")
+    yield (
+        sessions,
+        publisher,
+        LiveMonitor(sessions, publisher, window=WINDOW, margin=0.1, rollback_enabled=True),
+    )
+    engine.dispose()
 
 
 def _register(registry: Registry, candidate: float, live: float) -> str:
@@ -24,18 +47,14 @@ def _register(registry: Registry, candidate: float, live: float) -> str:
     return version
 
 
-def _serve(monitor: LiveMonitor, version: str, acceptance_length: float) -> None:
+def _serve(monitor: LiveMonitor, version: str, acceptance_length: float, domain: str = "code") -> None:
     """WINDOW requests of 10 target steps each at the given tokens-per-step."""
     for _ in range(WINDOW):
-        monitor.record(version, "code", steps=10, accepted=round(10 * (acceptance_length - 1)))
+        monitor.record(version, domain, steps=10, accepted=round(10 * (acceptance_length - 1)))
 
 
-def test_a_worse_live_version_is_rolled_back_and_a_good_one_kept(database_url: str) -> None:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    publisher = SwapPublisher("", "unused")
-    monitor = LiveMonitor(sessions, publisher, window=WINDOW, margin=0.1, rollback_enabled=True)
+def test_a_worse_live_version_is_rolled_back_and_a_good_one_kept(setup: Setup) -> None:
+    sessions, publisher, monitor = setup
     with sessions() as session:
         registry = Registry(session, publisher)
         first = _register(registry, 2.0, 1.0)  # nothing live yet: promoted by the auto policy
@@ -57,4 +76,18 @@ def test_a_worse_live_version_is_rolled_back_and_a_good_one_kept(database_url: s
         assert drafts.live(session).id == third  # type: ignore[union-attr]
         checks = audit.entries(session, 10, action="draft.live_check")
         assert checks[0].target == third
-    engine.dispose()
+
+
+def test_a_domain_shift_at_swap_time_is_not_blamed_on_the_draft(setup: Setup) -> None:
+    sessions, publisher, monitor = setup
+    with sessions() as session:
+        first = _register(Registry(session, publisher), 2.0, 1.0)
+    _serve(monitor, first, 3.0, domain="code")
+    with sessions() as session:
+        second = _register(Registry(session, publisher), 3.0, 2.0)
+    _serve(monitor, second, 1.5, domain="chat")  # chat drafts worse than code did: not comparable
+    with sessions() as session:
+        assert drafts.live(session).id == second  # type: ignore[union-attr]
+        check = audit.entries(session, 10, action="draft.live_check")[0]
+        assert check.target == second and "same domains" in check.reason
+        assert not audit.entries(session, 10, action="draft.auto_rollback")

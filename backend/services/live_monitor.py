@@ -2,7 +2,8 @@
 
 Each finished request adds its speculative counts to its draft version's window. When a window
 fills, the version's ``live_eval`` is stored; the first full window after a promotion is compared
-with the previous version's: a drop beyond the margin rolls back, recorded in the audit log.
+with the previous version's on the domains both served: a drop beyond the margin rolls back,
+recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +45,28 @@ class _Tally:
 class _Window:
     total: _Tally = field(default_factory=_Tally)
     domains: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+
+
+def comparable_means(
+    current: dict[str, Any], previous: dict[str, Any] | None
+) -> tuple[float, float, list[str]] | None:
+    """Both versions' acceptance on the domains both served, weighted by the new version's traffic.
+
+    A domain shift at the time of a swap changes acceptance by itself (prose drafts differently
+    from code): comparing whole windows would blame, or credit, the draft for the traffic.
+    """
+    if not previous:
+        return None
+    before = previous.get("domains") or {}
+    after = current.get("domains") or {}
+    shared = sorted(d for d in after if d in before)
+    if not shared:
+        return None
+    weights = {d: float(after[d]["requests"]) for d in shared}
+    total = sum(weights.values())
+    mean = sum(weights[d] * float(after[d]["mean_acceptance_length"]) for d in shared) / total
+    reference = sum(weights[d] * float(before[d]["mean_acceptance_length"]) for d in shared) / total
+    return mean, reference, shared
 
 
 class LiveMonitor:
@@ -95,35 +119,44 @@ class LiveMonitor:
             row.live_eval = live_eval
             session.commit()
             if judge and row.status == drafts.LIVE:
-                self._judge(session, version, mean)
+                self._judge(session, version, live_eval)
 
-    def _judge(self, session: Session, version: str, mean: float) -> None:
+    def _judge(self, session: Session, version: str, live_eval: dict[str, Any]) -> None:
         previous_id = control_state.get(session, control_state.DESIRED_DRAFT, {}).get("previous")
         previous = drafts.get(session, previous_id) if previous_id else None
-        reference = previous.live_eval.get("mean_acceptance_length") if previous is not None else None
-        if previous is None or reference is None:
+        compared = comparable_means(live_eval, previous.live_eval) if previous is not None else None
+        if previous is None or compared is None:
             audit.record(
                 session,
                 ACTOR,
                 "draft.live_check",
                 version,
-                "no live reference to compare with",
-                details={"mean_acceptance_length": mean},
+                "no live reference on the same domains to compare with",
+                details={"mean_acceptance_length": live_eval["mean_acceptance_length"]},
             )
             return
-        floor = float(reference) * (1 - self._margin)
-        details = {"mean_acceptance_length": mean, "previous": previous.id, "previous_mean": reference}
+        mean, reference, shared = compared
+        floor = reference * (1 - self._margin)
+        details = {
+            "mean_acceptance_length": mean,
+            "previous": previous.id,
+            "previous_mean": reference,
+            "domains": shared,
+        }
         if mean >= floor or not self._rollback_enabled:
             audit.record(
                 session,
                 ACTOR,
                 "draft.live_check",
                 version,
-                f"live acceptance {mean:.3f} vs previous {float(reference):.3f}",
+                f"live acceptance {mean:.3f} vs previous {reference:.3f} on {', '.join(shared)}",
                 details=details,
             )
             return
-        reason = f"live acceptance {mean:.3f} fell below {float(reference):.3f} x (1 - {self._margin})"
+        reason = (
+            f"live acceptance {mean:.3f} fell below {reference:.3f} x (1 - {self._margin})"
+            f" on {', '.join(shared)}"
+        )
         try:
             Registry(session, self._publisher).rollback(
                 previous.id, ACTOR, reason, action="draft.auto_rollback"

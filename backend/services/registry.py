@@ -28,7 +28,10 @@ class TransitionError(ValueError):
 
 
 def shadow_score(shadow_eval: dict[str, dict[str, float]], arm: str) -> float | None:
-    """Mean simulated acceptance length over domains, weighted by held-out traces when reported."""
+    """The ``all`` entry when the trainer reports one; else the mean over domains, weighted by traces."""
+    overall = shadow_eval.get("all")
+    if overall is not None and arm in overall:
+        return float(overall[arm])
     total = weight = 0.0
     for result in shadow_eval.values():
         if arm not in result:

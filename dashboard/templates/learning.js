@@ -6,17 +6,9 @@
   let policyShown = null;
   let run = null;
 
-  function lossOf(metrics) {
-    for (const key of ["loss", "final_loss", "train_loss", "mean_loss"]) {
-      if (typeof metrics[key] === "number") return metrics[key];
-    }
-    return null;
-  }
-
-  function replayOf(metrics) {
-    const replay = metrics.replay_domains || (metrics.replay && (metrics.replay.domains || metrics.replay.by_domain));
-    return replay && typeof replay === "object" ? replay : null;
-  }
+  // The trainer's candidate metrics: mean loss of the rounds since the previous candidate, replay mix.
+  const lossOf = (metrics) => (typeof metrics.loss === "number" ? metrics.loss : null);
+  const replayOf = (metrics) => (metrics.replay_domains && typeof metrics.replay_domains === "object" ? metrics.replay_domains : null);
 
   function rounds(drafts) {
     const ordered = [...drafts].sort((a, b) => (a.id < b.id ? -1 : 1));

@@ -43,6 +43,8 @@ def test_vocab_keeps_most_frequent_and_maps_both_ways() -> None:
     assert padded.draft_to_target.tolist() == [0, 1, 49]
     with pytest.raises(ValueError):
         DraftVocab(torch.tensor([1, 1]), 50)
+    assert vocab.same_as(DraftVocab(torch.tensor([3, 7, 40]), 50))
+    assert not vocab.same_as(padded) and not vocab.same_as(DraftVocab(torch.tensor([3, 7, 40]), 60))
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

@@ -148,3 +148,25 @@ def test_draft_swap_between_steps_keeps_output(tiny_hf: LlamaForCausalLM, tiny_m
             engine.swap_draft(swaps.pop(0))
     assert outputs["a"] == hf_greedy(tiny_hf, first, 30)
     assert outputs["b"] == hf_greedy(tiny_hf, second, 30)
+
+
+def test_finish_ends_a_sequence_with_its_statistics_and_trace(tiny_model: LlamaModel) -> None:
+    """A stop string matched in the worker ends the sequence like a stop token: stats and trace kept."""
+    engine = SpecEngine(
+        tiny_model,
+        EngineConfig(max_batch=1, max_seq_len=256, spec=MODES["hybrid_tree"]),
+        random_runner(tiny_model, 48),
+    )
+    first, second = prompts(2, seed=4)
+    engine.submit(greedy_request("running", first, 40))
+    engine.submit(greedy_request("waiting", second, 40))  # one slot: this one has not started
+    emitted = sum(len(event.token_ids) for _ in range(3) for event in engine.step())
+    ended = engine.finish("running")
+    assert ended is not None and ended.finish_reason == "stop" and ended.token_ids == []
+    assert ended.stats is not None and ended.stats.num_steps == 3
+    assert ended.trace is not None and len(ended.trace) == 3
+    assert emitted == 1 + 3 + ended.stats.num_accepted_tokens  # prefill token + one per step + accepted
+    queued = engine.finish("waiting")
+    assert queued is not None and queued.stats is not None and queued.stats.num_steps == 0
+    assert not engine.has_work()
+    assert engine.finish("running") is None

@@ -41,9 +41,11 @@ class FakeControlPlane:
         self.drift_reports.append(report)
 
     def publish(
-        self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, *_: Any
+        self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, metrics: Any, *_: Any
     ) -> dict[str, str]:
-        self.published.append({"dir": artifact_dir, "parent": parent_version, "shadow_eval": shadow_eval})
+        self.published.append(
+            {"dir": artifact_dir, "parent": parent_version, "shadow_eval": shadow_eval, "metrics": metrics}
+        )
         return {"version": f"v{len(self.published)}", "status": "candidate"}
 
 
@@ -149,6 +151,8 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     shadow = published["shadow_eval"]
     assert set(shadow) >= {"all", "code"} and shadow["all"]["live"] == 1.0 and shadow["all"]["traces"] > 0
     assert shadow["all"]["candidate"] >= 1.0
+    metrics = published["metrics"]
+    assert metrics["round"] == 2 and metrics["loss"] > 0 and 0 <= metrics["top1"] <= 1  # mean of rounds 1-2
 
     control.paused = True
     assert trainer.run_round() == {"status": "paused"}

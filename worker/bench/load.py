@@ -8,19 +8,16 @@ shows as a number, not a feeling.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from borealis.publish import publish_draft
 from borealis.settings import get_settings
 from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib, wait_for_version
+from worker.bench.clients import ClientPool, Request, RequestSource
 from worker.bench.report import emit
 from worker.bench.swap import PROMPTS, percentile
 
@@ -35,71 +32,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Clients:
-    """Half the clients stream (SSE), half do not; every outcome is kept."""
+def chats(model: str, max_tokens: int) -> RequestSource:
+    """Endless chat requests; odd clients stream (SSE); every third request samples (temperature 0.8)."""
 
-    def __init__(self, base_url: str, model: str, clients: int, max_tokens: int) -> None:
-        self.statuses: Counter[str] = Counter()
-        self.latencies_ms: list[float] = []
-        self.tokens = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(base_url, model, max_tokens, i), daemon=True)
-            for i in range(clients)
-        ]
+    def source(index: int, client: int) -> Request:
+        body = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "temperature": 0.8 if index % 3 == 0 else 0,
+            "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
+        }
+        return Request("/v1/chat/completions", body, stream=client % 2 == 1)
 
-    def _one(self, client: httpx.Client, body: dict[str, Any], stream: bool) -> tuple[str, int]:
-        if not stream:
-            response = client.post("/v1/chat/completions", json=body)
-            tokens = (
-                response.json().get("usage", {}).get("completion_tokens", 0) if response.is_success else 0
-            )
-            return str(response.status_code), tokens
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        tokens = 0
-        with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            status = str(response.status_code)
-            for line in response.iter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                frame = json.loads(line[6:])
-                if "error" in frame:
-                    status = "stream_error"
-                elif frame.get("usage"):
-                    tokens = frame["usage"]["completion_tokens"]
-        return status, tokens
-
-    def _run(self, base_url: str, model: str, max_tokens: int, index: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=300) as client:
-            turn = index
-            while not self._stop.is_set():
-                body = {
-                    "model": model,
-                    "max_tokens": max_tokens,
-                    "temperature": 0 if turn % 3 else 0.8,
-                    "messages": [{"role": "user", "content": PROMPTS[turn % len(PROMPTS)]}],
-                }
-                started = time.monotonic()
-                try:
-                    status, tokens = self._one(client, body, stream=index % 2 == 1)
-                except httpx.HTTPError as exc:
-                    status, tokens = type(exc).__name__, 0
-                with self._lock:
-                    self.statuses[status] += 1
-                    self.tokens += tokens
-                    if status == "200":
-                        self.latencies_ms.append((time.monotonic() - started) * 1000)
-                turn += 1
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=300)
+    return source
 
 
 def _memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: float) -> dict[str, Any]:
@@ -131,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         admin.post(f"/api/drafts/{drafts[0]}/approve", json={"reason": "bench load"}).raise_for_status()
         wait_for_version(admin, drafts[0])
         model = admin.get("/v1/models").json()["data"][0]["id"]
-        clients = Clients(appliance.base_url, model, args.clients, args.max_tokens)
+        clients = ClientPool(appliance.base_url, args.clients, chats(model, args.max_tokens), timeout_s=300)
         pids = appliance.pids()
         samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
         duration_s = args.minutes * 60
@@ -150,17 +95,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 swaps += 1
                 next_swap = now + args.swap_every
             time.sleep(1.0)
-        clients.stop()
+        outcomes = clients.stop()
         elapsed = time.monotonic() - started
         versions = admin.get("/api/drafts").json()
-    server_errors = sum(count for status, count in clients.statuses.items() if status.startswith("5"))
+    statuses = Counter(o.status for o in outcomes)
+    latencies_ms = [o.latency_s * 1000 for o in outcomes if o.ok]
     return {
-        "requests": sum(clients.statuses.values()),
-        "errors_by_status": {s: c for s, c in clients.statuses.items() if s != "200"},
-        "server_errors": server_errors,
-        "p50_ms": percentile(clients.latencies_ms, 0.5),
-        "p99_ms": percentile(clients.latencies_ms, 0.99),
-        "tokens_per_s": round(clients.tokens / elapsed, 2),
+        "requests": len(outcomes),
+        "errors_by_status": {s: c for s, c in statuses.items() if s != "200"},
+        "server_errors": sum(count for status, count in statuses.items() if status.startswith("5")),
+        "p50_ms": percentile(latencies_ms, 0.5),
+        "p99_ms": percentile(latencies_ms, 0.99),
+        "tokens_per_s": round(sum(o.completion_tokens for o in outcomes) / elapsed, 2),
         "swaps": swaps,
         "trainer_candidates": sum(1 for version in versions if version["source"] == "trainer"),
         "memory": _memory_report(samples, elapsed),

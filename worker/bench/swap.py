@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from borealis.publish import publish_draft
 from borealis.settings import get_settings
-from worker.bench.appliance import make_day0_drafts, private_appliance, wait_for_version
+from worker.bench.appliance import Appliance, make_day0_drafts, private_appliance, rss_kib, wait_for_version
+from worker.bench.clients import ClientPool, Outcome, Request, RequestSource
 from worker.bench.report import emit
 
 PROMPTS = [
@@ -29,13 +26,6 @@ PROMPTS = [
     "Write a short note to a colleague about the meeting.",
     "import os\nimport sys\n\ndef main():",
 ]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    started: float
-    latency_s: float
-    status: int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,51 +46,42 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-class Traffic:
-    def __init__(self, base_url: str, model: str, concurrency: int, max_tokens: int) -> None:
-        self.outcomes: list[Outcome] = []
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._client, args=(base_url, model, max_tokens, i), daemon=True)
-            for i in range(concurrency)
-        ]
+def completions(model: str, max_tokens: int) -> RequestSource:
+    """An endless rotation over PROMPTS, greedy."""
 
-    def _client(self, base_url: str, model: str, max_tokens: int, index: int) -> None:
-        with httpx.Client(timeout=300) as client:
-            turn = index
-            while not self._stop.is_set():
-                body = {
-                    "model": model,
-                    "prompt": PROMPTS[turn % len(PROMPTS)],
-                    "max_tokens": max_tokens,
-                    "temperature": 0,
-                }
-                started = time.monotonic()
-                try:
-                    status = client.post(f"{base_url}/v1/completions", json=body).status_code
-                except httpx.HTTPError:
-                    status = 0
-                self.outcomes.append(Outcome(started, time.monotonic() - started, status))
-                turn += 1
+    def source(index: int, _client: int) -> Request:
+        body = {
+            "model": model,
+            "prompt": PROMPTS[index % len(PROMPTS)],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        return Request("/v1/completions", body)
 
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=300)
+    return source
 
 
 def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
-    latencies_ms = [o.latency_s * 1000 for o in outcomes if o.status == 200]
+    latencies_ms = [o.latency_s * 1000 for o in outcomes if o.ok]
     return {
         "requests": len(outcomes),
-        "failed_requests": sum(1 for o in outcomes if o.status != 200),
+        "failed_requests": sum(1 for o in outcomes if not o.ok),
         "p50_ms": percentile(latencies_ms, 0.5),
         "p99_ms": percentile(latencies_ms, 0.99),
     }
+
+
+def _worker_rss_mib(appliance: Appliance) -> float:
+    """Resident memory of the inference worker(s), summed: a leak per swap shows as a slope."""
+    pids = [pid for name, pid in appliance.pids().items() if name.startswith("inference-worker")]
+    return round(sum(rss_kib(pid) or 0 for pid in pids) / 1024, 1)
+
+
+def _growth(series: list[float]) -> float | None:
+    """Growth over the second half of the swaps: the first ones are warm-up (allocator, caches)."""
+    if len(series) < 4:
+        return None
+    return round(series[-1] - series[len(series) // 2], 1)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,11 +97,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.post(f"/api/drafts/{first}/approve", json={"reason": "bench baseline"}).raise_for_status()
         wait_for_version(client, first)
         model = client.get("/v1/models").json()["data"][0]["id"]
-        traffic = Traffic(base, model, args.concurrency, args.max_tokens)
-        traffic.start()
+        traffic = ClientPool(base, args.concurrency, completions(model, args.max_tokens)).start()
         time.sleep(args.baseline_seconds)
         swaps_started = time.monotonic()
         swap_seconds = []
+        rss_after_swap: list[float] = []
         targets = [second, first]
         for index in range(args.swaps):
             target = targets[index % 2]
@@ -128,16 +109,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reason = {"reason": f"bench swap {index}"}
             client.post(f"/api/drafts/{target}/{action}", json=reason).raise_for_status()
             swap_seconds.append(wait_for_version(client, target))
+            rss_after_swap.append(_worker_rss_mib(appliance))
             time.sleep(args.gap_seconds)
         swaps_ended = time.monotonic()
-        traffic.stop()
-    before = [o for o in traffic.outcomes if o.started < swaps_started]
-    during = [o for o in traffic.outcomes if swaps_started <= o.started <= swaps_ended]
+        outcomes = traffic.stop()
+    before = [o for o in outcomes if o.started < swaps_started]
+    during = [o for o in outcomes if swaps_started <= o.started <= swaps_ended]
     summary_before, summary_during = _summary(before), _summary(during)
     p99_before, p99_during = summary_before["p99_ms"], summary_during["p99_ms"]
     return {
-        "requests": len(traffic.outcomes),
-        "failed_requests": sum(1 for o in traffic.outcomes if o.status != 200),
+        "requests": len(outcomes),
+        "failed_requests": sum(1 for o in outcomes if not o.ok),
         "p50_ms_before": summary_before["p50_ms"],
         "p99_ms_before": p99_before,
         "p50_ms_during": summary_during["p50_ms"],
@@ -148,6 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "swap_seconds": [round(s, 3) for s in swap_seconds],
         "swap_seconds_mean": round(statistics.fmean(swap_seconds), 3) if swap_seconds else None,
         "swap_seconds_max": round(max(swap_seconds), 3) if swap_seconds else None,
+        "worker_rss_mib_after_each_swap": rss_after_swap,
+        "worker_rss_growth_mib_second_half": _growth(rss_after_swap),
         "swaps": args.swaps,
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,

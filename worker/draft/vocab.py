@@ -31,6 +31,12 @@ class DraftVocab:
     def size(self) -> int:
         return self.draft_to_target.numel()
 
+    def same_as(self, other: DraftVocab) -> bool:
+        """Same target ids in the same order: examples built for one serve the other."""
+        return self.target_vocab_size == other.target_vocab_size and torch.equal(
+            self.draft_to_target, other.draft_to_target
+        )
+
     @classmethod
     def from_counts(cls, counts: Counter[int], size: int, target_vocab_size: int) -> DraftVocab:
         """The ``size`` most frequent ids (ties and padding by lowest id), kept in target-id order."""

@@ -114,6 +114,18 @@ class SpecEngine:
                 self._release(slot)
                 return
 
+    def finish(self, request_id: str) -> TokenEvent | None:
+        traced = self.config.record_traces
+        for request in self._waiting:
+            if request.request_id == request_id:
+                self.abort(request_id)
+                return TokenEvent(request_id, [], "stop", SpecStats(), () if traced else None)
+        for slot, seq in enumerate(self._active):
+            if seq.request.request_id == request_id:
+                self._release(slot)
+                return TokenEvent(request_id, [], "stop", seq.stats, tuple(seq.trace) if traced else None)
+        return None
+
     def has_work(self) -> bool:
         return bool(self._waiting or self._active)
 

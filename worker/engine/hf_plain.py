@@ -54,6 +54,10 @@ class PlainHFEngine:
     def abort(self, request_id: str) -> None:
         self._sequences.pop(request_id, None)
 
+    def finish(self, request_id: str) -> TokenEvent | None:
+        seq = self._sequences.pop(request_id, None)
+        return TokenEvent(request_id, [], "stop", seq.stats) if seq is not None else None
+
     def has_work(self) -> bool:
         return bool(self._sequences)
 

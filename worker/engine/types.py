@@ -80,7 +80,12 @@ class Engine(Protocol):
     def submit(self, request: GenerationRequest) -> None: ...
 
     def abort(self, request_id: str) -> None:
-        """Drop a sequence now (client gone, stop string hit); it produces no further events."""
+        """Drop a sequence now (client gone); it produces no further events."""
+        ...
+
+    def finish(self, request_id: str) -> TokenEvent | None:
+        """End a sequence as a stop token would (a stop string matched): its final event, with the
+        statistics and trace so far; None if it is not running (already finished, or unknown)."""
         ...
 
     def has_work(self) -> bool: ...

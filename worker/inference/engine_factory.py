@@ -16,7 +16,7 @@ import torch
 from borealis.settings import Settings
 from worker.draft.io import load_draft
 from worker.engine.drafter import DraftRunner
-from worker.engine.engine import EngineConfig, SpecEngine
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.hf_plain import PlainHFEngine, load_hf_model
 from worker.engine.llama import LlamaModel, UnsupportedModelError
 from worker.engine.types import Engine
@@ -49,7 +49,10 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
             "lean engine unavailable for %s (%s); serving with the reference HF engine", model_dir, exc
         )
         return _hf_engine(model_dir, context_limit)
-    engine = SpecEngine(target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit))
+    spec = SpecConfig(adaptive=settings.spec_adaptive)
+    engine = SpecEngine(
+        target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit, spec=spec)
+    )
 
     def load(path: Path) -> object:
         draft, manifest = load_draft(path)

@@ -31,6 +31,13 @@ class _Abort:
 
 
 @dataclass(frozen=True)
+class _Finish:
+    """End a request early as finished (a stop string matched): its final event still comes."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
 class _Call:
     """Run ``fn`` on the engine thread between two steps (a draft swap); report to ``done``."""
 
@@ -41,7 +48,7 @@ class _Call:
 class EngineRunner:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._commands: queue.Queue[_Submit | _Abort | _Call | None] = queue.Queue()
+        self._commands: queue.Queue[_Submit | _Abort | _Finish | _Call | None] = queue.Queue()
         self._sinks: dict[str, EventSink] = {}
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._stopping = threading.Event()
@@ -64,12 +71,15 @@ class EngineRunner:
     def abort(self, request_id: str) -> None:
         self._commands.put(_Abort(request_id))
 
+    def finish(self, request_id: str) -> None:
+        self._commands.put(_Finish(request_id))
+
     def call_between_steps(
         self, fn: Callable[[], None], done: Callable[[BaseException | None], None]
     ) -> None:
         self._commands.put(_Call(fn, done))
 
-    def _apply(self, command: _Submit | _Abort | _Call) -> None:
+    def _apply(self, command: _Submit | _Abort | _Finish | _Call) -> None:
         if isinstance(command, _Call):
             try:
                 command.fn()
@@ -81,6 +91,12 @@ class EngineRunner:
         if isinstance(command, _Abort):
             self._engine.abort(command.request_id)
             self._sinks.pop(command.request_id, None)
+            return
+        if isinstance(command, _Finish):
+            event = self._engine.finish(command.request_id)
+            sink = self._sinks.pop(command.request_id, None)
+            if event is not None and sink is not None:
+                sink(event)
             return
         try:
             self._engine.submit(command.request)

@@ -80,19 +80,21 @@ async def _stream(
                     GenerateChunk(request_id=request.request_id, finish_reason="error", error=str(event))
                 )
                 return
+            was_stopped = text.stopped
             output_ids.extend(event.token_ids)
             delta = text.push(event.token_ids)
             completion.append(delta)
-            finish = "stop" if text.stopped else event.finish_reason
-            if finish is None:
+            if text.stopped and not was_stopped and event.finish_reason is None:
+                # A stop string matched: end the sequence; its final event (stats, trace) follows.
+                state.runner.finish(request.request_id)
+            if event.finish_reason is None:
                 if delta:
                     yield _line(GenerateChunk(request_id=request.request_id, text=delta))
                 continue
             finished = True
-            if event.finish_reason is None:
-                state.runner.abort(request.request_id)
+            finish = "stop" if text.stopped else event.finish_reason
             tail = text.flush()
-            if state.traces is not None and event.trace is not None and event.finish_reason is not None:
+            if state.traces is not None and event.trace is not None:
                 state.traces.record(
                     FinishedRequest(
                         request,

@@ -17,7 +17,7 @@ PAYLOAD_FIELD = b"record"
 VERSION_FIELDS = frozenset({"wire_version", "trace_version"})
 
 RejectReason = Literal[
-    "oversized", "missing_payload", "bad_json", "wrong_version", "schema", "max_deliveries"
+    "oversized", "missing_payload", "bad_json", "wrong_version", "schema", "max_deliveries", "foreign_tokens"
 ]
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from borealis.wire import TraceRecord
-from worker.traces.codec import PAYLOAD_FIELD, Rejection, decode
+from worker.traces.codec import PAYLOAD_FIELD, Rejection, decode, encode
 from worker.traces.config import TraceBusConfig
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,14 @@ class TraceConsumer:
             return 0
         self._stats.acked += acked
         return acked
+
+    def reject(self, delivery: Delivery, rejection: Rejection) -> None:
+        """Dead-letter a record that decoded but that its reader cannot use (e.g. foreign token ids)."""
+        fields = {PAYLOAD_FIELD: encode(delivery.record)}
+        try:
+            self._dead_letter(delivery.entry_id.encode(), fields, rejection)
+        except redis.RedisError as exc:
+            self._redis_failed("dead-letter", exc)
 
     def stats(self) -> ConsumerStats:
         return dataclasses.replace(self._stats, dead_lettered=Counter(self._stats.dead_lettered))

@@ -120,8 +120,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def _write_records(path: Path, records: list[TraceRecord]) -> None:
-    path.write_text("".join(r.model_dump_json(exclude_none=True) + "\n" for r in records))
+    """One line per record, streamed: a full replay buffer is never one string in memory."""
+    with path.open("w") as handle:
+        for record in records:
+            handle.write(record.model_dump_json(exclude_none=True) + "\n")
 
 
 def _read_records(path: Path) -> list[TraceRecord]:
-    return [TraceRecord.model_validate_json(line) for line in path.read_text().splitlines() if line]
+    with path.open() as handle:
+        return [TraceRecord.model_validate_json(line) for line in handle if line.strip()]

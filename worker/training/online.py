@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
+from worker.traces.codec import Rejection
 from worker.traces.consumer import TraceConsumer
 from worker.traces.drift import DriftMonitor, DriftWindow
 from worker.traces.replay import ReplayBuffer, record_tokens
@@ -68,6 +69,7 @@ class OnlineTrainer:
         self._cache: OrderedDict[str, Example] = OrderedDict()
         self._cache_tokens = 0
         self._live: tuple[str, Eagle3Draft] | None = None
+        self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
         self._resume()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -137,7 +139,8 @@ class OnlineTrainer:
         if self.trainer is not None and self._unacked:
             self.state.round += 1
             self._checkpoint()
-            if self.state.round % self.settings.trainer_candidate_every_rounds == 0:
+            due = self.state.round % self.settings.trainer_candidate_every_rounds == 0
+            if due and self._round_losses:  # nothing trained since the last candidate: nothing new
                 report["candidate"] = self.candidate(live)
         return report
 
@@ -148,8 +151,12 @@ class OnlineTrainer:
             self._unacked.append(delivery.entry_id)
             record = delivery.record
             tokens = record.prompt_ids + record.output_ids
-            if delivery.entry_id in self._seen or not record.output_ids or max(tokens) >= vocab:
-                continue  # already trained on, or unusable for this target: acked, not learned
+            if delivery.entry_id in self._seen or not record.output_ids:
+                continue  # already trained on, or nothing generated: acked, not learned
+            if max(tokens) >= vocab:
+                detail = f"token id {max(tokens)} outside the target's vocabulary of {vocab}"
+                self.consumer.reject(delivery, Rejection("foreign_tokens", detail))
+                continue
             window = self.drift.observe(record)
             if window is not None:
                 self.control.report_drift(self._drift_report(window))
@@ -196,7 +203,9 @@ class OnlineTrainer:
         mean_len = max(1, self.replay.tokens // max(1, len(self.replay)))
         per_step = max(1, budget // mean_len)
         losses, top1 = [], []
-        for _ in range(self.settings.trainer_steps_per_round):
+        for step in range(self.settings.trainer_steps_per_round):
+            if step and self.control.learning_state()[0]:
+                break  # paused mid-round: stop using the CPU now; what was read is still checkpointed
             records = [
                 r for r in self.replay.sample(per_step) if record_tokens(r) <= budget
             ] or self.replay.sample(1)
@@ -204,7 +213,9 @@ class OnlineTrainer:
             losses.append(metrics.loss)
             top1.append(metrics.top1[0])
         self.state.optimizer_steps = self.trainer.steps_done
-        return {"loss": sum(losses) / len(losses), "top1": sum(top1) / len(top1), "lr_boost": boosted}
+        loss, accuracy = sum(losses) / len(losses), sum(top1) / len(top1)
+        self._round_losses.append((loss, accuracy))
+        return {"loss": loss, "top1": accuracy, "lr_boost": boosted, "steps": len(losses)}
 
     def _example(self, record: TraceRecord) -> Example:
         """Target features are recomputed (one prefill) and kept while the cache's token budget allows."""
@@ -238,19 +249,27 @@ class OnlineTrainer:
     # -- candidates -----------------------------------------------------------------------------
 
     def shadow_eval(self, live: str | None) -> dict[str, dict[str, float]]:
-        """Simulated acceptance of the candidate and of the live draft on the same held-out traces."""
+        """Simulated acceptance of the candidate and of the live draft on the same held-out traces.
+
+        The most recent held-out traces, whatever their domain: after a shift the candidate is
+        judged on the traffic it will serve, not on a domain that no longer arrives.
+        """
         assert self.trainer is not None
         depth = self.settings.trainer_eval_depth
-        records = [r for records in self.heldout.values() for r in records]
+        held = sorted((r for records in self.heldout.values() for r in records), key=lambda r: r.finished_at)
+        records = held[-self.settings.trainer_heldout_max_records :]
         examples = [self._example(r) for r in records]
         candidate = simulated_acceptance(self.trainer.draft, self.trainer.embed, examples, depth)
         live_draft = self._live_draft(live) if live else None
         if live_draft is None:
             baseline = {domain: 1.0 for domain in candidate}  # no draft: one token per target step
         else:
-            live_examples = [example_from_record(self.target, live_draft.vocab, r) for r in records]
+            if live_draft.vocab.same_as(self.trainer.draft.vocab):
+                live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
+            else:
+                live_examples = [example_from_record(self.target, live_draft.vocab, r) for r in records]
             baseline = simulated_acceptance(live_draft, self.trainer.embed, live_examples, depth)
-        counts: dict[str, int] = {domain: len(rs) for domain, rs in self.heldout.items()}
+        counts = Counter(r.domain for r in records)
         counts["all"] = len(records)
         return {
             domain: {
@@ -273,6 +292,9 @@ class OnlineTrainer:
             "replay_domains": self.replay.domain_counts(),
             "rejected_weight": self.settings.trainer_rejected_weight,
         }
+        if self._round_losses:
+            metrics["loss"] = sum(loss for loss, _ in self._round_losses) / len(self._round_losses)
+            metrics["top1"] = sum(top1 for _, top1 in self._round_losses) / len(self._round_losses)
         window = {"from": self.state.window_start, "to": self.state.window_end}
         out = self.root / "candidates" / f"round-{self.state.round:08d}"
         save_draft(
@@ -284,6 +306,7 @@ class OnlineTrainer:
             log.warning("candidate from round %d not published: %s", self.state.round, exc)
             return {"published": False, "reason": str(exc), "shadow_eval": shadow}
         self.state.last_candidate = result.get("version")
+        self._round_losses = []
         self.state.window_start = self.state.window_end = None
         return {"published": True, "shadow_eval": shadow, **result}
 

@@ -10,6 +10,7 @@ a bad round never stops learning for good.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 import time
@@ -36,6 +37,7 @@ def describe() -> dict[str, object]:
         "host": platform.node(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "nice": os.nice(0),
         "model_path": str(settings.resolved_model_path),
         "model_ready": (settings.resolved_model_path / "config.json").is_file(),
     }

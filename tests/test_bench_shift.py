@@ -1,0 +1,36 @@
+"""`borealis bench shift` arithmetic: windows, acceptance length, recovery after a shift."""
+
+from __future__ import annotations
+
+from worker.bench.shift import Served, acceptance_length, recovery_requests, windows
+
+
+def served(index: int, domain: str, steps: int, accepted: int) -> Served:
+    return Served(
+        index, domain, float(index), float(index) + 1.0, steps + accepted, steps, accepted, "v1", 200
+    )
+
+
+def test_acceptance_length_is_emitted_tokens_per_target_step_over_requests() -> None:
+    outcomes = [served(0, "code", 10, 10), served(1, "code", 30, 0)]
+    assert acceptance_length(outcomes) == (40 + 10) / 40
+    assert acceptance_length([]) is None
+
+
+def test_windows_never_straddle_a_phase_boundary() -> None:
+    outcomes = [served(i, "code", 10, 10) for i in range(5)] + [
+        served(5 + i, "prose", 10, 0) for i in range(3)
+    ]
+    series = windows(outcomes, 4)
+    assert [(w["domain"], w["requests"]) for w in series] == [("code", 4), ("code", 5), ("prose", 8)]
+    assert series[0]["mean_acceptance_length"] == 2.0
+    assert series[2]["mean_acceptance_length"] == 1.0
+
+
+def test_recovery_counts_requests_until_within_ten_percent_of_the_pre_shift_level() -> None:
+    code = [served(i, "code", 10, 10) for i in range(4)]  # level 2.0
+    prose = [served(4 + i, "prose", 10, a) for i, a in enumerate([0, 0, 5, 5, 9, 9])]
+    series = windows(code + prose, 2)  # prose windows: 1.0, 1.5, 1.9
+    assert recovery_requests(series, ["code", "prose"]) == {"code->prose": 6}
+    never = windows(code + prose[:4], 2)
+    assert recovery_requests(never, ["code", "prose"]) == {"code->prose": None}
