@@ -38,7 +38,11 @@ def _worker_inference(_args: argparse.Namespace) -> int:
 def _worker_train(args: argparse.Namespace) -> int:
     from worker.training.celery_app import app
 
-    os.nice(get_settings().trainer_nice)
+    settings = get_settings()
+    os.nice(settings.trainer_nice)
+    if settings.trainer_sched_idle and hasattr(os, "SCHED_IDLE"):
+        # Before torch starts its thread pool: every thread inherits the policy.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     app.worker_main(
         [
             "worker",

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
+    worker_tune_allocator: bool = Field(
+        default=True,
+        description="glibc: large tensors in mmap and freed pages returned after swaps (flat memory).",
+    )
     spec_adaptive: bool = Field(
         default=True,
         description="Choose speculation depth from measured costs and acceptance; false: always full depth.",
@@ -181,6 +185,20 @@ class Settings(BaseSettings):
         default=True, description="A training worker starts its round loop as soon as it is ready."
     )
 
+    trainer_threads: int = Field(
+        default=0, ge=0, le=256, description="torch threads of a training worker; 0 means `threads`."
+    )
+    trainer_sched_idle: bool = Field(
+        default=True,
+        description="Linux: a training worker under SCHED_IDLE gets only CPU that serving leaves idle.",
+    )
+    trainer_duty_cycle: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of wall time a training worker computes; below 1 it rests between optimizer "
+        "steps, leaving memory bandwidth to serving on the same machine (`borealis up` uses 0.25).",
+    )
     trainer_nice: int = Field(
         default=19,
         ge=0,
@@ -190,6 +208,10 @@ class Settings(BaseSettings):
     trainer_watchdog_seconds: float = Field(
         default=15.0, gt=0, le=3600, description="How often a training worker checks its round loop is alive."
     )
+
+    @property
+    def resolved_trainer_threads(self) -> int:
+        return self.trainer_threads or self.threads
 
     @property
     def resolved_database_url(self) -> str:

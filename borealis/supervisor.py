@@ -94,6 +94,11 @@ def _wait_for(url: str, deadline_s: float, children: list[Child]) -> bool:
     return False
 
 
+# One machine serves and trains: the trainer computes a quarter of the time, since its matrix
+# products take the memory bandwidth decoding lives on (`borealis bench shift` measures the cost).
+COLOCATED_TRAINER_DUTY_CYCLE = "0.25"
+
+
 def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     home = settings.home
     logs = home / "logs"
@@ -102,6 +107,7 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     api_port = settings.api_port or free_port()
     env["BOREALIS_API_PORT"] = str(api_port)
     env["BOREALIS_WORKER_PORT"] = str(settings.worker_port or free_port())
+    env.setdefault("BOREALIS_TRAINER_DUTY_CYCLE", COLOCATED_TRAINER_DUTY_CYCLE)
     # Resolved once here so no two children race to generate different tokens.
     env["BOREALIS_CLUSTER_TOKEN"] = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
     redis_process = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worker.bench.shift import Served, acceptance_length, recovery_requests, windows
+from worker.bench.shift import Served, acceptance_length, phase_prompts, recovery_requests, windows
+from worker.workloads import build_prompts
 
 
 def served(index: int, domain: str, steps: int, accepted: int) -> Served:
@@ -34,3 +35,12 @@ def test_recovery_counts_requests_until_within_ten_percent_of_the_pre_shift_leve
     assert recovery_requests(series, ["code", "prose"]) == {"code->prose": 6}
     never = windows(code + prose[:4], 2)
     assert recovery_requests(never, ["code", "prose"]) == {"code->prose": None}
+
+
+def test_phases_hold_distinct_prompts_unseen_by_the_static_draft() -> None:
+    prompts = phase_prompts(["code", "prose", "chat"], 64)
+    assert [p.domain for p in prompts] == ["code"] * 64 + ["prose"] * 64 + ["chat"] * 64
+    for start in (0, 64, 128):
+        assert len({p.key for p in prompts[start : start + 64]}) == 64
+    static_training = {p.key for p in build_prompts("code", "train")}
+    assert not static_training & {p.key for p in prompts}

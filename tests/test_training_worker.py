@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from celery import Celery
@@ -24,5 +25,6 @@ def test_trainer_runs_tasks_from_redis(base_env: dict[str, str], tmp_path: Path)
         assert result["torch"].startswith("2.13.0")
         assert result["threads"] == 1  # BOREALIS_THREADS applied in the worker
         assert result["nice"] == min(19, os.nice(0) + 7)  # serving on the same machine comes first
+        assert result["sched_idle"] is (sys.platform == "linux")
     finally:
         assert stop(trainer) == 0, log.read_text()[-2000:]

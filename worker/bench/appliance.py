@@ -22,7 +22,7 @@ import httpx
 from borealis.embedded_redis import start_embedded_redis
 from borealis.secrets import generate_token
 from borealis.settings import Settings
-from borealis.supervisor import Child, free_port
+from borealis.supervisor import COLOCATED_TRAINER_DUTY_CYCLE, Child, free_port
 
 
 @dataclass
@@ -75,6 +75,7 @@ def private_appliance(
     home = Path(tempfile.mkdtemp(prefix="borealis-bench-"))
     api_port = free_port()
     env = {
+        "BOREALIS_TRAINER_DUTY_CYCLE": COLOCATED_TRAINER_DUTY_CYCLE,  # like `borealis up`: one machine
         **os.environ,
         "BOREALIS_HOME": str(home),
         "BOREALIS_API_PORT": str(api_port),

@@ -28,6 +28,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--swap-every", type=float, default=30.0, help="seconds between draft swaps; 0: none")
+    parser.add_argument(
+        "--replay-records",
+        type=int,
+        default=None,
+        help="trainer replay capacity (default: the setting); small caps fill during warm-up",
+    )
+    parser.add_argument(
+        "--feature-cache-tokens", type=int, default=None, help="trainer feature cache (default: the setting)"
+    )
     parser.add_argument("--json", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -66,7 +75,12 @@ def _memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: floa
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
-    with private_appliance(settings, trainer=True) as appliance:
+    caps = {
+        "BOREALIS_REPLAY_MAX_RECORDS": args.replay_records,
+        "BOREALIS_TRAINER_FEATURE_CACHE_TOKENS": args.feature_cache_tokens,
+    }
+    extra_env = {name: str(value) for name, value in caps.items() if value is not None}
+    with private_appliance(settings, trainer=True, extra_env=extra_env) as appliance:
         admin = appliance.admin_client()
         admin.put("/api/policy", json={"mode": "manual", "reason": "bench load"}).raise_for_status()
         drafts = [
@@ -110,6 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "swaps": swaps,
         "trainer_candidates": sum(1 for version in versions if version["source"] == "trainer"),
         "memory": _memory_report(samples, elapsed),
+        "trainer_caps": {
+            "replay_max_records": args.replay_records or settings.replay_max_records,
+            "feature_cache_tokens": args.feature_cache_tokens or settings.trainer_feature_cache_tokens,
+        },
         "clients": args.clients,
         "minutes": args.minutes,
         "max_tokens": args.max_tokens,

@@ -96,10 +96,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def phase_prompts(phases: list[str], per_phase: int) -> list[Prompt]:
-    """Test-split prompts of each phase (the static draft never trained on them), in phase order."""
+    """Distinct prompts of each phase, in phase order: the test split first (the static draft never
+    trained on it), then the train split of the other domains (which it never saw either).
+
+    No prompt repeats while any is left: a learning arm would otherwise score on memorised answers.
+    """
     prompts = []
     for phase in phases:
-        pool = build_prompts(phase, "test") or build_prompts(phase, "train")
+        pool = build_prompts(phase, "test")
+        if phase != phases[0]:
+            pool += build_prompts(phase, "train")
         prompts += [pool[i % len(pool)] for i in range(per_phase)]
     return prompts
 

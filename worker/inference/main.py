@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import torch
@@ -11,6 +12,7 @@ import uvicorn
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
+from worker.inference.allocator import release_free_memory, tune_allocator
 from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def run_inference_worker(settings: Settings) -> None:
+    if settings.worker_tune_allocator:
+        tune_allocator()
     torch.set_num_threads(settings.threads)
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():
@@ -103,7 +107,12 @@ def _swapper(
             install(draft)
             state.draft_version = version
 
-        runner.call_between_steps(apply, done)
+        def installed(error: BaseException | None) -> None:
+            done(error)
+            if error is None and settings.worker_tune_allocator:
+                threading.Thread(target=release_free_memory, name="malloc-trim", daemon=True).start()
+
+        runner.call_between_steps(apply, installed)
 
     cache_dir = settings.home / "worker-drafts" / state.worker_id.replace(":", "_")
     return DraftSwapper(

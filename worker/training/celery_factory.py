@@ -38,4 +38,4 @@ def create_celery(settings: Settings) -> Celery:
 def _limit_torch_threads(**_: Any) -> None:
     import torch
 
-    torch.set_num_threads(get_settings().threads)
+    torch.set_num_threads(get_settings().resolved_trainer_threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import time
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
@@ -209,13 +210,21 @@ class OnlineTrainer:
             records = [
                 r for r in self.replay.sample(per_step) if record_tokens(r) <= budget
             ] or self.replay.sample(1)
+            started = time.monotonic()
             metrics = self.trainer.train_step([self._example(r) for r in records])
+            self._rest(time.monotonic() - started)
             losses.append(metrics.loss)
             top1.append(metrics.top1[0])
         self.state.optimizer_steps = self.trainer.steps_done
         loss, accuracy = sum(losses) / len(losses), sum(top1) / len(top1)
         self._round_losses.append((loss, accuracy))
         return {"loss": loss, "top1": accuracy, "lr_boost": boosted, "steps": len(losses)}
+
+    def _rest(self, busy_s: float) -> None:
+        """Keep computing to ``trainer_duty_cycle`` of wall time (co-located serving needs the rest)."""
+        duty = self.settings.trainer_duty_cycle
+        if duty < 1.0:
+            time.sleep(busy_s * (1.0 / duty - 1.0))
 
     def _example(self, record: TraceRecord) -> Example:
         """Target features are recomputed (one prefill) and kept while the cache's token budget allows."""
@@ -328,7 +337,7 @@ class OnlineTrainer:
 def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
     from worker.traces.config import TraceBusConfig
 
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.resolved_trainer_threads)
     target = LlamaModel.load(settings.resolved_model_path)
     consumer = TraceConsumer(TraceBusConfig.from_settings(settings), consumer_name(settings))
     return OnlineTrainer(settings, target, consumer, control)

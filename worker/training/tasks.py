@@ -38,6 +38,7 @@ def describe() -> dict[str, object]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "nice": os.nice(0),
+        "sched_idle": hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_IDLE,
         "model_path": str(settings.resolved_model_path),
         "model_ready": (settings.resolved_model_path / "config.json").is_file(),
     }
