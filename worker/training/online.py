@@ -9,6 +9,7 @@ against the live draft on the held-out traces and published to the control plane
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import socket
@@ -177,18 +178,9 @@ class OnlineTrainer:
     def _drift_report(self, window: DriftWindow) -> DriftReport:
         return DriftReport(
             trainer=self.consumer.name,
-            index=window.index,
-            requests=window.requests,
-            tokens=window.tokens,
-            started_at=window.started_at,
-            ended_at=window.ended_at,
-            domain_mix=window.domain_mix,
-            acceptance_by_domain=window.acceptance_by_domain,
-            divergence=window.divergence,
-            mix_shift=window.mix_shift,
             js_threshold=self.settings.drift_js_threshold,
             mix_threshold=self.settings.drift_mix_threshold,
-            shift=window.shift,
+            **dataclasses.asdict(window),
         )
 
     def _hold_out(self, record: TraceRecord) -> None:
