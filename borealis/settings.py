@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         default=True,
         description="glibc: large tensors in mmap and freed pages returned after swaps (flat memory).",
     )
+    kernel_cache_capacity: int = Field(
+        default=512,
+        ge=1,
+        le=1 << 16,
+        description="oneDNN kernels kept per cache in workers and trainers (about 0.6 MB each).",
+    )
     spec_adaptive: bool = Field(
         default=True,
         description="Choose speculation depth from measured costs and acceptance; false: always full depth.",

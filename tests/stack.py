@@ -94,6 +94,18 @@ class Stack:
         if self.api is not None:
             stop(self.api)
 
+    def __enter__(self) -> Stack:
+        """Start the control plane; leaving the block stops it and every worker, even on failure."""
+        try:
+            self.start_api()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
 
 class Traffic:
     """Continuous completions in the background; every status code is kept (-1: no answer in 60 s)."""

@@ -25,11 +25,10 @@ def fuzz_stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
 ) -> Iterator[Stack]:
     limits = {"BOREALIS_MAX_NEW_TOKENS_LIMIT": "8", "BOREALIS_MAX_PROMPT_TOKENS": "128"}
-    stack = Stack(tmp_path_factory.mktemp("fuzz-home"), redis_url, key_prefix, tiny_model_dir, MODEL, limits)
-    stack.start_api()
-    stack.start_worker("fuzz-worker")
-    yield stack
-    stack.stop()
+    home = tmp_path_factory.mktemp("fuzz-home")
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, MODEL, limits) as stack:
+        stack.start_worker("fuzz-worker")
+        yield stack
 
 
 @pytest.fixture(scope="module")

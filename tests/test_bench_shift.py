@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from worker.bench.clients import Outcome
 from worker.bench.shift import Served, acceptance_length, phase_prompts, recovery_requests, windows
 from worker.workloads import build_prompts
 
 
 def served(index: int, domain: str, steps: int, accepted: int) -> Served:
-    return Served(
-        index, domain, float(index), float(index) + 1.0, steps + accepted, steps, accepted, "v1", 200
-    )
+    spec = {"num_steps": steps, "num_accepted_tokens": accepted, "draft_version": "v1"}
+    outcome = Outcome(index, 0, float(index), float(index) + 1.0, "200", steps + accepted, spec)
+    return Served(outcome, domain)
 
 
 def test_acceptance_length_is_emitted_tokens_per_target_step_over_requests() -> None:

@@ -17,10 +17,8 @@ from tests.stack import Stack
 @pytest.fixture
 def stack(tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str) -> Iterator[Stack]:
     extra = {"BOREALIS_ADMIN_TOKEN": "", "BOREALIS_REQUIRE_API_KEY": "true"}
-    stack = Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, "tiny-llama", extra)
-    stack.start_api()
-    yield stack
-    stack.stop()
+    with Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, "tiny-llama", extra) as stack:
+        yield stack
 
 
 def cli(stack: Stack, *args: str) -> str:

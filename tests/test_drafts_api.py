@@ -21,10 +21,9 @@ from tests.stack import CLUSTER_TOKEN, Stack
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
 ) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("drafts-home"), redis_url, key_prefix, tiny_model_dir, "tiny-llama")
-    stack.start_api()
-    yield stack
-    stack.stop()
+    home = tmp_path_factory.mktemp("drafts-home")
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, "tiny-llama") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

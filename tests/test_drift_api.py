@@ -16,10 +16,9 @@ from tests.stack import Stack
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
 ) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("drift-home"), redis_url, key_prefix, tiny_model_dir, "tiny-llama")
-    stack.start_api()
-    yield stack
-    stack.stop()
+    home = tmp_path_factory.mktemp("drift-home")
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, "tiny-llama") as stack:
+        yield stack
 
 
 def report(index: int, divergence: float | None, shift: bool) -> DriftReport:

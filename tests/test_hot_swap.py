@@ -19,11 +19,9 @@ MODEL = "tiny-llama"
 
 @pytest.fixture
 def stack(tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str) -> Iterator[Stack]:
-    stack = Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL)
-    stack.start_api()
-    assert stack.admin("PUT", "/api/policy", json={"mode": "manual"}).status_code == 200
-    yield stack
-    stack.stop()
+    with Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL) as stack:
+        assert stack.admin("PUT", "/api/policy", json={"mode": "manual"}).status_code == 200
+        yield stack
 
 
 def worker_versions(stack: Stack) -> dict[str, str | None]:

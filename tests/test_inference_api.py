@@ -26,11 +26,10 @@ LIMITS = {"BOREALIS_MAX_PROMPT_TOKENS": "256", "BOREALIS_MAX_NEW_TOKENS_LIMIT": 
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
 ) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("api-home"), redis_url, key_prefix, tiny_model_dir, MODEL, LIMITS)
-    stack.start_api()
-    stack.start_worker("w1")
-    yield stack
-    stack.stop()
+    home = tmp_path_factory.mktemp("api-home")
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, MODEL, LIMITS) as stack:
+        stack.start_worker("w1")
+        yield stack
 
 
 def client(stack: Stack) -> openai.OpenAI:

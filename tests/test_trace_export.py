@@ -19,11 +19,9 @@ MODEL = "tiny-llama"
 
 @pytest.fixture
 def stack(tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str) -> Iterator[Stack]:
-    stack = Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL)
-    stack.start_api()
-    stack.start_worker("w1")
-    yield stack
-    stack.stop()
+    with Stack(tmp_path / "home", redis_url, key_prefix, tiny_model_dir, MODEL) as stack:
+        stack.start_worker("w1")
+        yield stack
 
 
 def test_requests_are_exported_as_traces(stack: Stack, redis_url: str) -> None:

@@ -85,14 +85,13 @@ def stack(
     """Control plane + one worker (``w1``) with traffic flowing for the whole module."""
     home = tmp_path_factory.mktemp("dashboard") / "home"
     # Operator actions only: an automatic rollback racing the test's own rollback would make it flaky.
-    stack = Stack(home, redis_url, key_prefix, tiny_model_dir, MODEL, {"BOREALIS_AUTO_ROLLBACK": "false"})
-    stack.start_api()
-    traffic = Traffic(stack.base_url)
-    try:
-        stack.start_worker("w1")
-        traffic.start()
-        yield stack
-    finally:
-        traffic.stop()
-        stack.stop()
+    operator_only = {"BOREALIS_AUTO_ROLLBACK": "false"}
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, MODEL, operator_only) as stack:
+        traffic = Traffic(stack.base_url)
+        try:
+            stack.start_worker("w1")
+            traffic.start()
+            yield stack
+        finally:
+            traffic.stop()
     assert traffic.statuses and set(traffic.statuses) == {200}, "traffic failed during the dashboard tests"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +173,20 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     report = after_crash.run_round()
     assert report["read"] == len(records) - 24 and report["round"] == 2
     assert pending(settings) == 0
+
+
+def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: LlamaModel) -> None:
+    """Work outside optimizer steps (held-out prefills, simulated acceptance) rests in proportion too."""
+    trainer = new_trainer(
+        settings.model_copy(update={"trainer_duty_cycle": 0.25}), target, FakeControlPlane()
+    )
+
+    def busy(seconds: float) -> str:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return "done"
+
+    started = time.monotonic()
+    assert trainer._paced(busy, 0.05) == "done"
+    assert time.monotonic() - started >= 0.05 / 0.25  # busy 0.05 s, then rest 0.15 s

@@ -33,7 +33,7 @@ import httpx
 from borealis.publish import publish_draft
 from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
-from worker.bench.clients import Request, run_all
+from worker.bench.clients import Outcome, Request, run_all
 from worker.bench.report import emit
 from worker.workloads import DOMAINS, Prompt, build_prompts
 
@@ -43,17 +43,22 @@ THROUGHPUT_KEYS = ("serving_tok_s_learning_on", "serving_tok_s_learning_paused",
 
 @dataclass(frozen=True)
 class Served:
-    """One finished request, as its client saw it."""
+    """One finished request as its client saw it, and the domain its prompt was drawn from."""
 
-    index: int
+    outcome: Outcome
     domain: str
-    started: float
-    finished: float
-    completion_tokens: int
-    steps: int
-    accepted: int
-    draft_version: str | None
-    status: int
+
+    @property
+    def steps(self) -> int:
+        return int(self.outcome.spec.get("num_steps", 0))
+
+    @property
+    def accepted(self) -> int:
+        return int(self.outcome.spec.get("num_accepted_tokens", 0))
+
+    @property
+    def draft_version(self) -> str | None:
+        return self.outcome.spec.get("draft_version")
 
 
 ArmResult = tuple[list[Served], dict[str, Any]]  # outcomes in order, arm facts (promotions, ...)
@@ -129,20 +134,7 @@ def serve(
     """Send the prompts in order through ``args.concurrency`` clients; the outcome of each, in order."""
     requests = [_request(model, prompt, args.max_tokens) for prompt in prompts]
     outcomes = run_all(base_url, requests, args.concurrency, think_s)
-    return [
-        Served(
-            index=o.index,
-            domain=prompts[o.index].domain,
-            started=o.started,
-            finished=o.finished,
-            completion_tokens=o.completion_tokens,
-            steps=int(o.spec.get("num_steps", 0)),
-            accepted=int(o.spec.get("num_accepted_tokens", 0)),
-            draft_version=o.spec.get("draft_version"),
-            status=int(o.status) if o.status.isdigit() else 0,
-        )
-        for o in outcomes
-    ]
+    return [Served(o, prompts[o.index].domain) for o in outcomes]
 
 
 def acceptance_length(served: list[Served]) -> float | None:
@@ -154,19 +146,19 @@ def acceptance_length(served: list[Served]) -> float | None:
 def tokens_per_second(served: list[Served]) -> float | None:
     if not served:
         return None
-    wall = max(s.finished for s in served) - min(s.started for s in served)
-    return sum(s.completion_tokens for s in served) / wall if wall > 0 else None
+    wall = max(s.outcome.finished for s in served) - min(s.outcome.started for s in served)
+    return sum(s.outcome.completion_tokens for s in served) / wall if wall > 0 else None
 
 
 def windows(served: list[Served], size: int) -> list[dict[str, Any]]:
     """Consecutive windows of ``size`` requests, never straddling a phase boundary."""
     out: list[dict[str, Any]] = []
     group: list[Served] = []
-    for outcome in served:
-        if group and (len(group) == size or outcome.domain != group[-1].domain):
+    for item in served:
+        if group and (len(group) == size or item.domain != group[-1].domain):
             out.append(_window(group, len(out)))
             group = []
-        group.append(outcome)
+        group.append(item)
     if group:
         out.append(_window(group, len(out)))
     return out
@@ -177,12 +169,12 @@ def _window(group: list[Served], index: int) -> dict[str, Any]:
     tok_s = tokens_per_second(group)
     return {
         "window": index,
-        "requests": group[-1].index + 1,
+        "requests": group[-1].outcome.index + 1,
         "domain": group[0].domain,
         "mean_acceptance_length": round(value, 4) if value is not None else None,
         "tok_s": round(tok_s, 2) if tok_s is not None else None,
         "draft_version": group[-1].draft_version,
-        "errors": sum(1 for s in group if s.status != 200),
+        "errors": sum(1 for s in group if not s.outcome.ok),
     }
 
 
@@ -262,7 +254,7 @@ def throughput_blocks(
             started = time.monotonic()
             outcomes = serve(appliance.base_url, model, block, args)
             wall[paused] += time.monotonic() - started
-            tokens[paused] += sum(s.completion_tokens for s in outcomes)
+            tokens[paused] += sum(s.outcome.completion_tokens for s in outcomes)
     _learning(client, False)
     paused_tok_s = round(tokens[True] / wall[True], 2)
     on_tok_s = round(tokens[False] / wall[False], 2)
@@ -313,7 +305,7 @@ def summarize(args: argparse.Namespace, results: dict[str, ArmResult]) -> dict[s
                 acceptance_length([s for s in served if s.domain in shifted])
             ),
             "tok_s": _round(tokens_per_second(served)),
-            "errors": sum(1 for s in served if s.status != 200),
+            "errors": sum(1 for s in served if not s.outcome.ok),
             **{k: v for k, v in extra.items() if k not in THROUGHPUT_KEYS},
         }
     summary: dict[str, Any] = {"phases": phases, "requests_per_phase": args.requests_per_phase, "arms": arms}

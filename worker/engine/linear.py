@@ -4,6 +4,12 @@ Decoding a small model is bound by how fast weights stream from memory. MKL's sg
 half the bandwidth for the skinny shapes of decoding and verification (1-16 rows); oneDNN with
 weights packed once into its blocked layout reaches nearly all of it, so every projection of the
 target and the draft goes through here.
+
+oneDNN builds and caches a kernel for every distinct row count (about 0.6 MB each, in two caches of
+1024 entries). Serving sees every row count from 1 to the prefill chunk (batch x tree size, prompt
+tails), so those caches grew worker memory by hundreds of MB over hours. Row counts above
+``EXACT_ROWS`` are therefore padded up to one of eight sizes per power of two (at most 12.5% extra
+rows), which keeps the set of kernels small and fixed.
 """
 
 from __future__ import annotations
@@ -23,8 +29,24 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     return weight.contiguous()
 
 
+EXACT_ROWS = 16  # decoding's row counts: padding them would cost up to 2x on the hottest path
+
+
+def padded_rows(rows: int) -> int:
+    """``rows`` rounded up to a kernel size: exact up to ``EXACT_ROWS``, then 8 sizes per doubling."""
+    if rows <= EXACT_ROWS:
+        return rows
+    step = (1 << (rows.bit_length() - 1)) // 8
+    return -(-rows // step) * step
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for a weight produced by :func:`pack` (or any plain tensor)."""
-    if weight.is_mkldnn:
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, None, "none", [], "")
-    return F.linear(x, weight)
+    if not weight.is_mkldnn:
+        return F.linear(x, weight)
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat.shape[0]
+    if padded_rows(rows) != rows:
+        flat = F.pad(flat, (0, 0, 0, padded_rows(rows) - rows))
+    out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), weight, None, "none", [], "")
+    return out[:rows].view(*x.shape[:-1], out.shape[-1])

@@ -12,7 +12,6 @@ import uvicorn
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
-from worker.inference.allocator import release_free_memory, tune_allocator
 from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
@@ -21,6 +20,7 @@ from worker.inference.swap_listener import SwapListener
 from worker.inference.swapper import DraftSwapper
 from worker.inference.tokenization import PromptBuilder
 from worker.inference.trace_export import TraceSink
+from worker.native_memory import limit_kernel_caches, release_free_memory, tune_allocator
 from worker.traces.config import TraceBusConfig
 from worker.traces.exporter import TraceExporter
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 def run_inference_worker(settings: Settings) -> None:
     if settings.worker_tune_allocator:
         tune_allocator()
+    limit_kernel_caches(settings.kernel_cache_capacity)
     torch.set_num_threads(settings.threads)
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():

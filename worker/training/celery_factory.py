@@ -35,7 +35,14 @@ def create_celery(settings: Settings) -> Celery:
 
 
 @worker_init.connect
-def _limit_torch_threads(**_: Any) -> None:
+def _configure_process(**_: Any) -> None:
+    """Native memory and threads, before the first round loads a model."""
     import torch
 
-    torch.set_num_threads(get_settings().resolved_trainer_threads)
+    from worker.native_memory import limit_kernel_caches, tune_allocator
+
+    settings = get_settings()
+    if settings.worker_tune_allocator:
+        tune_allocator()
+    limit_kernel_caches(settings.kernel_cache_capacity)
+    torch.set_num_threads(settings.resolved_trainer_threads)

@@ -15,7 +15,8 @@ import logging
 import socket
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import torch
@@ -38,6 +39,8 @@ from worker.training.checkpoint import TrainerState, load_checkpoint, save_check
 from worker.training.control import ControlPlane
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def consumer_name(settings: Settings) -> str:
@@ -218,6 +221,13 @@ class OnlineTrainer:
         if duty < 1.0:
             time.sleep(busy_s * (1.0 / duty - 1.0))
 
+    def _paced(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)``, then rest in proportion, like an optimizer step (shadow evaluation)."""
+        started = time.monotonic()
+        result = work(*args)
+        self._rest(time.monotonic() - started)
+        return result
+
     def _example(self, record: TraceRecord) -> Example:
         """Target features are recomputed (one prefill) and kept while the cache's token budget allows."""
         assert self.trainer is not None
@@ -259,8 +269,8 @@ class OnlineTrainer:
         depth = self.settings.trainer_eval_depth
         held = sorted((r for records in self.heldout.values() for r in records), key=lambda r: r.finished_at)
         records = held[-self.settings.trainer_heldout_max_records :]
-        examples = [self._example(r) for r in records]
-        candidate = simulated_acceptance(self.trainer.draft, self.trainer.embed, examples, depth)
+        examples = [self._paced(self._example, r) for r in records]
+        candidate = self._paced(simulated_acceptance, self.trainer.draft, self.trainer.embed, examples, depth)
         live_draft = self._live_draft(live) if live else None
         if live_draft is None:
             baseline = {domain: 1.0 for domain in candidate}  # no draft: one token per target step
@@ -268,8 +278,10 @@ class OnlineTrainer:
             if live_draft.vocab.same_as(self.trainer.draft.vocab):
                 live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
             else:
-                live_examples = [example_from_record(self.target, live_draft.vocab, r) for r in records]
-            baseline = simulated_acceptance(live_draft, self.trainer.embed, live_examples, depth)
+                live_examples = [
+                    self._paced(example_from_record, self.target, live_draft.vocab, r) for r in records
+                ]
+            baseline = self._paced(simulated_acceptance, live_draft, self.trainer.embed, live_examples, depth)
         counts = Counter(r.domain for r in records)
         counts["all"] = len(records)
         return {

@@ -21,6 +21,7 @@ import redis
 from celery.signals import worker_ready
 
 from borealis.settings import get_settings
+from worker.native_memory import release_free_memory
 from worker.training.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def train_round(chain: str) -> dict[str, Any]:
                 _trainer = build_trainer(settings, control)
         if _trainer is not None:
             report = _trainer.run_round()
+            release_free_memory()  # a round's examples are gone: give their pages back
     except Exception as exc:  # a failed round must not end the loop
         log.exception("training round failed")
         report = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from worker.inference.allocator import release_free_memory, tune_allocator
+from worker.native_memory import release_free_memory, tune_allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
