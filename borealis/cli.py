@@ -48,6 +48,9 @@ def _worker_train(args: argparse.Namespace) -> int:
             "worker",
             "--pool=solo",
             "--concurrency=1",
+            # Trainers coordinate through the round chain in Redis, not through worker gossip.
+            "--without-gossip",
+            "--without-mingle",
             f"--loglevel={args.loglevel}",
             f"--hostname=trainer@{os.uname().nodename}-{os.getpid()}",
         ]

@@ -129,6 +129,8 @@ class SpecDecodeStats(BaseModel):
     accepted_per_position: list[int] = Field(default_factory=list)
     mean_acceptance_length: float = 0.0
     draft_version: str | None = None
+    decode_seconds: float = Field(default=0.0, ge=0.0)  # this request's share of its decoding steps
+    target_only_seconds: float = Field(default=0.0, ge=0.0)  # the same, estimated without speculation
 
 
 class GenerateChunk(WireModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,8 +56,13 @@ def test_requests_are_exported_as_traces(stack: Stack, redis_url: str) -> None:
         assert record.worker_id == "w1" and record.model == MODEL
         assert len(record.output_ids) == ids[domain]
         assert record.prompt_ids and record.steps
-        emitted = sum(step.accepted for step in record.steps) + len(record.steps)
-        assert emitted == len(record.output_ids)  # every output token is accounted for by a step
+        # Every output token after the prefill's is accounted for by a step: each starts where the
+        # previous one's accepted path and own token ended; the last may be cut at max_tokens.
+        assert record.steps[0].position == 1
+        for before, after in itertools.pairwise(record.steps):
+            assert after.position == before.position + before.accepted + 1
+        last = record.steps[-1]
+        assert last.position + last.accepted <= len(record.output_ids) <= last.position + last.accepted + 1
     wait_until(lambda: stack.admin("GET", "/api/tracebus").json()["exported"] >= 2, 10, "heartbeat report")
     bus = stack.admin("GET", "/api/tracebus").json()
     assert bus["stream_length"] >= 2 and bus["dropped"] == 0

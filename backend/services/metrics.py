@@ -38,6 +38,18 @@ class ServingMetrics:
         self.num_steps = Counter(
             f"{PREFIX}spec_decode_num_target_steps", "Target forward passes.", labels, registry=r
         )
+        self.decode_seconds = Counter(
+            f"{PREFIX}spec_decode_decode_seconds",
+            "Decoding time (each request's share of the batched steps it was in).",
+            labels,
+            registry=r,
+        )
+        self.target_only_seconds = Counter(
+            f"{PREFIX}spec_decode_target_only_seconds",
+            "Workers' estimate of the same decoding without speculation (measured plain-step cost).",
+            labels,
+            registry=r,
+        )
         self.acceptance_length = Histogram(
             f"{PREFIX}spec_decode_acceptance_length",
             "Per-request tokens emitted per target step.",
@@ -87,6 +99,8 @@ class ServingMetrics:
         if stats is None or stats.num_steps == 0:
             return
         self.num_steps.labels(**labels).inc(stats.num_steps)
+        self.decode_seconds.labels(**labels).inc(stats.decode_seconds)
+        self.target_only_seconds.labels(**labels).inc(stats.target_only_seconds)
         self.num_drafts.labels(**labels).inc(stats.num_drafts)
         self.num_draft_tokens.labels(**labels).inc(stats.num_draft_tokens)
         self.num_accepted_tokens.labels(**labels).inc(stats.num_accepted_tokens)

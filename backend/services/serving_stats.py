@@ -27,6 +27,8 @@ class Cell:
     generation_tokens: int = 0
     steps: int = 0  # target steps of requests that speculated
     emitted: int = 0  # tokens those steps emitted: steps + accepted draft tokens
+    decode_seconds: float = 0.0  # decoding time of the requests (their shares of batched steps)
+    target_only_seconds: float = 0.0  # the workers' estimate of the same without speculation
 
     def merge(self, other: Cell) -> None:
         self.requests += other.requests
@@ -35,10 +37,16 @@ class Cell:
         self.generation_tokens += other.generation_tokens
         self.steps += other.steps
         self.emitted += other.emitted
+        self.decode_seconds += other.decode_seconds
+        self.target_only_seconds += other.target_only_seconds
 
     @property
     def mean_acceptance_length(self) -> float | None:
         return round(self.emitted / self.steps, 4) if self.steps else None
+
+    @property
+    def speedup_over_target_only(self) -> float | None:
+        return round(self.target_only_seconds / self.decode_seconds, 4) if self.decode_seconds > 0 else None
 
 
 @dataclass
@@ -98,6 +106,9 @@ class ServingStats:
             if stats is not None and stats.num_drafts > 0:
                 cell.steps += stats.num_steps
                 cell.emitted += stats.num_steps + stats.num_accepted_tokens
+            if stats is not None:
+                cell.decode_seconds += stats.decode_seconds
+                cell.target_only_seconds += stats.target_only_seconds
 
     def record_error(self, domain: str | None) -> None:
         with self._lock:

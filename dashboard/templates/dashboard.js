@@ -104,6 +104,7 @@ const Borealis = (() => {
       merged.shapes = [];
       merged.xaxis.visible = false;
       merged.yaxis.visible = false;
+      if (merged.yaxis2) merged.yaxis2 = { ...merged.yaxis2, visible: false };
     }
     const node = document.getElementById(id);
     node.setAttribute("role", "img");

@@ -14,6 +14,9 @@
     const minute = recent(buckets, 60);
     const seconds = minute.reduce((n, b) => n + b.seconds, 0);
     document.getElementById("kpi-tps").textContent = seconds ? B.fixed(sum(minute, "generation_tokens") / seconds, 1) : "—";
+    const decoding = sum(minute, "decode_seconds");
+    document.getElementById("kpi-speedup").textContent = "speedup over target-only: " +
+      (decoding ? `${B.fixed(sum(minute, "target_only_seconds") / decoding, 2)}× (workers' measured step costs)` : "—");
     const weighted = minute.filter((b) => b.mean_acceptance_length !== null);
     const requests = sum(weighted, "requests");
     document.getElementById("kpi-acceptance").textContent = requests
@@ -27,10 +30,13 @@
     const x = buckets.map((b) => B.plotTime(new Date(b.start * 1000)));
     const from = new Date((series.now - MINUTES * 60) * 1000);
     const markers = B.swapMarkers(audit, buckets.length ? new Date(buckets[0].start * 1000) : from);
-    B.plot("fig-throughput", "Generated tokens/s", [
+    B.plot("fig-throughput", "Generated tokens/s and speedup over target-only", [
       { x, y: buckets.map((b) => b.tokens_per_s), type: "scatter", mode: "lines", name: "tokens/s",
         line: { color: "#1f5fbf" }, fill: "tozeroy" },
-    ], { shapes: markers.shapes, showlegend: false }, "no traffic yet");
+      { x, y: buckets.map((b) => b.speedup_over_target_only), type: "scatter", mode: "lines+markers",
+        name: "speedup (right axis)", yaxis: "y2", line: { color: "#c2410c" }, connectgaps: false },
+    ], { shapes: markers.shapes, legend: { orientation: "h", y: -0.2 },
+      yaxis2: { overlaying: "y", side: "right", rangemode: "tozero", title: { text: "×" } } }, "no traffic yet");
     const versions = [...new Set(buckets.flatMap((b) => Object.keys(b.by_version)))].sort();
     const traces = [{ x, y: buckets.map((b) => b.mean_acceptance_length), type: "scatter", mode: "lines+markers",
       name: "all versions", line: { color: "#14213d", width: 2.5 }, connectgaps: false }];

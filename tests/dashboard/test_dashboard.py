@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import time
@@ -217,6 +218,12 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
     swaps = page.locator("#fig-acceptance")
     wait_until(lambda: int(swaps.get_attribute("data-swaps") or 0) >= 3, 30, "three swap markers")
     assert page.locator("#kpi-learning").text_content() == "learning"
+    speedup = page.locator("#kpi-speedup")
+    wait_until(
+        lambda: re.search(r"target-only: \d+\.\d\d\u00d7", speedup.text_content() or "") is not None,
+        30,
+        "speedup over target-only reported",
+    )
     assert first["version"] in page.locator("#workers").text_content()
     dashboard.shot("overview")
 

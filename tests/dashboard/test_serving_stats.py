@@ -62,3 +62,18 @@ def test_window_and_memory_are_bounded() -> None:
     assert [b.start for b in stats.series(since=0)] == [15, 16, 17, 18, 19]
     assert [b.start for b in stats.series(since=17.5)] == [17, 18, 19]
     assert ServingStats(clock=clock).series(since=0) == []
+
+
+def test_speedup_is_time_weighted_over_requests() -> None:
+    """Sum of target-only estimates over sum of decoding time, not a mean of per-request ratios."""
+    clock = Clock(100.0)
+    stats = ServingStats(bucket_seconds=10, buckets=10, clock=clock)
+    for decode, target_only in ((1.0, 3.0), (3.0, 3.0)):
+        chunk = finished(8, "v0001", steps=4, drafts=4, accepted=4)
+        assert chunk.spec_decode is not None
+        chunk.spec_decode.decode_seconds, chunk.spec_decode.target_only_seconds = decode, target_only
+        stats.record_finished(chunk, "code")
+    stats.record_finished(finished(5, None), "chat")  # nothing decoded: no effect on the ratio
+    (bucket,) = stats.series(since=0)
+    assert bucket.total.speedup_over_target_only == 1.5
+    assert bucket.by_domain["chat"].speedup_over_target_only is None

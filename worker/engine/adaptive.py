@@ -29,11 +29,20 @@ class _Ema:
 class SpeculationController:
     """Keeps conditional acceptance rates per depth and per source, and cost tables per row count."""
 
-    def __init__(self, max_draft_depth: int, max_ngram_tokens: int, draft_width: int, probe_every: int = 16):
+    def __init__(
+        self,
+        max_draft_depth: int,
+        max_ngram_tokens: int,
+        draft_width: int,
+        probe_every: int = 16,
+        baseline_every: int = 256,
+    ):
         self.max_draft_depth = max_draft_depth
         self.max_ngram_tokens = max_ngram_tokens
         self.draft_width = draft_width
         self.probe_every = probe_every
+        self.baseline_every = baseline_every
+        self._steps_since_baseline = 0
         self.draft_accept = [_Ema(0.5) for _ in range(max_draft_depth)]
         self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
         self._target_ms: dict[int, _Ema] = {}
@@ -53,6 +62,15 @@ class SpeculationController:
             rates[depth].update(1.0 if depth < accepted else 0.0)
             if depth >= accepted:
                 break
+
+    def baseline_due(self, batch: int) -> bool:
+        """Whether this step should decode plainly: the first at each batch size, then one in
+        ``baseline_every``, so the cost of target-only decoding (the speedup's baseline) is measured."""
+        self._steps_since_baseline += 1
+        if batch in self._target_ms and self._steps_since_baseline < self.baseline_every:
+            return False
+        self._steps_since_baseline = 0
+        return True
 
     def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
         """Pick the draft depth and n-gram length with the best expected tokens per millisecond."""

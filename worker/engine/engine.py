@@ -192,6 +192,7 @@ class SpecEngine:
     def _decode(self) -> list[TokenEvent]:
         """Propose, verify in one target forward, accept losslessly, roll caches to the accepted path."""
         active = self._active
+        started = time.perf_counter()
         plan = self._plan()
         trees, draft_nodes, ngram_nodes = self._propose(plan)
         logits, features = self._verify_forward(trees)
@@ -209,12 +210,25 @@ class SpecEngine:
                 if event.finish_reason is not None:
                     event = replace(event, trace=tuple(seq.trace))
             events.append(event)
+        self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
         return self._drop_finished(events)
+
+    def _account_time(self, seconds: float, emitted: list[int]) -> None:
+        """Each sequence's share of a step's time, and what target-only decoding would spend on its tokens.
+
+        Target-only decoding emits one token per sequence per plain step of the same batch, whose
+        cost is measured (see :meth:`_plan`); a sequence's share of a step is 1/batch.
+        """
+        batch = len(self._active)
+        plain_seconds = self.controller.target_ms(batch) / 1000
+        for seq, tokens in zip(self._active, emitted, strict=True):
+            seq.stats.decode_seconds += seconds / batch
+            seq.stats.target_only_seconds += tokens * plain_seconds / batch
 
     def _plan(self) -> Plan:
         spec = self.config.spec
-        if spec.mode == "off":
-            return Plan(0, 0)
+        if spec.mode == "off" or self.controller.baseline_due(len(self._active)):
+            return Plan(0, 0)  # a plain step now and then keeps the target-only cost measured
         ngram = spec.max_ngram_tokens if spec.use_ngram else 0
         has_draft = self.draft is not None
         if not spec.adaptive:

@@ -39,6 +39,8 @@ class SpecStats:
     num_draft_tokens: int = 0
     num_accepted_tokens: int = 0
     accepted_per_position: list[int] = field(default_factory=list)  # [k]: drafts with token k accepted
+    decode_seconds: float = 0.0  # this request's share of the wall time of the decoding steps it was in
+    target_only_seconds: float = 0.0  # the same share had those tokens been decoded without speculation
 
     @property
     def mean_acceptance_length(self) -> float:
@@ -46,6 +48,11 @@ class SpecStats:
         if self.num_steps == 0:
             return 0.0
         return (self.num_accepted_tokens + self.num_steps) / self.num_steps
+
+    @property
+    def speedup_over_target_only(self) -> float | None:
+        """Decoding speedup, from measured step times: what target-only decoding would have taken / took."""
+        return self.target_only_seconds / self.decode_seconds if self.decode_seconds > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

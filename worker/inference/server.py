@@ -42,6 +42,8 @@ def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecod
         accepted_per_position=list(stats.accepted_per_position),
         mean_acceptance_length=round(stats.mean_acceptance_length, 4),
         draft_version=draft_version,
+        decode_seconds=round(stats.decode_seconds, 6),
+        target_only_seconds=round(stats.target_only_seconds, 6),
     )
 
 

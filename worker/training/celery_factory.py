@@ -12,6 +12,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from borealis.settings import Settings, get_settings
+from worker.training.broker import TRANSPORT
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -29,6 +30,11 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         result_expires=3600,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # Redis down for long: keep trying, serving is unaffected
+        broker_transport=TRANSPORT,  # survives losing Redis with a task unacknowledged
+        # A round running when Redis goes finishes on its own terms (it handles Redis errors); the
+        # chain watchdog, not Celery's redelivery, restarts learning.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=f"{settings.redis_key_prefix}.training",
     )
     return app

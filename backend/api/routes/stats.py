@@ -23,6 +23,13 @@ class CellView(BaseModel):
     mean_acceptance_length: float | None = Field(
         description="Tokens per target step over requests that speculated; null when none did."
     )
+    decode_seconds: float = Field(description="Decoding time of the bucket's requests (shared steps split).")
+    target_only_seconds: float = Field(
+        description="Workers' estimate of that time without speculation, from measured plain-step costs."
+    )
+    speedup_over_target_only: float | None = Field(
+        description="target_only_seconds / decode_seconds; null when nothing was decoded."
+    )
 
     @classmethod
     def of(cls, cell: Cell, seconds: float) -> CellView:
@@ -33,6 +40,9 @@ class CellView(BaseModel):
             generation_tokens=cell.generation_tokens,
             tokens_per_s=round(cell.generation_tokens / seconds, 3),
             mean_acceptance_length=cell.mean_acceptance_length,
+            decode_seconds=round(cell.decode_seconds, 6),
+            target_only_seconds=round(cell.target_only_seconds, 6),
+            speedup_over_target_only=cell.speedup_over_target_only,
         )
 
 
