@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 
+from borealis.settings import Settings
+
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameters (malloc.h)
@@ -62,3 +64,10 @@ def limit_kernel_caches(capacity: int) -> None:
     """
     for name in KERNEL_CACHE_VARIABLES:
         os.environ.setdefault(name, str(capacity))
+
+
+def configure_native_memory(settings: Settings) -> None:
+    """Process start of a worker or trainer: allocator settings and kernel-cache cap, before any model."""
+    if settings.worker_tune_allocator:
+        tune_allocator()
+    limit_kernel_caches(settings.kernel_cache_capacity)

@@ -103,12 +103,12 @@ class ServingStats:
             cell.requests += 1
             cell.prompt_tokens += chunk.prompt_tokens or 0
             cell.generation_tokens += chunk.completion_tokens or 0
-            if stats is not None and stats.num_drafts > 0:
-                cell.steps += stats.num_steps
-                cell.emitted += stats.num_steps + stats.num_accepted_tokens
             if stats is not None:
                 cell.decode_seconds += stats.decode_seconds
                 cell.target_only_seconds += stats.target_only_seconds
+                if stats.num_drafts > 0:
+                    cell.steps += stats.num_steps
+                    cell.emitted += stats.num_steps + stats.num_accepted_tokens
 
     def record_error(self, domain: str | None) -> None:
         with self._lock:

@@ -46,7 +46,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
-    if padded_rows(rows) != rows:
-        flat = F.pad(flat, (0, 0, 0, padded_rows(rows) - rows))
+    padded = padded_rows(rows)
+    if padded != rows:
+        flat = F.pad(flat, (0, 0, 0, padded - rows))
     out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), weight, None, "none", [], "")
     return out[:rows].view(*x.shape[:-1], out.shape[-1])

@@ -20,7 +20,7 @@ from worker.inference.swap_listener import SwapListener
 from worker.inference.swapper import DraftSwapper
 from worker.inference.tokenization import PromptBuilder
 from worker.inference.trace_export import TraceSink
-from worker.native_memory import limit_kernel_caches, release_free_memory, tune_allocator
+from worker.native_memory import configure_native_memory, release_free_memory
 from worker.traces.config import TraceBusConfig
 from worker.traces.exporter import TraceExporter
 
@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def run_inference_worker(settings: Settings) -> None:
-    if settings.worker_tune_allocator:
-        tune_allocator()
-    limit_kernel_caches(settings.kernel_cache_capacity)
+    configure_native_memory(settings)
     torch.set_num_threads(settings.threads)
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():

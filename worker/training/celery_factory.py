@@ -45,10 +45,8 @@ def _configure_process(**_: Any) -> None:
     """Native memory and threads, before the first round loads a model."""
     import torch
 
-    from worker.native_memory import limit_kernel_caches, tune_allocator
+    from worker.native_memory import configure_native_memory
 
     settings = get_settings()
-    if settings.worker_tune_allocator:
-        tune_allocator()
-    limit_kernel_caches(settings.kernel_cache_capacity)
+    configure_native_memory(settings)
     torch.set_num_threads(settings.resolved_trainer_threads)

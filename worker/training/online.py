@@ -28,7 +28,7 @@ from worker.draft.examples import Example, example_from_record
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.shadow import simulated_acceptance
-from worker.draft.trainer import DraftTrainer, TrainConfig
+from worker.draft.trainer import DraftTrainer, StepMetrics, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.traces.codec import Rejection
@@ -205,15 +205,17 @@ class OnlineTrainer:
             records = [
                 r for r in self.replay.sample(per_step) if record_tokens(r) <= budget
             ] or self.replay.sample(1)
-            started = time.monotonic()
-            metrics = self.trainer.train_step([self._example(r) for r in records])
-            self._rest(time.monotonic() - started)
+            metrics = self._paced(self._train_step, records)
             losses.append(metrics.loss)
             top1.append(metrics.top1[0])
         self.state.optimizer_steps = self.trainer.steps_done
         loss, accuracy = sum(losses) / len(losses), sum(top1) / len(top1)
         self._round_losses.append((loss, accuracy))
         return {"loss": loss, "top1": accuracy, "lr_boost": boosted, "steps": len(losses)}
+
+    def _train_step(self, records: list[TraceRecord]) -> StepMetrics:
+        assert self.trainer is not None
+        return self.trainer.train_step([self._example(r) for r in records])
 
     def _rest(self, busy_s: float) -> None:
         """Keep computing to ``trainer_duty_cycle`` of wall time (co-located serving needs the rest)."""
@@ -222,7 +224,7 @@ class OnlineTrainer:
             time.sleep(busy_s * (1.0 / duty - 1.0))
 
     def _paced(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)``, then rest in proportion, like an optimizer step (shadow evaluation)."""
+        """``work(*args)``, then rest in proportion (optimizer steps, shadow evaluation)."""
         started = time.monotonic()
         result = work(*args)
         self._rest(time.monotonic() - started)
