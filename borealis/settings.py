@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         default=512,
         ge=1,
         le=1 << 16,
-        description="oneDNN kernels kept per cache in workers and trainers (about 0.6 MB each).",
+        description="oneDNN kernels kept per cache in inference workers (about 0.6 MB each).",
     )
     spec_adaptive: bool = Field(
         default=True,
@@ -193,6 +193,13 @@ class Settings(BaseSettings):
 
     trainer_threads: int = Field(
         default=0, ge=0, le=256, description="torch threads of a training worker; 0 means `threads`."
+    )
+    trainer_kernel_cache_capacity: int = Field(
+        default=64,
+        ge=1,
+        le=1 << 16,
+        description="oneDNN kernels kept per cache in training workers: prefills of every trace "
+        "length need more shapes than any cache should hold, and a rebuilt kernel costs ~0.5 ms.",
     )
     trainer_sched_idle: bool = Field(
         default=True,

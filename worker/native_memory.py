@@ -8,7 +8,8 @@ may get its own arena. A fixed threshold sends large tensors to mmap, whose page
 OS when the tensor is freed, and a small arena cap bounds the rest.
 
 oneDNN keeps every kernel it has built (one per matrix shape, about 0.6 MB each) in two caches of
-1024 entries by default; a smaller capacity bounds that memory (see ``worker.engine.linear``).
+1024 entries by default; a smaller capacity bounds that memory (see ``worker.engine.linear``). A
+trainer's is smaller still: it prefills every trace at its own length, so it meets every kernel size.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def limit_kernel_caches(capacity: int) -> None:
         os.environ.setdefault(name, str(capacity))
 
 
-def configure_native_memory(settings: Settings) -> None:
+def configure_native_memory(settings: Settings, kernel_cache_capacity: int) -> None:
     """Process start of a worker or trainer: allocator settings and kernel-cache cap, before any model."""
     if settings.worker_tune_allocator:
         tune_allocator()
-    limit_kernel_caches(settings.kernel_cache_capacity)
+    limit_kernel_caches(kernel_cache_capacity)

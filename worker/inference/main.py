@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def run_inference_worker(settings: Settings) -> None:
-    configure_native_memory(settings)
+    configure_native_memory(settings, settings.kernel_cache_capacity)
     torch.set_num_threads(settings.threads)
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():

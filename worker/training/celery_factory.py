@@ -48,5 +48,5 @@ def _configure_process(**_: Any) -> None:
     from worker.native_memory import configure_native_memory
 
     settings = get_settings()
-    configure_native_memory(settings)
+    configure_native_memory(settings, settings.trainer_kernel_cache_capacity)
     torch.set_num_threads(settings.resolved_trainer_threads)
