@@ -70,5 +70,9 @@ def test_served_traffic_trains_a_draft_that_goes_live(
         windows = stack.admin("GET", "/api/drift").json()["windows"]
         assert windows and all(w["trainer"] and w["requests"] == 4 for w in windows)
         stop(trainer)
+        kept = [
+            p for d in ("candidates", "live") for p in (stack.home / "trainer" / d).rglob("*") if p.is_file()
+        ]
+        assert not kept, f"published candidates and loaded live drafts stay on the trainer's disk: {kept}"
     finally:
         stack.stop()

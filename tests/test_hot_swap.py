@@ -66,6 +66,8 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     wait_until(lambda: "swap.failed" in audit_actions(stack, second["version"]), 60, "swap refused")
     assert worker_versions(stack)["w1"] == first["version"]
     assert httpx.get(f"{stack.base_url}/ready").status_code == 503  # nobody holds the desired version
+    kept = [p for p in (stack.home / "worker-drafts").rglob("*") if p.is_file()]
+    assert not kept, f"downloads stay on the worker's disk after loading or refusing: {kept}"
 
     # Roll back to the good version; a restarted worker reconciles to it with no command sent.
     assert stack.admin("POST", f"/api/drafts/{first['version']}/rollback", json={}).status_code == 200

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from borealis.publish import publish_draft
 from tests.dashboard.conftest import VIEWPORT
@@ -47,9 +48,10 @@ def png_size(path: Path) -> tuple[int, int]:
 class Dashboard:
     """A signed-in browser page; fails the test on any script error or CSP violation."""
 
-    def __init__(self, browser: Any, base_url: str, shots: Path) -> None:
+    def __init__(self, browser: Any, base_url: str, shots: Path, api_log: Path) -> None:
         self.base_url = base_url
         self.shots = shots
+        self.api_log = api_log
         self.context = browser.new_context(viewport=VIEWPORT, base_url=base_url)
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
@@ -71,7 +73,14 @@ class Dashboard:
 
     def open(self, name: str) -> None:
         self.page.goto("/dashboard" if name == "overview" else f"/dashboard/{name}")
-        self.page.wait_for_selector("#updated:has-text('updated')")
+        try:
+            self.page.wait_for_selector("#updated:has-text('updated')")
+        except PlaywrightTimeout:
+            # What the page said and what the control plane was doing: a slow first refresh is
+            # otherwise a bare timeout with nothing to go on.
+            shown = self.page.locator("#updated").text_content()
+            log = self.api_log.read_text()[-4000:] if self.api_log.exists() else ""
+            raise AssertionError(f"{name}: first refresh not done; #updated={shown!r}\n{log}") from None
 
     def points(self, figure: str) -> int:
         return int(self.page.locator(f"#{figure}").get_attribute("data-points") or 0)
@@ -101,7 +110,7 @@ class Dashboard:
 
 @pytest.fixture
 def dashboard(browser: Any, stack: Stack, tmp_path: Path) -> Iterator[Dashboard]:
-    board = Dashboard(browser, stack.base_url, tmp_path)
+    board = Dashboard(browser, stack.base_url, tmp_path, stack.home / "api.log")
     yield board
     board.close()
 

@@ -60,6 +60,15 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert document["architecture"] == "eagle3-llama-1layer" and document["vocab"]["draft_vocab_size"] == 6
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux /proc")
+def test_loaded_draft_keeps_no_mapping_of_its_file(tmp_path: Path) -> None:
+    # A swap would otherwise hold each draft's file resident beside the loaded weights.
+    save_draft(small_draft(), tmp_path)
+    draft, _ = load_draft(tmp_path)
+    assert draft.vocab.size > 0
+    assert str(tmp_path) not in Path("/proc/self/maps").read_text()
+
+
 def test_tampered_weights_are_refused(tmp_path: Path) -> None:
     save_draft(small_draft(), tmp_path)
     weights = tmp_path / "draft.safetensors"

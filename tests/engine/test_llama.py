@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaForCausalLM
@@ -128,3 +131,12 @@ def test_smollm2_matches_hf(smol_hf: LlamaForCausalLM, smol_model: LlamaModel, s
     got = torch.cat([first, rest])
     torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux /proc")
+def test_loaded_model_keeps_no_mapping_of_its_weights_file(tiny_dir: Path, tmp_path: Path) -> None:
+    # Views of the mapped file (embedding, norms) kept every weight's pages resident a second time.
+    model_dir = shutil.copytree(tiny_dir, tmp_path / "model")
+    model = LlamaModel.load(model_dir)
+    assert model.embed.numel() > 0  # the model is alive while the mappings are read
+    assert str(model_dir) not in Path("/proc/self/maps").read_text()

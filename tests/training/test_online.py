@@ -44,8 +44,15 @@ class FakeControlPlane:
     def publish(
         self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, metrics: Any, *_: Any
     ) -> dict[str, str]:
+        files = sorted(path.name for path in artifact_dir.iterdir())
         self.published.append(
-            {"dir": artifact_dir, "parent": parent_version, "shadow_eval": shadow_eval, "metrics": metrics}
+            {
+                "dir": artifact_dir,
+                "files": files,
+                "parent": parent_version,
+                "shadow_eval": shadow_eval,
+                "metrics": metrics,
+            }
         )
         return {"version": f"v{len(self.published)}", "status": "candidate"}
 
@@ -149,6 +156,8 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert second["status"] == "trained"
     assert trainer.consumer.stats().dead_lettered["bad_json"] == 1
     (published,) = control.published
+    assert published["files"] == ["draft.safetensors", "manifest.json"]
+    assert not published["dir"].exists(), "a published candidate's files stay on the trainer's disk"
     shadow = published["shadow_eval"]
     assert set(shadow) >= {"all", "code"} and shadow["all"]["live"] == 1.0 and shadow["all"]["traces"] > 0
     assert shadow["all"]["candidate"] >= 1.0

@@ -15,7 +15,7 @@ class DraftVocab:
     """Bijection between draft ids ``0..size-1`` and a subset of target ids."""
 
     def __init__(self, draft_to_target: torch.Tensor, target_vocab_size: int):
-        ids = draft_to_target.to(torch.long)
+        ids = draft_to_target.to(torch.long, copy=True)  # never a view of a loaded file's mapping
         if ids.ndim != 1 or ids.numel() == 0:
             raise ValueError("draft vocabulary must be a non-empty 1-D tensor of target ids")
         if int(ids.min()) < 0 or int(ids.max()) >= target_vocab_size:

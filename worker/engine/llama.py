@@ -259,7 +259,9 @@ class LlamaModel:
         """Build from HF ``LlamaForCausalLM`` parameter names (fusing projections once, here)."""
 
         def get(name: str) -> torch.Tensor:
-            return state[name].to(dtype).contiguous()
+            # A copy: ``load_file`` tensors are views of the whole mapped file, so keeping any of
+            # them (embedding, norms) would keep every weight's pages resident a second time.
+            return state[name].to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
 
         layers = []
         for i in range(spec.num_layers):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class DraftSwapper:
         self._base = control_plane_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {cluster_token}"}
         self._cache_dir = cache_dir
+        shutil.rmtree(cache_dir, ignore_errors=True)  # downloads a crash left behind
         self._loader = loader
         self._installer = installer
         self._lock = threading.Lock()
@@ -85,7 +87,7 @@ class DraftSwapper:
     def _swap(self, version: str | None) -> None:
         started = time.monotonic()
         try:
-            draft = self._loader(self._fetch(version)) if version is not None else None
+            draft = self._load(version) if version is not None else None
             installed = threading.Event()
             errors: list[BaseException] = []
 
@@ -113,12 +115,18 @@ class DraftSwapper:
         log.info("now serving draft %s (%.2f s)", version, time.monotonic() - started)
         self._ack(version, ok=True, error="", seconds=time.monotonic() - started)
 
-    def _fetch(self, version: str) -> Path:
-        """Download manifest and weights into the local cache; verify the sha256 while streaming."""
-        target = self._cache_dir / version
-        partial = self._cache_dir / f"{version}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+    def _load(self, version: str) -> object:
+        """Fetch and load; the files go once loaded (a worker would otherwise keep every version)."""
+        self._cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=self._cache_dir))
+        try:
+            self._fetch(version, staging)
+            return self._loader(staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _fetch(self, version: str, directory: Path) -> None:
+        """Download manifest and weights into ``directory``; verify the sha256 while streaming."""
         with httpx.Client(base_url=self._base, headers=self._headers, timeout=60) as client:
             meta = client.get(f"/internal/drafts/{version}/manifest")
             meta.raise_for_status()
@@ -127,19 +135,15 @@ class DraftSwapper:
             digest = hashlib.sha256()
             with client.stream("GET", f"/internal/drafts/{version}/artifact") as response:
                 response.raise_for_status()
-                with (partial / WEIGHTS_FILE).open("wb") as handle:
+                with (directory / WEIGHTS_FILE).open("wb") as handle:
                     for chunk in response.iter_bytes():
                         digest.update(chunk)
                         handle.write(chunk)
         if digest.hexdigest() != expected:
-            shutil.rmtree(partial, ignore_errors=True)
             raise SwapFailed(f"sha256 mismatch for {version}: refusing the artifact")
         manifest = dict(info.get("manifest") or {})
         manifest.update({"sha256": expected, "version": version})
-        (partial / MANIFEST_FILE).write_text(json.dumps(manifest))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-        return target
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
 
     def _ack(self, version: str | None, ok: bool, error: str, seconds: float) -> None:
         ack = SwapAck(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import shutil
 import socket
 import time
 from collections import Counter, OrderedDict, deque
@@ -320,6 +321,8 @@ class OnlineTrainer:
         except (PublishError, httpx.HTTPError, OSError) as exc:
             log.warning("candidate from round %d not published: %s", self.state.round, exc)
             return {"published": False, "reason": str(exc), "shadow_eval": shadow}
+        finally:
+            shutil.rmtree(out, ignore_errors=True)  # uploaded, or superseded by the next candidate
         self.state.last_candidate = result.get("version")
         self._round_losses = []
         self.state.window_start = self.state.window_end = None
@@ -330,12 +333,13 @@ class OnlineTrainer:
             return self._live[1]
         directory = self.root / "live" / version
         try:
-            if not directory.is_dir():
-                self.control.fetch_draft(version, directory)
+            self.control.fetch_draft(version, directory)
             draft, _ = load_draft(directory)
         except (httpx.HTTPError, DraftArtifactError, OSError) as exc:
             log.warning("live draft %s unavailable: %s", version, exc)
             return None
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)  # kept in memory; files would pile up per version
         self._live = (version, draft)
         return draft
 
