@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.kernel_memory import first_and_second_pass_mib
 from worker.engine.linear import EXACT_ROWS, linear, onednn_available, pack, padded_rows
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="oneDNN packing unavailable")
@@ -36,52 +35,32 @@ def test_packed_linear_matches_plain_linear(shape: tuple[int, ...]) -> None:
 
 
 KERNEL_MEMORY_SCRIPT = """
-import ctypes, sys, torch
+import sys, torch
+from tests.kernel_memory import malloc_in_use_mib
 from worker.native_memory import limit_kernel_caches
 if len(sys.argv) > 1:
     limit_kernel_caches(int(sys.argv[1]))
+from tests.kernel_memory import first_and_second_pass_mib
 from worker.engine.linear import linear, pack
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
 torch.set_num_threads(1)
 weight = pack(torch.randn(256, 128))
-def in_use_mib():
-    return libc.mallinfo2().uordblks / 2**20
-start = in_use_mib()
+start = malloc_in_use_mib()
 for rows in range(1, 257):
     linear(torch.randn(rows, 128), weight)
-first = in_use_mib()
+first = malloc_in_use_mib()
 for rows in range(1, 257):
     linear(torch.randn(rows, 128), weight)
-print(first - start, in_use_mib() - first)
+print(first - start, malloc_in_use_mib() - first)
 """
-
-
-def _kernel_memory(*args: str) -> tuple[float, float]:
-    """(MiB held after row counts 1..256 once, MiB more after a second pass) in a fresh process."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KERNEL_MEMORY_SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    first, second = done.stdout.split()
-    return float(first), float(second)
 
 
 @needs_onednn
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallinfo2 is glibc")
 def test_every_row_count_costs_bounded_kernel_memory_once() -> None:
     # Unpadded, 256 row counts built 256 kernels: about 150 MiB held for good.
-    first, second = _kernel_memory()
+    first, second = first_and_second_pass_mib(KERNEL_MEMORY_SCRIPT)
     assert first < 48, f"{first:.1f} MiB of kernels for one weight"
     assert second < 2, "a second pass over the same row counts built new kernels"
-    capped_first, _ = _kernel_memory("4")
+    capped_first, _ = first_and_second_pass_mib(KERNEL_MEMORY_SCRIPT, "4")
     assert capped_first < 12, f"{capped_first:.1f} MiB with the caches capped at 4 kernels"
