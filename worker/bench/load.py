@@ -2,7 +2,9 @@
 
 Reports errors by status, latency percentiles, tokens/s and the resident memory of every process
 over the run: its peak, and its growth after warm-up (the first fifth of the run) in the mean and
-in the floor (the lowest reading), so a leak shows as a number, not a feeling.
+in the floor (the lowest reading), so a leak shows as a number, not a feeling. A trainer's memory
+follows its rounds, not the clock, so its floor is also reported per round: the lowest reading
+between one round checkpoint and the next.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib,
 from worker.bench.clients import ClientPool, Request, RequestSource
 from worker.bench.report import emit
 from worker.bench.swap import PROMPTS, percentile
+from worker.training.checkpoint import LATEST
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--feature-cache-tokens", type=int, default=None, help="trainer feature cache (default: the setting)"
+    )
+    parser.add_argument(
+        "--trainer-steps",
+        type=int,
+        default=None,
+        help="optimizer steps per training round (default: the setting); fewer steps, more rounds to compare",
     )
     parser.add_argument("--json", type=Path, required=True)
     return parser.parse_args(argv)
@@ -56,7 +65,7 @@ def chats(model: str, max_tokens: int) -> RequestSource:
     return source
 
 
-def _memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: float) -> dict[str, Any]:
+def memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: float) -> dict[str, Any]:
     report = {}
     for name, series in samples.items():
         if not series:
@@ -75,18 +84,45 @@ def _memory_report(samples: dict[str, list[tuple[float, int]]], duration_s: floa
     return report
 
 
+def _latest_round(checkpoints: Path) -> int | None:
+    """The trainer's last checkpointed round, from the pointer its checkpoints are published by."""
+    try:
+        return int((checkpoints / LATEST).read_text().strip().removeprefix("round-"))
+    except (OSError, ValueError):
+        return None
+
+
+class RoundFloors:
+    """The trainer's lowest RSS in each interval between two round checkpoints."""
+
+    def __init__(self, checkpoints: Path):
+        self.checkpoints = checkpoints
+        self.rounds: list[dict[str, float]] = []
+        self._round = _latest_round(checkpoints)
+        self._floor_kib: int | None = None
+
+    def observe(self, t_s: float, kib: int) -> None:
+        self._floor_kib = kib if self._floor_kib is None else min(self._floor_kib, kib)
+        latest = _latest_round(self.checkpoints)
+        if latest is not None and latest != self._round:
+            floor_mib = round(self._floor_kib / 1024, 1)
+            self.rounds.append({"round": latest, "t_s": round(t_s, 1), "floor_rss_mib": floor_mib})
+            self._round, self._floor_kib = latest, None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
     caps = {
         "BOREALIS_REPLAY_MAX_RECORDS": args.replay_records,
         "BOREALIS_TRAINER_FEATURE_CACHE_TOKENS": args.feature_cache_tokens,
+        "BOREALIS_TRAINER_STEPS_PER_ROUND": args.trainer_steps,
     }
     extra_env = {name: str(value) for name, value in caps.items() if value is not None}
     with private_appliance(settings, trainer=True, extra_env=extra_env) as appliance:
         admin = appliance.admin_client()
         admin.put("/api/policy", json={"mode": "manual", "reason": "bench load"}).raise_for_status()
         drafts = [
-            publish_draft(appliance.base_url, appliance.cluster_token, path)["version"]
+            publish_draft(appliance.base_url, appliance.cluster_token, path, source="upload")["version"]
             for path in make_day0_drafts(settings.resolved_model_path, appliance.home / "drafts")
         ]
         admin.post(f"/api/drafts/{drafts[0]}/approve", json={"reason": "bench load"}).raise_for_status()
@@ -95,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         clients = ClientPool(appliance.base_url, args.clients, chats(model, args.max_tokens), timeout_s=300)
         pids = appliance.pids()
         samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
+        trainer_rounds = RoundFloors(appliance.home / "trainer" / "checkpoints")
         duration_s = args.minutes * 60
         started = time.monotonic()
         clients.start()
@@ -104,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 kib = rss_kib(pid)
                 if kib is not None:
                     samples[name].append((now - started, kib))
+                    if name == "training-worker":
+                        trainer_rounds.observe(now - started, kib)
             if args.swap_every and now >= next_swap:
                 target = drafts[(swaps + 1) % 2]
                 action = "approve" if swaps == 0 else "rollback"
@@ -125,10 +164,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokens_per_s": round(sum(o.completion_tokens for o in outcomes) / elapsed, 2),
         "swaps": swaps,
         "trainer_candidates": sum(1 for version in versions if version["source"] == "trainer"),
-        "memory": _memory_report(samples, elapsed),
+        "memory": memory_report(samples, elapsed),
+        "trainer_round_floors": trainer_rounds.rounds,
         "trainer_caps": {
             "replay_max_records": args.replay_records or settings.replay_max_records,
             "feature_cache_tokens": args.feature_cache_tokens or settings.trainer_feature_cache_tokens,
+            "steps_per_round": args.trainer_steps or settings.trainer_steps_per_round,
         },
         "clients": args.clients,
         "minutes": args.minutes,

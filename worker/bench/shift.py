@@ -274,7 +274,8 @@ def run_arm(arm: str, static_draft: Path, prompts: list[Prompt], args: argparse.
         policy = {"mode": "auto", "margin": 0.05, "reason": "bench shift"}
         client.put("/api/policy", json=policy).raise_for_status()
         if arm != "scratch":  # the first draft published is promoted: nothing live to compare with
-            version = publish_draft(appliance.base_url, appliance.cluster_token, static_draft)["version"]
+            base, token = appliance.base_url, appliance.cluster_token
+            version = publish_draft(base, token, static_draft, source="offline")["version"]
             wait_for_version(client, version)
         model = client.get("/v1/models").json()["data"][0]["id"]
         started = time.monotonic()

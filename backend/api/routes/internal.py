@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import ClusterDep, SessionDep
 from backend.api.errors import APIError
@@ -13,6 +15,7 @@ from backend.schemas.operator import RegisteredDraft, TrainerView, VersionId
 from backend.services.artifacts import ArtifactRejected, ArtifactStore
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, TransitionError, desired_version
+from backend.services.swaps import SwapPublisher
 from borealis.wire import (
     WIRE_VERSION,
     DraftRegistration,
@@ -80,29 +83,47 @@ def _store(request: Request) -> ArtifactStore:
     return store
 
 
-@router.put("/drafts/{version_id}/artifact")
-async def upload_artifact(version_id: VersionId, request: Request) -> dict[str, str]:
-    """Raw safetensors body; refused unless size, sha256 and format match the registration."""
-    sessions = request.app.state.sessions
+def _expected_upload(sessions: sessionmaker[Session], version_id: str) -> tuple[str, int]:
     with sessions() as session:
         row = drafts.get(session, version_id)
         if row is None:
             raise APIError(404, f"draft version {version_id!r} does not exist", type_="not_found_error")
         if row.status != drafts.UPLOADING:
             raise APIError(409, f"{version_id} already has its artifact", type_="conflict_error")
-        expected_sha, expected_bytes = row.artifact_sha256, row.artifact_bytes
-    try:
-        await _store(request).receive(version_id, request.stream(), expected_sha, expected_bytes)
-    except ArtifactRejected as exc:
-        with sessions() as session:
-            audit.record(session, TRAINER, "draft.artifact_refused", version_id, str(exc))
-        raise APIError(400, f"artifact refused: {exc}") from exc
+        return row.artifact_sha256, row.artifact_bytes
+
+
+def _refuse_upload(sessions: sessionmaker[Session], version_id: str, reason: str) -> None:
+    with sessions() as session:
+        audit.record(session, TRAINER, "draft.artifact_refused", version_id, reason)
+
+
+def _accept_upload(
+    sessions: sessionmaker[Session], publisher: SwapPublisher, version_id: str
+) -> dict[str, str]:
     with sessions() as session:
         try:
-            row = Registry(session, request.app.state.swap_publisher).artifact_received(version_id, TRAINER)
+            row = Registry(session, publisher).artifact_received(version_id, TRAINER)
         except TransitionError as exc:
             raise APIError(exc.status, str(exc)) from exc
         return {"version": row.id, "status": row.status}
+
+
+@router.put("/drafts/{version_id}/artifact")
+async def upload_artifact(version_id: VersionId, request: Request) -> dict[str, str]:
+    """Raw safetensors body; refused unless size, sha256 and format match the registration.
+
+    Async to stream the body; the database and swap-publishing work around it runs in the thread
+    pool, so a slow database or Redis never stalls the event loop that relays inference streams.
+    """
+    sessions = request.app.state.sessions
+    expected_sha, expected_bytes = await run_in_threadpool(_expected_upload, sessions, version_id)
+    try:
+        await _store(request).receive(version_id, request.stream(), expected_sha, expected_bytes)
+    except ArtifactRejected as exc:
+        await run_in_threadpool(_refuse_upload, sessions, version_id, str(exc))
+        raise APIError(400, f"artifact refused: {exc}") from exc
+    return await run_in_threadpool(_accept_upload, sessions, request.app.state.swap_publisher, version_id)
 
 
 @router.get("/drafts/{version_id}/manifest")
