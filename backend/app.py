@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
 from backend.api.routes import control, drafts, health, internal, metrics, openai, session, stats, workers
 from backend.db.migrate import upgrade
@@ -59,10 +60,16 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         app.state.observer = RequestObserver(app.state.metrics, monitor, app.state.serving_stats)
         app.state.trace_bus = TraceBusMonitor(TraceBusConfig.from_settings(settings))
         app.state.metrics.registry.register(app.state.trace_bus)
-        timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=512)) as client:
+        # A short pool wait: past its limit the router answers 429 before a request could queue here.
+        timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0, pool=5.0)
+        limits = httpx.Limits(max_connections=settings.max_in_flight + 16)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             app.state.inference_router = InferenceRouter(
-                app.state.sessions, client, settings.worker_stale_seconds
+                app.state.sessions,
+                client,
+                settings.worker_stale_seconds,
+                app.state.cluster_token,
+                settings.max_in_flight,
             )
             yield
         app.state.swap_publisher.close()
@@ -75,6 +82,8 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     app.state.metrics = ServingMetrics()
     app.state.serving_stats = ServingStats()
     install_error_handlers(app)
+    # Artifact uploads are cluster-authenticated and bounded by their registered size instead.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffixes=("/artifact",))
     for module in (health, metrics, openai, internal, workers, drafts, control, session, stats):
         app.include_router(module.router)
     app.include_router(dashboard_router)

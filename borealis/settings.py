@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from borealis.domains import parse_allowlist
 
 
 def default_home() -> Path:
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(default=2048, ge=16, description="Longest prompt accepted, in tokens.")
     max_new_tokens_limit: int = Field(default=1024, ge=1, description="Largest max_tokens accepted.")
     request_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_request_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body the control plane reads (413)."
+    )
+    max_in_flight: int = Field(
+        default=256, ge=1, le=100_000, description="Requests one control plane relays at once; more get 429."
+    )
     trace_stream: str = Field(default="traces", description="Trace stream key, under `redis_key_prefix`.")
     trace_dead_letter_stream: str = Field(
         default="traces:dead",
@@ -88,6 +96,13 @@ class Settings(BaseSettings):
     replay_half_life_seconds: float = Field(
         default=1800.0, gt=0, description="Age at which a trace's replay sampling weight halves."
     )
+    domains: str = Field(
+        default="code,prose,chat",
+        max_length=4096,
+        pattern=r"^[A-Za-z0-9_.,-]*$",
+        description="Comma-separated traffic domain labels clients may use; any other label counts as "
+        "`other` (bounds metrics, held-out sets, drift windows).",
+    )
     drift_window_requests: int = Field(default=100, ge=1, description="Requests per drift window.")
     drift_reference_windows: int = Field(
         default=3, ge=1, description="Windows before the recent one that form the drift reference."
@@ -114,6 +129,9 @@ class Settings(BaseSettings):
         default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
+    worker_max_queued: int = Field(
+        default=32, ge=0, le=4096, description="Requests a worker queues beyond `max_batch`; more get 503."
+    )
     worker_tune_allocator: bool = Field(
         default=True,
         description="glibc: large tensors in mmap and freed pages returned after swaps (flat memory).",
@@ -166,6 +184,13 @@ class Settings(BaseSettings):
     )
     trainer_heldout_max_records: int = Field(
         default=64, ge=1, description="Held-out traces kept per domain; the latest this many are evaluated."
+    )
+    trainer_max_caller_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Most of the shadow-eval set one API key (or `anonymous`) may fill while others "
+        "have traces to offer.",
     )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
@@ -221,6 +246,16 @@ class Settings(BaseSettings):
     trainer_watchdog_seconds: float = Field(
         default=15.0, gt=0, le=3600, description="How often a training worker checks its round loop is alive."
     )
+
+    @field_validator("domains")
+    @classmethod
+    def _bounded_domains(cls, value: str) -> str:
+        parse_allowlist(value)
+        return value
+
+    @property
+    def allowed_domains(self) -> frozenset[str]:
+        return parse_allowlist(self.domains)
 
     @property
     def resolved_trainer_threads(self) -> int:

@@ -22,6 +22,13 @@ from pydantic import (
 
 WIRE_VERSION = 1
 
+MAX_GENERATED_TOKENS = 16_384  # also the longest trace output
+MAX_SEED = 2**63 - 1
+DraftVersion = Annotated[str, StringConstraints(pattern=r"^v[0-9]{1,9}$")]
+DomainLabel = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+CallerLabel = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort", "error"]
 DraftSource = Literal["trainer", "upload", "offline"]
@@ -44,7 +51,7 @@ class WorkerRegistration(WireModel):
     worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     url: str = Field(min_length=1, max_length=512, description="Where the control plane reaches it.")
     model: str = Field(min_length=1, max_length=256)
-    draft_version: str | None = Field(default=None, max_length=128)
+    draft_version: DraftVersion | None = None
     active_requests: int = Field(default=0, ge=0)
     max_context_tokens: int = Field(ge=1)
     traces_exported: int = Field(default=0, ge=0, description="Trace records handed to Redis since start.")
@@ -60,7 +67,7 @@ class HeartbeatReply(WireModel):
     restarted worker, or one that missed a swap command, converges without operator action.
     """
 
-    desired_draft_version: str | None = None
+    desired_draft_version: DraftVersion | None = None
     learning_paused: bool = False
 
 
@@ -73,7 +80,7 @@ class SwapCommand(WireModel):
     """Control plane → inference workers (Redis pub/sub): load this draft version and switch to it."""
 
     command_id: str = Field(min_length=1, max_length=64)
-    draft_version: str | None = Field(default=None, max_length=64, description="None: serve without a draft.")
+    draft_version: DraftVersion | None = Field(default=None, description="None: serve without a draft.")
     artifact_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     reason: str = Field(default="", max_length=500)
 
@@ -82,7 +89,7 @@ class SwapAck(WireModel):
     """Inference worker → control plane: the outcome of a swap (or of a reconcile)."""
 
     worker_id: str = Field(min_length=1, max_length=128)
-    draft_version: str | None = Field(default=None, max_length=64)
+    draft_version: DraftVersion | None = None
     ok: bool
     error: str = Field(default="", max_length=2000)
     load_seconds: float = Field(default=0.0, ge=0.0)
@@ -95,7 +102,7 @@ class DraftRegistration(WireModel):
     live draft on the same held-out traces: ``{"code": {"candidate": 2.9, "live": 2.4}}``.
     """
 
-    parent_version: str | None = Field(default=None, max_length=64)
+    parent_version: DraftVersion | None = None
     artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     artifact_bytes: int = Field(gt=0, le=4 * 1024**3)
     manifest: dict[str, Any] = Field(default_factory=dict)
@@ -108,15 +115,16 @@ class DraftRegistration(WireModel):
 class GenerateRequest(WireModel):
     """Control plane → inference worker: one generation, by prompt text or chat turns."""
 
-    request_id: str = Field(min_length=1, max_length=128)
+    request_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     prompt: str | None = Field(default=None, max_length=400_000)
     messages: list[ChatTurn] | None = Field(default=None, max_length=512)
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=MAX_GENERATED_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list, max_length=4)
-    domain: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    stop: list[StopString] = Field(default_factory=list, max_length=4)
+    domain: DomainLabel | None = None
+    caller: CallerLabel = Field(default="anonymous", description="Who sent it: the API key's name.")
 
 
 class SpecDecodeStats(BaseModel):
@@ -128,7 +136,7 @@ class SpecDecodeStats(BaseModel):
     num_accepted_tokens: int = 0
     accepted_per_position: list[int] = Field(default_factory=list)
     mean_acceptance_length: float = 0.0
-    draft_version: str | None = None
+    draft_version: DraftVersion | None = None
     decode_seconds: float = Field(default=0.0, ge=0.0)  # this request's share of its decoding steps
     target_only_seconds: float = Field(default=0.0, ge=0.0)  # the same, estimated without speculation
 
@@ -160,7 +168,7 @@ class WorkerError(WireModel):
 
 TRACE_SCHEMA_VERSION = 1
 MAX_TRACE_PROMPT_TOKENS = 32_768
-MAX_TRACE_OUTPUT_TOKENS = 16_384
+MAX_TRACE_OUTPUT_TOKENS = MAX_GENERATED_TOKENS
 MAX_TRACE_STEPS = MAX_TRACE_OUTPUT_TOKENS  # every step emits at least one token
 MAX_PROPOSED_PER_STEP = 128
 MAX_TRACE_PROPOSED_TOKENS = 262_144
@@ -168,7 +176,6 @@ MAX_FEATURE_BYTES = 32 * 1024 * 1024
 MAX_FEATURE_LAYERS = 8
 
 TokenId = Annotated[int, Field(ge=0, lt=2**31)]
-DomainLabel = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class TraceStep(BaseModel):
@@ -265,9 +272,10 @@ class TraceRecord(WireModel):
     request_id: str = Field(min_length=1, max_length=128)
     worker_id: str | None = Field(default=None, max_length=128)
     model: str = Field(min_length=1, max_length=256)
-    draft_version: str | None = Field(default=None, max_length=128, description="None: no learned draft.")
+    draft_version: DraftVersion | None = Field(default=None, description="None: no learned draft.")
     domain: DomainLabel
     domain_source: Literal["request", "detected"]
+    caller: CallerLabel = Field(default="anonymous", description="The API key's name that sent it.")
     started_at: float = Field(ge=0, description="Unix seconds when the request was admitted.")
     finished_at: float = Field(ge=0, description="Unix seconds when its last token was emitted.")
     finish_reason: FinishReason

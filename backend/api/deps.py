@@ -106,16 +106,20 @@ def require_cluster(request: Request, auth: BearerDep) -> None:
         raise APIError(401, "cluster token required", type_="authentication_error")
 
 
-def require_api_key(auth: BearerDep, settings: SettingsDep, session: SessionDep) -> None:
-    """Inference endpoints: an API key when the deployment requires one."""
-    if not settings.require_api_key:
-        return
-    if auth is None or credentials.find_active(session, credentials.API_KEY, auth.credentials) is None:
+def require_api_key(auth: BearerDep, settings: SettingsDep, session: SessionDep) -> str:
+    """Inference endpoints: an API key when the deployment requires one. Returns the caller's label
+    for traces (``key-<id>`` of a valid key, else ``anonymous``), never the key itself."""
+    credential = None
+    if auth is not None:
+        credential = credentials.find_active(session, credentials.API_KEY, auth.credentials)
+    if credential is None and settings.require_api_key:
         raise APIError(
             401, "a valid API key is required", type_="authentication_error", code="invalid_api_key"
         )
+    return f"key-{credential.id}" if credential is not None else "anonymous"
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
 ClusterDep = Depends(require_cluster)
 ApiKeyDep = Depends(require_api_key)
+CallerDep = Annotated[str, Depends(require_api_key)]

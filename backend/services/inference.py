@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 
 
 class NoWorkerAvailable(Exception):
-    """No healthy inference worker serves the requested model."""
+    """No healthy inference worker serves the requested model (or every one is full)."""
+
+
+class Overloaded(Exception):
+    """This control plane already relays its limit of requests; the client should retry later."""
+
+
+class _WorkerBusy(Exception):
+    """One worker's queue is full (503): try the next."""
 
 
 class WorkerRejected(Exception):
@@ -35,12 +43,20 @@ class WorkerFailed(Exception):
 
 class InferenceRouter:
     def __init__(
-        self, sessions: Callable[[], Session], client: httpx.AsyncClient, stale_after_s: float
+        self,
+        sessions: Callable[[], Session],
+        client: httpx.AsyncClient,
+        stale_after_s: float,
+        cluster_token: str,
+        max_in_flight: int,
     ) -> None:
         self._sessions = sessions
         self._client = client
         self._stale_after_s = stale_after_s
+        self._headers = {"content-type": "application/json", "authorization": f"Bearer {cluster_token}"}
+        self._max_in_flight = max_in_flight
         self._in_flight: Counter[str] = Counter()
+        self._relaying = 0
 
     def _candidates(self, model: str) -> list[Worker]:
         with self._sessions() as session:
@@ -57,6 +73,16 @@ class InferenceRouter:
 
     async def generate(self, request: GenerateRequest, model: str) -> AsyncGenerator[GenerateChunk, None]:
         """Yield the worker's chunks; fail over to another worker only before any token was sent."""
+        if self._relaying >= self._max_in_flight:
+            raise Overloaded(f"{self._relaying} requests in flight, the limit of this control plane")
+        self._relaying += 1
+        try:
+            async for chunk in self._generate(request, model):
+                yield chunk
+        finally:
+            self._relaying -= 1
+
+    async def _generate(self, request: GenerateRequest, model: str) -> AsyncGenerator[GenerateChunk, None]:
         candidates = await run_in_threadpool(self._candidates, model)
         if not candidates:
             raise NoWorkerAvailable(f"no healthy inference worker serves model {model!r}")
@@ -69,7 +95,7 @@ class InferenceRouter:
                     "POST",
                     worker.url.rstrip("/") + "/generate",
                     content=request.model_dump_json(),
-                    headers={"content-type": "application/json"},
+                    headers=self._headers,
                 ) as response:
                     if response.status_code >= 400:
                         body = await response.aread()
@@ -83,17 +109,22 @@ class InferenceRouter:
                         if chunk.finish_reason is not None:
                             return
                 raise WorkerFailed(f"worker {worker.id} ended the stream without finishing")
-            except (httpx.HTTPError, WorkerFailed) as exc:
+            except (httpx.HTTPError, WorkerFailed, _WorkerBusy) as exc:
                 if started:
                     raise WorkerFailed(f"worker {worker.id} failed mid-request: {exc}") from exc
-                log.warning("worker %s unreachable, trying the next: %s", worker.id, exc)
+                if not isinstance(exc, _WorkerBusy):
+                    log.warning("worker %s unreachable, trying the next: %s", worker.id, exc)
                 last_error = exc
             finally:
                 self._in_flight[worker.id] -= 1
+        if isinstance(last_error, _WorkerBusy):
+            raise NoWorkerAvailable(f"every worker for {model!r} is at capacity; retry shortly")
         raise NoWorkerAvailable(f"every worker for {model!r} failed: {last_error}")
 
 
 def _rejection(status: int, body: bytes) -> Exception:
+    if status == 503:
+        return _WorkerBusy(body.decode(errors="replace")[:200])
     if 400 <= status < 500:
         try:
             return WorkerRejected(status, WorkerError.model_validate_json(body).message)

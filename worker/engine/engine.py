@@ -8,6 +8,7 @@ off (or not paying) the tree is just the root and this is plain batched decoding
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,8 @@ from worker.engine.types import FinishReason, GenerationRequest, SpecStats, Step
 from worker.engine.verify import Verdict, verify_tree
 
 SpecMode = Literal["off", "chain", "tree"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,26 +159,34 @@ class SpecEngine:
         events = []
         while self._waiting and len(self._active) < self.config.max_batch:
             request = self._waiting.popleft()
-            slot = len(self._active)
-            prompt = request.prompt_ids
-            hidden = self._prefill(slot, prompt)
-            seq = _Sequence(
-                request=request,
-                generator=make_generator(request.params),
-                tokens=list(prompt),
-                kv_len=len(prompt),
-                ngram=NgramIndex(max_n=self.config.spec.ngram_max_n),
-            )
-            seq.ngram.extend(prompt)
-            logits = self.target.logits(hidden)[0]
-            token = (
-                int(logits.argmax())
-                if is_greedy(request.params)
-                else sample(target_probs(logits, request.params), seq.generator)
-            )
+            try:
+                seq, token = self._start(request, slot=len(self._active))
+            except Exception as exc:  # this request fails; the slot was never taken
+                events.append(_failed(request.request_id, SpecStats(), exc))
+                continue
             self._active.append(seq)
-            events.append(self._emit(slot, [token]))
+            events.append(self._emit(len(self._active) - 1, [token]))
         return self._drop_finished(events)
+
+    def _start(self, request: GenerationRequest, slot: int) -> tuple[_Sequence, int]:
+        """Prefill a request into ``slot`` and choose its first token."""
+        prompt = request.prompt_ids
+        hidden = self._prefill(slot, prompt)
+        seq = _Sequence(
+            request=request,
+            generator=make_generator(request.params),
+            tokens=list(prompt),
+            kv_len=len(prompt),
+            ngram=NgramIndex(max_n=self.config.spec.ngram_max_n),
+        )
+        seq.ngram.extend(prompt)
+        logits = self.target.logits(hidden)[0]
+        token = (
+            int(logits.argmax())
+            if is_greedy(request.params)
+            else sample(target_probs(logits, request.params), seq.generator)
+        )
+        return seq, token
 
     def _prefill(self, slot: int, prompt: list[int]) -> torch.Tensor:
         """Fill the slot's cache and feature history in chunks; returns the last position's hidden state."""
@@ -198,20 +209,38 @@ class SpecEngine:
         logits, features = self._verify_forward(trees)
         events = []
         for slot, seq in enumerate(active):
-            tree = trees[slot]
-            verdict = verify_tree(tree, logits[slot], seq.request.params, seq.generator)
-            self._record(seq, tree, verdict, draft_nodes[slot], ngram_nodes[slot])
-            self._commit(slot, tree, verdict, features[slot])
-            position = seq.generated
-            event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
-            if self.config.record_traces:
-                accepted = min(len(verdict.accepted), len(event.token_ids))
-                seq.trace.append(step_trace(tree, draft_nodes[slot], position, accepted))
-                if event.finish_reason is not None:
-                    event = replace(event, trace=tuple(seq.trace))
+            try:
+                event = self._accept(
+                    slot, trees[slot], logits[slot], features[slot], draft_nodes[slot], ngram_nodes[slot]
+                )
+            except Exception as exc:  # one sequence's sampling or stopping fails that sequence only
+                event = _failed(seq.request.request_id, seq.stats, exc)
             events.append(event)
         self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
         return self._drop_finished(events)
+
+    def _accept(
+        self,
+        slot: int,
+        tree: ProposalTree,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+        draft_nodes: dict[int, float],
+        ngram_nodes: set[int],
+    ) -> TokenEvent:
+        """Verify one sequence's tree, commit the accepted path and emit its tokens."""
+        seq = self._active[slot]
+        verdict = verify_tree(tree, logits, seq.request.params, seq.generator)
+        self._record(seq, tree, verdict, draft_nodes, ngram_nodes)
+        self._commit(slot, tree, verdict, features)
+        position = seq.generated
+        event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
+        if self.config.record_traces:
+            accepted = min(len(verdict.accepted), len(event.token_ids))
+            seq.trace.append(step_trace(tree, draft_nodes, position, accepted))
+            if event.finish_reason is not None:
+                event = replace(event, trace=tuple(seq.trace))
+        return event
 
     def _account_time(self, seconds: float, emitted: list[int]) -> None:
         """Each sequence's share of a step's time, and what target-only decoding would spend on its tokens.
@@ -388,3 +417,9 @@ class SpecEngine:
                 self.draft_cache.move_slot(last, slot, moved.draft_len + 1)
             self._active[slot] = moved
         self._active.pop()
+
+
+def _failed(request_id: str, stats: SpecStats, exc: Exception) -> TokenEvent:
+    """The final event of a sequence that raised: it ends with an error, the batch goes on."""
+    log.exception("request %s failed in the engine", request_id, exc_info=exc)
+    return TokenEvent(request_id, [], "error", stats, error=f"{type(exc).__name__}: {exc}"[:500])

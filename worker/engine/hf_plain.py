@@ -6,6 +6,7 @@ speculative engine is checked against, and what serves when no faster engine is 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
 from worker.engine.types import FinishReason, GenerationRequest, SpecStats, TokenEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,24 +69,32 @@ class PlainHFEngine:
         events = []
         for request_id in list(self._sequences):
             seq = self._sequences[request_id]
-            params = seq.request.params
-            output = self.model(
-                input_ids=torch.tensor([seq.pending]), past_key_values=seq.cache, use_cache=True
-            )
-            logits = output.logits[0, -1]
-            if is_greedy(params):
-                token = int(torch.argmax(logits).item())
-            else:
-                token = sample(target_probs(logits, params), seq.generator)
-            seq.pending = [token]
-            seq.generated += 1
-            seq.stats.num_steps += 1
-            finish: FinishReason | None = None
-            if token in params.stop_token_ids:
-                finish = "stop"
-            elif seq.generated >= params.max_new_tokens:
-                finish = "length"
-            if finish is not None:
+            try:
+                event = self._advance(seq)
+            except Exception as exc:  # one sequence's failure ends that sequence only
+                log.exception("request %s failed in the engine", request_id)
+                event = TokenEvent(
+                    request_id, [], "error", seq.stats, error=f"{type(exc).__name__}: {exc}"[:500]
+                )
+            if event.finish_reason is not None:
                 del self._sequences[request_id]
-            events.append(TokenEvent(request_id, [token], finish, seq.stats if finish else None))
+            events.append(event)
         return events
+
+    def _advance(self, seq: _Sequence) -> TokenEvent:
+        params = seq.request.params
+        output = self.model(input_ids=torch.tensor([seq.pending]), past_key_values=seq.cache, use_cache=True)
+        logits = output.logits[0, -1]
+        if is_greedy(params):
+            token = int(torch.argmax(logits).item())
+        else:
+            token = sample(target_probs(logits, params), seq.generator)
+        seq.pending = [token]
+        seq.generated += 1
+        seq.stats.num_steps += 1
+        finish: FinishReason | None = None
+        if token in params.stop_token_ids:
+            finish = "stop"
+        elif seq.generated >= params.max_new_tokens:
+            finish = "length"
+        return TokenEvent(seq.request.request_id, [token], finish, seq.stats if finish else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "error"]  # error: this sequence failed, no other
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     stats: SpecStats | None = None  # set on the final event
     trace: tuple[StepTrace, ...] | None = None  # set on the final event when the engine records traces
+    error: str | None = None  # why this sequence failed (finish_reason "error"); its batch continues
 
 
 class Engine(Protocol):

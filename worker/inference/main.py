@@ -36,8 +36,15 @@ def run_inference_worker(settings: Settings) -> None:
     serving = build_engine(settings, model_dir)
     prompts = PromptBuilder.from_model_dir(model_dir, serving.max_context_tokens)
     runner = EngineRunner(serving.engine)
-    state = WorkerState(settings.resolved_worker_id, settings.model_name, runner, prompts)
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    state = WorkerState(
+        settings.resolved_worker_id,
+        settings.model_name,
+        runner,
+        prompts,
+        cluster_token=token,
+        max_requests=settings.max_batch + settings.worker_max_queued,
+    )
     swapper = _swapper(settings, state, runner, serving, token)
     exporter = TraceExporter(TraceBusConfig.from_settings(settings)) if settings.redis_url else None
     if exporter is not None:

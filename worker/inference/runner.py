@@ -98,12 +98,16 @@ class EngineRunner:
             if event is not None and sink is not None:
                 sink(event)
             return
+        request_id = command.request.request_id
+        if request_id in self._sinks:
+            command.sink(ValueError(f"request id {request_id!r} is already running"))
+            return
         try:
             self._engine.submit(command.request)
-        except ValueError as exc:
+        except Exception as exc:  # a refused request fails alone; the engine thread goes on
             command.sink(exc)
             return
-        self._sinks[command.request.request_id] = command.sink
+        self._sinks[request_id] = command.sink
 
     def _drain(self, block: bool) -> None:
         while True:

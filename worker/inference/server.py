@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from borealis.secrets import tokens_equal
 from borealis.wire import WIRE_VERSION, GenerateChunk, GenerateRequest, SpecDecodeStats, WorkerError
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats, TokenEvent
 from worker.inference.detokenizer import StopStringStream
@@ -28,8 +30,11 @@ class WorkerState:
     model_name: str
     runner: EngineRunner
     prompts: PromptBuilder
+    cluster_token: str
+    max_requests: int  # admitted at once (decoding + queued); beyond, 503 with Retry-After
     draft_version: str | None = None
     traces: TraceSink | None = None  # None: no trace bus configured
+    in_flight: set[str] = field(default_factory=set)  # request ids admitted and not yet finished
 
 
 def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecodeStats:
@@ -67,6 +72,7 @@ async def _stream(
     def deliver(event: TokenEvent | BaseException) -> None:
         loop.call_soon_threadsafe(events.put_nowait, event)
 
+    state.in_flight.add(request.request_id)
     state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), deliver)
     text = StopStringStream(state.prompts.decode, request.stop)
     output_ids: list[int] = []
@@ -76,11 +82,10 @@ async def _stream(
     try:
         while True:
             event = await events.get()
-            if isinstance(event, BaseException):
+            if isinstance(event, BaseException) or event.finish_reason == "error":
                 finished = True
-                yield _line(
-                    GenerateChunk(request_id=request.request_id, finish_reason="error", error=str(event))
-                )
+                error = str(event) if isinstance(event, BaseException) else event.error
+                yield _line(GenerateChunk(request_id=request.request_id, finish_reason="error", error=error))
                 return
             was_stopped = text.stopped
             output_ids.extend(event.token_ids)
@@ -121,8 +126,15 @@ async def _stream(
             yield _line(chunk)
             return
     finally:
+        state.in_flight.discard(request.request_id)
         if not finished:
             state.runner.abort(request.request_id)
+
+
+def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        WorkerError(status=status, message=message).model_dump(), status_code=status, headers=headers
+    )
 
 
 def create_worker_app(state: WorkerState) -> FastAPI:
@@ -139,14 +151,23 @@ def create_worker_app(state: WorkerState) -> FastAPI:
         }
 
     @app.post("/generate", response_model=None)
-    def generate(request: GenerateRequest) -> StreamingResponse | JSONResponse:
+    async def generate(request: GenerateRequest, http: Request) -> StreamingResponse | JSONResponse:
+        """Only the control plane may call: it holds the cluster token and has vetted the request."""
+        auth = http.headers.get("authorization", "")
+        if not (auth.startswith("Bearer ") and tokens_equal(auth[len("Bearer ") :], state.cluster_token)):
+            return _refusal(401, "cluster token required")
         if request.wire_version != WIRE_VERSION:
-            error = WorkerError(status=400, message=f"wire version {request.wire_version} != {WIRE_VERSION}")
-            return JSONResponse(error.model_dump(), status_code=400)
+            return _refusal(400, f"wire version {request.wire_version} != {WIRE_VERSION}")
+        if request.request_id in state.in_flight:
+            return _refusal(409, f"request id {request.request_id!r} is already running")
+        if len(state.in_flight) >= state.max_requests:
+            return _refusal(
+                503, f"worker busy: {len(state.in_flight)} requests admitted", {"Retry-After": "1"}
+            )
         try:
-            prompt_ids = state.prompts.prompt_ids(request)
+            prompt_ids = await run_in_threadpool(state.prompts.prompt_ids, request)
         except PromptRejected as exc:
-            return JSONResponse(WorkerError(status=400, message=str(exc)).model_dump(), status_code=400)
+            return _refusal(400, str(exc))
         return StreamingResponse(_stream(state, request, prompt_ids), media_type="application/x-ndjson")
 
     return app

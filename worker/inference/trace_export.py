@@ -61,6 +61,7 @@ class TraceSink:
             draft_version=finished.draft_version,
             domain=domain,
             domain_source=source,
+            caller=request.caller,
             started_at=finished.started_at,
             finished_at=max(time.time(), finished.started_at),
             finish_reason=finished.finish_reason,

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import torch
 
+from borealis.domains import OTHER, canonical_domain
 from borealis.publish import PublishError
 from borealis.settings import Settings
 from borealis.wire import DriftReport, TraceRecord
@@ -52,6 +53,27 @@ def is_heldout(record: TraceRecord, fraction: float) -> bool:
     """A stable hash of the request id, so a redelivered trace lands on the same side."""
     bucket = int(hashlib.sha256(record.request_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return bucket < fraction
+
+
+def newest_with_caller_cap(records: list[TraceRecord], count: int, share: float) -> list[TraceRecord]:
+    """The newest ``count`` records, no caller holding more than ``share`` of them while others have
+    records to offer (then the newest left over fill the rest): a burst from one API key cannot
+    decide the held-out set alone. Oldest first, as shadow evaluation reads them."""
+    newest = sorted(records, key=lambda r: r.finished_at, reverse=True)
+    cap = max(1, int(share * count))
+    taken: Counter[str] = Counter()
+    chosen: list[TraceRecord] = []
+    leftover: list[TraceRecord] = []
+    for record in newest:
+        if len(chosen) >= count:
+            break
+        if taken[record.caller] < cap:
+            taken[record.caller] += 1
+            chosen.append(record)
+        else:
+            leftover.append(record)
+    chosen += leftover[: count - len(chosen)]
+    return sorted(chosen, key=lambda r: r.finished_at)
 
 
 class OnlineTrainer:
@@ -156,6 +178,9 @@ class OnlineTrainer:
         for delivery in deliveries:
             self._unacked.append(delivery.entry_id)
             record = delivery.record
+            domain = canonical_domain(record.domain, self.settings.allowed_domains) or OTHER
+            if domain != record.domain:  # a label the operator does not allow: counted as `other`
+                record = record.model_copy(update={"domain": domain})
             tokens = record.prompt_ids + record.output_ids
             if delivery.entry_id in self._seen or not record.output_ids:
                 continue  # already trained on, or nothing generated: acked, not learned
@@ -270,8 +295,10 @@ class OnlineTrainer:
         """
         assert self.trainer is not None
         depth = self.settings.trainer_eval_depth
-        held = sorted((r for records in self.heldout.values() for r in records), key=lambda r: r.finished_at)
-        records = held[-self.settings.trainer_heldout_max_records :]
+        held = [r for records in self.heldout.values() for r in records]
+        records = newest_with_caller_cap(
+            held, self.settings.trainer_heldout_max_records, self.settings.trainer_max_caller_share
+        )
         examples = [self._paced(self._example, r) for r in records]
         candidate = self._paced(simulated_acceptance, self.trainer.draft, self.trainer.embed, examples, depth)
         live_draft = self._live_draft(live) if live else None

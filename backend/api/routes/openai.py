@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from backend.api.deps import ApiKeyDep, ObserverDep, RouterDep, SettingsDep
+from backend.api.deps import ApiKeyDep, CallerDep, ObserverDep, RouterDep, SettingsDep
 from backend.api.errors import APIError
 from backend.schemas.openai import (
     AssistantMessage,
@@ -26,14 +27,22 @@ from backend.schemas.openai import (
     SamplingFields,
     Usage,
 )
-from backend.services.inference import InferenceRouter, NoWorkerAvailable, WorkerFailed, WorkerRejected
+from backend.services.inference import (
+    InferenceRouter,
+    NoWorkerAvailable,
+    Overloaded,
+    WorkerFailed,
+    WorkerRejected,
+)
 from backend.services.observation import RequestObserver
+from borealis.domains import canonical_domain
 from borealis.settings import Settings
 from borealis.wire import ChatTurn, GenerateChunk, GenerateRequest
 
 router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[ApiKeyDep])
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
+DISCONNECT_POLL_SECONDS = 0.5
 
 
 async def _check_model(body: SamplingFields, settings: Settings, inference: InferenceRouter) -> None:
@@ -58,7 +67,10 @@ def _bounded_max_tokens(requested: int | None, default: int, settings: Settings)
     return max_tokens
 
 
-def _wire_request(body: SamplingFields, max_tokens: int, **prompt: Any) -> GenerateRequest:
+def _wire_request(
+    body: SamplingFields, max_tokens: int, settings: Settings, caller: str, **prompt: Any
+) -> GenerateRequest:
+    requested = body.metadata.domain if body.metadata else None
     return GenerateRequest(
         request_id=uuid.uuid4().hex,
         max_tokens=max_tokens,
@@ -66,7 +78,8 @@ def _wire_request(body: SamplingFields, max_tokens: int, **prompt: Any) -> Gener
         top_p=body.top_p,
         seed=body.seed,
         stop=body.stop_list(),
-        domain=body.metadata.domain if body.metadata else None,
+        domain=canonical_domain(requested, settings.allowed_domains),
+        caller=caller,
         **prompt,
     )
 
@@ -75,6 +88,20 @@ def _generation(
     inference: InferenceRouter, observer: RequestObserver, request: GenerateRequest, model: str
 ) -> AsyncGenerator[GenerateChunk, None]:
     return observer.observe(inference.generate(request, model), request.domain)
+
+
+def _api_error(exc: Exception) -> APIError:
+    """The one mapping from routing failures to client-facing statuses."""
+    if isinstance(exc, WorkerRejected):
+        return APIError(exc.status, str(exc))
+    if isinstance(exc, Overloaded):
+        return APIError(429, str(exc), type_="rate_limit_error", headers={"Retry-After": "1"})
+    if isinstance(exc, NoWorkerAvailable):
+        return APIError(503, str(exc), type_="server_error", headers={"Retry-After": "2"})
+    return APIError(502, str(exc), type_="server_error")
+
+
+ROUTING_ERRORS = (WorkerRejected, Overloaded, NoWorkerAvailable, WorkerFailed)
 
 
 async def _collect(stream: AsyncGenerator[GenerateChunk, None]) -> tuple[str, GenerateChunk]:
@@ -87,13 +114,25 @@ async def _collect(stream: AsyncGenerator[GenerateChunk, None]) -> tuple[str, Ge
                 if chunk.finish_reason == "error":
                     raise APIError(502, f"inference failed: {chunk.error}", type_="server_error")
                 return "".join(parts), chunk
-    except WorkerRejected as exc:
-        raise APIError(exc.status, str(exc)) from exc
-    except NoWorkerAvailable as exc:
-        raise APIError(503, str(exc), type_="server_error") from exc
-    except WorkerFailed as exc:
-        raise APIError(502, str(exc), type_="server_error") from exc
+    except ROUTING_ERRORS as exc:
+        raise _api_error(exc) from exc
+    finally:
+        await stream.aclose()  # tells the worker to stop when the client went away
     raise APIError(502, "inference ended without a result", type_="server_error")
+
+
+async def _collect_while_connected(
+    http: Request, stream: AsyncGenerator[GenerateChunk, None]
+) -> tuple[str, GenerateChunk]:
+    """Like ``_collect``, but a client that disconnects cancels generation on the worker too."""
+    task = asyncio.ensure_future(_collect(stream))
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+        if not task.done() and await http.is_disconnected():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise APIError(499, "client closed the request", code="client_closed")
+    return task.result()
 
 
 def _usage(chunk: GenerateChunk) -> Usage:
@@ -108,14 +147,9 @@ def _sse(payload: dict[str, Any]) -> bytes:
 async def _first_chunk(stream: AsyncGenerator[GenerateChunk, None]) -> GenerateChunk:
     """Start generation before the HTTP response so early failures still get a proper status code."""
     try:
-        first = await anext(stream)
-    except WorkerRejected as exc:
-        raise APIError(exc.status, str(exc)) from exc
-    except NoWorkerAvailable as exc:
-        raise APIError(503, str(exc), type_="server_error") from exc
-    except WorkerFailed as exc:
-        raise APIError(502, str(exc), type_="server_error") from exc
-    return first
+        return await anext(stream)
+    except ROUTING_ERRORS as exc:
+        raise _api_error(exc) from exc
 
 
 Render = Callable[[GenerateChunk], list[dict[str, Any]]]
@@ -180,14 +214,21 @@ async def list_models(settings: SettingsDep, inference: RouterDep) -> ModelList:
 
 @router.post("/completions", response_model=Completion)
 async def create_completion(
-    body: CompletionRequest, settings: SettingsDep, inference: RouterDep, observer: ObserverDep
+    body: CompletionRequest,
+    http: Request,
+    settings: SettingsDep,
+    inference: RouterDep,
+    observer: ObserverDep,
+    caller: CallerDep,
 ) -> Completion | StreamingResponse:
     await _check_model(body, settings, inference)
     max_tokens = _bounded_max_tokens(body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, settings)
-    request = _wire_request(body, max_tokens, prompt=body.prompt_text())
+    request = _wire_request(body, max_tokens, settings, caller, prompt=body.prompt_text())
     completion_id, created = f"cmpl-{request.request_id}", int(time.time())
     if not body.stream:
-        text, final = await _collect(_generation(inference, observer, request, body.model))
+        text, final = await _collect_while_connected(
+            http, _generation(inference, observer, request, body.model)
+        )
         return Completion(
             id=completion_id,
             created=created,
@@ -218,7 +259,12 @@ async def create_completion(
 
 @router.post("/chat/completions", response_model=ChatCompletion)
 async def create_chat_completion(
-    body: ChatCompletionRequest, settings: SettingsDep, inference: RouterDep, observer: ObserverDep
+    body: ChatCompletionRequest,
+    http: Request,
+    settings: SettingsDep,
+    inference: RouterDep,
+    observer: ObserverDep,
+    caller: CallerDep,
 ) -> ChatCompletion | StreamingResponse:
     await _check_model(body, settings, inference)
     default_max = settings.max_new_tokens_limit
@@ -226,10 +272,12 @@ async def create_chat_completion(
     turns = [
         ChatTurn(role="system" if m.role == "developer" else m.role, content=m.text()) for m in body.messages
     ]
-    request = _wire_request(body, max_tokens, messages=turns)
+    request = _wire_request(body, max_tokens, settings, caller, messages=turns)
     completion_id, created = f"chatcmpl-{request.request_id}", int(time.time())
     if not body.stream:
-        text, final = await _collect(_generation(inference, observer, request, body.model))
+        text, final = await _collect_while_connected(
+            http, _generation(inference, observer, request, body.model)
+        )
         return ChatCompletion(
             id=completion_id,
             created=created,
