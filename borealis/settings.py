@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         default=1800.0, gt=0, description="Age at which a trace's replay sampling weight halves."
     )
     domains: str = Field(
-        default="code,prose,chat",
+        default="code,prose,chat,math",
         max_length=4096,
         pattern=r"^[A-Za-z0-9_.,-]*$",
         description="Comma-separated traffic domain labels clients may use; any other label counts as "
@@ -242,6 +242,12 @@ class Settings(BaseSettings):
         ge=0,
         le=19,
         description="OS niceness of a training worker: on a shared machine, serving gets the CPU first.",
+    )
+    trainer_chain_lease_seconds: float = Field(
+        default=120.0,
+        ge=1.0,
+        le=86_400,
+        description="A training loop not seen alive this long (its worker died) is restarted by another.",
     )
     trainer_watchdog_seconds: float = Field(
         default=15.0, gt=0, le=3600, description="How often a training worker checks its round loop is alive."

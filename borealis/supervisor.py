@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -126,8 +127,9 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     try:
         if not settings.redis_url:
             redis_port = free_port()
-            redis_process = start_embedded_redis(home / "redis", redis_port, logs / "redis.log")
-            env["BOREALIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            password = secrets.token_urlsafe(24)
+            redis_process = start_embedded_redis(home / "redis", redis_port, logs / "redis.log", password)
+            env["BOREALIS_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{redis_port}/0"
             print(f"embedded redis on 127.0.0.1:{redis_port}", flush=True)
         upgrade(settings.resolved_database_url)
         if prepare_model and not settings.model_path:

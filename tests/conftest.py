@@ -21,6 +21,8 @@ from borealis.embedded_redis import start_embedded_redis
 from borealis.settings import Settings
 from tests.procs import free_port
 
+REDIS_PASSWORD = "test-" + "redis-password"  # the embedded server always requires one
+
 RUN_ID = uuid.uuid4().hex[:10]
 
 
@@ -32,8 +34,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     port = free_port()
     home = tmp_path_factory.mktemp("redis")
-    process = start_embedded_redis(home, port, home / "redis.log")
-    yield f"redis://127.0.0.1:{port}/0"
+    process = start_embedded_redis(home, port, home / "redis.log", REDIS_PASSWORD)
+    yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)
 

@@ -11,6 +11,7 @@ import yaml
 
 from borealis.cli import build_parser
 from borealis.settings import Settings
+from tests.test_compose_stack import SECRETS, interpolate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +47,24 @@ def test_ports_line_up(compose: dict[str, Any]) -> None:
     assert worker_port in services["inference-worker"]["expose"]
     assert f":{worker_port}/health" in " ".join(services["inference-worker"]["healthcheck"]["test"])
     assert f":{api_port}/health" in " ".join(services["api"]["healthcheck"]["test"])
+    secrets = {name: "secret" for name in SECRETS}
     for url_key, service in (("BOREALIS_REDIS_URL", "redis"), ("BOREALIS_DATABASE_URL", "postgres")):
-        assert urlparse(api_env[url_key]).hostname == service
+        assert urlparse(interpolate(api_env[url_key], secrets)).hostname == service
+
+
+def test_every_container_shares_the_operators_secrets(compose: dict[str, Any]) -> None:
+    """Compose refuses to start without them, so no container generates a token of its own."""
+    for name, service in compose["services"].items():
+        if service.get("build") and name != "model-prepare":
+            token = service["environment"]["BOREALIS_CLUSTER_TOKEN"]
+            assert token.startswith("${BOREALIS_CLUSTER_TOKEN:?"), name
+    assert compose["services"]["api"]["environment"]["BOREALIS_ADMIN_TOKEN"].startswith(
+        "${BOREALIS_ADMIN_TOKEN:?"
+    )
+    with pytest.raises(KeyError, match="BOREALIS_REDIS_PASSWORD"):
+        interpolate(compose["services"]["api"]["environment"]["BOREALIS_REDIS_URL"], {})
+    assert "api-home:/data" in compose["services"]["api"]["volumes"]
+    assert "/data" in compose["services"]["training-worker"]["volumes"]
 
 
 def test_workers_read_the_model_the_prepare_step_writes(compose: dict[str, Any]) -> None:
@@ -59,7 +76,7 @@ def test_workers_read_the_model_the_prepare_step_writes(compose: dict[str, Any])
     volume, mount = volume_spec.split(":")[:2]
     relative = written.relative_to(mount)
     for name in ("inference-worker", "training-worker"):
-        (spec,) = services[name]["volumes"]
+        (spec,) = [v for v in services[name]["volumes"] if v.startswith("models:")]
         worker_volume, worker_mount = spec.split(":")[:2]
         assert worker_volume == volume
         assert Path(services[name]["environment"]["BOREALIS_MODEL_PATH"]) == Path(worker_mount) / relative

@@ -15,6 +15,8 @@ from tests.drafts import make_draft_artifact
 from tests.procs import cli_argv, free_port, start, stop, wait_until
 from tests.stack import CLUSTER_TOKEN, Stack, Traffic
 
+REDIS_PASSWORD = "test-" + "redis-password"  # the embedded server always requires one
+
 pytestmark = pytest.mark.slow
 MODEL = "tiny-llama"
 
@@ -58,8 +60,10 @@ def test_control_plane_restart_keeps_registry_policy_audit_and_learning(
 def test_serving_survives_redis_outage_and_reconnects(tmp_path: Path, tiny_model_dir: Path) -> None:
     port = free_port()
     redis_dir = tmp_path / "redis"
-    redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log")
-    stack = Stack(tmp_path / "home", f"redis://127.0.0.1:{port}/0", "outage", tiny_model_dir, MODEL)
+    redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log", REDIS_PASSWORD)
+    stack = Stack(
+        tmp_path / "home", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0", "outage", tiny_model_dir, MODEL
+    )
     body = {"model": MODEL, "prompt": "hello there", "max_tokens": 8, "temperature": 0}
 
     def complete() -> int:
@@ -98,7 +102,7 @@ def test_serving_survives_redis_outage_and_reconnects(tmp_path: Path, tiny_model
         assert [complete() for _ in range(3)] == [200, 200, 200]  # serving does not need Redis
         wait_until(lambda: bus()["dropped"] >= 1, 30, "drops reported while Redis is down")
         assert bus()["stream_length"] is None
-        redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log")
+        redis_process = start_embedded_redis(redis_dir, port, redis_dir / "redis.log", REDIS_PASSWORD)
         exported_before = bus()["exported"]
         wait_until(
             lambda: complete() == 200 and bus()["exported"] > exported_before,

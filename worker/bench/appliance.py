@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -88,8 +89,9 @@ def private_appliance(
     redis_process = None
     if not settings.redis_url:
         redis_port = free_port()
-        redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log")
-        env["BOREALIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        password = secrets.token_urlsafe(24)
+        redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log", password)
+        env["BOREALIS_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{redis_port}/0"
     cli = [sys.executable, "-m", "borealis.cli"]
     appliance = Appliance(
         home, f"http://127.0.0.1:{api_port}", env["BOREALIS_ADMIN_TOKEN"], env["BOREALIS_CLUSTER_TOKEN"], env

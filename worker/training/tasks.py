@@ -5,6 +5,10 @@ chain (its id stored in Redis), and a task of any older chain (e.g. redelivered 
 tasks ack late) sees it is superseded and ends, so exactly one chain runs per deployment. A round
 that fails is logged and the chain continues after a pause: training never takes serving down, and
 a bad round never stops learning for good.
+
+The chain id is a lease: it expires ``trainer_chain_lease_seconds`` after the last sign of life (a
+round refreshes it while it runs). A training worker killed while it held the chain's next round
+lets the lease lapse, and the watchdog of any surviving worker opens a new chain.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import redis
 from celery.signals import worker_ready
 
-from borealis.settings import get_settings
+from borealis.settings import Settings, get_settings
 from worker.native_memory import release_free_memory
 from worker.training.celery_app import app
 
@@ -49,29 +53,76 @@ def _chain_key() -> str:
     return f"{get_settings().redis_key_prefix}:trainer:chain"
 
 
-def start_loop() -> str:
-    """Open a new chain of rounds (superseding any other) and return its id."""
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, decode_responses=True)
+
+
+def start_loop(only_if_none: bool = False) -> str | None:
+    """Open a new chain of rounds (superseding any other) and return its id; with ``only_if_none``,
+    only when no chain holds the lease (several watchdogs may notice a lapse at once)."""
     chain = uuid.uuid4().hex
-    client = redis.Redis.from_url(get_settings().redis_url)
-    client.set(_chain_key(), chain)
-    client.close()
+    client = _redis()
+    try:
+        taken = client.set(_chain_key(), chain, ex=_lease_seconds(), nx=only_if_none)
+    finally:
+        client.close()
+    if not taken:
+        return None
     train_round.apply_async((chain,))
     return chain
 
 
+def _lease_seconds() -> int:
+    return max(1, round(get_settings().trainer_chain_lease_seconds))
+
+
+class _Lease:
+    """Keeps this chain's lease alive while a round runs here; stops if another chain took over."""
+
+    def __init__(self, chain: str) -> None:
+        self._chain = chain
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="chain-lease", daemon=True)
+
+    def refresh(self) -> bool:
+        client = _redis()
+        try:
+            if client.get(_chain_key()) != self._chain:
+                return False
+            client.expire(_chain_key(), _lease_seconds())
+            return True
+        finally:
+            client.close()
+
+    def _keep(self) -> None:
+        while not self._done.wait(_lease_seconds() / 4):
+            try:
+                if not self.refresh():
+                    return
+            except redis.RedisError as exc:
+                log.info("chain lease not refreshed: %s", exc)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+
 def _watch_chain(interval_s: float) -> None:
-    """A Redis restart without persistence forgets the chain id and its queued round: open a new one."""
+    """Open a new chain when none holds the lease: its holder died, or Redis restarted empty."""
     while True:
         time.sleep(interval_s)
         try:
-            client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+            client = _redis()
             try:
                 missing = client.get(_chain_key()) is None
             finally:
                 client.close()
-            if missing:
-                log.warning("training loop lost (Redis restarted?): starting a new one")
-                start_loop()
+            if missing and start_loop(only_if_none=True):
+                log.warning("training loop lost (its worker died, or Redis restarted): started a new one")
         except Exception as exc:  # Redis still down: look again later
             log.info("training loop watchdog: %s", exc)
 
@@ -93,15 +144,19 @@ def _autostart(**_: Any) -> None:
 def train_round(chain: str) -> dict[str, Any]:
     from worker.training.online import seconds_until_next
 
-    global _trainer
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    try:
-        current = client.get(_chain_key())
-    finally:
-        client.close()
-    if current != chain:
+    lease = _Lease(chain)
+    if not lease.refresh():
         return {"status": "superseded"}
+    with lease:
+        report = _run_round(settings)
+    train_round.apply_async((chain,), countdown=seconds_until_next(report, settings))
+    return report
+
+
+def _run_round(settings: Settings) -> dict[str, Any]:
+    global _trainer
+    report: dict[str, Any] = {}
     try:
         if _trainer is None:
             from worker.training.control import HttpControlPlane
@@ -109,7 +164,7 @@ def train_round(chain: str) -> dict[str, Any]:
 
             control = HttpControlPlane(settings)
             paused, _ = control.learning_state()
-            report: dict[str, Any] = {"status": "paused"} if paused else {}
+            report = {"status": "paused"} if paused else {}
             if not paused:
                 _trainer = build_trainer(settings, control)
         if _trainer is not None:
@@ -118,5 +173,4 @@ def train_round(chain: str) -> dict[str, Any]:
     except Exception as exc:  # a failed round must not end the loop
         log.exception("training round failed")
         report = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-    train_round.apply_async((chain,), countdown=seconds_until_next(report, settings))
     return report
