@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             settings.auto_rollback_window,
             settings.auto_rollback_margin,
             settings.auto_rollback,
+            settings.auto_rollback_judge_windows,
         )
         app.state.observer = RequestObserver(app.state.metrics, monitor, app.state.serving_stats)
         app.state.trace_bus = TraceBusMonitor(TraceBusConfig.from_settings(settings))

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     auto_rollback_window: int = Field(
         default=50, ge=5, le=100_000, description="Requests on a new version before judging it live."
     )
+    auto_rollback_judge_windows: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Windows with comparable traffic a new live version must pass before it is trusted.",
+    )
     auto_rollback_margin: float = Field(
         default=0.10,
         ge=0.0,

@@ -91,3 +91,37 @@ def test_a_domain_shift_at_swap_time_is_not_blamed_on_the_draft(setup: Setup) ->
         check = audit.entries(session, 10, action="draft.live_check")[0]
         assert check.target == second and "same domains" in check.reason
         assert not audit.entries(session, 10, action="draft.auto_rollback")
+
+
+def test_a_worse_draft_behind_a_flood_of_fresh_labels_is_still_rolled_back(setup: Setup) -> None:
+    """Windows with nothing comparable are not a pass: the check waits for comparable traffic."""
+    sessions, publisher, monitor = setup
+    with sessions() as session:
+        first = _register(Registry(session, publisher), 2.0, 1.0)
+    _serve(monitor, first, 3.0, domain="code")
+    with sessions() as session:
+        second = _register(Registry(session, publisher), 3.0, 2.0)
+    for _ in range(3):
+        _serve(monitor, second, 2.0, domain="other")  # labels the previous version never served
+    with sessions() as session:
+        assert drafts.live(session).id == second  # type: ignore[union-attr]
+        checks = [c for c in audit.entries(session, 10, action="draft.live_check") if c.target == second]
+        assert len(checks) == 3 and all("not yet judged" in c.reason for c in checks)
+    _serve(monitor, second, 2.0, domain="code")
+    with sessions() as session:
+        assert drafts.live(session).id == first  # type: ignore[union-attr]
+        assert audit.entries(session, 10, action="draft.auto_rollback")
+
+
+def test_a_new_version_is_judged_over_several_windows(setup: Setup) -> None:
+    sessions, publisher, monitor = setup
+    with sessions() as session:
+        first = _register(Registry(session, publisher), 2.0, 1.0)
+    _serve(monitor, first, 3.0)
+    with sessions() as session:
+        second = _register(Registry(session, publisher), 3.0, 2.0)
+    _serve(monitor, second, 3.0)  # the first window passes
+    _serve(monitor, second, 2.0)  # the second falls: still within the judged windows
+    with sessions() as session:
+        assert drafts.live(session).id == first  # type: ignore[union-attr]
+        assert drafts.get(session, second).status == drafts.ROLLED_BACK  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.models import DraftVersion
@@ -18,7 +19,18 @@ UPLOADING = "uploading"
 STATUSES = (UPLOADING, CANDIDATE, PENDING_APPROVAL, LIVE, RETIRED, REJECTED, ROLLED_BACK)
 
 
-def create(session: Session, registration: DraftRegistration) -> DraftVersion:
+def create(session: Session, registration: DraftRegistration, attempts: int = 5) -> DraftVersion:
+    """A new row with the next sequence number; two registrations racing for one number both land
+    (the unique ``seq`` refuses the second, which takes the next number)."""
+    for _ in range(attempts - 1):
+        try:
+            return _insert(session, registration)
+        except IntegrityError:
+            session.rollback()
+    return _insert(session, registration)
+
+
+def _insert(session: Session, registration: DraftRegistration) -> DraftVersion:
     seq = int(session.scalar(select(func.coalesce(func.max(DraftVersion.seq), 0))) or 0) + 1
     version = DraftVersion(
         id=f"v{seq:04d}",

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -66,6 +78,16 @@ class DraftVersion(Base):
     training_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     shadow_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     live_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (  # at most one live version, whatever races the operators and policy run
+        Index(
+            "uq_draft_versions_one_live",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'live'"),
+            postgresql_where=text("status = 'live'"),
+        ),
+    )
 
 
 class ControlState(Base):

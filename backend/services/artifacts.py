@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -85,7 +86,8 @@ class ArtifactStore:
         """Stream an upload to disk, then verify size, sha256 and format; only then make it visible."""
         final = self.weights_path(version)
         final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(final.name + ".partial")
+        # One partial file per upload: two concurrent uploads of a version never write into one file.
+        partial = final.with_name(f"{final.name}.{uuid.uuid4().hex}.partial")
         digest = hashlib.sha256()
         received = 0
         try:

@@ -1,9 +1,10 @@
 """Live acceptance per draft version, and automatic rollback when a new version does worse.
 
 Each finished request adds its speculative counts to its draft version's window. When a window
-fills, the version's ``live_eval`` is stored; the first full window after a promotion is compared
-with the previous version's on the domains both served: a drop beyond the margin rolls back,
-recorded in the audit log.
+fills, the version's ``live_eval`` is stored and, until ``judge_windows`` windows have passed, compared
+with the previous version's on the domains both served: a drop beyond the margin in any of them
+rolls back, recorded in the audit log. A window with no domain in common (say, traffic flooded with
+fresh labels) is "not yet judged", never a pass, so it cannot wave a worse draft through.
 """
 
 from __future__ import annotations
@@ -77,15 +78,17 @@ class LiveMonitor:
         window: int,
         margin: float,
         rollback_enabled: bool,
+        judge_windows: int = 3,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
         self._window = window
         self._margin = margin
         self._rollback_enabled = rollback_enabled
+        self._judge_windows = judge_windows
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = defaultdict(_Window)
-        self._judged: set[str] = set()
+        self._passed: dict[str, int] = defaultdict(int)  # comparable windows a version has passed
 
     def record(self, version: str | None, domain: str | None, steps: int, accepted: int) -> None:
         """Count one finished request (blocking: touches the database when a window fills)."""
@@ -98,9 +101,8 @@ class LiveMonitor:
             if window.total.requests < self._window:
                 return
             del self._windows[version]
-            first = version not in self._judged
-            self._judged.add(version)
-        self._store_and_judge(version, window, judge=first)
+            judge = self._passed[version] < self._judge_windows
+        self._store_and_judge(version, window, judge=judge)
 
     def _store_and_judge(self, version: str, window: _Window, judge: bool) -> None:
         mean = window.total.acceptance_length
@@ -131,8 +133,8 @@ class LiveMonitor:
                 ACTOR,
                 "draft.live_check",
                 version,
-                "no live reference on the same domains to compare with",
-                details={"mean_acceptance_length": live_eval["mean_acceptance_length"]},
+                "not yet judged: no live reference on the same domains to compare with",
+                details={"mean_acceptance_length": live_eval["mean_acceptance_length"], "judged": False},
             )
             return
         mean, reference, shared = compared
@@ -144,13 +146,17 @@ class LiveMonitor:
             "domains": shared,
         }
         if mean >= floor or not self._rollback_enabled:
+            with self._lock:
+                self._passed[version] += 1
+                passed = self._passed[version]
             audit.record(
                 session,
                 ACTOR,
                 "draft.live_check",
                 version,
-                f"live acceptance {mean:.3f} vs previous {reference:.3f} on {', '.join(shared)}",
-                details=details,
+                f"live acceptance {mean:.3f} vs previous {reference:.3f} on {', '.join(shared)}"
+                f" (window {passed} of {self._judge_windows} judged)",
+                details={**details, "judged": True},
             )
             return
         reason = (

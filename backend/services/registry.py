@@ -159,6 +159,7 @@ class Registry:
         previous = drafts.live(self.session)
         if previous is not None:
             previous.status = previous_status
+            self.session.flush()  # the old live row leaves the one-live index before the new one enters
         version.status = drafts.LIVE
         version.promoted_at = utcnow()
         control_state.put(

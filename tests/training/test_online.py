@@ -199,3 +199,23 @@ def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: Lla
     started = time.monotonic()
     assert trainer._paced(busy, 0.05) == "done"
     assert time.monotonic() - started >= 0.05 / 0.25  # busy 0.05 s, then rest 0.15 s
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_round(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    control = FakeControlPlane()
+    push(settings, records[:23])
+    trainer = new_trainer(settings, target, control)
+    assert trainer.run_round()["status"] == "trained"
+    assert trainer.run_round()["status"] == "trained"
+    root = settings.home / "trainer" / "checkpoints"
+    latest = root / (root / LATEST).read_text().strip()
+    assert sorted(p.name for p in root.glob("round-*")) == ["round-00000001", latest.name]
+    (latest / "draft" / "draft.safetensors").write_bytes(b"\x00" * 64)  # a torn write
+    resumed = new_trainer(settings, target, control)
+    assert resumed.state.round == 1 and resumed.trainer is not None
+    push(settings, records[24:])
+    report = resumed.run_round()
+    assert report["status"] == "trained" and report["round"] == 1
+    assert pending(settings) == 0

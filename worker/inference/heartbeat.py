@@ -1,7 +1,9 @@
 """Keeps the control plane told that this worker is alive, where it is and how loaded it is.
 
 A control plane that is down or restarting only delays registration: the loop keeps trying
-and never takes the worker down.
+and never takes the worker down. Its replies are the only authority on which draft to serve: a swap
+command on Redis merely wakes the loop for an early heartbeat (see ``wake``), so whoever can write
+to Redis cannot make a worker load a version the control plane does not serve.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class HeartbeatLoop:
         self._snapshot = snapshot
         self._on_reply = on_reply
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -41,7 +44,12 @@ class HeartbeatLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
+
+    def wake(self) -> None:
+        """Beat now instead of at the next interval (a swap command arrived)."""
+        self._wake.set()
 
     def beat(self, client: httpx.Client) -> bool:
         try:
@@ -68,4 +76,5 @@ class HeartbeatLoop:
         with httpx.Client(timeout=self._interval_s * 2) as client:
             while not self._stop.is_set():
                 self.beat(client)
-                self._stop.wait(self._interval_s)
+                self._wake.wait(self._interval_s)
+                self._wake.clear()

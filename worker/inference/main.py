@@ -74,8 +74,8 @@ def run_inference_worker(settings: Settings) -> None:
     listener = None
     if swapper is not None and settings.redis_url:
 
-        def on_command(command: SwapCommand) -> None:
-            swapper.request(command.draft_version)
+        def on_command(_: SwapCommand) -> None:
+            heartbeat.wake()  # the heartbeat reply, not the command, names the version to serve
 
         listener = SwapListener(settings.redis_url, swap_channel(settings.redis_key_prefix), on_command)
         listener.start()

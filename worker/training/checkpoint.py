@@ -1,13 +1,17 @@
 """Round checkpoints: draft weights, optimizer moments, replay and held-out traces, and trainer state.
 
-Each checkpoint is a fresh ``round-N`` directory made complete before ``LATEST`` (replaced atomically)
-points at it, so a trainer killed at any instant resumes from the last complete round. Safetensors
-and JSON only: nothing here is unpickled.
+Each checkpoint is a fresh ``round-N`` directory made complete and fsynced before ``LATEST`` (replaced
+atomically) points at it, so a trainer killed at any instant, even by a power loss, resumes from the
+last complete round, and traces are acked only once the round that holds them is on disk. The
+previous checkpoint is kept until the next one is durable: a checkpoint that does not load (a
+corrupt file) is logged and the one before it used. Safetensors and JSON only: nothing here is
+unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -22,6 +26,8 @@ from worker.draft.io import load_draft, save_draft
 from worker.draft.model import Eagle3Draft
 
 LATEST = "LATEST"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,21 +73,40 @@ def save_checkpoint(
     _write_records(work / "replay.jsonl", replay)
     _write_records(work / "heldout.jsonl", heldout)
     (work / "state.json").write_text(json.dumps(state.__dict__))
+    _fsync_tree(work)
     os.replace(work, target)
     pointer = root / f".{LATEST}.tmp"
     pointer.write_text(target.name)
+    _fsync_file(pointer)
+    previous = _pointed(root)
     os.replace(pointer, root / LATEST)
+    _fsync_file(root)
     for old in root.glob("round-*"):
-        if old != target:
+        if old not in (target, previous):
             shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def load_checkpoint(root: Path) -> Checkpoint | None:
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    directory = root / pointer.read_text().strip()
+    """The newest checkpoint that loads: ``LATEST``'s, else the older one kept beside it."""
+    latest = _pointed(root)
+    candidates = sorted(root.glob("round-*"), reverse=True) if root.is_dir() else []
+    if latest is not None:
+        candidates = [latest, *(c for c in candidates if c != latest)]
+    for directory in candidates:
+        try:
+            return _load(directory)
+        except Exception as exc:  # corrupt or partial: fall back to the previous round
+            log.error(
+                "checkpoint %s does not load (%s: %s); trying an older one",
+                directory,
+                type(exc).__name__,
+                exc,
+            )
+    return None
+
+
+def _load(directory: Path) -> Checkpoint:
     draft, _ = load_draft(directory / "draft")
     meta = json.loads((directory / "optimizer.json").read_text())
     tensors = load_file(str(directory / "optimizer.safetensors"))
@@ -92,6 +117,31 @@ def load_checkpoint(root: Path) -> Checkpoint | None:
         replay=_read_records(directory / "replay.jsonl"),
         heldout=_read_records(directory / "heldout.jsonl"),
     )
+
+
+def _pointed(root: Path) -> Path | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    return root / pointer.read_text().strip()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Every file, then every directory, so the renamed checkpoint is whole after a crash."""
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            _fsync_file(path)
+    for path in sorted((p for p in directory.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_file(path)
+    _fsync_file(directory)
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
