@@ -195,8 +195,8 @@ class Settings(BaseSettings):
         default=0.5,
         gt=0.0,
         le=1.0,
-        description="Most of the shadow-eval set one API key (or `anonymous`) may fill while others "
-        "have traces to offer.",
+        description="Most of a domain's replay weight, and of the shadow-eval set, one API key (or "
+        "`anonymous`) may hold while other keys have traces to offer.",
     )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")

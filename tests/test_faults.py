@@ -81,7 +81,7 @@ def test_serving_survives_redis_outage_and_reconnects(tmp_path: Path, tiny_model
         "BOREALIS_DRAFT_VOCAB_SIZE": "256",
         "BOREALIS_TRAINER_WATCHDOG_SECONDS": "1",
     }
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, password=REDIS_PASSWORD)
 
     def trainer_reading() -> bool:
         try:

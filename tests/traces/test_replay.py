@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
+from borealis.wire import TraceRecord
 from tests.traces.helpers import make_record
 from worker.traces.replay import ReplayBuffer
 
@@ -56,3 +58,44 @@ def test_token_bound_holds() -> None:
         assert buffer.add(make_record(f"r{i}", prompt_ids=[1] * 20, output_ids=[2] * 30))
     assert buffer.tokens <= 1000 and len(buffer) == 20
     assert not buffer.add(make_record("huge", prompt_ids=[1] * 1001, output_ids=[]))
+
+
+def test_no_caller_holds_more_than_its_share_while_others_contribute() -> None:
+    from worker.traces.replay import cap_shares
+
+    weights = np.ones(100)
+    burst = ["anonymous"] * 90 + ["key-1"] * 10
+    capped = cap_shares(weights, burst, 0.5)
+    assert capped[:90].sum() / capped.sum() == pytest.approx(0.5)
+    three = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    capped = cap_shares(weights, three, 0.4)
+    shares = {o: capped[[i for i, x in enumerate(three) if x == o]].sum() / capped.sum() for o in "abc"}
+    assert shares["a"] == pytest.approx(0.4) and shares["b"] / shares["c"] == pytest.approx(1.5)
+    assert np.array_equal(cap_shares(weights, ["solo"] * 100, 0.5), weights)
+
+
+def test_the_held_out_set_is_not_one_callers_burst() -> None:
+    from worker.training.online import newest_with_caller_cap
+
+    def trace(i: int, caller: str) -> TraceRecord:
+        return TraceRecord(
+            request_id=f"r{i}",
+            model="m",
+            domain="code",
+            domain_source="request",
+            caller=caller,
+            started_at=float(i),
+            finished_at=float(i),
+            finish_reason="length",
+            prompt_ids=[1],
+            output_ids=[2],
+        )
+
+    older = [trace(i, "key-1") for i in range(20)]
+    burst = [trace(100 + i, "anonymous") for i in range(50)]
+    chosen = newest_with_caller_cap(older + burst, 16, 0.5)
+    assert len(chosen) == 16
+    assert sum(r.caller == "anonymous" for r in chosen) == 8
+    assert [r.finished_at for r in chosen] == sorted(r.finished_at for r in chosen)
+    alone = newest_with_caller_cap(burst, 16, 0.5)  # nobody else to yield to: the newest fill it
+    assert [r.request_id for r in alone] == [f"r{100 + i}" for i in range(34, 50)]

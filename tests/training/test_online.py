@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,18 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_round(
     report = resumed.run_round()
     assert report["status"] == "trained" and report["round"] == 1
     assert pending(settings) == 0
+
+
+def test_a_live_draft_made_for_another_target_is_refused_not_trained(target: LlamaModel) -> None:
+    import dataclasses
+
+    from worker.draft.io import DraftArtifactError
+    from worker.draft.model import new_draft
+    from worker.draft.vocab import DraftVocab
+    from worker.training.online import _check_fits
+
+    vocab = DraftVocab.from_counts(Counter(range(64)), 64, target.spec.vocab_size)
+    _check_fits(new_draft(target.spec, vocab), target)
+    other = dataclasses.replace(target.spec, hidden_size=target.spec.hidden_size * 2, head_dim=32)
+    with pytest.raises(DraftArtifactError, match="hidden size"):
+        _check_fits(new_draft(other, vocab), target)

@@ -10,6 +10,7 @@ between one round checkpoint and the next.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from borealis.publish import publish_draft
 from borealis.settings import get_settings
 from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib, wait_for_version
 from worker.bench.clients import ClientPool, Request, RequestSource
+from worker.bench.hostile import HostileClient
 from worker.bench.report import emit
 from worker.bench.swap import PROMPTS, percentile
 from worker.training.checkpoint import LATEST
@@ -45,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="optimizer steps per training round (default: the setting); fewer steps, more rounds to compare",
+    )
+    parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="add a hostile client: degenerate sampling, label floods, oversized bodies, disconnects",
     )
     parser.add_argument("--json", type=Path, required=True)
     return parser.parse_args(argv)
@@ -134,7 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer_rounds = RoundFloors(appliance.home / "trainer" / "checkpoints")
         duration_s = args.minutes * 60
         started = time.monotonic()
+        hostile = HostileClient(appliance.base_url, model) if args.hostile else None
         clients.start()
+        if hostile is not None:
+            hostile.start()
         next_swap, swaps = started + args.swap_every, 0
         while (now := time.monotonic()) - started < duration_s:
             for name, pid in pids.items():
@@ -151,14 +161,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 next_swap = now + args.swap_every
             time.sleep(1.0)
         outcomes = clients.stop()
+        hostile_outcomes = hostile.stop() if hostile is not None else {}
         elapsed = time.monotonic() - started
         versions = admin.get("/api/drafts").json()
+        metrics = admin.get("/metrics").text
     statuses = Counter(o.status for o in outcomes)
     latencies_ms = [o.latency_s * 1000 for o in outcomes if o.ok]
     return {
         "requests": len(outcomes),
         "errors_by_status": {s: c for s, c in statuses.items() if s != "200"},
-        "server_errors": sum(count for status, count in statuses.items() if status.startswith("5")),
+        "server_errors": sum(count for status, count in statuses.items() if status.startswith("5"))
+        + (hostile.server_errors if hostile is not None else 0),
+        "hostile": hostile_outcomes,
+        "domain_labels_in_metrics": len(set(re.findall(r'domain="([^"]+)"', metrics))),
         "p50_ms": percentile(latencies_ms, 0.5),
         "p99_ms": percentile(latencies_ms, 0.99),
         "tokens_per_s": round(sum(o.completion_tokens for o in outcomes) / elapsed, 2),

@@ -5,7 +5,9 @@ fell from 1.71 to 1.41 acceptance length on code). Two rules prevent that. Evict
 earliest-added record of the largest domain, so a domain that stops arriving keeps its share
 instead of being flushed by the new one. Sampling first picks a domain (uniformly at full balance)
 and then a record with weight halving every ``half_life_s`` of age, measured from that domain's
-newest record so a quiet domain still favours its own freshest traces.
+newest record so a quiet domain still favours its own freshest traces. Within a domain, while two or
+more callers (API keys, or ``anonymous``) contributed, none holds more than ``max_caller_share`` of
+the sampling weight: a burst from one key cannot take over what the draft learns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,30 @@ def record_tokens(record: TraceRecord) -> int:
     return len(record.prompt_ids) + len(record.output_ids)
 
 
+def cap_shares(weights: np.ndarray, owners: list[str], share: float) -> np.ndarray:
+    """Scale down every owner holding more than ``share`` of the total weight to that share; owners
+    below it keep their weights. A lone owner keeps everything (there is no one to yield to)."""
+    names = sorted(set(owners))
+    if len(names) < 2 or share >= 1.0:
+        return weights
+    index = np.array([names.index(owner) for owner in owners])
+    original = np.bincount(index, weights=weights, minlength=len(names))
+    totals = original.copy()
+    capped = np.zeros(len(names), dtype=bool)
+    while True:
+        over = ~capped & (totals > share * totals.sum() * (1 + 1e-9))
+        if not over.any():
+            break
+        capped |= over
+        rest = totals[~capped].sum()
+        if rest <= 0.0 or capped.sum() * share >= 1.0:
+            totals[capped] = totals[capped].min()  # everyone capped: equal shares
+            break
+        # k capped owners at share x T each, the rest r unchanged: T = r / (1 - k x share)
+        totals[capped] = share * rest / (1.0 - capped.sum() * share)
+    return weights * (totals / original)[index]
+
+
 class ReplayBuffer:
     def __init__(
         self,
@@ -29,10 +55,14 @@ class ReplayBuffer:
         half_life_s: float,
         domain_balance: float = 1.0,
         seed: int | None = None,
+        max_caller_share: float = 1.0,
     ) -> None:
         """``domain_balance``: 1 draws domains uniformly, 0 in proportion to their record counts."""
         if not 0.0 <= domain_balance <= 1.0:
             raise ValueError("domain_balance must lie in [0, 1]")
+        if not 0.0 < max_caller_share <= 1.0:
+            raise ValueError("max_caller_share must lie in (0, 1]")
+        self.max_caller_share = max_caller_share
         self.max_records = max_records
         self.max_tokens = max_tokens
         self.half_life_s = half_life_s
@@ -90,6 +120,8 @@ class ReplayBuffer:
     def _recency_weights(self, records: deque[TraceRecord]) -> np.ndarray:
         finished = np.fromiter((r.finished_at for r in records), dtype=np.float64, count=len(records))
         weights = np.exp2((finished - finished.max()) / self.half_life_s)
+        if self.max_caller_share < 1.0:
+            weights = cap_shares(weights, [r.caller for r in records], self.max_caller_share)
         return weights / weights.sum()
 
     def _evict(self, by_tokens: bool) -> None:

@@ -86,7 +86,10 @@ class OnlineTrainer:
         self.control = control
         self.root = settings.home / "trainer"
         self.replay = ReplayBuffer(
-            settings.replay_max_records, settings.replay_max_tokens, settings.replay_half_life_seconds
+            settings.replay_max_records,
+            settings.replay_max_tokens,
+            settings.replay_half_life_seconds,
+            max_caller_share=settings.trainer_max_caller_share,
         )
         self.heldout: dict[str, deque[TraceRecord]] = {}
         self.drift = DriftMonitor.from_settings(settings)
@@ -362,13 +365,25 @@ class OnlineTrainer:
         try:
             self.control.fetch_draft(version, directory)
             draft, _ = load_draft(directory)
+            _check_fits(draft, self.target)
         except (httpx.HTTPError, DraftArtifactError, OSError) as exc:
+            # Unusable (gone, corrupt, or made for another target): learn on without it.
             log.warning("live draft %s unavailable: %s", version, exc)
             return None
         finally:
             shutil.rmtree(directory, ignore_errors=True)  # kept in memory; files would pile up per version
         self._live = (version, draft)
         return draft
+
+
+def _check_fits(draft: Eagle3Draft, target: LlamaModel) -> None:
+    """A draft trained for another target would fail every round: refuse it at load time."""
+    config, spec = draft.config, target.spec
+    if (config.hidden_size, config.target_vocab_size) != (spec.hidden_size, spec.vocab_size):
+        raise DraftArtifactError(
+            f"draft for hidden size {config.hidden_size} / vocabulary {config.target_vocab_size}, "
+            f"target has {spec.hidden_size} / {spec.vocab_size}"
+        )
 
 
 def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
