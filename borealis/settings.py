@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         le=1 << 16,
         description="oneDNN kernels kept per cache in inference workers (about 0.6 MB each).",
     )
+    spec_ngram: bool = Field(
+        default=True,
+        description="Propose n-gram (prompt lookup) continuations beside the draft; false: draft-only "
+        "speculation, so acceptance shows the learned draft alone.",
+    )
     spec_adaptive: bool = Field(
         default=True,
         description="Choose speculation depth from measured costs and acceptance; false: always full depth.",

@@ -127,6 +127,13 @@ class GenerateRequest(WireModel):
     caller: CallerLabel = Field(default="anonymous", description="Who sent it: the API key's name.")
 
 
+class AcceptedBySource(BaseModel):
+    """Accepted tokens by proposer; a token both proposed counts for both (the sum may exceed the total)."""
+
+    draft: int = Field(default=0, ge=0, description="Proposed by the learned draft.")
+    ngram: int = Field(default=0, ge=0, description="Proposed by n-gram (prompt) lookup.")
+
+
 class SpecDecodeStats(BaseModel):
     """Per-request speculative decoding counters (vLLM-style names)."""
 
@@ -135,6 +142,7 @@ class SpecDecodeStats(BaseModel):
     num_draft_tokens: int = 0
     num_accepted_tokens: int = 0
     accepted_per_position: list[int] = Field(default_factory=list)
+    accepted_by_source: AcceptedBySource = Field(default_factory=AcceptedBySource)
     mean_acceptance_length: float = 0.0
     draft_version: DraftVersion | None = None
     decode_seconds: float = Field(default=0.0, ge=0.0)  # this request's share of its decoding steps

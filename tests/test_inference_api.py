@@ -208,6 +208,17 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
     ]
     assert float(generated[0].rsplit(" ", 1)[1]) >= 16
 
+    def counter(name: str, extra: str = "") -> float:
+        rows = [row for row in text.splitlines() if row.startswith(name + "{") and labels in row]
+        return sum(float(row.rsplit(" ", 1)[1]) for row in rows if extra in row)
+
+    # No draft is live: every accepted token came from n-gram lookup, none from the draft (that
+    # any are accepted is the engine tests' business: this random model may reject every guess).
+    accepted = counter("borealis:spec_decode_num_accepted_tokens_total")
+    by_source = "borealis:spec_decode_num_accepted_tokens_by_source_total"
+    assert counter(by_source, 'source="ngram"') == accepted
+    assert counter(by_source, 'source="draft"') == 0
+
 
 def test_dashboard_and_local_plotly_are_served(stack: Stack) -> None:
     page = httpx.get(f"{stack.base_url}/dashboard", follow_redirects=True)

@@ -35,6 +35,12 @@ class ServingMetrics:
             [*labels, "position"],
             registry=r,
         )
+        self.accepted_by_source = Counter(
+            f"{PREFIX}spec_decode_num_accepted_tokens_by_source",
+            "Accepted draft tokens by proposer (draft, ngram); a token both proposed counts for both.",
+            [*labels, "source"],
+            registry=r,
+        )
         self.num_steps = Counter(
             f"{PREFIX}spec_decode_num_target_steps", "Target forward passes.", labels, registry=r
         )
@@ -104,6 +110,8 @@ class ServingMetrics:
         self.num_drafts.labels(**labels).inc(stats.num_drafts)
         self.num_draft_tokens.labels(**labels).inc(stats.num_draft_tokens)
         self.num_accepted_tokens.labels(**labels).inc(stats.num_accepted_tokens)
+        self.accepted_by_source.labels(**labels, source="draft").inc(stats.accepted_by_source.draft)
+        self.accepted_by_source.labels(**labels, source="ngram").inc(stats.accepted_by_source.ngram)
         for position, accepted in enumerate(stats.accepted_per_position):
             if accepted:
                 self.accepted_per_pos.labels(**labels, position=str(position)).inc(accepted)

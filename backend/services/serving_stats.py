@@ -27,6 +27,9 @@ class Cell:
     generation_tokens: int = 0
     steps: int = 0  # target steps of requests that speculated
     emitted: int = 0  # tokens those steps emitted: steps + accepted draft tokens
+    accepted: int = 0  # accepted proposed tokens
+    accepted_from_draft: int = 0  # of those, proposed by the learned draft (also counted if n-gram did)
+    accepted_from_ngram: int = 0  # of those, proposed by n-gram lookup
     decode_seconds: float = 0.0  # decoding time of the requests (their shares of batched steps)
     target_only_seconds: float = 0.0  # the workers' estimate of the same without speculation
 
@@ -37,12 +40,24 @@ class Cell:
         self.generation_tokens += other.generation_tokens
         self.steps += other.steps
         self.emitted += other.emitted
+        self.accepted += other.accepted
+        self.accepted_from_draft += other.accepted_from_draft
+        self.accepted_from_ngram += other.accepted_from_ngram
         self.decode_seconds += other.decode_seconds
         self.target_only_seconds += other.target_only_seconds
 
     @property
     def mean_acceptance_length(self) -> float | None:
         return round(self.emitted / self.steps, 4) if self.steps else None
+
+    @property
+    def draft_share_of_accepted(self) -> float | None:
+        """Share of accepted tokens the learned draft proposed: how much of τ is the draft's doing."""
+        return round(self.accepted_from_draft / self.accepted, 4) if self.accepted else None
+
+    @property
+    def ngram_share_of_accepted(self) -> float | None:
+        return round(self.accepted_from_ngram / self.accepted, 4) if self.accepted else None
 
     @property
     def speedup_over_target_only(self) -> float | None:
@@ -109,6 +124,9 @@ class ServingStats:
                 if stats.num_drafts > 0:
                     cell.steps += stats.num_steps
                     cell.emitted += stats.num_steps + stats.num_accepted_tokens
+                    cell.accepted += stats.num_accepted_tokens
+                    cell.accepted_from_draft += stats.accepted_by_source.draft
+                    cell.accepted_from_ngram += stats.accepted_by_source.ngram
 
     def record_error(self, domain: str | None) -> None:
         with self._lock:

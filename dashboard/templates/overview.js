@@ -21,6 +21,11 @@
     const requests = sum(weighted, "requests");
     document.getElementById("kpi-acceptance").textContent = requests
       ? B.fixed(weighted.reduce((n, b) => n + b.mean_acceptance_length * b.requests, 0) / requests, 2) : "—";
+    const accepted = sum(minute, "accepted");
+    document.getElementById("kpi-draft-share").textContent = "tokens per target step; draft share of accepted tokens: " +
+      (accepted ? `${B.fixed(100 * sum(minute, "accepted_from_draft") / accepted, 0)}% ` +
+        `(n-gram ${B.fixed(100 * sum(minute, "accepted_from_ngram") / accepted, 0)}%; a token both proposed counts for both)`
+        : "—");
     const five = recent(buckets, 300);
     document.getElementById("kpi-requests").textContent = `${sum(five, "requests")} / ${sum(five, "errors")}`;
   }

@@ -233,6 +233,15 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
         30,
         "speedup over target-only reported",
     )
+    share = page.locator("#kpi-draft-share")
+    wait_until(
+        lambda: (
+            re.search(r"draft share of accepted tokens: \d+% \(n-gram \d+%", share.text_content() or "")
+            is not None
+        ),
+        30,
+        "draft share of accepted tokens reported",
+    )
     assert first["version"] in page.locator("#workers").text_content()
     dashboard.shot("overview")
 

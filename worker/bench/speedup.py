@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--mode", choices=["chain", "tree"], default="tree")
+    parser.add_argument(
+        "--no-ngram", action="store_true", help="draft-only speculation: acceptance shows the draft alone"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
     parser.add_argument("--json", dest="json_path", default=None)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))
     spec = SpecEngine(
         target,
-        EngineConfig(args.batch, max_len, spec=SpecConfig(mode=args.mode)),
+        EngineConfig(args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)),
         make_draft(args.draft, target, train_ids),
     )
     warm = prompts[:1]
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = sum(s.num_steps for s in spec_stats)
     accepted = sum(s.num_accepted_tokens for s in spec_stats)
     drafts = sum(s.num_drafts for s in spec_stats)
+    from_draft = sum(s.accepted_from_draft for s in spec_stats)
+    from_ngram = sum(s.accepted_from_ngram for s in spec_stats)
     depth = max((len(s.accepted_per_position) for s in spec_stats), default=0)
     per_position = [
         sum(s.accepted_per_position[k] for s in spec_stats if k < len(s.accepted_per_position))
@@ -157,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         / max(sum(s.decode_seconds for s in spec_stats), 1e-9),
         "mean_acceptance_length": (accepted + steps) / max(steps, 1),
         "per_position_acceptance": per_position,
+        # who proposed the accepted tokens; a token both proposed counts for both
+        "accepted_by_source": {"draft": from_draft, "ngram": from_ngram, "total": accepted},
+        "draft_share_of_accepted": from_draft / accepted if accepted else None,
         "outputs_identical": hf_out == lookup_out == off_out == spec_out,
         "outputs_identical_per_arm": {
             "hf_prompt_lookup": lookup_out == hf_out,
@@ -170,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": args.workload,
         "draft": args.draft,
         "mode": args.mode,
+        "ngram": not args.no_ngram,
         "requests": len(prompts),
         "max_new_tokens": args.max_new_tokens,
         "generated_tokens": sum(map(len, spec_out)),

@@ -367,6 +367,8 @@ class SpecEngine:
                 stats.accepted_per_position.extend([0] * (depth - len(stats.accepted_per_position)))
             for position in range(len(verdict.accepted)):
                 stats.accepted_per_position[position] += 1
+            stats.accepted_from_draft += sum(node in draft_nodes for node in verdict.accepted)
+            stats.accepted_from_ngram += sum(node in ngram_nodes for node in verdict.accepted)
         sources: tuple[tuple[bool, dict[int, float] | set[int]], ...] = (
             (True, draft_nodes),
             (False, ngram_nodes),

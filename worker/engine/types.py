@@ -39,6 +39,10 @@ class SpecStats:
     num_draft_tokens: int = 0
     num_accepted_tokens: int = 0
     accepted_per_position: list[int] = field(default_factory=list)  # [k]: drafts with token k accepted
+    # Accepted tokens by who proposed them; a token both proposed counts for both, so the two
+    # may add up to more than num_accepted_tokens.
+    accepted_from_draft: int = 0  # the learned draft proposed it
+    accepted_from_ngram: int = 0  # n-gram lookup proposed it
     decode_seconds: float = 0.0  # this request's share of the wall time of the decoding steps it was in
     target_only_seconds: float = 0.0  # the same share had those tokens been decoded without speculation
 

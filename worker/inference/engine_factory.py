@@ -49,7 +49,7 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
             "lean engine unavailable for %s (%s); serving with the reference HF engine", model_dir, exc
         )
         return _hf_engine(model_dir, context_limit)
-    spec = SpecConfig(adaptive=settings.spec_adaptive)
+    spec = SpecConfig(adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
     engine = SpecEngine(
         target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit, spec=spec)
     )

@@ -16,7 +16,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from borealis.secrets import tokens_equal
-from borealis.wire import WIRE_VERSION, GenerateChunk, GenerateRequest, SpecDecodeStats, WorkerError
+from borealis.wire import (
+    WIRE_VERSION,
+    AcceptedBySource,
+    GenerateChunk,
+    GenerateRequest,
+    SpecDecodeStats,
+    WorkerError,
+)
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats, TokenEvent
 from worker.inference.detokenizer import StopStringStream
 from worker.inference.runner import EngineRunner
@@ -45,6 +52,7 @@ def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecod
         num_draft_tokens=stats.num_draft_tokens,
         num_accepted_tokens=stats.num_accepted_tokens,
         accepted_per_position=list(stats.accepted_per_position),
+        accepted_by_source=AcceptedBySource(draft=stats.accepted_from_draft, ngram=stats.accepted_from_ngram),
         mean_acceptance_length=round(stats.mean_acceptance_length, 4),
         draft_version=draft_version,
         decode_seconds=round(stats.decode_seconds, 6),
