@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY appliance appliance
 COPY borealis borealis
 COPY backend backend
 COPY worker worker

@@ -22,7 +22,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy borealis backend dashboard worker
+	$(BIN)/mypy appliance borealis backend dashboard worker
 
 test: lint
 	$(BIN)/borealis model prepare

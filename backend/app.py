@@ -11,7 +11,18 @@ from fastapi import FastAPI
 
 from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
-from backend.api.routes import control, drafts, health, internal, metrics, openai, session, stats, workers
+from backend.api.routes import (
+    control,
+    dashboard_pages,
+    drafts,
+    health,
+    internal,
+    metrics,
+    openai,
+    session,
+    stats,
+    workers,
+)
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine, make_session_factory
 from backend.services.artifacts import ArtifactStore
@@ -26,8 +37,7 @@ from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import TraceBusMonitor
 from borealis.secrets import read_or_create_token, resolve_cluster_token
 from borealis.settings import Settings, get_settings
-from dashboard.routes import router as dashboard_router
-from worker.traces.config import TraceBusConfig
+from borealis.tracebus import TraceBusConfig
 
 log = logging.getLogger(__name__)
 
@@ -87,5 +97,5 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffixes=("/artifact",))
     for module in (health, metrics, openai, internal, workers, drafts, control, session, stats):
         app.include_router(module.router)
-    app.include_router(dashboard_router)
+    app.include_router(dashboard_pages.router)
     return app

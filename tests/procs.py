@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "borealis.cli", *args]
+    return [sys.executable, "-m", "appliance.cli", *args]
 
 
 def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONTROL_PLANE_MODULES = [
     "backend.app",
     "backend.db.migrate",
-    "dashboard.routes",
+    "backend.api.routes.dashboard_pages",
     "borealis.wire",
-    "borealis.cli",
-    "borealis.supervisor",
+    "borealis.tracebus",
+    "borealis.domains",
+    "appliance.cli",
+    "appliance.supervisor",
 ]
 
 
@@ -26,9 +31,18 @@ def test_control_plane_imports_no_ml_stack() -> None:
     assert result.returncode == 0, result.stderr
 
 
+ENGINE_MODULES = sorted(
+    f"worker.engine.{path.stem}"
+    for path in (ROOT / "worker" / "engine").glob("*.py")
+    if path.stem != "__init__"
+)
+
+
 def test_engine_imports_no_service_stack() -> None:
+    """Every engine module, so a new one cannot bring HTTP, Redis or a database in unnoticed."""
+    assert "worker.engine.engine" in ENGINE_MODULES
     code = (
-        "import sys, worker.engine.hf_plain, worker.engine.sampling\n"
+        f"import sys\nfor m in {ENGINE_MODULES!r}: __import__(m)\n"
         "bad = sorted(m for m in ('fastapi', 'redis', 'sqlalchemy', 'httpx', 'celery') if m in sys.modules)\n"
         "assert not bad, bad\n"
     )

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from borealis.cli import build_parser
+from appliance.cli import build_parser
 from borealis.settings import Settings
 from tests.test_compose_stack import SECRETS, interpolate
 

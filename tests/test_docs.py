@@ -11,7 +11,7 @@ def test_every_module_is_described() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     modules = [
         path.relative_to(ROOT).as_posix()
-        for package in ("borealis", "backend", "dashboard", "worker", "migrations")
+        for package in ("appliance", "borealis", "backend", "dashboard", "worker", "migrations")
         for path in (ROOT / package).rglob("*.py")
         if path.name != "__init__.py"
     ]

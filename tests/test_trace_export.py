@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from borealis.settings import Settings
+from borealis.tracebus import TraceBusConfig
 from tests.procs import wait_until
 from tests.stack import Stack
-from worker.traces.config import TraceBusConfig
 from worker.traces.consumer import TraceConsumer
 
 MODEL = "tiny-llama"

@@ -15,7 +15,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.traces.config import TraceBusConfig
+from borealis.tracebus import TraceBusConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
+from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.drafter import DraftRunner
 from worker.engine.llama import LlamaSpec, causal_step_input, rotary_tables
 
 SPEC = LlamaSpec(

@@ -10,9 +10,9 @@ import torch
 from borealis.wire import TraceStep
 from worker.draft.examples import build_example, rejected_proposals
 from worker.draft.model import new_draft
+from worker.draft.runner import DraftRunner
 from worker.draft.ttt import ttt_mask, unroll
 from worker.draft.vocab import DraftVocab
-from worker.engine.drafter import DraftRunner
 from worker.engine.llama import LlamaModel, causal_step_input
 from worker.engine.proposals import DraftBatch, draft_paths
 

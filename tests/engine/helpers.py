@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from worker.draft.model import new_draft
+from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.drafter import DraftRunner
 from worker.engine.engine import SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats

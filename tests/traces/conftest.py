@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from borealis.settings import Settings
-from worker.traces.config import TraceBusConfig
+from borealis.tracebus import TraceBusConfig
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from typing import Any
 
 import redis
 
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceFeatures, TraceRecord
 from tests.procs import wait_until
 from tests.traces.helpers import make_record
 from worker.traces.codec import PAYLOAD_FIELD, encode
-from worker.traces.config import TraceBusConfig
 from worker.traces.consumer import TraceConsumer
 from worker.traces.exporter import TraceExporter
 
@@ -81,7 +81,7 @@ def test_oversized_records_are_dropped_at_export(bus: TraceBusConfig) -> None:
 
 CRASHING_CONSUMER = """
 import dataclasses, json, os, signal, sys
-from worker.traces.config import TraceBusConfig
+from borealis.tracebus import TraceBusConfig
 from worker.traces.consumer import TraceConsumer
 consumer = TraceConsumer(TraceBusConfig(**json.loads(sys.argv[1])), "doomed")
 print(len(consumer.read(count=100, block_ms=2000)), flush=True)

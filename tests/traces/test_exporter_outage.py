@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from borealis.embedded_redis import start_embedded_redis
+from borealis.tracebus import TraceBusConfig
 from tests.procs import free_port, wait_until
 from tests.traces.helpers import make_record
-from worker.traces.config import TraceBusConfig
 from worker.traces.exporter import TraceExporter
 
 REDIS_PASSWORD = "test-" + "redis-password"  # the embedded server always requires one

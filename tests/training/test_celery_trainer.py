@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from borealis.settings import Settings
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
 from tests.procs import cli_argv, start, stop, wait_until
 from tests.training.test_online import push, records, target  # noqa: F401  (module fixtures reused)
 from worker.traces.codec import PAYLOAD_FIELD, encode
-from worker.traces.config import TraceBusConfig
 from worker.training.checkpoint import LATEST
 
 

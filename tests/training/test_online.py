@@ -14,6 +14,7 @@ import redis
 import torch
 
 from borealis.settings import Settings
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import DriftReport, TraceRecord
 from tests.engine.helpers import random_runner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
@@ -21,7 +22,6 @@ from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps
 from worker.engine.types import GenerationRequest, SamplingParams
 from worker.traces.codec import PAYLOAD_FIELD, encode
-from worker.traces.config import TraceBusConfig
 from worker.traces.consumer import TraceConsumer
 from worker.training.checkpoint import LATEST
 from worker.training.online import OnlineTrainer

@@ -21,9 +21,9 @@ from worker.bench.report import emit
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
+from worker.draft.runner import DraftRunner
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
-from worker.engine.drafter import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps

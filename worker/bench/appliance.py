@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 
 from borealis.embedded_redis import start_embedded_redis
+from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, free_port
 from borealis.secrets import generate_token
 from borealis.settings import Settings
-from borealis.supervisor import COLOCATED_TRAINER_DUTY_CYCLE, Child, free_port
 
 
 @dataclass
@@ -92,7 +92,7 @@ def private_appliance(
         password = secrets.token_urlsafe(24)
         redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log", password)
         env["BOREALIS_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{redis_port}/0"
-    cli = [sys.executable, "-m", "borealis.cli"]
+    cli = [sys.executable, "-m", "appliance.cli"]
     appliance = Appliance(
         home, f"http://127.0.0.1:{api_port}", env["BOREALIS_ADMIN_TOKEN"], env["BOREALIS_CLUSTER_TOKEN"], env
     )

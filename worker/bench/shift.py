@@ -212,7 +212,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def train_static_draft(first_phase: str, minutes: float, out: Path) -> Path:
-    command = [sys.executable, "-m", "borealis.cli", "draft", "train", "--workload", first_phase]
+    command = [sys.executable, "-m", "appliance.cli", "draft", "train", "--workload", first_phase]
     command += ["--minutes", str(minutes), "--out", str(out)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return out

@@ -18,8 +18,8 @@ from borealis.settings import get_settings
 from worker.bench.report import emit
 from worker.draft.io import load_draft
 from worker.draft.model import new_draft
+from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.drafter import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats

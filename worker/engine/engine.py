@@ -17,14 +17,13 @@ from typing import Literal
 import torch
 
 from worker.engine.adaptive import Plan, SpeculationController
-from worker.engine.drafter import DraftRunner
 from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input
 from worker.engine.ngram import NgramIndex
 from worker.engine.proposals import DraftBatch, draft_paths
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
 from worker.engine.tracelog import step_trace
 from worker.engine.tree import ProposalTree
-from worker.engine.types import FinishReason, GenerationRequest, SpecStats, StepTrace, TokenEvent
+from worker.engine.types import Drafter, FinishReason, GenerationRequest, SpecStats, StepTrace, TokenEvent
 from worker.engine.verify import Verdict, verify_tree
 
 SpecMode = Literal["off", "chain", "tree"]
@@ -74,9 +73,7 @@ class _Sequence:
 class SpecEngine:
     """Implements :class:`worker.engine.types.Engine` over a lean Llama target and an optional draft."""
 
-    def __init__(
-        self, target: LlamaModel, config: EngineConfig | None = None, draft: DraftRunner | None = None
-    ):
+    def __init__(self, target: LlamaModel, config: EngineConfig | None = None, draft: Drafter | None = None):
         self.target = target
         self.config = config or EngineConfig()
         spec = self.config.spec
@@ -87,7 +84,7 @@ class SpecEngine:
         self.controller = SpeculationController(
             spec.max_draft_depth, spec.max_ngram_tokens, spec.draft_shape()[1]
         )
-        self.draft: DraftRunner | None = None
+        self.draft: Drafter | None = None
         self.draft_cache: KVCache | None = None
         self.swap_draft(draft)
         self._waiting: deque[GenerationRequest] = deque()
@@ -138,7 +135,7 @@ class SpecEngine:
             events += self._decode()
         return events
 
-    def swap_draft(self, draft: DraftRunner | None) -> None:
+    def swap_draft(self, draft: Drafter | None) -> None:
         """Install another draft between steps; each sequence's draft cache is rebuilt lazily."""
         self.draft = draft if self.config.spec.use_draft and self.config.spec.mode != "off" else None
         if self.draft is not None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from worker.engine.drafter import DraftRunner
 from worker.engine.llama import KVCache, StepInput
+from worker.engine.types import Drafter
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class _Candidates:
 
 
 def draft_paths(
-    runner: DraftRunner, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
+    runner: Drafter, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
 ) -> list[list[DraftPath]]:
     """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths."""
     size = len(batch.kv_lens)

@@ -8,7 +8,12 @@ and routes each ``TokenEvent`` to the waiting client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from worker.engine.llama import KVCache, LlamaSpec, StepInput
 
 FinishReason = Literal["stop", "length", "abort", "error"]  # error: this sequence failed, no other
 
@@ -104,4 +109,25 @@ class Engine(Protocol):
 
     def step(self) -> list[TokenEvent]:
         """Advance every active sequence by one decoding step and report what each produced."""
+        ...
+
+
+class Drafter(Protocol):
+    """What the engine needs of a learned draft (``worker.draft.runner.DraftRunner`` is the one there
+    is): the engine proposes with it, it knows nothing of how the draft was built or trained."""
+
+    version: str | None
+    spec: LlamaSpec  # the draft layer's attention shape, for its KV cache
+    draft_to_target: torch.Tensor  # [draft_vocab] target token id of each draft token
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache: ...
+
+    def fuse(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., 3H]`` target features of three layers → ``[..., H]`` draft input."""
+        ...
+
+    def forward(
+        self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]``."""
         ...

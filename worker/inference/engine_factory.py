@@ -15,11 +15,11 @@ import torch
 
 from borealis.settings import Settings
 from worker.draft.io import load_draft
-from worker.engine.drafter import DraftRunner
+from worker.draft.runner import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.hf_plain import PlainHFEngine, load_hf_model
 from worker.engine.llama import LlamaModel, UnsupportedModelError
-from worker.engine.types import Engine
+from worker.engine.types import Drafter, Engine
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class ServingEngine:
     engine: Engine
     max_context_tokens: int
-    load_draft: Callable[[Path], object] | None  # None: this engine cannot use a draft
-    install_draft: Callable[[object | None], None] | None
+    load_draft: Callable[[Path], Drafter] | None  # None: this engine cannot use a draft
+    install_draft: Callable[[Drafter | None], None] | None
 
 
 def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
@@ -54,13 +54,11 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
         target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit, spec=spec)
     )
 
-    def load(path: Path) -> object:
+    def load(path: Path) -> Drafter:
         draft, manifest = load_draft(path)
         return DraftRunner(draft, target.embed, version=manifest.version)
 
-    def install(draft: object | None) -> None:
-        if draft is not None and not isinstance(draft, DraftRunner):
-            raise TypeError(f"not a draft runner: {type(draft).__name__}")
+    def install(draft: Drafter | None) -> None:
         engine.swap_draft(draft)
 
     return ServingEngine(engine, context_limit, load, install)

@@ -11,7 +11,9 @@ import uvicorn
 
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
+from worker.engine.types import Drafter
 from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
@@ -21,7 +23,6 @@ from worker.inference.swapper import DraftSwapper
 from worker.inference.tokenization import PromptBuilder
 from worker.inference.trace_export import TraceSink
 from worker.native_memory import configure_native_memory, release_free_memory
-from worker.traces.config import TraceBusConfig
 from worker.traces.exporter import TraceExporter
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _swapper(
         return None
 
     def installer(
-        version: str | None, draft: object | None, done: Callable[[BaseException | None], None]
+        version: str | None, draft: Drafter | None, done: Callable[[BaseException | None], None]
     ) -> None:
         def apply() -> None:
             install(draft)

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from borealis.wire import SwapAck
+from worker.engine.types import Drafter
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ RETRY_FAILED_AFTER_S = 30.0
 WEIGHTS_FILE = "draft.safetensors"
 MANIFEST_FILE = "manifest.json"
 
-DraftLoader = Callable[[Path], object]
-"""Builds the engine's draft object from an artifact directory (raises on a bad artifact)."""
-Installer = Callable[[str | None, object | None, Callable[[BaseException | None], None]], None]
+DraftLoader = Callable[[Path], Drafter]
+"""Builds the engine's draft from an artifact directory (raises on a bad artifact)."""
+Installer = Callable[[str | None, Drafter | None, Callable[[BaseException | None], None]], None]
 """Hands (version, draft or None) to the engine thread; calls back once it is installed or failed."""
 
 
@@ -115,7 +116,7 @@ class DraftSwapper:
         log.info("now serving draft %s (%.2f s)", version, time.monotonic() - started)
         self._ack(version, ok=True, error="", seconds=time.monotonic() - started)
 
-    def _load(self, version: str) -> object:
+    def _load(self, version: str) -> Drafter:
         """Fetch and load; the files go once loaded (a worker would otherwise keep every version)."""
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=self._cache_dir))

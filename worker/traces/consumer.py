@@ -21,9 +21,9 @@ from typing import Any
 
 import redis
 
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
 from worker.traces.codec import PAYLOAD_FIELD, Rejection, decode, encode
-from worker.traces.config import TraceBusConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
 from worker.traces.codec import PAYLOAD_FIELD, encode
-from worker.traces.config import TraceBusConfig
 
 log = logging.getLogger(__name__)
 

@@ -387,7 +387,7 @@ def _check_fits(draft: Eagle3Draft, target: LlamaModel) -> None:
 
 
 def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
-    from worker.traces.config import TraceBusConfig
+    from borealis.tracebus import TraceBusConfig
 
     torch.set_num_threads(settings.resolved_trainer_threads)
     target = LlamaModel.load(settings.resolved_model_path)

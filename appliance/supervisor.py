@@ -10,18 +10,16 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
 import httpx
 
 from backend.db.migrate import upgrade
 from borealis.embedded_redis import start_embedded_redis
+from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, cli_argv, free_port
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 
@@ -31,51 +29,8 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 120.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
-    critical: bool = True  # a critical child that keeps dying stops the appliance; others just restart
-
-    def start(self, env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM; killing it", self.name)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 class ShutdownRequested(Exception):
     pass
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "borealis.cli", *args]
 
 
 def _wait_for(url: str, deadline_s: float, children: list[Child]) -> bool:
@@ -93,11 +48,6 @@ def _wait_for(url: str, deadline_s: float, children: list[Child]) -> bool:
             pass
         time.sleep(0.5)
     return False
-
-
-# One machine serves and trains: the trainer computes a quarter of the time, since its matrix
-# products take the memory bandwidth decoding lives on (`borealis bench shift` measures the cost).
-COLOCATED_TRAINER_DUTY_CYCLE = "0.25"
 
 
 def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
@@ -119,10 +69,10 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     children = [
-        Child("control-plane", _cli("api"), logs / "control-plane.log"),
-        Child("inference-worker", _cli("worker", "inference"), logs / "inference-worker.log"),
+        Child("control-plane", cli_argv("api"), logs / "control-plane.log"),
+        Child("inference-worker", cli_argv("worker", "inference"), logs / "inference-worker.log"),
         # Serving never depends on training: the trainer is restarted however often it dies.
-        Child("training-worker", _cli("worker", "train"), logs / "training-worker.log", critical=False),
+        Child("training-worker", cli_argv("worker", "train"), logs / "training-worker.log", critical=False),
     ]
     try:
         if not settings.redis_url:
@@ -134,7 +84,7 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
         upgrade(settings.resolved_database_url)
         if prepare_model and not settings.model_path:
             print("preparing the embedded model (first run only)…", flush=True)
-            subprocess.run(_cli("model", "prepare"), env=env, check=True)
+            subprocess.run(cli_argv("model", "prepare"), env=env, check=True)
         for child in children:
             child.start(env)
         base = f"http://{settings.api_host}:{api_port}"

@@ -13,7 +13,7 @@ from borealis.settings import get_settings
 
 
 def _up(args: argparse.Namespace) -> int:
-    from borealis.supervisor import run_appliance
+    from appliance.supervisor import run_appliance
 
     return run_appliance(get_settings(), prepare_model=not args.no_prepare)
 

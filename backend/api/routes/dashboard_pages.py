@@ -20,7 +20,7 @@ from backend.api.deps import DashboardSessionsDep, SessionDep, signed_in
 
 router = APIRouter(include_in_schema=False)
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(str(files("dashboard") / "templates"))  # the UI itself lives in dashboard/
 PAGES = {
     "overview": "Overview",
     "drift": "Drift",

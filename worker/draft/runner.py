@@ -24,6 +24,8 @@ from worker.engine.llama import (
 
 
 class DraftRunner:
+    """Implements :class:`worker.engine.types.Drafter` for an :class:`Eagle3Draft`."""
+
     def __init__(
         self, draft: Eagle3Draft, embed: torch.Tensor, version: str | None = None, max_positions: int = 8192
     ):

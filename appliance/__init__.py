@@ -1,0 +1,1 @@
+"""Entry points above everything they start: the ``borealis`` command and ``borealis up``'s supervisor."""

@@ -1,0 +1,66 @@
+"""Child processes of one machine's appliance: start, stop, and the command line that runs a role.
+
+Torch-free and importing nothing above the shared layer, so both ``borealis up``'s supervisor and the
+benchmarks' private appliances start their processes the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# One machine serves and trains: the trainer computes a quarter of the time, since its matrix
+# products take the memory bandwidth decoding lives on (`borealis bench shift` measures the cost).
+COLOCATED_TRAINER_DUTY_CYCLE = "0.25"
+
+
+def cli_argv(*args: str) -> list[str]:
+    """``borealis ARGS`` as this interpreter runs it (no reliance on PATH)."""
+    return [sys.executable, "-m", "appliance.cli", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+    critical: bool = True  # a critical child that keeps dying stops the appliance; others just restart
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM; killing it", self.name)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
