@@ -90,7 +90,7 @@ def records(target: LlamaModel) -> list[TraceRecord]:
                         finish_reason=event.finish_reason,
                         prompt_ids=prompts[int(event.request_id.split("-")[1])],
                         output_ids=outputs[event.request_id],
-                        steps=wire_steps(event.trace),
+                        steps=wire_steps(event.trace, len(outputs[event.request_id])),
                     )
                 )
     return out

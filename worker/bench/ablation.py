@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target, DraftRunner(init_draft, target.embed, manifest.version), ids, args.max_new_tokens, eos
     )
     examples = [
-        build_example(target, vocab, p + o, len(p), prompt.domain, wire_steps(log))
+        build_example(target, vocab, p + o, len(p), prompt.domain, wire_steps(log, len(o)))
         for prompt, (p, o, log) in zip(train_prompts, served, strict=True)
         if o
     ]

@@ -20,13 +20,17 @@ def step_trace(tree: ProposalTree, draft_probs: dict[int, float], position: int,
         tokens=tuple(tree.tokens[1:]),
         parents=tuple(tree.parents[n] - 1 for n in nodes),
         draft_probs=tuple(min(1.0, draft_probs.get(n, 0.0)) for n in nodes),
-        from_draft=tuple(n in draft_probs for n in nodes),
         accepted=accepted,
     )
 
 
-def wire_steps(steps: Sequence[StepTrace]) -> list[TraceStep]:
-    """The engine's log as ``TraceRecord.steps`` (steps that proposed nothing carry no signal: dropped)."""
+def wire_steps(steps: Sequence[StepTrace], output_length: int) -> list[TraceStep]:
+    """The engine's log as ``TraceRecord.steps``: the one conversion, for serving and offline alike.
+
+    Steps that proposed nothing stay (they are target steps: acceptance length per trace counts
+    them, as the served statistics do); a request cut short by a stop string ends mid-step, so steps
+    past its ``output_length`` tokens are dropped.
+    """
     return [
         TraceStep(
             position=s.position,
@@ -36,5 +40,5 @@ def wire_steps(steps: Sequence[StepTrace]) -> list[TraceStep]:
             accepted=s.accepted,
         )
         for s in steps
-        if s.tokens
+        if s.position < output_length
     ]

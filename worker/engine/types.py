@@ -77,7 +77,6 @@ class StepTrace:
     tokens: tuple[int, ...]
     parents: tuple[int, ...]  # index into ``tokens`` of each node's parent, -1 for the root
     draft_probs: tuple[float, ...]  # the draft's probability of the node given its parent; 0.0 if not drafted
-    from_draft: tuple[bool, ...]  # proposed by the learned draft (else only by n-gram lookup)
     accepted: int
 
 

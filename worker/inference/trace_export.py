@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from borealis.wire import GenerateRequest, TraceRecord, TraceStep
+from borealis.wire import GenerateRequest, TraceRecord
+from worker.engine.tracelog import wire_steps
 from worker.engine.types import FinishReason, StepTrace
 from worker.traces.domain import resolve_domain
 from worker.traces.exporter import TraceExporter
@@ -28,16 +29,6 @@ class FinishedRequest:
     draft_version: str | None
 
 
-def to_trace_step(step: StepTrace) -> TraceStep:
-    return TraceStep(
-        position=step.position,
-        proposed=list(step.tokens),
-        draft_probs=list(step.draft_probs),
-        parents=list(step.parents),
-        accepted=step.accepted,
-    )
-
-
 class TraceSink:
     def __init__(self, exporter: TraceExporter, worker_id: str, model: str) -> None:
         self.exporter = exporter
@@ -52,8 +43,7 @@ class TraceSink:
             return
         request = finished.request
         domain, source = resolve_domain(request.domain, finished.prompt_text + finished.completion_text)
-        # A request cut short by a stop string ends mid-step; keep only steps inside the output.
-        steps = [to_trace_step(s) for s in finished.steps if s.position < len(finished.output_ids)]
+        steps = wire_steps(finished.steps, len(finished.output_ids))
         record = TraceRecord(
             request_id=request.request_id,
             worker_id=self.worker_id,
