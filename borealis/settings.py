@@ -75,10 +75,6 @@ class Settings(BaseSettings):
     trace_export_queue_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Byte budget of the worker's export queue."
     )
-    trace_features: bool = Field(
-        default=False,
-        description="Ship target features in traces instead of recomputing them in the trainer.",
-    )
     trace_consumer_group: str = Field(
         default="trainers", description="Consumer group of the training workers."
     )

@@ -7,7 +7,6 @@ change; receivers refuse messages of another major version.
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -35,8 +34,17 @@ DraftSource = Literal["trainer", "upload", "offline"]
 
 
 class WireModel(BaseModel):
+    """Base of every message: unknown fields and another wire version are refused when parsed."""
+
     model_config = ConfigDict(extra="forbid")
     wire_version: int = WIRE_VERSION
+
+    @field_validator("wire_version")
+    @classmethod
+    def _wire_version(cls, value: int) -> int:
+        if value != WIRE_VERSION:
+            raise ValueError(f"wire version {value} is not {WIRE_VERSION}")
+        return value
 
 
 class ChatTurn(BaseModel):
@@ -81,7 +89,6 @@ class SwapCommand(WireModel):
 
     command_id: str = Field(min_length=1, max_length=64)
     draft_version: DraftVersion | None = Field(default=None, description="None: serve without a draft.")
-    artifact_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     reason: str = Field(default="", max_length=500)
 
 
@@ -180,8 +187,6 @@ MAX_TRACE_OUTPUT_TOKENS = MAX_GENERATED_TOKENS
 MAX_TRACE_STEPS = MAX_TRACE_OUTPUT_TOKENS  # every step emits at least one token
 MAX_PROPOSED_PER_STEP = 128
 MAX_TRACE_PROPOSED_TOKENS = 262_144
-MAX_FEATURE_BYTES = 32 * 1024 * 1024
-MAX_FEATURE_LAYERS = 8
 
 TokenId = Annotated[int, Field(ge=0, lt=2**31)]
 
@@ -224,54 +229,17 @@ class TraceStep(BaseModel):
         return self
 
 
-class TraceFeatures(BaseModel):
-    """Target features shipped with a trace (optional mode): float16, little-endian, base64.
-
-    Row ``i`` belongs to token ``start + i`` of ``prompt_ids + output_ids``; each row concatenates the
-    hidden states of ``layers`` (EAGLE-3 fuses low, middle and high layers), ``dim`` values in all.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    dtype: Literal["float16"] = "float16"
-    layers: list[int] = Field(min_length=1, max_length=MAX_FEATURE_LAYERS)
-    dim: int = Field(ge=1, le=65_536)
-    start: int = Field(ge=0)
-    num_tokens: int = Field(ge=1)
-    data: str = Field(max_length=4 * ((MAX_FEATURE_BYTES + 2) // 3))
-
-    @model_validator(mode="after")
-    def _sized(self) -> TraceFeatures:
-        size = self.num_tokens * self.dim * 2
-        if size > MAX_FEATURE_BYTES:
-            raise ValueError(f"features exceed {MAX_FEATURE_BYTES} bytes")
-        if len(self.data) != 4 * ((size + 2) // 3):
-            raise ValueError("data length does not match num_tokens x dim float16 values")
-        return self
-
-    @classmethod
-    def pack(cls, raw: bytes, *, layers: list[int], dim: int, start: int) -> TraceFeatures:
-        """Wrap ``num_tokens x dim`` little-endian float16 values (``tensor.half().numpy().tobytes()``)."""
-        if len(raw) % (2 * dim):
-            raise ValueError("raw feature bytes are not a whole number of float16 rows")
-        data = base64.b64encode(raw).decode("ascii")
-        return cls(layers=layers, dim=dim, start=start, num_tokens=len(raw) // (2 * dim), data=data)
-
-    def raw(self) -> bytes:
-        return base64.b64decode(self.data, validate=True)
-
-
 class TraceRecord(WireModel):
     """Inference worker → trainer: one finished request, everything the draft can learn from.
 
-    Default mode ships token ids only and the trainer recomputes target features with one prefill
+    A record ships token ids only and the trainer recomputes target features with one prefill
     forward over ``prompt_ids + output_ids``. Why: bandwidth and memory. EAGLE-3 features are three
     hidden states per token: 3 x 576 = 1,728 values for SmolLM2 (6.9 KB fp32, 3.5 KB fp16) and about
     32 KB per token at GPU scale, against ~40 bytes per token here (ids and verification steps); a
     1,000-token request is ~40 KB without features and ~4.6 MB with them (fp16, base64), so the
     bounded stream would hold ~100x fewer requests. A prefill is cheap next to the token-by-token
-    generation that produced the trace. ``features`` (optional mode,
-    ``trace_features`` setting) trades that bandwidth back for trainer compute when the target is too
-    expensive to run twice.
+    generation that produced the trace; features, where they pay, belong in a bounded side store
+    the record refers to, not in the stream.
 
     Every list is bounded so a hostile record cannot exhaust a consumer's memory.
     """
@@ -292,14 +260,6 @@ class TraceRecord(WireModel):
     prompt_ids: list[TokenId] = Field(max_length=MAX_TRACE_PROMPT_TOKENS)
     output_ids: list[TokenId] = Field(max_length=MAX_TRACE_OUTPUT_TOKENS)
     steps: list[TraceStep] = Field(default_factory=list, max_length=MAX_TRACE_STEPS)
-    features: TraceFeatures | None = None
-
-    @field_validator("wire_version")
-    @classmethod
-    def _wire_version(cls, value: int) -> int:
-        if value != WIRE_VERSION:
-            raise ValueError(f"wire version {value} is not {WIRE_VERSION}")
-        return value
 
     @field_validator("trace_version")
     @classmethod
@@ -319,9 +279,6 @@ class TraceRecord(WireModel):
             if step.position <= previous or step.position >= len(self.output_ids):
                 raise ValueError("step positions must increase and index into output_ids")
             previous = step.position
-        features = self.features
-        if features and features.start + features.num_tokens > len(self.prompt_ids) + len(self.output_ids):
-            raise ValueError("features cover tokens beyond prompt_ids + output_ids")
         return self
 
     @property

@@ -178,5 +178,5 @@ class Registry:
             details={"previous": previous.id if previous else None},
         )
         self.session.commit()
-        self.publisher.publish(version.id, version.artifact_sha256, reason)
+        self.publisher.publish(version.id, reason)
         return version

@@ -24,13 +24,9 @@ class SwapPublisher:
         )
         self._channel = swap_channel(key_prefix)
 
-    def publish(self, draft_version: str | None, artifact_sha256: str | None, reason: str) -> SwapCommand:
-        command = SwapCommand(
-            command_id=uuid.uuid4().hex,
-            draft_version=draft_version,
-            artifact_sha256=artifact_sha256,
-            reason=reason[:500],
-        )
+    def publish(self, draft_version: str | None, reason: str) -> SwapCommand:
+        """A wake-up for workers: their next heartbeat reply, not this message, names what to serve."""
+        command = SwapCommand(command_id=uuid.uuid4().hex, draft_version=draft_version, reason=reason[:500])
         if self._client is None:
             return command
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from borealis.tracebus import TraceBusConfig
-from borealis.wire import TraceFeatures, TraceRecord
+from borealis.wire import TraceRecord
 from tests.procs import wait_until
 from tests.traces.helpers import make_record
 from worker.traces.codec import PAYLOAD_FIELD, encode
@@ -40,12 +40,8 @@ def _pending(client: redis.Redis, config: TraceBusConfig) -> int:
     return int(client.xpending(config.stream, config.group)["pending"])
 
 
-def test_records_round_trip_in_both_modes(bus: TraceBusConfig, client: redis.Redis) -> None:
-    features = TraceFeatures.pack(bytes(2 * 4 * 3), layers=[0, 1], dim=4, start=6)
-    with_features = TraceRecord.model_validate(
-        make_record("req-f").model_dump() | {"features": features.model_dump()}
-    )
-    sent = [make_record(f"req-{i}", domain="prose" if i % 2 else "code") for i in range(20)] + [with_features]
+def test_records_round_trip(bus: TraceBusConfig, client: redis.Redis) -> None:
+    sent = [make_record(f"req-{i}", domain="prose" if i % 2 else "code") for i in range(21)]
     consumer = TraceConsumer(bus, "trainer-a")
     _export_all(bus, sent).close()
     deliveries = consumer.read(count=100, block_ms=1000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 from pydantic import ValidationError
@@ -11,7 +10,6 @@ from pydantic import ValidationError
 from borealis.wire import (
     MAX_PROPOSED_PER_STEP,
     MAX_TRACE_OUTPUT_TOKENS,
-    TraceFeatures,
     TraceRecord,
     TraceStep,
 )
@@ -23,31 +21,7 @@ def test_ids_only_record_round_trips_and_reports_acceptance() -> None:
     record = make_record(output_ids=[5, 6, 7, 8], accepted=2)
     decoded = decode({PAYLOAD_FIELD: encode(record)}, max_bytes=1 << 20)
     assert decoded == record
-    assert record.features is None
     assert record.mean_acceptance_length == 3.0  # two accepted + the target's token per step
-
-
-def test_feature_mode_ships_float16_rows() -> None:
-    values = [0.5, -1.0, 2.0, 0.25, 1.5, -0.125]  # 2 tokens x 3 values, exact in float16
-    raw = struct.pack("<6e", *values)
-    features = TraceFeatures.pack(raw, layers=[1, 4, 7], dim=3, start=2)
-    base = make_record(prompt_ids=[1, 2, 3], output_ids=[4, 5]).model_dump()
-    record = TraceRecord.model_validate({**base, "features": features.model_dump()})
-    decoded = decode({PAYLOAD_FIELD: encode(record)}, 1 << 20)
-    assert isinstance(decoded, TraceRecord) and decoded.features is not None
-    assert decoded.features.num_tokens == 2
-    assert list(struct.unpack("<6e", decoded.features.raw())) == values
-
-
-def test_features_must_match_their_declared_shape_and_the_tokens() -> None:
-    raw = struct.pack("<6e", *range(6))
-    features = TraceFeatures.pack(raw, layers=[0], dim=3, start=1)  # tokens 1 and 2 of three
-    with pytest.raises(ValidationError, match="data length"):
-        TraceFeatures(layers=[0], dim=3, start=0, num_tokens=3, data=features.data)
-    with pytest.raises(ValidationError, match="beyond"):
-        TraceRecord.model_validate(
-            {**make_record(prompt_ids=[1], output_ids=[2]).model_dump(), "features": features.model_dump()}
-        )
 
 
 def test_tree_steps_need_consistent_parents_and_acceptance() -> None:

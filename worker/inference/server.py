@@ -164,8 +164,6 @@ def create_worker_app(state: WorkerState) -> FastAPI:
         auth = http.headers.get("authorization", "")
         if not (auth.startswith("Bearer ") and tokens_equal(auth[len("Bearer ") :], state.cluster_token)):
             return _refusal(401, "cluster token required")
-        if request.wire_version != WIRE_VERSION:
-            return _refusal(400, f"wire version {request.wire_version} != {WIRE_VERSION}")
         if request.request_id in state.in_flight:
             return _refusal(409, f"request id {request.request_id!r} is already running")
         if len(state.in_flight) >= state.max_requests:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import redis
 from pydantic import ValidationError
 
-from borealis.wire import WIRE_VERSION, SwapCommand
+from borealis.wire import SwapCommand
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,6 @@ class SwapListener:
             command = SwapCommand.model_validate_json(data)
         except ValidationError as exc:
             log.warning("ignoring a malformed swap command: %s", exc.errors()[:1])
-            return
-        if command.wire_version != WIRE_VERSION:
-            log.warning("ignoring a swap command of wire version %s", command.wire_version)
             return
         self._on_command(command)
 

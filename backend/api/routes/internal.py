@@ -17,7 +17,6 @@ from backend.services.learning import read_learning
 from backend.services.registry import Registry, TransitionError, desired_version
 from backend.services.swaps import SwapPublisher
 from borealis.wire import (
-    WIRE_VERSION,
     DraftRegistration,
     DriftReport,
     HeartbeatReply,
@@ -31,14 +30,8 @@ WORKER = "worker"
 TRAINER = "trainer"
 
 
-def _check_version(wire_version: int) -> None:
-    if wire_version != WIRE_VERSION:
-        raise APIError(400, f"wire version {wire_version} is not {WIRE_VERSION}", param="wire_version")
-
-
 @router.post("/workers/heartbeat", response_model=HeartbeatReply)
 def worker_heartbeat(beat: WorkerRegistration, request: Request, session: SessionDep) -> HeartbeatReply:
-    _check_version(beat.wire_version)
     upsert_heartbeat(session, beat)
     request.app.state.trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
     return HeartbeatReply(
@@ -48,7 +41,6 @@ def worker_heartbeat(beat: WorkerRegistration, request: Request, session: Sessio
 
 @router.post("/workers/swap-ack")
 def swap_ack(ack: SwapAck, session: SessionDep) -> dict[str, bool]:
-    _check_version(ack.wire_version)
     action = "swap.ack" if ack.ok else "swap.failed"
     audit.record(
         session,
@@ -70,7 +62,6 @@ def learning(session: SessionDep) -> TrainerView:
 @router.post("/drafts", response_model=RegisteredDraft)
 def register_draft(body: DraftRegistration, request: Request, session: SessionDep) -> RegisteredDraft:
     """Step one of publishing a candidate; step two uploads the weights to ``upload_path``."""
-    _check_version(body.wire_version)
     try:
         row = Registry(session, request.app.state.swap_publisher).register(body, TRAINER)
     except TransitionError as exc:
@@ -154,7 +145,6 @@ def download_artifact(version_id: VersionId, request: Request, session: SessionD
 @router.post("/drift")
 def report_drift(report: DriftReport, session: SessionDep) -> dict[str, bool]:
     """A trainer's closed drift window; a detected shift is also written to the audit log."""
-    _check_version(report.wire_version)
     drift.add(session, report)
     if report.shift:
         audit.record(
