@@ -86,24 +86,22 @@ def _model_prepare(args: argparse.Namespace) -> int:
 
 
 def _draft_publish(args: argparse.Namespace) -> int:
-    from borealis.publish import PublishError, publish_draft
+    from borealis.control_client import ControlPlaneClient, ControlPlaneError
     from borealis.secrets import resolve_cluster_token
 
     settings = get_settings()
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
     try:
-        result = publish_draft(
-            settings.resolved_control_plane_url,
-            token,
+        result = ControlPlaneClient(settings.resolved_control_plane_url, token).publish(
             Path(args.dir),
             args.parent,
             json.loads(args.shadow_eval) if args.shadow_eval else None,
             source="upload",
         )
-    except (PublishError, OSError, ValueError) as exc:
+    except (ControlPlaneError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result))
+    print(result.model_dump_json())
     return 0
 
 

@@ -102,6 +102,48 @@ class SwapAck(WireModel):
     load_seconds: float = Field(default=0.0, ge=0.0)
 
 
+# A draft artifact travels as a directory of two files: the weights, and a manifest naming them.
+WEIGHTS_FILE = "draft.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+class LearningState(WireModel):
+    """Control plane → training worker, each round: whether to learn, and which draft is live."""
+
+    paused: bool
+    live_version: DraftVersion | None = None
+
+
+class RegisteredDraft(WireModel):
+    """Control plane → publisher: the version a registration got, and where its weights go."""
+
+    version: DraftVersion
+    upload_path: str = Field(max_length=256)
+
+
+class UploadResult(WireModel):
+    """Control plane → publisher: the verified upload, and the status the approval policy gave it."""
+
+    version: DraftVersion
+    status: str = Field(max_length=32)
+
+
+class DraftManifest(WireModel):
+    """Control plane → workers and trainers: a registered version's manifest and artifact digest."""
+
+    version: DraftVersion
+    parent_version: DraftVersion | None = None
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_bytes: int = Field(gt=0)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+
+
+class Received(WireModel):
+    """Control plane → sender: the message was stored."""
+
+    ok: bool = True
+
+
 class DraftRegistration(WireModel):
     """Training worker → control plane: a candidate draft; its weights are uploaded next.
 

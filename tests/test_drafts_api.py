@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from backend.services.registry import shadow_score
-from borealis.publish import PublishError, publish_draft
-from borealis.wire import SwapCommand, swap_channel
+from borealis.control_client import ControlPlaneClient, ControlPlaneError
+from borealis.wire import SwapCommand, UploadResult, swap_channel
 from tests.drafts import make_draft_artifact
 from tests.stack import CLUSTER_TOKEN, Stack
 
@@ -34,9 +34,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 
 def publish(
     stack: Stack, artifact: Path, candidate: float, live: float, parent: str | None = None
-) -> dict[str, str]:
+) -> UploadResult:
     shadow = {"code": {"candidate": candidate, "live": live, "traces": 10}}
-    return publish_draft(stack.base_url, CLUSTER_TOKEN, artifact, parent, shadow)
+    return ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(artifact, parent, shadow)
 
 
 def set_policy(stack: Stack, mode: str, margin: float = 0.05) -> None:
@@ -83,8 +83,8 @@ def test_operator_endpoints_need_the_admin_credential(stack: Stack) -> None:
 def test_manual_policy_waits_for_approval_then_swaps(stack: Stack, artifacts: list[Path]) -> None:
     set_policy(stack, "manual")
     result = publish(stack, artifacts[0], candidate=2.0, live=1.0)
-    version = result["version"]
-    assert result["status"] == "pending_approval"
+    version = result.version
+    assert result.status == "pending_approval"
     assert desired(stack) != version
     approved = stack.admin("POST", f"/api/drafts/{version}/approve", json={"reason": "looks good"})
     assert approved.status_code == 200 and approved.json()["status"] == "live"
@@ -102,19 +102,19 @@ def test_auto_policy_promotes_only_above_margin_and_rollback_restores(
     live_before = desired(stack)
     assert live_before is not None
     better = publish(stack, artifacts[1], candidate=2.5, live=2.0, parent=live_before)
-    assert better["status"] == "live"
+    assert better.status == "live"
     assert status_of(stack, live_before) == "retired"
-    worse = publish(stack, artifacts[2], candidate=2.1, live=2.0, parent=better["version"])
-    assert worse["status"] == "candidate"  # +5% < 10% margin: held
-    assert desired(stack) == better["version"]
-    detail = stack.admin("GET", f"/api/drafts/{worse['version']}").json()
-    assert detail["lineage"][:2] == [better["version"], live_before]
-    rejected = stack.admin("POST", f"/api/drafts/{worse['version']}/reject", json={"reason": "weak"})
+    worse = publish(stack, artifacts[2], candidate=2.1, live=2.0, parent=better.version)
+    assert worse.status == "candidate"  # +5% < 10% margin: held
+    assert desired(stack) == better.version
+    detail = stack.admin("GET", f"/api/drafts/{worse.version}").json()
+    assert detail["lineage"][:2] == [better.version, live_before]
+    rejected = stack.admin("POST", f"/api/drafts/{worse.version}/reject", json={"reason": "weak"})
     assert rejected.json()["status"] == "rejected"
-    assert stack.admin("POST", f"/api/drafts/{worse['version']}/rollback", json={}).status_code == 409
+    assert stack.admin("POST", f"/api/drafts/{worse.version}/rollback", json={}).status_code == 409
     rollback = stack.admin("POST", f"/api/drafts/{live_before}/rollback", json={"reason": "regression"})
     assert rollback.status_code == 200 and rollback.json()["status"] == "live"
-    assert status_of(stack, better["version"]) == "rolled_back"
+    assert status_of(stack, better.version) == "rolled_back"
     assert desired(stack) == live_before
 
 
@@ -124,7 +124,7 @@ def test_promotion_publishes_a_swap_command(stack: Stack, artifacts: list[Path],
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(swap_channel(stack.key_prefix))
     time.sleep(0.2)
-    version = publish(stack, artifacts[3], candidate=3.0, live=2.0)["version"]
+    version = publish(stack, artifacts[3], candidate=3.0, live=2.0).version
     stack.admin("POST", f"/api/drafts/{version}/promote", json={"reason": "operator override"})
     deadline = time.monotonic() + 10
     message = None
@@ -156,8 +156,8 @@ def test_corrupted_or_foreign_uploads_are_refused(
 
     pickle_like = b"\x80\x04\x95" + b"\x00" * 100  # not safetensors, whatever its hash
     (tampered / "draft.safetensors").write_bytes(pickle_like)
-    with pytest.raises(PublishError, match="not a safetensors file"):
-        publish_draft(stack.base_url, CLUSTER_TOKEN, tampered)
+    with pytest.raises(ControlPlaneError, match="not a safetensors file"):
+        ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(tampered)
     assert stack.cluster("GET", f"/internal/drafts/{version}/artifact").status_code == 404
 
 

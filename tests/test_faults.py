@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
+from borealis.control_client import ControlPlaneClient
 from borealis.embedded_redis import start_embedded_redis
-from borealis.publish import publish_draft
 from tests.drafts import make_draft_artifact
 from tests.procs import cli_argv, free_port, start, stop, wait_until
 from tests.stack import CLUSTER_TOKEN, Stack, Traffic
@@ -35,11 +35,11 @@ def test_control_plane_restart_keeps_registry_policy_audit_and_learning(
     try:
         stack.start_api()
         stack.admin("PUT", "/api/policy", json={"mode": "manual", "margin": 0.2}).raise_for_status()
-        version = publish_draft(
-            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "d", 1)
+        version = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+            make_draft_artifact(tiny_model_dir, tmp_path / "d", 1)
         )
         stack.admin(
-            "POST", f"/api/drafts/{version['version']}/approve", json={"reason": "r1"}
+            "POST", f"/api/drafts/{version.version}/approve", json={"reason": "r1"}
         ).raise_for_status()
         stack.admin("POST", "/api/learning/pause", json={"reason": "before restart"}).raise_for_status()
         before = stack.admin("GET", "/api/audit?limit=100").json()
@@ -49,9 +49,9 @@ def test_control_plane_restart_keeps_registry_policy_audit_and_learning(
         stack.start_api()
         assert stack.admin("GET", "/api/policy").json() == {"mode": "manual", "margin": 0.2, "reason": ""}
         assert stack.admin("GET", "/api/learning").json()["paused"] is True
-        assert stack.admin("GET", f"/api/drafts/{version['version']}").json()["status"] == "live"
+        assert stack.admin("GET", f"/api/drafts/{version.version}").json()["status"] == "live"
         assert stack.admin("GET", "/api/audit?limit=100").json() == before
-        artifact = stack.cluster("GET", f"/internal/drafts/{version['version']}/artifact")
+        artifact = stack.cluster("GET", f"/internal/drafts/{version.version}/artifact")
         assert artifact.status_code == 200 and len(artifact.content) > 0
     finally:
         stack.stop()
@@ -150,27 +150,27 @@ def test_worker_killed_during_swap_fails_cleanly_and_reconciles(
         stack.admin("PUT", "/api/policy", json={"mode": "manual"}).raise_for_status()
         stack.start_worker("w1")
         stack.start_worker("w2")
-        first = publish_draft(
-            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
+        first = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+            make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
         )
-        second = publish_draft(
-            stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "b", 2)
+        second = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+            make_draft_artifact(tiny_model_dir, tmp_path / "b", 2)
         )
-        stack.admin("POST", f"/api/drafts/{first['version']}/approve", json={}).raise_for_status()
+        stack.admin("POST", f"/api/drafts/{first.version}/approve", json={}).raise_for_status()
         wait_until(
-            lambda: set(versions().values()) == {first["version"]} and len(versions()) == 2, 60, "v1 live"
+            lambda: set(versions().values()) == {first.version} and len(versions()) == 2, 60, "v1 live"
         )
         with Traffic(stack.base_url, MODEL) as traffic:
             wait_until(lambda: len(traffic.statuses) >= 5, 30, "traffic flowing")
-            stack.admin("POST", f"/api/drafts/{second['version']}/approve", json={}).raise_for_status()
+            stack.admin("POST", f"/api/drafts/{second.version}/approve", json={}).raise_for_status()
             stack.workers["w1"].kill()  # dies while the swap is in progress
-            wait_until(lambda: versions().get("w2") == second["version"], 60, "survivor swapped")
+            wait_until(lambda: versions().get("w2") == second.version, 60, "survivor swapped")
             served_before_restart = len(traffic.statuses)
             wait_until(
                 lambda: len(traffic.statuses) >= served_before_restart + 5, 30, "traffic on the survivor"
             )
             stack.start_worker("w1")
-            wait_until(lambda: versions().get("w1") == second["version"], 60, "restarted worker reconciled")
+            wait_until(lambda: versions().get("w1") == second.version, 60, "restarted worker reconciled")
         assert -1 not in traffic.statuses  # nothing hung
         assert set(traffic.statuses) <= {200, 502, 503}, set(traffic.statuses)
         assert traffic.statuses.count(200) >= len(traffic.statuses) - 3  # at most the in-flight ones failed

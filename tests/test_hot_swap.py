@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from borealis.publish import publish_draft
+from borealis.control_client import ControlPlaneClient
 from tests.drafts import make_draft_artifact
 from tests.procs import stop, wait_until
 from tests.stack import CLUSTER_TOKEN, Stack, Traffic
@@ -36,44 +36,42 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     stack: Stack, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     stack.start_worker("w1")
-    first = publish_draft(
-        stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
+    first = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+        make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
     )
-    assert first["status"] == "pending_approval"
+    assert first.status == "pending_approval"
     with Traffic(stack.base_url, MODEL) as traffic:
-        stack.admin("POST", f"/api/drafts/{first['version']}/approve", json={"reason": "ship it"})
-        wait_until(lambda: worker_versions(stack).get("w1") == first["version"], 60, "worker swapped")
+        stack.admin("POST", f"/api/drafts/{first.version}/approve", json={"reason": "ship it"})
+        wait_until(lambda: worker_versions(stack).get("w1") == first.version, 60, "worker swapped")
         wait_until(lambda: len(traffic.statuses) >= 10, 60, "traffic after the swap")
     assert traffic.statuses and set(traffic.statuses) == {200}
-    assert "swap.ack" in audit_actions(stack, first["version"])
+    assert "swap.ack" in audit_actions(stack, first.version)
     assert httpx.get(f"{stack.base_url}/ready").json()["workers_on_desired"] == ["w1"]
     stats = httpx.post(
         f"{stack.base_url}/v1/completions",
         timeout=60,
         json={"model": MODEL, "prompt": "hi", "max_tokens": 4, "temperature": 0},
     ).json()["spec_decode"]
-    assert stats["draft_version"] == first["version"]
+    assert stats["draft_version"] == first.version
 
     # A corrupted artifact on the serving side is refused by the worker's sha256 check.
-    second = publish_draft(
-        stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "b", 2)
+    second = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+        make_draft_artifact(tiny_model_dir, tmp_path / "b", 2)
     )
-    stored = stack.home / "artifacts" / second["version"] / "draft.safetensors"
+    stored = stack.home / "artifacts" / second.version / "draft.safetensors"
     data = bytearray(stored.read_bytes())
     data[-1] ^= 0xFF
     stored.write_bytes(bytes(data))
-    stack.admin("POST", f"/api/drafts/{second['version']}/approve", json={"reason": "try"})
-    wait_until(lambda: "swap.failed" in audit_actions(stack, second["version"]), 60, "swap refused")
-    assert worker_versions(stack)["w1"] == first["version"]
+    stack.admin("POST", f"/api/drafts/{second.version}/approve", json={"reason": "try"})
+    wait_until(lambda: "swap.failed" in audit_actions(stack, second.version), 60, "swap refused")
+    assert worker_versions(stack)["w1"] == first.version
     assert httpx.get(f"{stack.base_url}/ready").status_code == 503  # nobody holds the desired version
     kept = [p for p in (stack.home / "worker-drafts").rglob("*") if p.is_file()]
     assert not kept, f"downloads stay on the worker's disk after loading or refusing: {kept}"
 
     # Roll back to the good version; a restarted worker reconciles to it with no command sent.
-    assert stack.admin("POST", f"/api/drafts/{first['version']}/rollback", json={}).status_code == 200
+    assert stack.admin("POST", f"/api/drafts/{first.version}/rollback", json={}).status_code == 200
     stop(stack.workers.pop("w1"))
     stack.start_worker("w2")
-    wait_until(
-        lambda: worker_versions(stack).get("w2") == first["version"], 60, "restarted worker reconciled"
-    )
+    wait_until(lambda: worker_versions(stack).get("w2") == first.version, 60, "restarted worker reconciled")
     wait_until(lambda: httpx.get(f"{stack.base_url}/ready").status_code == 200, 30, "ready again")

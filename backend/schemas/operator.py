@@ -37,13 +37,6 @@ class LearningState(BaseModel):
     reason: str = ""
 
 
-class TrainerView(BaseModel):
-    """What a training worker needs each round: whether to learn, and which draft is live."""
-
-    paused: bool
-    live_version: str | None
-
-
 class DraftView(BaseModel):
     id: str
     status: str
@@ -103,11 +96,6 @@ class AuditView(BaseModel):
             reason=row.reason,
             details=row.details,
         )
-
-
-class RegisteredDraft(BaseModel):
-    version: str
-    upload_path: str
 
 
 class TraceBusView(BaseModel):

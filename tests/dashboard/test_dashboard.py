@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from borealis.publish import publish_draft
+from borealis.control_client import ControlPlaneClient
 from tests.dashboard.conftest import VIEWPORT
 from tests.drafts import make_draft_artifact
 from tests.procs import wait_until
@@ -160,11 +160,11 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
     page.wait_for_url("**/dashboard")
 
     # The first draft goes live under the default auto policy: a version to roll back to later.
-    first = publish_draft(
-        stack.base_url, CLUSTER_TOKEN, make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
+    first = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+        make_draft_artifact(tiny_model_dir, tmp_path / "a", 1)
     )
-    assert first["status"] == "live"
-    wait_until(lambda: worker_version(stack) == first["version"], 60, "worker on the first draft")
+    assert first.status == "live"
+    wait_until(lambda: worker_version(stack) == first.version, 60, "worker on the first draft")
 
     # Learning page: switch to manual approval, pause and resume (keyboard only for the pause).
     dashboard.open("learning")
@@ -186,27 +186,25 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
     assert "maintenance window" in reasons
 
     # Drafts page: approve a pending candidate, then roll back to the first draft.
-    second = publish_draft(
-        stack.base_url,
-        CLUSTER_TOKEN,
+    second = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
         make_draft_artifact(tiny_model_dir, tmp_path / "b", 2),
-        parent_version=first["version"],
+        parent_version=first.version,
         shadow_eval={"code": {"candidate": 1.9, "live": 1.6, "traces": 40}},
     )
-    assert second["status"] == "pending_approval"
+    assert second.status == "pending_approval"
     dashboard.open("drafts")
-    approve = f"button[data-action=approve][data-version={second['version']}]"
+    approve = f"button[data-action=approve][data-version={second.version}]"
     page.wait_for_selector(approve)
     dashboard.wait_points("fig-eval")
     dashboard.shot("drafts")
     dashboard.confirm(approve, "shadow eval beats live")
-    wait_until(lambda: worker_version(stack) == second["version"], 60, "worker on the approved draft")
+    wait_until(lambda: worker_version(stack) == second.version, 60, "worker on the approved draft")
     assert [e["reason"] for e in audit(stack, "draft.approve")] == ["shadow eval beats live"]
-    rollback = f"button[data-action=rollback][data-version={first['version']}]"
+    rollback = f"button[data-action=rollback][data-version={first.version}]"
     page.wait_for_selector(rollback)
     dashboard.confirm(rollback, "prefer the first draft")
-    wait_until(lambda: worker_version(stack) == first["version"], 60, "worker back on the first draft")
-    assert stack.admin("GET", f"/api/drafts/{second['version']}").json()["status"] == "rolled_back"
+    wait_until(lambda: worker_version(stack) == first.version, 60, "worker back on the first draft")
+    assert stack.admin("GET", f"/api/drafts/{second.version}").json()["status"] == "rolled_back"
 
     dashboard.open("learning")
     dashboard.wait_points("fig-shadow")
@@ -214,7 +212,7 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
 
     # Workers page shows the live version the worker reports.
     dashboard.open("workers")
-    page.wait_for_selector(f"tr[data-worker=w1] td.version:has-text('{first['version']}')")
+    page.wait_for_selector(f"tr[data-worker=w1] td.version:has-text('{first.version}')")
     dashboard.shot("workers")
 
     if UPDATE_SCREENSHOTS:
@@ -242,7 +240,7 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
         30,
         "draft share of accepted tokens reported",
     )
-    assert first["version"] in page.locator("#workers").text_content()
+    assert first.version in page.locator("#workers").text_content()
     dashboard.shot("overview")
 
     dashboard.open("drift")

@@ -15,7 +15,7 @@ import torch
 
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
-from borealis.wire import DriftReport, TraceRecord
+from borealis.wire import DriftReport, TraceRecord, UploadResult
 from tests.engine.helpers import random_runner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
@@ -44,7 +44,7 @@ class FakeControlPlane:
 
     def publish(
         self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, metrics: Any, *_: Any
-    ) -> dict[str, str]:
+    ) -> UploadResult:
         files = sorted(path.name for path in artifact_dir.iterdir())
         self.published.append(
             {
@@ -55,7 +55,7 @@ class FakeControlPlane:
                 "metrics": metrics,
             }
         )
-        return {"version": f"v{len(self.published)}", "status": "candidate"}
+        return UploadResult(version=f"v{len(self.published)}", status="candidate")
 
 
 @pytest.fixture(scope="module")

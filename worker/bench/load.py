@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from borealis.publish import publish_draft
+from borealis.control_client import ControlPlaneClient
 from borealis.settings import get_settings
 from worker.bench.appliance import make_day0_drafts, private_appliance, rss_kib, wait_for_version
 from worker.bench.clients import ClientPool, Request, RequestSource
@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         admin = appliance.admin_client()
         admin.put("/api/policy", json={"mode": "manual", "reason": "bench load"}).raise_for_status()
         drafts = [
-            publish_draft(appliance.base_url, appliance.cluster_token, path, source="upload")["version"]
+            ControlPlaneClient(appliance.base_url, appliance.cluster_token)
+            .publish(path, source="upload")
+            .version
             for path in make_day0_drafts(settings.resolved_model_path, appliance.home / "drafts")
         ]
         admin.post(f"/api/drafts/{drafts[0]}/approve", json={"reason": "bench load"}).raise_for_status()

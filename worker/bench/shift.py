@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from borealis.publish import publish_draft
+from borealis.control_client import ControlPlaneClient
 from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
 from worker.bench.clients import Outcome, Request, run_all
@@ -275,7 +275,7 @@ def run_arm(arm: str, static_draft: Path, prompts: list[Prompt], args: argparse.
         client.put("/api/policy", json=policy).raise_for_status()
         if arm != "scratch":  # the first draft published is promoted: nothing live to compare with
             base, token = appliance.base_url, appliance.cluster_token
-            version = publish_draft(base, token, static_draft, source="offline")["version"]
+            version = ControlPlaneClient(base, token).publish(static_draft, source="offline").version
             wait_for_version(client, version)
         model = client.get("/v1/models").json()["data"][0]["id"]
         started = time.monotonic()

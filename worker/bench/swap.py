@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from borealis.publish import publish_draft
+from borealis.control_client import ControlPlaneClient
 from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, make_day0_drafts, private_appliance, rss_kib, wait_for_version
 from worker.bench.clients import ClientPool, Outcome, Request, RequestSource
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base, cluster = appliance.base_url, appliance.cluster_token
         client.put("/api/policy", json={"mode": "manual", "reason": "bench swap"}).raise_for_status()
         first_dir, second_dir = make_day0_drafts(model_dir, appliance.home / "drafts")
-        first = publish_draft(base, cluster, first_dir, source="upload")["version"]
-        second = publish_draft(base, cluster, second_dir, source="upload")["version"]
+        first = ControlPlaneClient(base, cluster).publish(first_dir, source="upload").version
+        second = ControlPlaneClient(base, cluster).publish(second_dir, source="upload").version
         client.post(f"/api/drafts/{first}/approve", json={"reason": "bench baseline"}).raise_for_status()
         wait_for_version(client, first)
         model = client.get("/v1/models").json()["data"][0]["id"]

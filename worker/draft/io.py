@@ -12,11 +12,10 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from borealis.files import sha256_file
+from borealis.wire import MANIFEST_FILE, WEIGHTS_FILE
 from worker.draft.model import ARCHITECTURE, DraftConfig, Eagle3Draft
 from worker.draft.vocab import DraftVocab
 
-WEIGHTS_FILE = "draft.safetensors"
-MANIFEST_FILE = "manifest.json"
 FORMAT = "borealis-draft"
 FORMAT_VERSION = 1
 VOCAB_TENSOR = "vocab.draft_to_target"

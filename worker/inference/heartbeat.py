@@ -12,26 +12,21 @@ import logging
 import threading
 from collections.abc import Callable
 
-import httpx
-
+from borealis.control_client import ControlPlaneClient, ControlPlaneError
 from borealis.wire import HeartbeatReply, WorkerRegistration
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_PATH = "/internal/workers/heartbeat"
 
 
 class HeartbeatLoop:
     def __init__(
         self,
-        control_plane_url: str,
-        cluster_token: str,
+        client: ControlPlaneClient,
         interval_s: float,
         snapshot: Callable[[], WorkerRegistration],
         on_reply: Callable[[HeartbeatReply], None],
     ) -> None:
-        self._url = control_plane_url.rstrip("/") + HEARTBEAT_PATH
-        self._headers = {"authorization": f"Bearer {cluster_token}", "content-type": "application/json"}
+        self._client = client
         self._interval_s = interval_s
         self._snapshot = snapshot
         self._on_reply = on_reply
@@ -51,30 +46,17 @@ class HeartbeatLoop:
         """Beat now instead of at the next interval (a swap command arrived)."""
         self._wake.set()
 
-    def beat(self, client: httpx.Client) -> bool:
+    def beat(self) -> bool:
         try:
-            response = client.post(
-                self._url,
-                content=self._snapshot().model_dump_json(),
-                headers=self._headers,
-            )
-        except httpx.HTTPError as exc:
-            log.warning("heartbeat to %s failed: %s", self._url, exc)
-            return False
-        if response.status_code >= 400:
-            log.warning("heartbeat refused (%s): %s", response.status_code, response.text[:200])
-            return False
-        try:
-            reply = HeartbeatReply.model_validate_json(response.content)
-        except ValueError as exc:
-            log.warning("unreadable heartbeat reply: %s", exc)
+            reply = self._client.heartbeat(self._snapshot())
+        except ControlPlaneError as exc:
+            log.warning("heartbeat to %s failed: %s", self._client.base_url, exc)
             return False
         self._on_reply(reply)
         return True
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self._interval_s * 2) as client:
-            while not self._stop.is_set():
-                self.beat(client)
-                self._wake.wait(self._interval_s)
-                self._wake.clear()
+        while not self._stop.is_set():
+            self.beat()
+            self._wake.wait(self._interval_s)
+            self._wake.clear()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 import uvicorn
 
+from borealis.control_client import ControlPlaneClient
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
@@ -38,6 +39,9 @@ def run_inference_worker(settings: Settings) -> None:
     prompts = PromptBuilder.from_model_dir(model_dir, serving.max_context_tokens)
     runner = EngineRunner(serving.engine)
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    control = ControlPlaneClient(
+        settings.resolved_control_plane_url, token, timeout_s=max(5.0, 2 * settings.heartbeat_seconds)
+    )
     state = WorkerState(
         settings.resolved_worker_id,
         settings.model_name,
@@ -46,7 +50,7 @@ def run_inference_worker(settings: Settings) -> None:
         cluster_token=token,
         max_requests=settings.max_batch + settings.worker_max_queued,
     )
-    swapper = _swapper(settings, state, runner, serving, token)
+    swapper = _swapper(settings, state, runner, serving, control)
     exporter = TraceExporter(TraceBusConfig.from_settings(settings)) if settings.redis_url else None
     if exporter is not None:
         state.traces = TraceSink(exporter, state.worker_id, state.model_name)
@@ -69,9 +73,7 @@ def run_inference_worker(settings: Settings) -> None:
         if swapper is not None:
             swapper.request(reply.desired_draft_version)
 
-    heartbeat = HeartbeatLoop(
-        settings.resolved_control_plane_url, token, settings.heartbeat_seconds, snapshot, on_reply
-    )
+    heartbeat = HeartbeatLoop(control, settings.heartbeat_seconds, snapshot, on_reply)
     listener = None
     if swapper is not None and settings.redis_url:
 
@@ -100,7 +102,11 @@ def run_inference_worker(settings: Settings) -> None:
 
 
 def _swapper(
-    settings: Settings, state: WorkerState, runner: EngineRunner, serving: ServingEngine, token: str
+    settings: Settings,
+    state: WorkerState,
+    runner: EngineRunner,
+    serving: ServingEngine,
+    control: ControlPlaneClient,
 ) -> DraftSwapper | None:
     """Hot swap needs an engine that takes drafts; the draft is installed on the engine thread."""
     load, install = serving.load_draft, serving.install_draft
@@ -122,6 +128,4 @@ def _swapper(
         runner.call_between_steps(apply, installed)
 
     cache_dir = settings.home / "worker-drafts" / state.worker_id.replace(":", "_")
-    return DraftSwapper(
-        state.worker_id, settings.resolved_control_plane_url, token, cache_dir, load, installer
-    )
+    return DraftSwapper(state.worker_id, control, cache_dir, load, installer)

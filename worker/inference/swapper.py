@@ -9,8 +9,6 @@ until the control plane asks again after a back-off.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -20,16 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from borealis.control_client import ControlPlaneClient, ControlPlaneError
 from borealis.wire import SwapAck
 from worker.engine.types import Drafter
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_AFTER_S = 30.0
-WEIGHTS_FILE = "draft.safetensors"
-MANIFEST_FILE = "manifest.json"
 
 DraftLoader = Callable[[Path], Drafter]
 """Builds the engine's draft from an artifact directory (raises on a bad artifact)."""
@@ -51,15 +46,13 @@ class DraftSwapper:
     def __init__(
         self,
         worker_id: str,
-        control_plane_url: str,
-        cluster_token: str,
+        client: ControlPlaneClient,
         cache_dir: Path,
         loader: DraftLoader,
         installer: Installer,
     ) -> None:
         self.worker_id = worker_id
-        self._base = control_plane_url.rstrip("/")
-        self._headers = {"authorization": f"Bearer {cluster_token}"}
+        self._client = client
         self._cache_dir = cache_dir
         shutil.rmtree(cache_dir, ignore_errors=True)  # downloads a crash left behind
         self._loader = loader
@@ -121,41 +114,16 @@ class DraftSwapper:
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=self._cache_dir))
         try:
-            self._fetch(version, staging)
+            self._client.fetch_draft(version, staging)
             return self._loader(staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _fetch(self, version: str, directory: Path) -> None:
-        """Download manifest and weights into ``directory``; verify the sha256 while streaming."""
-        with httpx.Client(base_url=self._base, headers=self._headers, timeout=60) as client:
-            meta = client.get(f"/internal/drafts/{version}/manifest")
-            meta.raise_for_status()
-            info = meta.json()
-            expected = str(info["sha256"])
-            digest = hashlib.sha256()
-            with client.stream("GET", f"/internal/drafts/{version}/artifact") as response:
-                response.raise_for_status()
-                with (directory / WEIGHTS_FILE).open("wb") as handle:
-                    for chunk in response.iter_bytes():
-                        digest.update(chunk)
-                        handle.write(chunk)
-        if digest.hexdigest() != expected:
-            raise SwapFailed(f"sha256 mismatch for {version}: refusing the artifact")
-        manifest = dict(info.get("manifest") or {})
-        manifest.update({"sha256": expected, "version": version})
-        (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
 
     def _ack(self, version: str | None, ok: bool, error: str, seconds: float) -> None:
         ack = SwapAck(
             worker_id=self.worker_id, draft_version=version, ok=ok, error=error, load_seconds=seconds
         )
         try:
-            httpx.post(
-                f"{self._base}/internal/workers/swap-ack",
-                content=ack.model_dump_json(),
-                headers={**self._headers, "content-type": "application/json"},
-                timeout=10,
-            )
-        except httpx.HTTPError as exc:
-            log.warning("swap ack not delivered: %s", exc)
+            self._client.swap_ack(ack)
+        except ControlPlaneError as exc:  # the audit log misses one entry; the heartbeat still tells
+            log.warning("swap ack for %s not delivered: %s", version, exc)

@@ -19,11 +19,10 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import httpx
 import torch
 
+from borealis.control_client import ControlPlaneError
 from borealis.domains import OTHER, canonical_domain
-from borealis.publish import PublishError
 from borealis.settings import Settings
 from borealis.wire import DriftReport, TraceRecord
 from worker.draft.examples import Example, example_from_record
@@ -348,15 +347,15 @@ class OnlineTrainer:
         )
         try:
             result = self.control.publish(out, live, shadow, metrics, window)
-        except (PublishError, httpx.HTTPError, OSError) as exc:
+        except (ControlPlaneError, OSError) as exc:
             log.warning("candidate from round %d not published: %s", self.state.round, exc)
             return {"published": False, "reason": str(exc), "shadow_eval": shadow}
         finally:
             shutil.rmtree(out, ignore_errors=True)  # uploaded, or superseded by the next candidate
-        self.state.last_candidate = result.get("version")
+        self.state.last_candidate = result.version
         self._round_losses = []
         self.state.window_start = self.state.window_end = None
-        return {"published": True, "shadow_eval": shadow, **result}
+        return {"published": True, "shadow_eval": shadow, "version": result.version, "status": result.status}
 
     def _live_draft(self, version: str) -> Eagle3Draft | None:
         if self._live is not None and self._live[0] == version:
@@ -366,7 +365,7 @@ class OnlineTrainer:
             self.control.fetch_draft(version, directory)
             draft, _ = load_draft(directory)
             _check_fits(draft, self.target)
-        except (httpx.HTTPError, DraftArtifactError, OSError) as exc:
+        except (ControlPlaneError, DraftArtifactError, OSError) as exc:
             # Unusable (gone, corrupt, or made for another target): learn on without it.
             log.warning("live draft %s unavailable: %s", version, exc)
             return None

@@ -11,16 +11,21 @@ from backend.api.deps import ClusterDep, SessionDep
 from backend.api.errors import APIError
 from backend.crud import audit, drafts, drift
 from backend.crud.workers import upsert_heartbeat
-from backend.schemas.operator import RegisteredDraft, TrainerView, VersionId
+from backend.schemas.operator import VersionId
 from backend.services.artifacts import ArtifactRejected, ArtifactStore
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, TransitionError, desired_version
 from backend.services.swaps import SwapPublisher
 from borealis.wire import (
+    DraftManifest,
     DraftRegistration,
     DriftReport,
     HeartbeatReply,
+    LearningState,
+    Received,
+    RegisteredDraft,
     SwapAck,
+    UploadResult,
     WorkerRegistration,
 )
 
@@ -39,8 +44,8 @@ def worker_heartbeat(beat: WorkerRegistration, request: Request, session: Sessio
     )
 
 
-@router.post("/workers/swap-ack")
-def swap_ack(ack: SwapAck, session: SessionDep) -> dict[str, bool]:
+@router.post("/workers/swap-ack", response_model=Received)
+def swap_ack(ack: SwapAck, session: SessionDep) -> Received:
     action = "swap.ack" if ack.ok else "swap.failed"
     audit.record(
         session,
@@ -50,13 +55,13 @@ def swap_ack(ack: SwapAck, session: SessionDep) -> dict[str, bool]:
         ack.error,
         details={"load_seconds": ack.load_seconds},
     )
-    return {"ok": True}
+    return Received()
 
 
-@router.get("/learning", response_model=TrainerView)
-def learning(session: SessionDep) -> TrainerView:
+@router.get("/learning", response_model=LearningState)
+def learning(session: SessionDep) -> LearningState:
     live = drafts.live(session)
-    return TrainerView(paused=read_learning(session).paused, live_version=live.id if live else None)
+    return LearningState(paused=read_learning(session).paused, live_version=live.id if live else None)
 
 
 @router.post("/drafts", response_model=RegisteredDraft)
@@ -91,17 +96,17 @@ def _refuse_upload(sessions: sessionmaker[Session], version_id: str, reason: str
 
 def _accept_upload(
     sessions: sessionmaker[Session], publisher: SwapPublisher, version_id: str
-) -> dict[str, str]:
+) -> UploadResult:
     with sessions() as session:
         try:
             row = Registry(session, publisher).artifact_received(version_id, TRAINER)
         except TransitionError as exc:
             raise APIError(exc.status, str(exc)) from exc
-        return {"version": row.id, "status": row.status}
+        return UploadResult(version=row.id, status=row.status)
 
 
-@router.put("/drafts/{version_id}/artifact")
-async def upload_artifact(version_id: VersionId, request: Request) -> dict[str, str]:
+@router.put("/drafts/{version_id}/artifact", response_model=UploadResult)
+async def upload_artifact(version_id: VersionId, request: Request) -> UploadResult:
     """Raw safetensors body; refused unless size, sha256 and format match the registration.
 
     Async to stream the body; the database and swap-publishing work around it runs in the thread
@@ -117,18 +122,18 @@ async def upload_artifact(version_id: VersionId, request: Request) -> dict[str, 
     return await run_in_threadpool(_accept_upload, sessions, request.app.state.swap_publisher, version_id)
 
 
-@router.get("/drafts/{version_id}/manifest")
-def draft_manifest(version_id: VersionId, session: SessionDep) -> dict[str, object]:
+@router.get("/drafts/{version_id}/manifest", response_model=DraftManifest)
+def draft_manifest(version_id: VersionId, session: SessionDep) -> DraftManifest:
     row = drafts.get(session, version_id)
     if row is None or not row.artifact_uploaded:
         raise APIError(404, f"no verified artifact for {version_id!r}", type_="not_found_error")
-    return {
-        "version": row.id,
-        "parent_version": row.parent_id,
-        "sha256": row.artifact_sha256,
-        "bytes": row.artifact_bytes,
-        "manifest": row.manifest,
-    }
+    return DraftManifest(
+        version=row.id,
+        parent_version=row.parent_id,
+        sha256=row.artifact_sha256,
+        artifact_bytes=row.artifact_bytes,
+        manifest=row.manifest,
+    )
 
 
 @router.get("/drafts/{version_id}/artifact")
@@ -142,8 +147,8 @@ def download_artifact(version_id: VersionId, request: Request, session: SessionD
     )
 
 
-@router.post("/drift")
-def report_drift(report: DriftReport, session: SessionDep) -> dict[str, bool]:
+@router.post("/drift", response_model=Received)
+def report_drift(report: DriftReport, session: SessionDep) -> Received:
     """A trainer's closed drift window; a detected shift is also written to the audit log."""
     drift.add(session, report)
     if report.shift:
@@ -155,4 +160,4 @@ def report_drift(report: DriftReport, session: SessionDep) -> dict[str, bool]:
             f"divergence {report.divergence}, mix shift {report.mix_shift}",
             details={"domain_mix": report.domain_mix},
         )
-    return {"ok": True}
+    return Received()
