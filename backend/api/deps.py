@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.errors import APIError
 from backend.crud import credentials
 from backend.db.models import Credential
+from backend.services.artifacts import ArtifactStore
 from backend.services.dashboard_sessions import (
     COOKIE_NAME,
     CSRF_HEADER,
@@ -20,7 +21,12 @@ from backend.services.dashboard_sessions import (
     SessionClaims,
 )
 from backend.services.inference import InferenceRouter
+from backend.services.metrics import ServingMetrics
 from backend.services.observation import RequestObserver
+from backend.services.registry import Registry
+from backend.services.serving_stats import ServingStats
+from backend.services.swaps import SwapPublisher
+from backend.services.trace_bus_metrics import TraceBusMonitor
 from borealis.secrets import tokens_equal
 from borealis.settings import Settings
 
@@ -52,6 +58,51 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ObserverDep = Annotated[RequestObserver, Depends(get_observer)]
 SessionDep = Annotated[Session, Depends(get_db)]
 RouterDep = Annotated[InferenceRouter, Depends(get_router)]
+
+
+def get_publisher(request: Request) -> SwapPublisher:
+    publisher: SwapPublisher = request.app.state.swap_publisher
+    return publisher
+
+
+def get_registry(
+    session: SessionDep, publisher: Annotated[SwapPublisher, Depends(get_publisher)]
+) -> Registry:
+    return Registry(session, publisher)
+
+
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    return factory
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.artifacts
+    return store
+
+
+def get_trace_bus(request: Request) -> TraceBusMonitor:
+    monitor: TraceBusMonitor = request.app.state.trace_bus
+    return monitor
+
+
+def get_serving_stats(request: Request) -> ServingStats:
+    stats: ServingStats = request.app.state.serving_stats
+    return stats
+
+
+def get_metrics(request: Request) -> ServingMetrics:
+    metrics: ServingMetrics = request.app.state.metrics
+    return metrics
+
+
+PublisherDep = Annotated[SwapPublisher, Depends(get_publisher)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+TraceBusDep = Annotated[TraceBusMonitor, Depends(get_trace_bus)]
+ServingStatsDep = Annotated[ServingStats, Depends(get_serving_stats)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 
 
 def get_dashboard_sessions(request: Request) -> DashboardSessions:

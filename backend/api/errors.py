@@ -6,6 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from backend.services.registry import TransitionError
+
 
 class APIError(Exception):
     def __init__(
@@ -46,6 +48,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(TransitionError)
+    async def _transition_error(_request: Request, exc: TransitionError) -> JSONResponse:
+        """A lifecycle action the version's status does not allow, wherever a route asked for it."""
+        type_ = "conflict_error" if exc.status == 409 else "invalid_request_error"
+        return JSONResponse(APIError(exc.status, str(exc), type_=type_).body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from borealis.wire import Role, SpecDecodeStats
+from borealis.wire import GenerateChunk, Role, SpecDecodeStats
 
 MAX_PROMPT_CHARS = 200_000
 Domain = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -107,6 +107,12 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    @classmethod
+    def of(cls, chunk: GenerateChunk) -> Usage:
+        """From a worker's final chunk."""
+        prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class CompletionChoice(BaseModel):

@@ -123,3 +123,13 @@ class DriftView(BaseModel):
     js_threshold: float
     mix_threshold: float
     windows: list[DriftWindowView]
+
+
+class WorkerView(BaseModel):
+    id: str
+    url: str
+    model: str
+    draft_version: str | None
+    active_requests: int
+    healthy: bool
+    last_heartbeat_at: datetime

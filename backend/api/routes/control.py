@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from backend.api.deps import AdminDep, SessionDep, SettingsDep
+from backend.api.deps import AdminDep, SessionDep, SettingsDep, TraceBusDep
 from backend.crud import audit, control_state, drift
 from backend.schemas.operator import (
     AuditView,
@@ -66,9 +66,9 @@ def audit_log(
 
 
 @router.get("/tracebus", response_model=TraceBusView)
-def trace_bus(request: Request, _actor: AdminDep) -> TraceBusView:
+def trace_bus(monitor: TraceBusDep, _actor: AdminDep) -> TraceBusView:
     """Depth of the trace stream and dead letters (null when Redis is unreachable), worker drops."""
-    snapshot = request.app.state.trace_bus.snapshot()
+    snapshot = monitor.snapshot()
     return TraceBusView(**asdict(snapshot))
 
 

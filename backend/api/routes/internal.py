@@ -7,14 +7,22 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import ClusterDep, SessionDep
+from backend.api.deps import (
+    ArtifactsDep,
+    ClusterDep,
+    PublisherDep,
+    RegistryDep,
+    SessionDep,
+    SessionFactoryDep,
+    TraceBusDep,
+)
 from backend.api.errors import APIError
 from backend.crud import audit, drafts, drift
 from backend.crud.workers import upsert_heartbeat
 from backend.schemas.operator import VersionId
-from backend.services.artifacts import ArtifactRejected, ArtifactStore
+from backend.services.artifacts import ArtifactRejected
 from backend.services.learning import read_learning
-from backend.services.registry import Registry, TransitionError, desired_version
+from backend.services.registry import Registry, desired_version
 from backend.services.swaps import SwapPublisher
 from borealis.wire import (
     DraftManifest,
@@ -36,9 +44,9 @@ TRAINER = "trainer"
 
 
 @router.post("/workers/heartbeat", response_model=HeartbeatReply)
-def worker_heartbeat(beat: WorkerRegistration, request: Request, session: SessionDep) -> HeartbeatReply:
+def worker_heartbeat(beat: WorkerRegistration, session: SessionDep, trace_bus: TraceBusDep) -> HeartbeatReply:
     upsert_heartbeat(session, beat)
-    request.app.state.trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
+    trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
     return HeartbeatReply(
         desired_draft_version=desired_version(session), learning_paused=read_learning(session).paused
     )
@@ -65,18 +73,10 @@ def learning(session: SessionDep) -> LearningState:
 
 
 @router.post("/drafts", response_model=RegisteredDraft)
-def register_draft(body: DraftRegistration, request: Request, session: SessionDep) -> RegisteredDraft:
+def register_draft(body: DraftRegistration, registry: RegistryDep) -> RegisteredDraft:
     """Step one of publishing a candidate; step two uploads the weights to ``upload_path``."""
-    try:
-        row = Registry(session, request.app.state.swap_publisher).register(body, TRAINER)
-    except TransitionError as exc:
-        raise APIError(exc.status, str(exc)) from exc
+    row = registry.register(body, TRAINER)
     return RegisteredDraft(version=row.id, upload_path=f"/internal/drafts/{row.id}/artifact")
-
-
-def _store(request: Request) -> ArtifactStore:
-    store: ArtifactStore = request.app.state.artifacts
-    return store
 
 
 def _expected_upload(sessions: sessionmaker[Session], version_id: str) -> tuple[str, int]:
@@ -98,28 +98,30 @@ def _accept_upload(
     sessions: sessionmaker[Session], publisher: SwapPublisher, version_id: str
 ) -> UploadResult:
     with sessions() as session:
-        try:
-            row = Registry(session, publisher).artifact_received(version_id, TRAINER)
-        except TransitionError as exc:
-            raise APIError(exc.status, str(exc)) from exc
+        row = Registry(session, publisher).artifact_received(version_id, TRAINER)
         return UploadResult(version=row.id, status=row.status)
 
 
 @router.put("/drafts/{version_id}/artifact", response_model=UploadResult)
-async def upload_artifact(version_id: VersionId, request: Request) -> UploadResult:
+async def upload_artifact(
+    version_id: VersionId,
+    request: Request,
+    sessions: SessionFactoryDep,
+    store: ArtifactsDep,
+    publisher: PublisherDep,
+) -> UploadResult:
     """Raw safetensors body; refused unless size, sha256 and format match the registration.
 
     Async to stream the body; the database and swap-publishing work around it runs in the thread
     pool, so a slow database or Redis never stalls the event loop that relays inference streams.
     """
-    sessions = request.app.state.sessions
     expected_sha, expected_bytes = await run_in_threadpool(_expected_upload, sessions, version_id)
     try:
-        await _store(request).receive(version_id, request.stream(), expected_sha, expected_bytes)
+        await store.receive(version_id, request.stream(), expected_sha, expected_bytes)
     except ArtifactRejected as exc:
         await run_in_threadpool(_refuse_upload, sessions, version_id, str(exc))
         raise APIError(400, f"artifact refused: {exc}") from exc
-    return await run_in_threadpool(_accept_upload, sessions, request.app.state.swap_publisher, version_id)
+    return await run_in_threadpool(_accept_upload, sessions, publisher, version_id)
 
 
 @router.get("/drafts/{version_id}/manifest", response_model=DraftManifest)
@@ -137,9 +139,9 @@ def draft_manifest(version_id: VersionId, session: SessionDep) -> DraftManifest:
 
 
 @router.get("/drafts/{version_id}/artifact")
-def download_artifact(version_id: VersionId, request: Request, session: SessionDep) -> FileResponse:
+def download_artifact(version_id: VersionId, session: SessionDep, store: ArtifactsDep) -> FileResponse:
     row = drafts.get(session, version_id)
-    path = _store(request).weights_path(version_id)
+    path = store.weights_path(version_id)
     if row is None or not row.artifact_uploaded or not path.is_file():
         raise APIError(404, f"no verified artifact for {version_id!r}", type_="not_found_error")
     return FileResponse(

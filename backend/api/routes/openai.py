@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from backend.api.deps import ApiKeyDep, CallerDep, ObserverDep, RouterDep, SettingsDep
 from backend.api.errors import APIError
+from backend.api.sse import Render, relay_sse
 from backend.schemas.openai import (
     AssistantMessage,
     ChatChoice,
@@ -135,62 +135,12 @@ async def _collect_while_connected(
     return task.result()
 
 
-def _usage(chunk: GenerateChunk) -> Usage:
-    prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
-
 async def _first_chunk(stream: AsyncGenerator[GenerateChunk, None]) -> GenerateChunk:
     """Start generation before the HTTP response so early failures still get a proper status code."""
     try:
         return await anext(stream)
     except ROUTING_ERRORS as exc:
         raise _api_error(exc) from exc
-
-
-Render = Callable[[GenerateChunk], list[dict[str, Any]]]
-
-
-async def _relay(
-    stream: AsyncGenerator[GenerateChunk, None],
-    first: GenerateChunk,
-    render: Render,
-    usage_envelope: dict[str, Any] | None,
-) -> AsyncIterator[bytes]:
-    """SSE frames for each chunk, then (if asked) a usage frame, then ``[DONE]``; errors as an error frame."""
-    chunk = first
-    try:
-        while True:
-            if chunk.finish_reason == "error":
-                yield _sse({"error": {"message": f"inference failed: {chunk.error}", "type": "server_error"}})
-                break
-            for payload in render(chunk):
-                yield _sse(payload)
-            if chunk.finish_reason is not None:
-                if usage_envelope is not None:
-                    spec = chunk.spec_decode.model_dump() if chunk.spec_decode else None
-                    yield _sse(
-                        {
-                            **usage_envelope,
-                            "choices": [],
-                            "usage": _usage(chunk).model_dump(),
-                            "spec_decode": spec,
-                        }
-                    )
-                break
-            chunk = await anext(stream)
-    except (WorkerFailed, StopAsyncIteration) as exc:
-        yield _sse(
-            {"error": {"message": f"inference failed: {exc or 'stream ended early'}", "type": "server_error"}}
-        )
-    finally:
-        # Closing the upstream stream tells the worker to stop generating for a vanished client.
-        await stream.aclose()
-    yield b"data: [DONE]\n\n"
 
 
 async def _event_stream(
@@ -201,7 +151,7 @@ async def _event_stream(
 ) -> StreamingResponse:
     first = await _first_chunk(stream)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    relay = _relay(stream, first, render, envelope if include_usage else None)
+    relay = relay_sse(stream, first, render, envelope if include_usage else None)
     return StreamingResponse(relay, media_type="text/event-stream")
 
 
@@ -234,7 +184,7 @@ async def create_completion(
             created=created,
             model=body.model,
             choices=[CompletionChoice(text=text, finish_reason=final.finish_reason)],
-            usage=_usage(final),
+            usage=Usage.of(final),
             spec_decode=final.spec_decode,
         )
 
@@ -283,7 +233,7 @@ async def create_chat_completion(
             created=created,
             model=body.model,
             choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=final.finish_reason)],
-            usage=_usage(final),
+            usage=Usage.of(final),
             spec_decode=final.spec_decode,
         )
 

@@ -6,26 +6,15 @@ import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from backend.api.deps import AdminDep, DashboardSessionsDep, SessionDep, signed_in
 from backend.api.errors import APIError
 from backend.crud import audit, credentials
+from backend.schemas.session import SessionView, SignIn
 from backend.services.dashboard_sessions import COOKIE_NAME, DashboardSessions, SessionClaims
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/session", tags=["session"])
-
-
-class SignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: str = Field(min_length=1, max_length=512, description="The admin credential.")
-
-
-class SessionView(BaseModel):
-    actor: str
-    expires_at: datetime
-    csrf_token: str = Field(description="Send as X-CSRF-Token on every state-changing request.")
 
 
 def _view(sessions: DashboardSessions, claims: SessionClaims, name: str) -> SessionView:

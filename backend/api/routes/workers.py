@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from backend.api.deps import AdminDep, SessionDep, SettingsDep
 from backend.crud.workers import as_utc, is_healthy, list_workers
+from backend.schemas.operator import WorkerView
 
 router = APIRouter(prefix="/api/workers", tags=["operator"])
-
-
-class WorkerView(BaseModel):
-    id: str
-    url: str
-    model: str
-    draft_version: str | None
-    active_requests: int
-    healthy: bool
-    last_heartbeat_at: datetime
 
 
 @router.get("", response_model=list[WorkerView])
