@@ -38,6 +38,7 @@ from worker.traces.drift import DriftMonitor, DriftWindow
 from worker.traces.replay import ReplayBuffer, record_tokens
 from worker.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from worker.training.control import ControlPlane
+from worker.training.reports import CandidateReport, RoundReport, TrainingReport
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class OnlineTrainer:
 
     # -- one round ------------------------------------------------------------------------------
 
-    def run_round(self) -> dict[str, Any]:
+    def run_round(self) -> RoundReport:
         paused, live = self.control.learning_state()
         if paused:
             return {"status": "paused"}
@@ -162,9 +163,9 @@ class OnlineTrainer:
         read = self._intake()
         if self.trainer is None:
             self._start_draft(live)
-        report: dict[str, Any] = {"status": "idle", "round": self.state.round, "read": read}
+        report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
         if self.trainer is not None and len(self.replay) >= self.settings.trainer_min_records and read:
-            report.update(self._train())
+            report["training"] = self._train()
             report["status"] = "trained"
         if self.trainer is not None and self._unacked:
             self.state.round += 1
@@ -218,7 +219,7 @@ class OnlineTrainer:
         limit = self.settings.trainer_heldout_max_records
         self.heldout.setdefault(record.domain, deque(maxlen=limit)).append(record)
 
-    def _train(self) -> dict[str, Any]:
+    def _train(self) -> TrainingReport:
         assert self.trainer is not None
         boosted = self.state.boost_rounds_left > 0
         self.trainer.lr_scale = self.settings.trainer_shift_lr_boost if boosted else 1.0
@@ -325,12 +326,12 @@ class OnlineTrainer:
             for domain, value in candidate.items()
         }
 
-    def candidate(self, live: str | None) -> dict[str, Any]:
+    def candidate(self, live: str | None) -> CandidateReport:
         assert self.trainer is not None
         if not self.heldout:
             return {"published": False, "reason": "no held-out traces yet"}
         shadow = self.shadow_eval(live)
-        metrics = {
+        metrics: dict[str, Any] = {
             "round": self.state.round,
             "optimizer_steps": self.state.optimizer_steps,
             "trained_records": self.state.trained_records,
@@ -394,5 +395,5 @@ def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
     return OnlineTrainer(settings, target, consumer, control)
 
 
-def seconds_until_next(report: dict[str, Any], settings: Settings) -> float:
+def seconds_until_next(report: RoundReport, settings: Settings) -> float:
     return 0.0 if report.get("status") == "trained" else settings.trainer_idle_seconds

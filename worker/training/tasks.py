@@ -27,6 +27,7 @@ from celery.signals import worker_ready
 from borealis.settings import Settings, get_settings
 from worker.native_memory import release_free_memory
 from worker.training.celery_app import app
+from worker.training.reports import RoundReport
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _autostart(**_: Any) -> None:
 
 
 @app.task(name="borealis.training.train_round")
-def train_round(chain: str) -> dict[str, Any]:
+def train_round(chain: str) -> RoundReport:
     from worker.training.online import seconds_until_next
 
     settings = get_settings()
@@ -154,9 +155,9 @@ def train_round(chain: str) -> dict[str, Any]:
     return report
 
 
-def _run_round(settings: Settings) -> dict[str, Any]:
+def _run_round(settings: Settings) -> RoundReport:
     global _trainer
-    report: dict[str, Any] = {}
+    report: RoundReport = {"status": "idle"}
     try:
         if _trainer is None:
             from worker.training.control import HttpControlPlane
@@ -164,8 +165,9 @@ def _run_round(settings: Settings) -> dict[str, Any]:
 
             control = HttpControlPlane(settings)
             paused, _ = control.learning_state()
-            report = {"status": "paused"} if paused else {}
-            if not paused:
+            if paused:
+                report = {"status": "paused"}
+            else:
                 _trainer = build_trainer(settings, control)
         if _trainer is not None:
             report = _trainer.run_round()

@@ -1,0 +1,31 @@
+"""What a training round reports (the Celery task's result, and the test's and operator's view of it)."""
+
+from __future__ import annotations
+
+from typing import Literal, Required, TypedDict
+
+RoundStatus = Literal["paused", "idle", "trained", "error", "superseded"]
+
+
+class TrainingReport(TypedDict):
+    loss: float  # mean of the round's optimizer steps
+    top1: float  # first-step top-1 agreement with the target, mean of the steps
+    lr_boost: bool  # the shift boost was on
+    steps: int  # optimizer steps taken (fewer when learning was paused mid-round)
+
+
+class CandidateReport(TypedDict, total=False):
+    published: Required[bool]
+    reason: str  # why not published
+    shadow_eval: dict[str, dict[str, float]]
+    version: str
+    status: str  # the status the control plane's policy gave it
+
+
+class RoundReport(TypedDict, total=False):
+    status: Required[RoundStatus]
+    round: int
+    read: int  # traces read this round
+    training: TrainingReport
+    candidate: CandidateReport
+    error: str
