@@ -2,7 +2,18 @@
 
 Producer and consumer import the same models, so they cannot drift apart. Torch-free: the
 control plane imports this without the ML stack. Bump ``WIRE_VERSION`` on any incompatible
-change; receivers refuse messages of another major version.
+change; receivers refuse messages of another version (the base model's validator).
+
+The swap protocol, as the sequence of states one draft version goes through:
+
+1. desired version committed — the registry stores it (promotion, approval, rollback);
+2. swap command (fast path) — ``SwapCommand`` on Redis pub/sub, only a wake-up for workers;
+3. heartbeat reconciles — ``HeartbeatReply.desired_draft_version`` is the authority: a worker that
+   missed the command, or restarted, converges on its next beat;
+4. fetch and verify — ``DraftManifest`` then the weights over HTTP, sha256 checked while streaming;
+5. load off the engine thread — the worker builds the draft while serving goes on;
+6. install between steps — the engine switches drafts between two decoding steps;
+7. ack — ``SwapAck`` to the control plane, ok or with the error (the old draft keeps serving).
 """
 
 from __future__ import annotations

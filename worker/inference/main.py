@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
 import torch
 import uvicorn
@@ -14,16 +12,14 @@ from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
 from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
-from worker.engine.types import Drafter
-from worker.inference.engine_factory import ServingEngine, build_engine
+from worker.inference.engine_factory import build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
 from worker.inference.server import WorkerState, create_worker_app
-from worker.inference.swap_listener import SwapListener
-from worker.inference.swapper import DraftSwapper
+from worker.inference.swap import SwapListener, build_swapper
 from worker.inference.tokenization import PromptBuilder
 from worker.inference.trace_export import TraceSink
-from worker.native_memory import configure_native_memory, release_free_memory
+from worker.native_memory import configure_native_memory
 from worker.traces.exporter import TraceExporter
 
 log = logging.getLogger(__name__)
@@ -50,7 +46,7 @@ def run_inference_worker(settings: Settings) -> None:
         cluster_token=token,
         max_requests=settings.max_batch + settings.worker_max_queued,
     )
-    swapper = _swapper(settings, state, runner, serving, control)
+    swapper = build_swapper(settings, state, runner, serving, control)
     exporter = TraceExporter(TraceBusConfig.from_settings(settings)) if settings.redis_url else None
     if exporter is not None:
         state.traces = TraceSink(exporter, state.worker_id, state.model_name)
@@ -99,33 +95,3 @@ def run_inference_worker(settings: Settings) -> None:
         runner.stop()
         if exporter is not None:
             exporter.close()
-
-
-def _swapper(
-    settings: Settings,
-    state: WorkerState,
-    runner: EngineRunner,
-    serving: ServingEngine,
-    control: ControlPlaneClient,
-) -> DraftSwapper | None:
-    """Hot swap needs an engine that takes drafts; the draft is installed on the engine thread."""
-    load, install = serving.load_draft, serving.install_draft
-    if load is None or install is None:
-        return None
-
-    def installer(
-        version: str | None, draft: Drafter | None, done: Callable[[BaseException | None], None]
-    ) -> None:
-        def apply() -> None:
-            install(draft)
-            state.draft_version = version
-
-        def installed(error: BaseException | None) -> None:
-            done(error)
-            if error is None and settings.worker_tune_allocator:
-                threading.Thread(target=release_free_memory, name="malloc-trim", daemon=True).start()
-
-        runner.call_between_steps(apply, installed)
-
-    cache_dir = settings.home / "worker-drafts" / state.worker_id.replace(":", "_")
-    return DraftSwapper(state.worker_id, control, cache_dir, load, installer)

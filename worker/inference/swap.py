@@ -1,10 +1,12 @@
-"""Hot swap of the draft model inside a running inference worker.
+"""The swap protocol on the worker side, in one place (the state sequence is in ``borealis.wire``).
 
-Weights come from the control plane over HTTP and are checked against the sha256 the control
-plane vouches for before anything is deserialised (safetensors only). Loading happens on a
-background thread; the engine switches between two decoding steps, so no request stalls or fails.
-A failed swap keeps the current draft and is reported; the same bad version is not retried
-until the control plane asks again after a back-off.
+``SwapListener`` hears swap commands on Redis pub/sub; they only wake the heartbeat, whose reply
+from the control plane names the version to serve. ``DraftSwapper`` then fetches the artifact over
+HTTP, checks the sha256 the control plane vouches for while it streams (safetensors only, nothing
+deserialised before), loads it on a background thread, has the engine install it between two
+decoding steps (``build_swapper`` wires that to the engine runner), and acks. A failed swap keeps the
+current draft and is reported; the same bad version is not retried until the control plane asks
+again after a back-off.
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+from pydantic import ValidationError
+
 from borealis.control_client import ControlPlaneClient, ControlPlaneError
-from borealis.wire import SwapAck
+from borealis.settings import Settings
+from borealis.wire import SwapAck, SwapCommand
 from worker.engine.types import Drafter
+from worker.inference.engine_factory import ServingEngine
+from worker.inference.runner import EngineRunner
+from worker.inference.server import WorkerState
+from worker.native_memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +137,77 @@ class DraftSwapper:
             self._client.swap_ack(ack)
         except ControlPlaneError as exc:  # the audit log misses one entry; the heartbeat still tells
             log.warning("swap ack for %s not delivered: %s", version, exc)
+
+
+class SwapListener:
+    def __init__(self, redis_url: str, channel: str, on_command: Callable[[SwapCommand], None]) -> None:
+        self._redis_url = redis_url
+        self._channel = channel
+        self._on_command = on_command
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swap-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            command = SwapCommand.model_validate_json(data)
+        except ValidationError as exc:
+            log.warning("ignoring a malformed swap command: %s", exc.errors()[:1])
+            return
+        self._on_command(command)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                client = redis.Redis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=5)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                backoff = 0.5
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and isinstance(message.get("data"), bytes):
+                        self._handle(message["data"])
+                pubsub.close()
+                client.close()
+            except redis.RedisError as exc:
+                log.warning("swap listener lost Redis (%s); retrying in %.1f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def build_swapper(
+    settings: Settings,
+    state: WorkerState,
+    runner: EngineRunner,
+    serving: ServingEngine,
+    control: ControlPlaneClient,
+) -> DraftSwapper | None:
+    """The worker's swapper, installing drafts on the engine thread between two steps; None when the
+    engine takes no draft (the reference HF engine)."""
+    load, install = serving.load_draft, serving.install_draft
+    if load is None or install is None:
+        return None
+
+    def installer(
+        version: str | None, draft: Drafter | None, done: Callable[[BaseException | None], None]
+    ) -> None:
+        def apply() -> None:
+            install(draft)
+            state.draft_version = version
+
+        def installed(error: BaseException | None) -> None:
+            done(error)
+            if error is None and settings.worker_tune_allocator:
+                threading.Thread(target=release_free_memory, name="malloc-trim", daemon=True).start()
+
+        runner.call_between_steps(apply, installed)
+
+    cache_dir = settings.home / "worker-drafts" / state.worker_id.replace(":", "_")
+    return DraftSwapper(state.worker_id, control, cache_dir, load, installer)
