@@ -88,6 +88,8 @@ def test_manual_policy_waits_for_approval_then_swaps(stack: Stack, artifacts: li
     assert desired(stack) != version
     approved = stack.admin("POST", f"/api/drafts/{version}/approve", json={"reason": "looks good"})
     assert approved.status_code == 200 and approved.json()["status"] == "live"
+    # the score the policy judged by, served so the dashboard does not recompute it
+    assert (approved.json()["shadow_candidate"], approved.json()["shadow_live"]) == (2.0, 1.0)
     assert desired(stack) == version
     actions = [(e["action"], e["target"]) for e in stack.admin("GET", "/api/audit?limit=20").json()]
     assert ("draft.approve", version) in actions and ("draft.promote", version) in actions

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.crud.workers import as_utc
 from backend.db.models import AuditEntry, DraftVersion
+from backend.services.registry import shadow_score
 
 VersionId = Annotated[str, Path(pattern=r"^v[0-9]{4,9}$", description="A draft version id, e.g. v0007.")]
 
@@ -48,6 +49,10 @@ class DraftView(BaseModel):
     artifact_bytes: int
     artifact_uploaded: bool
     shadow_eval: dict[str, Any]
+    shadow_candidate: float | None = Field(
+        description="The candidate's simulated acceptance overall, as the approval policy scores it."
+    )
+    shadow_live: float | None = Field(description="The live draft's, on the same held-out traces.")
     live_eval: dict[str, Any]
     training_metrics: dict[str, Any]
     data_window: dict[str, Any]
@@ -65,6 +70,8 @@ class DraftView(BaseModel):
             artifact_bytes=row.artifact_bytes,
             artifact_uploaded=row.artifact_uploaded,
             shadow_eval=row.shadow_eval,
+            shadow_candidate=shadow_score(row.shadow_eval, "candidate"),
+            shadow_live=shadow_score(row.shadow_eval, "live"),
             live_eval=row.live_eval,
             training_metrics=row.training_metrics,
             data_window=row.data_window,

@@ -213,18 +213,6 @@ const Borealis = (() => {
   }
 
   /** Over all held-out traces: the trainer's "all" entry when reported, else domains weighted by traces. */
-  function shadowScore(shadow, arm) {
-    if (shadow && shadow.all && arm in shadow.all) return Number(shadow.all[arm]);
-    let total = 0, weight = 0;
-    for (const result of Object.values(shadow || {})) {
-      if (!(arm in result)) continue;
-      const w = Number(result.traces ?? 1);
-      total += w * Number(result[arm]);
-      weight += w;
-    }
-    return weight ? total / weight : null;
-  }
-
-  return { api, el, fill, badge, plot, plotTime, when, clock, fixed, swapMarkers, act, say, start, shadowScore,
+  return { api, el, fill, badge, plot, plotTime, when, clock, fixed, swapMarkers, act, say, start,
     SWAP_ACTIONS: Object.keys(SWAP_ACTIONS) };
 })();

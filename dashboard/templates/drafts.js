@@ -47,7 +47,7 @@
         onclick: () => { selected = draft.id; run(); } }, draft.id)),
       B.el("td", {}, B.badge(draft.status)),
       B.el("td", { class: "small" }, lineage(draft, byId)),
-      B.el("td", { class: "num" }, `${B.fixed(B.shadowScore(draft.shadow_eval, "candidate"), 2)} / ${B.fixed(B.shadowScore(draft.shadow_eval, "live"), 2)}`),
+      B.el("td", { class: "num" }, `${B.fixed(draft.shadow_candidate, 2)} / ${B.fixed(draft.shadow_live, 2)}`),
       B.el("td", { class: "num" }, live.mean_acceptance_length === undefined ? "—"
         : `${B.fixed(live.mean_acceptance_length, 2)} (${live.requests})`),
       B.el("td", {}, buttons(draft)));

@@ -13,11 +13,11 @@
   function rounds(drafts) {
     const ordered = [...drafts].sort((a, b) => (a.id < b.id ? -1 : 1));
     const label = (d) => (d.training_metrics.round !== undefined ? `${d.id} (round ${d.training_metrics.round})` : d.id);
-    const withShadow = ordered.filter((d) => B.shadowScore(d.shadow_eval, "candidate") !== null);
+    const withShadow = ordered.filter((d) => d.shadow_candidate !== null);
     B.plot("fig-shadow", "Simulated acceptance length per round (shadow evaluation)", [
-      { x: withShadow.map(label), y: withShadow.map((d) => B.shadowScore(d.shadow_eval, "candidate")), type: "scatter",
+      { x: withShadow.map(label), y: withShadow.map((d) => d.shadow_candidate), type: "scatter",
         mode: "lines+markers", name: "candidate", line: { color: "#1f5fbf" } },
-      { x: withShadow.map(label), y: withShadow.map((d) => B.shadowScore(d.shadow_eval, "live")), type: "scatter",
+      { x: withShadow.map(label), y: withShadow.map((d) => d.shadow_live), type: "scatter",
         mode: "lines+markers", name: "live at evaluation", line: { color: "#9aa5b8", dash: "dot" } },
     ].filter((t) => t.y.some((v) => v !== null)), { xaxis: { type: "category" } }, "no shadow evaluation reported yet");
     const withLoss = ordered.filter((d) => lossOf(d.training_metrics) !== null);
