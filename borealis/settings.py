@@ -7,6 +7,7 @@ so a fresh machine needs nothing configured.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,44 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from borealis.domains import parse_allowlist
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """What drift detection needs (``drift_*`` variables)."""
+
+    window_requests: int
+    reference_windows: int
+    js_threshold: float
+    mix_threshold: float
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The online trainer's group of settings (``trainer_*``, replay, drift, domains): all it reads."""
+
+    root: Path  # checkpoints, candidates, live drafts
+    allowed_domains: frozenset[str]
+    draft_vocab_size: int
+    read_batch: int
+    steps_per_round: int
+    min_records: int
+    candidate_every_rounds: int
+    heldout_fraction: float
+    heldout_max_records: int
+    max_caller_share: float
+    eval_depth: int
+    lr: float
+    rejected_weight: float
+    batch_tokens: int
+    shift_lr_boost: float
+    shift_boost_rounds: int
+    duty_cycle: float
+    feature_cache_tokens: int
+    replay_max_records: int
+    replay_max_tokens: int
+    replay_half_life_seconds: float
+    drift: DriftSettings
 
 
 def default_home() -> Path:
@@ -269,6 +308,42 @@ class Settings(BaseSettings):
     @property
     def allowed_domains(self) -> frozenset[str]:
         return parse_allowlist(self.domains)
+
+    @property
+    def drift(self) -> DriftSettings:
+        return DriftSettings(
+            self.drift_window_requests,
+            self.drift_reference_windows,
+            self.drift_js_threshold,
+            self.drift_mix_threshold,
+        )
+
+    @property
+    def trainer(self) -> TrainerSettings:
+        return TrainerSettings(
+            root=self.home / "trainer",
+            allowed_domains=self.allowed_domains,
+            draft_vocab_size=self.draft_vocab_size,
+            read_batch=self.trainer_read_batch,
+            steps_per_round=self.trainer_steps_per_round,
+            min_records=self.trainer_min_records,
+            candidate_every_rounds=self.trainer_candidate_every_rounds,
+            heldout_fraction=self.trainer_heldout_fraction,
+            heldout_max_records=self.trainer_heldout_max_records,
+            max_caller_share=self.trainer_max_caller_share,
+            eval_depth=self.trainer_eval_depth,
+            lr=self.trainer_lr,
+            rejected_weight=self.trainer_rejected_weight,
+            batch_tokens=self.trainer_batch_tokens,
+            shift_lr_boost=self.trainer_shift_lr_boost,
+            shift_boost_rounds=self.trainer_shift_boost_rounds,
+            duty_cycle=self.trainer_duty_cycle,
+            feature_cache_tokens=self.trainer_feature_cache_tokens,
+            replay_max_records=self.replay_max_records,
+            replay_max_tokens=self.replay_max_tokens,
+            replay_half_life_seconds=self.replay_half_life_seconds,
+            drift=self.drift,
+        )
 
     @property
     def resolved_trainer_threads(self) -> int:

@@ -137,7 +137,7 @@ def pending(settings: Settings) -> int:
 
 def new_trainer(settings: Settings, target: LlamaModel, control: FakeControlPlane) -> OnlineTrainer:
     consumer = TraceConsumer(TraceBusConfig.from_settings(settings), "trainer-test")
-    return OnlineTrainer(settings, target, consumer, control)
+    return OnlineTrainer(settings.trainer, target, consumer, control)
 
 
 def test_rounds_checkpoint_ack_publish_and_resume(

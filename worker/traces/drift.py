@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from borealis.settings import Settings
+from borealis.settings import DriftSettings
 from borealis.wire import TraceRecord
 
 TOP_TOKENS = 256
@@ -112,12 +112,12 @@ class DriftMonitor:
         self._index = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DriftMonitor:
+    def from_settings(cls, settings: DriftSettings) -> DriftMonitor:
         return cls(
-            window_requests=settings.drift_window_requests,
-            reference_windows=settings.drift_reference_windows,
-            js_threshold=settings.drift_js_threshold,
-            mix_threshold=settings.drift_mix_threshold,
+            window_requests=settings.window_requests,
+            reference_windows=settings.reference_windows,
+            js_threshold=settings.js_threshold,
+            mix_threshold=settings.mix_threshold,
         )
 
     @property

@@ -23,7 +23,7 @@ import torch
 
 from borealis.control_client import ControlPlaneError
 from borealis.domains import OTHER, canonical_domain
-from borealis.settings import Settings
+from borealis.settings import Settings, TrainerSettings
 from borealis.wire import DriftReport, TraceRecord
 from worker.draft.examples import Example, example_from_record
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
@@ -78,21 +78,21 @@ def newest_with_caller_cap(records: list[TraceRecord], count: int, share: float)
 
 class OnlineTrainer:
     def __init__(
-        self, settings: Settings, target: LlamaModel, consumer: TraceConsumer, control: ControlPlane
+        self, settings: TrainerSettings, target: LlamaModel, consumer: TraceConsumer, control: ControlPlane
     ):
         self.settings = settings
         self.target = target
         self.consumer = consumer
         self.control = control
-        self.root = settings.home / "trainer"
+        self.root = settings.root
         self.replay = ReplayBuffer(
             settings.replay_max_records,
             settings.replay_max_tokens,
             settings.replay_half_life_seconds,
-            max_caller_share=settings.trainer_max_caller_share,
+            max_caller_share=settings.max_caller_share,
         )
         self.heldout: dict[str, deque[TraceRecord]] = {}
-        self.drift = DriftMonitor.from_settings(settings)
+        self.drift = DriftMonitor.from_settings(settings.drift)
         self.state = TrainerState()
         self.trainer: DraftTrainer | None = None
         self._unacked: list[str] = []
@@ -124,9 +124,7 @@ class OnlineTrainer:
 
     def _new_trainer(self, draft: Eagle3Draft) -> DraftTrainer:
         s = self.settings
-        config = TrainConfig(
-            lr=s.trainer_lr, rejected_weight=s.trainer_rejected_weight, batch_tokens=s.trainer_batch_tokens
-        )
+        config = TrainConfig(lr=s.lr, rejected_weight=s.rejected_weight, batch_tokens=s.batch_tokens)
         return DraftTrainer(draft, self.target.embed, config)
 
     def _start_draft(self, live: str | None) -> None:
@@ -137,7 +135,7 @@ class OnlineTrainer:
                 self.trainer = self._new_trainer(self._copy(draft))
                 self.state.live_version = live
                 return
-        if len(self.replay) < self.settings.trainer_min_records:
+        if len(self.replay) < self.settings.min_records:
             return
         records = self.replay.sample(len(self.replay))
         vocab = DraftVocab.from_sequences(
@@ -164,19 +162,19 @@ class OnlineTrainer:
         if self.trainer is None:
             self._start_draft(live)
         report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
-        if self.trainer is not None and len(self.replay) >= self.settings.trainer_min_records and read:
+        if self.trainer is not None and len(self.replay) >= self.settings.min_records and read:
             report["training"] = self._train()
             report["status"] = "trained"
         if self.trainer is not None and self._unacked:
             self.state.round += 1
             self._checkpoint()
-            due = self.state.round % self.settings.trainer_candidate_every_rounds == 0
+            due = self.state.round % self.settings.candidate_every_rounds == 0
             if due and self._round_losses:  # nothing trained since the last candidate: nothing new
                 report["candidate"] = self.candidate(live)
         return report
 
     def _intake(self) -> int:
-        deliveries = self.consumer.read(self.settings.trainer_read_batch, block_ms=1000)
+        deliveries = self.consumer.read(self.settings.read_batch, block_ms=1000)
         vocab = self.target.spec.vocab_size
         for delivery in deliveries:
             self._unacked.append(delivery.entry_id)
@@ -195,9 +193,9 @@ class OnlineTrainer:
             if window is not None:
                 self.control.report_drift(self._drift_report(window))
             if window is not None and window.shift:
-                self.state.boost_rounds_left = self.settings.trainer_shift_boost_rounds
+                self.state.boost_rounds_left = self.settings.shift_boost_rounds
                 log.info("domain shift detected (window %d): learning rate raised", window.index)
-            if is_heldout(record, self.settings.trainer_heldout_fraction):
+            if is_heldout(record, self.settings.heldout_fraction):
                 self._hold_out(record)
             else:
                 self.replay.add(record)
@@ -210,25 +208,25 @@ class OnlineTrainer:
     def _drift_report(self, window: DriftWindow) -> DriftReport:
         return DriftReport(
             trainer=self.consumer.name,
-            js_threshold=self.settings.drift_js_threshold,
-            mix_threshold=self.settings.drift_mix_threshold,
+            js_threshold=self.settings.drift.js_threshold,
+            mix_threshold=self.settings.drift.mix_threshold,
             **dataclasses.asdict(window),
         )
 
     def _hold_out(self, record: TraceRecord) -> None:
-        limit = self.settings.trainer_heldout_max_records
+        limit = self.settings.heldout_max_records
         self.heldout.setdefault(record.domain, deque(maxlen=limit)).append(record)
 
     def _train(self) -> TrainingReport:
         assert self.trainer is not None
         boosted = self.state.boost_rounds_left > 0
-        self.trainer.lr_scale = self.settings.trainer_shift_lr_boost if boosted else 1.0
+        self.trainer.lr_scale = self.settings.shift_lr_boost if boosted else 1.0
         self.state.boost_rounds_left = max(0, self.state.boost_rounds_left - 1)
-        budget = self.settings.trainer_batch_tokens
+        budget = self.settings.batch_tokens
         mean_len = max(1, self.replay.tokens // max(1, len(self.replay)))
         per_step = max(1, budget // mean_len)
         losses, top1 = [], []
-        for step in range(self.settings.trainer_steps_per_round):
+        for step in range(self.settings.steps_per_round):
             if step and self.control.learning_state()[0]:
                 break  # paused mid-round: stop using the CPU now; what was read is still checkpointed
             records = [
@@ -248,7 +246,7 @@ class OnlineTrainer:
 
     def _rest(self, busy_s: float) -> None:
         """Keep computing to ``trainer_duty_cycle`` of wall time (co-located serving needs the rest)."""
-        duty = self.settings.trainer_duty_cycle
+        duty = self.settings.duty_cycle
         if duty < 1.0:
             time.sleep(busy_s * (1.0 / duty - 1.0))
 
@@ -270,7 +268,7 @@ class OnlineTrainer:
         example = example_from_record(self.target, self.trainer.draft.vocab, record)
         self._cache[key] = example
         self._cache_tokens += len(example)
-        while self._cache and self._cache_tokens > self.settings.trainer_feature_cache_tokens:
+        while self._cache and self._cache_tokens > self.settings.feature_cache_tokens:
             _, dropped = self._cache.popitem(last=False)
             self._cache_tokens -= len(dropped)
         return example
@@ -297,10 +295,10 @@ class OnlineTrainer:
         judged on the traffic it will serve, not on a domain that no longer arrives.
         """
         assert self.trainer is not None
-        depth = self.settings.trainer_eval_depth
+        depth = self.settings.eval_depth
         held = [r for records in self.heldout.values() for r in records]
         records = newest_with_caller_cap(
-            held, self.settings.trainer_heldout_max_records, self.settings.trainer_max_caller_share
+            held, self.settings.heldout_max_records, self.settings.max_caller_share
         )
         examples = [self._paced(self._example, r) for r in records]
         candidate = self._paced(simulated_acceptance, self.trainer.draft, self.trainer.embed, examples, depth)
@@ -336,7 +334,7 @@ class OnlineTrainer:
             "optimizer_steps": self.state.optimizer_steps,
             "trained_records": self.state.trained_records,
             "replay_domains": self.replay.domain_counts(),
-            "rejected_weight": self.settings.trainer_rejected_weight,
+            "rejected_weight": self.settings.rejected_weight,
         }
         if self._round_losses:
             metrics["loss"] = sum(loss for loss, _ in self._round_losses) / len(self._round_losses)
@@ -392,7 +390,7 @@ def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
     torch.set_num_threads(settings.resolved_trainer_threads)
     target = LlamaModel.load(settings.resolved_model_path)
     consumer = TraceConsumer(TraceBusConfig.from_settings(settings), consumer_name(settings))
-    return OnlineTrainer(settings, target, consumer, control)
+    return OnlineTrainer(settings.trainer, target, consumer, control)
 
 
 def seconds_until_next(report: RoundReport, settings: Settings) -> float:
