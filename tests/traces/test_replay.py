@@ -75,7 +75,7 @@ def test_no_caller_holds_more_than_its_share_while_others_contribute() -> None:
 
 
 def test_the_held_out_set_is_not_one_callers_burst() -> None:
-    from worker.training.online import newest_with_caller_cap
+    from worker.training.heldout import newest_with_caller_cap
 
     def trace(i: int, caller: str) -> TraceRecord:
         return TraceRecord(

@@ -10,12 +10,11 @@ against the live draft on the held-out traces and published to the control plane
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import socket
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +37,8 @@ from worker.traces.drift import DriftMonitor, DriftWindow
 from worker.traces.replay import ReplayBuffer, record_tokens
 from worker.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from worker.training.control import ControlPlane
+from worker.training.examples_cache import ExampleCache
+from worker.training.heldout import HeldOut
 from worker.training.reports import CandidateReport, RoundReport, TrainingReport
 
 log = logging.getLogger(__name__)
@@ -47,33 +48,6 @@ T = TypeVar("T")
 
 def consumer_name(settings: Settings) -> str:
     return settings.trainer_consumer_name or f"trainer-{socket.gethostname()}"
-
-
-def is_heldout(record: TraceRecord, fraction: float) -> bool:
-    """A stable hash of the request id, so a redelivered trace lands on the same side."""
-    bucket = int(hashlib.sha256(record.request_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < fraction
-
-
-def newest_with_caller_cap(records: list[TraceRecord], count: int, share: float) -> list[TraceRecord]:
-    """The newest ``count`` records, no caller holding more than ``share`` of them while others have
-    records to offer (then the newest left over fill the rest): a burst from one API key cannot
-    decide the held-out set alone. Oldest first, as shadow evaluation reads them."""
-    newest = sorted(records, key=lambda r: r.finished_at, reverse=True)
-    cap = max(1, int(share * count))
-    taken: Counter[str] = Counter()
-    chosen: list[TraceRecord] = []
-    leftover: list[TraceRecord] = []
-    for record in newest:
-        if len(chosen) >= count:
-            break
-        if taken[record.caller] < cap:
-            taken[record.caller] += 1
-            chosen.append(record)
-        else:
-            leftover.append(record)
-    chosen += leftover[: count - len(chosen)]
-    return sorted(chosen, key=lambda r: r.finished_at)
 
 
 class OnlineTrainer:
@@ -91,14 +65,15 @@ class OnlineTrainer:
             settings.replay_half_life_seconds,
             max_caller_share=settings.max_caller_share,
         )
-        self.heldout: dict[str, deque[TraceRecord]] = {}
+        self.heldout = HeldOut(
+            settings.heldout_fraction, settings.heldout_max_records, settings.max_caller_share
+        )
         self.drift = DriftMonitor.from_settings(settings.drift)
         self.state = TrainerState()
         self.trainer: DraftTrainer | None = None
         self._unacked: list[str] = []
         self._seen: set[str] = set()
-        self._cache: OrderedDict[str, Example] = OrderedDict()
-        self._cache_tokens = 0
+        self._examples = ExampleCache(target, settings.feature_cache_tokens)
         self._live: tuple[str, Eagle3Draft] | None = None
         self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
         self._resume()
@@ -117,7 +92,7 @@ class OnlineTrainer:
         for record in checkpoint.replay:
             self.replay.add(record)
         for record in checkpoint.heldout:
-            self._hold_out(record)
+            self.heldout.add(record)
         self._seen = set(self.state.acked_ids)
         self.consumer.ack(self.state.acked_ids)  # the crash may have come between checkpoint and ack
         log.info("trainer resumed at round %d", self.state.round)
@@ -195,8 +170,8 @@ class OnlineTrainer:
             if window is not None and window.shift:
                 self.state.boost_rounds_left = self.settings.shift_boost_rounds
                 log.info("domain shift detected (window %d): learning rate raised", window.index)
-            if is_heldout(record, self.settings.heldout_fraction):
-                self._hold_out(record)
+            if self.heldout.takes(record):
+                self.heldout.add(record)
             else:
                 self.replay.add(record)
                 self.state.trained_records += 1
@@ -212,10 +187,6 @@ class OnlineTrainer:
             mix_threshold=self.settings.drift.mix_threshold,
             **dataclasses.asdict(window),
         )
-
-    def _hold_out(self, record: TraceRecord) -> None:
-        limit = self.settings.heldout_max_records
-        self.heldout.setdefault(record.domain, deque(maxlen=limit)).append(record)
 
     def _train(self) -> TrainingReport:
         assert self.trainer is not None
@@ -260,23 +231,12 @@ class OnlineTrainer:
     def _example(self, record: TraceRecord) -> Example:
         """Target features are recomputed (one prefill) and kept while the cache's token budget allows."""
         assert self.trainer is not None
-        key = record.request_id
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        example = example_from_record(self.target, self.trainer.draft.vocab, record)
-        self._cache[key] = example
-        self._cache_tokens += len(example)
-        while self._cache and self._cache_tokens > self.settings.feature_cache_tokens:
-            _, dropped = self._cache.popitem(last=False)
-            self._cache_tokens -= len(dropped)
-        return example
+        return self._examples.get(record, self.trainer.draft.vocab)
 
     def _checkpoint(self) -> None:
         assert self.trainer is not None
         self.state.acked_ids = list(self._unacked)
-        heldout = [r for records in self.heldout.values() for r in records]
+        heldout = self.heldout.records()
         # ReplayBuffer offers no iteration yet, and its records must survive a restart
         replay = self.replay.records()
         save_checkpoint(
@@ -296,10 +256,7 @@ class OnlineTrainer:
         """
         assert self.trainer is not None
         depth = self.settings.eval_depth
-        held = [r for records in self.heldout.values() for r in records]
-        records = newest_with_caller_cap(
-            held, self.settings.heldout_max_records, self.settings.max_caller_share
-        )
+        records = self.heldout.for_evaluation()
         examples = [self._paced(self._example, r) for r in records]
         candidate = self._paced(simulated_acceptance, self.trainer.draft, self.trainer.embed, examples, depth)
         live_draft = self._live_draft(live) if live else None
