@@ -27,7 +27,9 @@ class Policy(BaseModel):
         default=0.05,
         ge=0.0,
         le=10.0,
-        description="auto: promote when shadow acceptance beats live by this fraction.",
+        description="auto: promote when the paired 95% interval of the per-trace shadow acceptance "
+        "difference lies above this fraction of live's (without paired statistics: when the pooled "
+        "score beats live's by this fraction).",
     )
     reason: str = Field(default="", max_length=1000)
 

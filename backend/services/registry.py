@@ -42,6 +42,29 @@ def shadow_score(shadow_eval: dict[str, dict[str, float]], arm: str) -> float | 
     return total / weight if weight else None
 
 
+def beats_live(shadow_eval: dict[str, dict[str, float]], margin: float) -> tuple[bool, str]:
+    """The auto policy's verdict on a candidate, and why.
+
+    With the trainer's paired interval (``diff_low``/``diff_high`` of the per-trace difference on the
+    same held-out traces), the candidate must be better beyond doubt: the interval's lower end above
+    ``margin`` x live. Without one (an upload scored elsewhere), its pooled score must beat live's by
+    the margin.
+    """
+    candidate, baseline = shadow_score(shadow_eval, "candidate"), shadow_score(shadow_eval, "live")
+    overall = shadow_eval.get("all", {})
+    if candidate is None or baseline is None:
+        return False, "no shadow evaluation to judge by"
+    if "diff_low" in overall and "diff_high" in overall:
+        low, high = float(overall["diff_low"]), float(overall["diff_high"])
+        interval = f"paired 95% interval of candidate - live per trace [{low:+.3f}, {high:+.3f}]"
+        if low > margin * baseline:
+            return True, f"{interval} lies above {margin} x live {baseline:.3f}"
+        return False, f"{interval} does not lie above {margin} x live {baseline:.3f}"
+    if candidate >= baseline * (1 + margin):
+        return True, f"shadow acceptance {candidate:.3f} >= live {baseline:.3f} x (1 + {margin})"
+    return False, f"shadow acceptance {candidate:.3f} does not beat live {baseline:.3f} by {margin}"
+
+
 def desired_version(session: Session) -> str | None:
     value = control_state.get(session, control_state.DESIRED_DRAFT, {"version": None})
     version = value.get("version")
@@ -102,22 +125,12 @@ class Registry:
                 self.session, actor, "draft.pending_approval", version.id, reason="manual approval policy"
             )
             return version
-        live = drafts.live(self.session)
-        candidate = shadow_score(version.shadow_eval, "candidate")
-        baseline = shadow_score(version.shadow_eval, "live")
-        margin = float(policy["margin"])
-        if live is None:
+        if drafts.live(self.session) is None:
             return self.promote(version.id, actor, "first draft: nothing live to compare with")
-        if candidate is not None and baseline is not None and candidate >= baseline * (1 + margin):
-            reason = f"shadow acceptance {candidate:.3f} >= live {baseline:.3f} x (1 + {margin})"
+        better, reason = beats_live(version.shadow_eval, float(policy["margin"]))
+        if better:
             return self.promote(version.id, actor, reason)
-        audit.record(
-            self.session,
-            actor,
-            "draft.held",
-            version.id,
-            reason=f"shadow acceptance {candidate} does not beat live {baseline} by {margin}",
-        )
+        audit.record(self.session, actor, "draft.held", version.id, reason=reason)
         return version
 
     def approve(self, version_id: str, actor: str, reason: str) -> DraftVersion:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from worker.draft.examples import Example
@@ -43,18 +44,48 @@ def chain_counts(draft: Eagle3Draft, embed: torch.Tensor, example: Example, dept
     return emitted, steps
 
 
+def per_trace_counts(
+    draft: Eagle3Draft, embed: torch.Tensor, examples: Sequence[Example], depth: int
+) -> list[tuple[int, int]]:
+    """(tokens emitted, verification steps) of each example, in order."""
+    was_training = draft.training
+    draft.eval()
+    counts = [chain_counts(draft, embed, example, depth) for example in examples]
+    draft.train(was_training)
+    return counts
+
+
+def pooled_acceptance(examples: Sequence[Example], counts: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """Mean acceptance length (tokens per target step) per domain, and ``"all"`` pooled."""
+    emitted: dict[str, int] = defaultdict(int)
+    steps: dict[str, int] = defaultdict(int)
+    for example, (e, s) in zip(examples, counts, strict=True):
+        for key in (example.domain, "all"):
+            emitted[key] += e
+            steps[key] += s
+    return {key: emitted[key] / steps[key] for key in sorted(steps) if steps[key]}
+
+
 def simulated_acceptance(
     draft: Eagle3Draft, embed: torch.Tensor, examples: Sequence[Example], depth: int
 ) -> dict[str, float]:
     """Mean acceptance length (tokens per target step) per domain, and ``"all"`` pooled."""
-    emitted: dict[str, int] = defaultdict(int)
-    steps: dict[str, int] = defaultdict(int)
-    was_training = draft.training
-    draft.eval()
-    for example in examples:
-        e, s = chain_counts(draft, embed, example, depth)
-        for key in (example.domain, "all"):
-            emitted[key] += e
-            steps[key] += s
-    draft.train(was_training)
-    return {key: emitted[key] / steps[key] for key in sorted(steps) if steps[key]}
+    return pooled_acceptance(examples, per_trace_counts(draft, embed, examples, depth))
+
+
+def paired_interval(
+    candidate: Sequence[float], live: Sequence[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean per-trace difference ``candidate - live``.
+
+    Paired: both drafts are scored on the same traces, so trace-to-trace variation (a long easy code
+    trace against a short hard chat one) cancels, and the interval says whether the candidate is
+    better on this traffic, not whether its pooled mean happens to sit above a margin.
+    """
+    if len(candidate) != len(live) or not candidate:
+        raise ValueError("paired_interval needs two equally long, non-empty samples")
+    diffs = np.asarray(candidate, dtype=np.float64) - np.asarray(live, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)

@@ -14,7 +14,6 @@ import logging
 import shutil
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from borealis.wire import DriftReport, TraceRecord
 from worker.draft.examples import Example, example_from_record
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
-from worker.draft.shadow import simulated_acceptance
+from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance
 from worker.draft.trainer import DraftTrainer, StepMetrics, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -59,6 +58,8 @@ class OnlineTrainer:
         self.consumer = consumer
         self.control = control
         self.root = settings.root
+        # A trainer killed while publishing leaves its candidate's files behind; it is never published.
+        shutil.rmtree(self.root / "candidates", ignore_errors=True)
         self.replay = ReplayBuffer(
             settings.replay_max_records,
             settings.replay_max_tokens,
@@ -252,16 +253,18 @@ class OnlineTrainer:
         """Simulated acceptance of the candidate and of the live draft on the same held-out traces.
 
         The most recent held-out traces, whatever their domain: after a shift the candidate is
-        judged on the traffic it will serve, not on a domain that no longer arrives.
+        judged on the traffic it will serve, not on a domain that no longer arrives. Per domain and
+        ``all``: both pooled means, the trace count, and the paired 95 % interval of the per-trace
+        difference (``diff_low``, ``diff_high``) that the approval policy judges by.
         """
         assert self.trainer is not None
         depth = self.settings.eval_depth
         records = self.heldout.for_evaluation()
         examples = [self._paced(self._example, r) for r in records]
-        candidate = self._paced(simulated_acceptance, self.trainer.draft, self.trainer.embed, examples, depth)
+        ours = self._paced(per_trace_counts, self.trainer.draft, self.trainer.embed, examples, depth)
         live_draft = self._live_draft(live) if live else None
         if live_draft is None:
-            baseline = {domain: 1.0 for domain in candidate}  # no draft: one token per target step
+            theirs = [(s, s) for _, s in ours]  # no draft: one token per target step
         else:
             if live_draft.vocab.same_as(self.trainer.draft.vocab):
                 live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
@@ -269,17 +272,22 @@ class OnlineTrainer:
                 live_examples = [
                     self._paced(example_from_record, self.target, live_draft.vocab, r) for r in records
                 ]
-            baseline = self._paced(simulated_acceptance, live_draft, self.trainer.embed, live_examples, depth)
-        counts = Counter(r.domain for r in records)
-        counts["all"] = len(records)
-        return {
-            domain: {
+            theirs = self._paced(per_trace_counts, live_draft, self.trainer.embed, live_examples, depth)
+        candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
+        report = {}
+        for domain, value in candidate.items():
+            rows = [i for i, e in enumerate(examples) if domain in ("all", e.domain) and ours[i][1]]
+            low, high = paired_interval(
+                [ours[i][0] / ours[i][1] for i in rows], [theirs[i][0] / theirs[i][1] for i in rows]
+            )
+            report[domain] = {
                 "candidate": value,
                 "live": baseline.get(domain, 1.0),
-                "traces": float(counts.get(domain, 0)),
+                "traces": float(len(rows)),
+                "diff_low": low,
+                "diff_high": high,
             }
-            for domain, value in candidate.items()
-        }
+        return report
 
     def candidate(self, live: str | None) -> CandidateReport:
         assert self.trainer is not None

@@ -1,0 +1,86 @@
+"""The auto policy judges a candidate by a paired interval on the same held-out traces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.crud import audit, drafts
+from backend.db.migrate import upgrade
+from backend.db.session import make_engine, make_session_factory
+from backend.services.registry import Registry, beats_live
+from backend.services.swaps import SwapPublisher
+from borealis.wire import DraftRegistration
+from worker.draft.shadow import paired_interval
+
+
+def scores(shift: float, traces: int = 64, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Live per-trace acceptance varying widely between traces; the candidate ``shift`` above it."""
+    rng = np.random.default_rng(seed)
+    live = rng.uniform(1.2, 3.5, traces)
+    candidate = live + shift + rng.normal(0.0, 0.15, traces)
+    return candidate.tolist(), live.tolist()
+
+
+def shadow(candidate: list[float], live: list[float]) -> dict[str, dict[str, float]]:
+    low, high = paired_interval(candidate, live)
+    return {"all": {"candidate": float(np.mean(candidate)), "live": float(np.mean(live)),
+                    "traces": float(len(live)), "diff_low": low, "diff_high": high}}  # fmt: skip
+
+
+def test_the_interval_separates_better_equal_and_worse() -> None:
+    low, high = paired_interval(*scores(0.3))
+    assert 0.2 < low < 0.3 < high < 0.4
+    low, high = paired_interval(*scores(0.0))
+    assert low < 0.0 < high
+    low, high = paired_interval(*scores(-0.3))
+    assert high < 0.0
+
+
+def test_a_clearly_better_candidate_passes_and_an_equal_or_worse_one_is_held() -> None:
+    assert beats_live(shadow(*scores(0.3)), margin=0.0)[0]
+    assert beats_live(shadow(*scores(0.3)), margin=0.05)[0]  # 0.3 tokens/step > 5% of ~2.35
+    for shift in (0.0, -0.3):
+        verdict, reason = beats_live(shadow(*scores(shift)), margin=0.0)
+        assert not verdict and "paired 95% interval" in reason
+
+
+def test_a_pooled_mean_above_the_margin_is_not_enough_when_the_pairs_disagree() -> None:
+    """Two traces where the candidate wins big, many where it loses a little: the pooled margin
+    rule would promote; the paired interval does not."""
+    live = [1.5] * 30 + [2.0, 2.0]
+    candidate = [1.45] * 30 + [6.0, 6.0]
+    judged = shadow(candidate, live)
+    assert judged["all"]["candidate"] > judged["all"]["live"] * 1.05
+    assert not beats_live(judged, margin=0.05)[0]
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_the_registry_promotes_by_the_paired_rule(sessions: sessionmaker[Session]) -> None:
+    publisher = SwapPublisher("", "unused")
+
+    def register(shadow_eval: dict[str, dict[str, float]]) -> str:
+        with sessions() as session:
+            registry = Registry(session, publisher)
+            registration = DraftRegistration(
+                artifact_sha256="a" * 64, artifact_bytes=1, shadow_eval=shadow_eval
+            )
+            version = registry.register(registration, "test").id
+            return registry.artifact_received(version, "test").status
+
+    assert register(shadow(*scores(0.3))) == drafts.LIVE  # the first draft: nothing live
+    assert register(shadow(*scores(0.0))) == drafts.CANDIDATE
+    assert register(shadow(*scores(0.3, seed=1))) == drafts.LIVE
+    with sessions() as session:
+        held = audit.entries(session, 10, action="draft.held")
+        assert len(held) == 1 and "does not lie above" in held[0].reason
