@@ -33,7 +33,9 @@ def test_served_traffic_trains_a_draft_that_goes_live(
     trainer_log = stack.home / "trainer.log"
 
     def trainer_versions() -> list[dict[str, object]]:
-        return [v for v in stack.admin("GET", "/api/drafts").json() if v["source"] == "trainer"]
+        """Registered trainer drafts whose upload finished (``uploading`` is the moment in between)."""
+        drafts = stack.admin("GET", "/api/drafts").json()
+        return [v for v in drafts if v["source"] == "trainer" and v["status"] != "uploading"]
 
     def worker_version() -> object:
         workers = stack.admin("GET", "/api/workers").json()
