@@ -29,7 +29,7 @@ def stack(
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> list[Path]:
     root = tmp_path_factory.mktemp("draft-artifacts")
-    return [make_draft_artifact(tiny_model_dir, root / f"d{seed}", seed) for seed in range(4)]
+    return [make_draft_artifact(tiny_model_dir, root / f"d{seed}", seed) for seed in range(5)]
 
 
 def publish(
@@ -220,3 +220,17 @@ def test_shadow_score_uses_the_overall_entry_not_a_double_count() -> None:
     assert shadow_score(with_overall, "candidate") == 2.4
     assert shadow_score(with_overall, "live") == 1.7
     assert shadow_score({}, "candidate") is None
+
+
+def test_request_to_live_lag_is_reported(stack: Stack, artifacts: list[Path]) -> None:
+    set_policy(stack, "manual")
+    newest_trace = time.time() - 30.0
+    result = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(
+        artifacts[4],
+        shadow_eval={"code": {"candidate": 3.0, "live": 2.0, "traces": 10}},
+        data_window={"from": newest_trace - 60.0, "to": newest_trace},
+    )
+    pending = stack.admin("GET", f"/api/drafts/{result.version}").json()
+    assert pending["request_to_live_seconds"] is None  # not live yet
+    approved = stack.admin("POST", f"/api/drafts/{result.version}/approve", json={"reason": "lag"}).json()
+    assert 30.0 <= approved["request_to_live_seconds"] < 120.0

@@ -58,6 +58,10 @@ class DraftView(BaseModel):
     live_eval: dict[str, Any]
     training_metrics: dict[str, Any]
     data_window: dict[str, Any]
+    request_to_live_seconds: float | None = Field(
+        description="From the newest trace this draft trained on finishing to the draft going live: "
+        "how far serving lags behind the traffic it learns from. Null until it is promoted."
+    )
 
     @classmethod
     def of(cls, row: DraftVersion) -> DraftView:
@@ -77,7 +81,15 @@ class DraftView(BaseModel):
             live_eval=row.live_eval,
             training_metrics=row.training_metrics,
             data_window=row.data_window,
+            request_to_live_seconds=_request_to_live(row),
         )
+
+
+def _request_to_live(row: DraftVersion) -> float | None:
+    newest = row.data_window.get("to") if row.data_window else None
+    if row.promoted_at is None or not isinstance(newest, int | float):
+        return None
+    return round(as_utc(row.promoted_at).timestamp() - float(newest), 3)
 
 
 class DraftDetail(DraftView):

@@ -50,6 +50,8 @@
       B.el("td", { class: "num" }, `${B.fixed(draft.shadow_candidate, 2)} / ${B.fixed(draft.shadow_live, 2)}`),
       B.el("td", { class: "num" }, live.mean_acceptance_length === undefined ? "—"
         : `${B.fixed(live.mean_acceptance_length, 2)} (${live.requests})`),
+      B.el("td", { class: "num" }, draft.request_to_live_seconds === null ? "—"
+        : `${B.fixed(draft.request_to_live_seconds / 60, 1)} min`),
       B.el("td", {}, buttons(draft)));
   }
 
@@ -89,7 +91,7 @@
       selected = (preferred || drafts[0] || {}).id || null;
     }
     B.fill("drafts", drafts.length ? drafts.map((d) => row(d, byId))
-      : [B.el("tr", {}, B.el("td", { colspan: 6, class: "muted" }, "no draft versions yet"))]);
+      : [B.el("tr", {}, B.el("td", { colspan: 7, class: "muted" }, "no draft versions yet"))]);
     detail(byId[selected]);
   }
 
