@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from borealis.settings import get_settings
+from borealis.settings import get_settings, unknown_settings
+from borealis.version import package_version
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -153,6 +154,7 @@ def _draft_train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="borealis", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"borealis {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the whole appliance on this machine")
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name, closest in unknown_settings(os.environ):
+        hint = f"; did you mean {closest}?" if closest else ""
+        logging.getLogger("borealis").warning("%s is not a Borealis setting and is ignored%s", name, hint)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "passthrough", False):

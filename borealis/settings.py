@@ -6,7 +6,9 @@ so a fresh machine needs nothing configured.
 
 from __future__ import annotations
 
+import difflib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -390,6 +392,33 @@ class Settings(BaseSettings):
     @property
     def resolved_model_path(self) -> Path:
         return Path(self.model_path) if self.model_path else self.embedded_model_dir
+
+
+# Read by the test harness and docker compose, not by any process: never a typo.
+NOT_SETTINGS_PREFIXES = ("BOREALIS_TEST_",)
+NOT_SETTINGS = frozenset(
+    {
+        "BOREALIS_REQUIRE_BROWSER",
+        "BOREALIS_UPDATE_SCREENSHOTS",
+        "BOREALIS_REDIS_PASSWORD",
+        "BOREALIS_POSTGRES_PASSWORD",
+    }
+)
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``BOREALIS_*`` variables no setting reads (a typo is silently ignored otherwise), each with
+    the closest real name, if one is close."""
+    known = sorted(f"BOREALIS_{name.upper()}" for name in Settings.model_fields)
+    unknown = []
+    for name in sorted(environ):
+        if not name.startswith("BOREALIS_") or name in known or name in NOT_SETTINGS:
+            continue
+        if name.startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        unknown.append((name, close[0] if close else None))
+    return unknown
 
 
 @lru_cache

@@ -65,7 +65,10 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     stack.admin("POST", f"/api/drafts/{second.version}/approve", json={"reason": "try"})
     wait_until(lambda: "swap.failed" in audit_actions(stack, second.version), 60, "swap refused")
     assert worker_versions(stack)["w1"] == first.version
-    assert httpx.get(f"{stack.base_url}/ready").status_code == 503  # nobody holds the desired version
+    # Nobody holds the desired version, yet the worker serves on the old draft: ready, not converged.
+    readiness = httpx.get(f"{stack.base_url}/ready")
+    assert readiness.status_code == 200 and readiness.json()["converged"] is False
+    assert readiness.json()["workers_on_desired"] == []
     kept = [p for p in (stack.home / "worker-drafts").rglob("*") if p.is_file()]
     assert not kept, f"downloads stay on the worker's disk after loading or refusing: {kept}"
 

@@ -39,6 +39,8 @@ def client(stack: Stack) -> openai.OpenAI:
 def test_health_ready_and_models(stack: Stack) -> None:
     assert httpx.get(f"{stack.base_url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{stack.base_url}/ready").json()["ready"] is True
+    running = httpx.get(f"{stack.base_url}/version").json()
+    assert running["wire_version"] == 1 and running["version"]
     assert [m.id for m in client(stack).models.list().data] == [MODEL]
 
 

@@ -85,8 +85,9 @@
 
   function workers(rows, ready) {
     document.getElementById("kpi-desired").textContent = ready.desired_draft_version || "none";
-    document.getElementById("kpi-ready").textContent = ready.ready ? "ready" : "not ready";
-    document.getElementById("kpi-ready").className = `note ${ready.ready ? "ok" : "bad"}`;
+    const state = !ready.ready ? "not ready" : ready.converged ? "ready, every worker on it" : "ready, workers converging";
+    document.getElementById("kpi-ready").textContent = state;
+    document.getElementById("kpi-ready").className = `note ${!ready.ready ? "bad" : ready.converged ? "ok" : "warn"}`;
     B.fill("workers", rows.length ? rows.map((w) => B.el("tr", {},
       B.el("td", {}, w.id), B.el("td", {}, w.draft_version || "none (no draft)"),
       B.el("td", { class: w.healthy ? "ok" : "bad" }, w.healthy ? "healthy" : "stale"),
