@@ -41,7 +41,9 @@ def test_health_ready_and_models(stack: Stack) -> None:
     assert httpx.get(f"{stack.base_url}/ready").json()["ready"] is True
     running = httpx.get(f"{stack.base_url}/version").json()
     assert running["wire_version"] == 1 and running["version"]
-    assert [m.id for m in client(stack).models.list().data] == [MODEL]
+    models = client(stack).models.list().data
+    assert [m.id for m in models] == [MODEL]
+    assert models[0].model_extra["max_model_len"] == 256 + 64  # type: ignore[index]
 
 
 def test_chat_completion_with_openai_client(stack: Stack) -> None:
@@ -56,6 +58,12 @@ def test_chat_completion_with_openai_client(stack: Stack) -> None:
     # accepted drafted ones, the last step cut at max_tokens.
     decoded = reply.usage.completion_tokens - 1
     assert stats["num_steps"] <= decoded <= stats["num_steps"] + stats["num_accepted_tokens"]
+    # the same in vLLM's shape: its steps are the ones that drafted, its histogram adds up
+    vllm = reply.model_extra["metrics"]["speculative_decoding"]  # type: ignore[index]
+    histogram = vllm["acceptance_histogram"]
+    assert vllm["num_spec_steps"] == stats["num_drafts"] == sum(histogram)
+    assert vllm["num_accepted_draft_tokens"] == stats["num_accepted_tokens"]
+    assert sum(k * count for k, count in enumerate(histogram)) == stats["num_accepted_tokens"]
 
 
 def test_greedy_completion_is_deterministic_and_respects_max_tokens(stack: Stack) -> None:
@@ -154,7 +162,27 @@ BAD_BODIES = [
     ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/completions", {"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
     ("/v1/completions", {"model": MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-    ("/v1/completions", {"model": MODEL, "prompt": "x", "unknown_field": 1}, 400, "unknown_field"),
+    ("/v1/completions", {"model": MODEL, "prompt": "x", "logit_bias": {"50": -100}}, 400, "logit_bias"),
+    (
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        },
+        400,
+        "tools",
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"},
+        },
+        400,
+        "response_format",
+    ),
     ("/v1/completions", {"model": MODEL, "prompt": "word " * 400, "max_tokens": 8}, 400, "context"),
 ]
 
@@ -165,6 +193,28 @@ def test_bad_input_gets_a_clear_4xx(stack: Stack, path: str, body: dict, status:
     assert response.status_code == status, response.text
     message = response.json()["error"]["message"]
     assert mentions in message
+
+
+def test_harmless_unknown_fields_are_accepted_and_named(stack: Stack) -> None:
+    """What clients send by default (store, user, parallel_tool_calls, an empty logit_bias) works."""
+    raw = client(stack).chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello"}],
+        max_tokens=4,
+        temperature=0,
+        store=False,
+        user="someone",
+        parallel_tool_calls=False,
+        logit_bias={},
+        extra_body={"top_k": -1, "some_vendor_flag": True},
+    )
+    assert raw.parse().choices[0].finish_reason in {"stop", "length"}
+    ignored = raw.headers["x-borealis-ignored-fields"].split(",")
+    assert {"store", "parallel_tool_calls", "logit_bias", "top_k", "some_vendor_flag"} <= set(ignored)
+    plain = httpx.post(
+        f"{stack.base_url}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2}, timeout=30
+    )
+    assert plain.status_code == 200 and "x-borealis-ignored-fields" not in plain.headers
 
 
 def test_malformed_json_is_a_400(stack: Stack) -> None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from backend.schemas.openai import Usage
+from backend.schemas.openai import ResponseMetrics, Usage
 from backend.services.inference import WorkerFailed
 from borealis.wire import GenerateChunk
 
@@ -40,12 +40,14 @@ async def relay_sse(
             if chunk.finish_reason is not None:
                 if usage_envelope is not None:
                     spec = chunk.spec_decode.model_dump() if chunk.spec_decode else None
+                    metrics = ResponseMetrics.of(chunk.spec_decode)
                     yield _sse(
                         {
                             **usage_envelope,
                             "choices": [],
                             "usage": Usage.of(chunk).model_dump(),
                             "spec_decode": spec,
+                            "metrics": metrics.model_dump() if metrics else None,
                         }
                     )
                 break

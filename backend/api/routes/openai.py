@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from backend.api.deps import ApiKeyDep, CallerDep, ObserverDep, RouterDep, SettingsDep
@@ -24,6 +24,7 @@ from backend.schemas.openai import (
     CompletionRequest,
     ModelCard,
     ModelList,
+    ResponseMetrics,
     SamplingFields,
     Usage,
 )
@@ -152,14 +153,24 @@ async def _event_stream(
     first = await _first_chunk(stream)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     relay = relay_sse(stream, first, render, envelope if include_usage else None)
-    return StreamingResponse(relay, media_type="text/event-stream")
+    return StreamingResponse(relay, media_type="text/event-stream", headers=_ignored_header(body))
+
+
+IGNORED_HEADER = "x-borealis-ignored-fields"
+
+
+def _ignored_header(body: SamplingFields) -> dict[str, str]:
+    """Names the fields accepted but ignored, so a client can tell (empty when there are none)."""
+    ignored = body.ignored_fields()
+    return {IGNORED_HEADER: ",".join(ignored)} if ignored else {}
 
 
 @router.get("/models", response_model=ModelList)
 async def list_models(settings: SettingsDep, inference: RouterDep) -> ModelList:
     models = await inference.served_models() | {settings.model_name}
     now = int(time.time())
-    return ModelList(data=[ModelCard(id=name, created=now) for name in sorted(models)])
+    context = settings.max_prompt_tokens + settings.max_new_tokens_limit
+    return ModelList(data=[ModelCard(id=name, created=now, max_model_len=context) for name in sorted(models)])
 
 
 @router.post("/completions", response_model=Completion)
@@ -170,12 +181,14 @@ async def create_completion(
     inference: RouterDep,
     observer: ObserverDep,
     caller: CallerDep,
+    response: Response,
 ) -> Completion | StreamingResponse:
     await _check_model(body, settings, inference)
     max_tokens = _bounded_max_tokens(body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, settings)
     request = _wire_request(body, max_tokens, settings, caller, prompt=body.prompt_text())
     completion_id, created = f"cmpl-{request.request_id}", int(time.time())
     if not body.stream:
+        response.headers.update(_ignored_header(body))
         text, final = await _collect_while_connected(
             http, _generation(inference, observer, request, body.model)
         )
@@ -186,6 +199,7 @@ async def create_completion(
             choices=[CompletionChoice(text=text, finish_reason=final.finish_reason)],
             usage=Usage.of(final),
             spec_decode=final.spec_decode,
+            metrics=ResponseMetrics.of(final.spec_decode),
         )
 
     def render(chunk: GenerateChunk) -> list[dict[str, Any]]:
@@ -215,6 +229,7 @@ async def create_chat_completion(
     inference: RouterDep,
     observer: ObserverDep,
     caller: CallerDep,
+    response: Response,
 ) -> ChatCompletion | StreamingResponse:
     await _check_model(body, settings, inference)
     default_max = settings.max_new_tokens_limit
@@ -225,6 +240,7 @@ async def create_chat_completion(
     request = _wire_request(body, max_tokens, settings, caller, messages=turns)
     completion_id, created = f"chatcmpl-{request.request_id}", int(time.time())
     if not body.stream:
+        response.headers.update(_ignored_header(body))
         text, final = await _collect_while_connected(
             http, _generation(inference, observer, request, body.model)
         )
@@ -235,6 +251,7 @@ async def create_chat_completion(
             choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=final.finish_reason)],
             usage=Usage.of(final),
             spec_decode=final.spec_decode,
+            metrics=ResponseMetrics.of(final.spec_decode),
         )
 
     def base(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
