@@ -211,6 +211,12 @@ def test_harmless_unknown_fields_are_accepted_and_named(stack: Stack) -> None:
     assert raw.parse().choices[0].finish_reason in {"stop", "length"}
     ignored = raw.headers["x-borealis-ignored-fields"].split(",")
     assert {"store", "parallel_tool_calls", "logit_bias", "top_k", "some_vendor_flag"} <= set(ignored)
+    odd = httpx.post(
+        f"{stack.base_url}/v1/completions",
+        json={"model": MODEL, "prompt": "x", "max_tokens": 2, "\u00e9t\U0006a13d": 1, "store": True},
+        timeout=30,
+    )
+    assert odd.status_code == 200 and odd.headers["x-borealis-ignored-fields"] == "store,+1 unnamed"
     plain = httpx.post(
         f"{stack.base_url}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2}, timeout=30
     )

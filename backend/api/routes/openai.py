@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -159,10 +160,18 @@ async def _event_stream(
 IGNORED_HEADER = "x-borealis-ignored-fields"
 
 
+HEADER_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def _ignored_header(body: SamplingFields) -> dict[str, str]:
-    """Names the fields accepted but ignored, so a client can tell (empty when there are none)."""
+    """Names the fields accepted but ignored, so a client can tell (empty when there are none).
+    Names a header cannot carry (any character outside a plain token) are counted, not echoed."""
     ignored = body.ignored_fields()
-    return {IGNORED_HEADER: ",".join(ignored)} if ignored else {}
+    if not ignored:
+        return {}
+    named = [name for name in ignored if HEADER_SAFE_NAME.match(name)]
+    others = len(ignored) - len(named)
+    return {IGNORED_HEADER: ",".join([*named, *([f"+{others} unnamed"] if others else [])])}
 
 
 @router.get("/models", response_model=ModelList)
