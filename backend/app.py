@@ -33,6 +33,7 @@ from backend.services.live_monitor import LiveMonitor
 from backend.services.metrics import ServingMetrics
 from backend.services.observation import RequestObserver
 from backend.services.serving_stats import ServingStats
+from backend.services.state_metrics import ControlPlaneState
 from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import TraceBusMonitor
 from borealis.secrets import read_or_create_token, resolve_cluster_token
@@ -71,6 +72,10 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         app.state.observer = RequestObserver(app.state.metrics, monitor, app.state.serving_stats)
         app.state.trace_bus = TraceBusMonitor(TraceBusConfig.from_settings(settings))
         app.state.metrics.registry.register(app.state.trace_bus)
+        app.state.state_metrics = ControlPlaneState(
+            app.state.sessions, settings.worker_stale_seconds, settings.model_name
+        )
+        app.state.metrics.registry.register(app.state.state_metrics)
         # A short pool wait: past its limit the router answers 429 before a request could queue here.
         timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0, pool=5.0)
         limits = httpx.Limits(max_connections=settings.max_in_flight + 16)
@@ -85,6 +90,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             yield
         app.state.swap_publisher.close()
         app.state.metrics.registry.unregister(app.state.trace_bus)
+        app.state.metrics.registry.unregister(app.state.state_metrics)
         app.state.trace_bus.close()
         engine.dispose()
 

@@ -22,6 +22,17 @@ log = logging.getLogger(__name__)
 COLOCATED_TRAINER_DUTY_CYCLE = "0.25"
 
 
+def rss_kib(pid: int | str = "self") -> int | None:
+    """Resident set size of a process in KiB, from /proc (Linux); None elsewhere or when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def cli_argv(*args: str) -> list[str]:
     """``borealis ARGS`` as this interpreter runs it (no reliance on PATH)."""
     return [sys.executable, "-m", "appliance.cli", *args]

@@ -77,6 +77,7 @@ class WorkerRegistration(WireModel):
     traces_dropped: int = Field(
         default=0, ge=0, description="Trace records dropped since start (never blocks)."
     )
+    rss_bytes: int = Field(default=0, ge=0, description="The worker's resident memory (0: unknown).")
 
 
 class HeartbeatReply(WireModel):

@@ -64,6 +64,12 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     stored.write_bytes(bytes(data))
     stack.admin("POST", f"/api/drafts/{second.version}/approve", json={"reason": "try"})
     wait_until(lambda: "swap.failed" in audit_actions(stack, second.version), 60, "swap refused")
+    swaps = {
+        row.split("}")[0].split('"')[1]: float(row.rsplit(" ", 1)[1])
+        for row in httpx.get(f"{stack.base_url}/metrics").text.splitlines()
+        if row.startswith("borealis:swaps_total{")
+    }
+    assert swaps["ok"] >= 1 and swaps["failed"] >= 1
     assert worker_versions(stack)["w1"] == first.version
     # Nobody holds the desired version, yet the worker serves on the old draft: ready, not converged.
     readiness = httpx.get(f"{stack.base_url}/ready")

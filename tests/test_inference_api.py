@@ -270,6 +270,24 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         rows = [row for row in text.splitlines() if row.startswith(name + "{") and labels in row]
         return sum(float(row.rsplit(" ", 1)[1]) for row in rows if extra in row)
 
+    # Control-plane state an SRE alerts on, read at scrape time.
+    assert "borealis:learning_paused 0.0" in text.splitlines()
+    for line in (
+        'borealis:workers{state="healthy"} 1.0',
+        'borealis:workers{state="stale"} 0.0',
+        'borealis:draft_versions{status="live"} 0.0',
+        'borealis:num_requests_running{model_name="tiny-llama"}',
+        "borealis:workers_on_desired_draft 1.0",
+    ):
+        assert any(row.startswith(line) for row in text.splitlines()), line
+    memory = [
+        row
+        for row in text.splitlines()
+        if row.startswith('borealis:worker_resident_memory_bytes{worker="w1"}')
+    ]
+    assert memory and float(memory[0].rsplit(" ", 1)[1]) > 10 * 1024**2
+    assert any(row.startswith("process_resident_memory_bytes ") for row in text.splitlines())
+
     # No draft is live: every accepted token came from n-gram lookup, none from the draft (that
     # any are accepted is the engine tests' business: this random model may reject every guess).
     accepted = counter("borealis:spec_decode_num_accepted_tokens_total")

@@ -25,6 +25,7 @@ from backend.services.metrics import ServingMetrics
 from backend.services.observation import RequestObserver
 from backend.services.registry import Registry
 from backend.services.serving_stats import ServingStats
+from backend.services.state_metrics import ControlPlaneState
 from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import TraceBusMonitor
 from borealis.secrets import tokens_equal
@@ -91,6 +92,11 @@ def get_serving_stats(request: Request) -> ServingStats:
     return stats
 
 
+def get_state_metrics(request: Request) -> ControlPlaneState:
+    state: ControlPlaneState = request.app.state.state_metrics
+    return state
+
+
 def get_metrics(request: Request) -> ServingMetrics:
     metrics: ServingMetrics = request.app.state.metrics
     return metrics
@@ -103,6 +109,7 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 TraceBusDep = Annotated[TraceBusMonitor, Depends(get_trace_bus)]
 ServingStatsDep = Annotated[ServingStats, Depends(get_serving_stats)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+StateMetricsDep = Annotated[ControlPlaneState, Depends(get_state_metrics)]
 
 
 def get_dashboard_sessions(request: Request) -> DashboardSessions:

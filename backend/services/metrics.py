@@ -6,7 +6,7 @@ statistics, so serving metrics are counted here, labelled by draft version and d
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 from borealis.wire import GenerateChunk
 
@@ -73,6 +73,19 @@ class ServingMetrics:
         self.generation_tokens = Counter(
             f"{PREFIX}generation_tokens", "Tokens generated.", labels, registry=r
         )
+        self.swaps = Counter(
+            f"{PREFIX}swaps",
+            "Draft swaps acknowledged by workers, by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.swap_load_seconds = Histogram(
+            f"{PREFIX}swap_load_seconds",
+            "Seconds from a swap starting on a worker to its ack (fetch, verify, load, install).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # the control plane's own process_resident_memory_bytes, CPU
         self.e2e_latency = Histogram(
             f"{PREFIX}e2e_request_latency_seconds",
             "Request latency.",
@@ -116,6 +129,10 @@ class ServingMetrics:
             if accepted:
                 self.accepted_per_pos.labels(**labels, position=str(position)).inc(accepted)
         self.acceptance_length.labels(**labels).observe(stats.mean_acceptance_length)
+
+    def observe_swap(self, ok: bool, load_seconds: float) -> None:
+        self.swaps.labels(result="ok" if ok else "failed").inc()
+        self.swap_load_seconds.observe(load_seconds)
 
     def observe_error(self, status: int) -> None:
         self.request_errors.labels(status=str(status)).inc()

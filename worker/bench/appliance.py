@@ -58,17 +58,6 @@ class Appliance:
         raise RuntimeError(f"appliance not ready; logs in {self.home}")
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident set size of a process, from /proc (Linux)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 @contextmanager
 def private_appliance(
     settings: Settings, workers: int = 1, trainer: bool = False, extra_env: dict[str, str] | None = None

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from borealis.control_client import ControlPlaneClient
+from borealis.processes import rss_kib
 from borealis.settings import get_settings
-from worker.bench.appliance import Appliance, make_day0_drafts, private_appliance, rss_kib, wait_for_version
+from worker.bench.appliance import Appliance, make_day0_drafts, private_appliance, wait_for_version
 from worker.bench.clients import ClientPool, Outcome, Request, RequestSource
 from worker.bench.report import emit
 

@@ -8,6 +8,7 @@ import torch
 import uvicorn
 
 from borealis.control_client import ControlPlaneClient
+from borealis.processes import rss_kib
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
@@ -61,6 +62,7 @@ def run_inference_worker(settings: Settings) -> None:
             max_context_tokens=serving.max_context_tokens,
             traces_exported=state.traces.exported if state.traces else 0,
             traces_dropped=state.traces.dropped if state.traces else 0,
+            rss_bytes=1024 * (rss_kib() or 0),
         )
 
     def on_reply(reply: HeartbeatReply) -> None:

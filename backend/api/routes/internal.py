@@ -10,10 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.deps import (
     ArtifactsDep,
     ClusterDep,
+    MetricsDep,
     PublisherDep,
     RegistryDep,
     SessionDep,
     SessionFactoryDep,
+    StateMetricsDep,
     TraceBusDep,
 )
 from backend.api.errors import APIError
@@ -44,16 +46,20 @@ TRAINER = "trainer"
 
 
 @router.post("/workers/heartbeat", response_model=HeartbeatReply)
-def worker_heartbeat(beat: WorkerRegistration, session: SessionDep, trace_bus: TraceBusDep) -> HeartbeatReply:
+def worker_heartbeat(
+    beat: WorkerRegistration, session: SessionDep, trace_bus: TraceBusDep, state: StateMetricsDep
+) -> HeartbeatReply:
     upsert_heartbeat(session, beat)
     trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
+    state.report_worker(beat.worker_id, beat.rss_bytes)
     return HeartbeatReply(
         desired_draft_version=desired_version(session), learning_paused=read_learning(session).paused
     )
 
 
 @router.post("/workers/swap-ack", response_model=Received)
-def swap_ack(ack: SwapAck, session: SessionDep) -> Received:
+def swap_ack(ack: SwapAck, session: SessionDep, metrics: MetricsDep) -> Received:
+    metrics.observe_swap(ack.ok, ack.load_seconds)
     action = "swap.ack" if ack.ok else "swap.failed"
     audit.record(
         session,
