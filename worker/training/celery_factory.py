@@ -23,7 +23,9 @@ def create_celery(settings: Settings) -> Celery:
     )
     prefix = f"{settings.redis_key_prefix}:celery:"
     app.conf.update(
-        broker_transport_options={"global_keyprefix": prefix},
+        # Redelivery of an unacked round only after a day: a dead worker's chain is taken over through
+        # its lapsed lease within minutes (tasks.py), and a long round is never handed out twice.
+        broker_transport_options={"global_keyprefix": prefix, "visibility_timeout": 86_400},
         result_backend_transport_options={"global_keyprefix": prefix},
         task_acks_late=True,  # a task killed mid-way is redelivered, not lost
         task_reject_on_worker_lost=True,

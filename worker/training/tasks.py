@@ -69,8 +69,18 @@ def start_loop(only_if_none: bool = False) -> str | None:
         client.close()
     if not taken:
         return None
-    train_round.apply_async((chain,))
+    train_round.apply_async((chain, 0))
     return chain
+
+
+def claim_round(chain: str, seq: int) -> bool:
+    """The idempotency token of round ``seq`` of ``chain``: true for its first execution only, so a
+    redelivered task (Celery acks late) is a no-op instead of a second round running beside it."""
+    client = _redis()
+    try:
+        return bool(client.set(f"{_chain_key()}:{chain}:{seq}", 1, nx=True, ex=7 * 86_400))
+    finally:
+        client.close()
 
 
 def _lease_seconds() -> int:
@@ -142,16 +152,18 @@ def _autostart(**_: Any) -> None:
 
 
 @app.task(name="borealis.training.train_round")
-def train_round(chain: str) -> RoundReport:
+def train_round(chain: str, seq: int = 0) -> RoundReport:
     from worker.training.online import seconds_until_next
 
     settings = get_settings()
     lease = _Lease(chain)
     if not lease.refresh():
         return {"status": "superseded"}
+    if not claim_round(chain, seq):
+        return {"status": "duplicate"}
     with lease:
         report = _run_round(settings)
-    train_round.apply_async((chain,), countdown=seconds_until_next(report, settings))
+    train_round.apply_async((chain, seq + 1), countdown=seconds_until_next(report, settings))
     return report
 
 
