@@ -153,6 +153,8 @@ class ControlPlaneClient:
             source=source,
         )
         registered = self._call("POST", "/internal/drafts", registration, RegisteredDraft)
+        if registered.artifact_uploaded:  # a retry of a publish that already went through
+            return UploadResult(version=registered.version, status=registered.status)
         try:
             with self._client(timeout_s) as client:
                 uploaded = client.put(

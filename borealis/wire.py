@@ -131,6 +131,10 @@ class RegisteredDraft(WireModel):
 
     version: DraftVersion
     upload_path: str = Field(max_length=256)
+    status: str = Field(default="uploading", max_length=32)
+    artifact_uploaded: bool = Field(
+        default=False, description="The same artifact was registered and uploaded before: nothing to send."
+    )
 
 
 class UploadResult(WireModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -38,7 +39,7 @@ def setup(database_url: str) -> Iterator[Setup]:
 
 def _register(registry: Registry, candidate: float, live: float) -> str:
     registration = DraftRegistration(
-        artifact_sha256="a" * 64,
+        artifact_sha256=uuid.uuid4().hex * 2,  # distinct weights each time
         artifact_bytes=1,
         shadow_eval={"code": {"candidate": candidate, "live": live}},
     )

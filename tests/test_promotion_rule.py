@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.crud import audit, drafts
 from backend.db.migrate import upgrade
+from backend.db.models import utcnow
 from backend.db.session import make_engine, make_session_factory
 from backend.services.registry import Registry, beats_live
 from backend.services.swaps import SwapPublisher
@@ -73,7 +76,7 @@ def test_the_registry_promotes_by_the_paired_rule(sessions: sessionmaker[Session
         with sessions() as session:
             registry = Registry(session, publisher)
             registration = DraftRegistration(
-                artifact_sha256="a" * 64, artifact_bytes=1, shadow_eval=shadow_eval
+                artifact_sha256=uuid.uuid4().hex * 2, artifact_bytes=1, shadow_eval=shadow_eval
             )
             version = registry.register(registration, "test").id
             return registry.artifact_received(version, "test").status
@@ -84,3 +87,23 @@ def test_the_registry_promotes_by_the_paired_rule(sessions: sessionmaker[Session
     with sessions() as session:
         held = audit.entries(session, 10, action="draft.held")
         assert len(held) == 1 and "does not lie above" in held[0].reason
+
+
+def test_registration_is_idempotent_and_abandoned_uploads_are_closed(sessions: sessionmaker[Session]) -> None:
+    publisher = SwapPublisher("", "unused")
+    registration = DraftRegistration(
+        artifact_sha256="b" * 64, artifact_bytes=1, shadow_eval=shadow(*scores(0.3))
+    )
+    with sessions() as session:
+        first = Registry(session, publisher).register(registration, "test").id
+        again = Registry(session, publisher).register(registration, "test").id  # a publisher's retry
+        assert again == first and len(drafts.listing(session)) == 1
+        stale = drafts.get(session, first)
+        assert stale is not None and stale.status == drafts.UPLOADING
+        stale.created_at = utcnow() - timedelta(hours=2)
+        session.commit()
+        other = DraftRegistration(artifact_sha256="c" * 64, artifact_bytes=1)
+        Registry(session, publisher).register(other, "test")
+        closed = drafts.get(session, first)
+        assert closed is not None and closed.status == drafts.REJECTED
+        assert [e.target for e in audit.entries(session, 10, action="draft.upload_abandoned")] == [first]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -60,6 +62,20 @@ def listing(session: Session, status: str | None = None) -> list[DraftVersion]:
     query = select(DraftVersion).order_by(DraftVersion.seq.desc())
     if status:
         query = query.where(DraftVersion.status == status)
+    return list(session.scalars(query))
+
+
+def same_artifact(session: Session, sha256: str) -> DraftVersion | None:
+    """A version already registered with these exact weights, unless it was rejected."""
+    query = select(DraftVersion).where(
+        DraftVersion.artifact_sha256 == sha256, DraftVersion.status != REJECTED
+    )
+    return session.scalars(query.order_by(DraftVersion.seq.desc())).first()
+
+
+def uploading_since(session: Session, before: datetime) -> list[DraftVersion]:
+    """Versions still waiting for their weights, registered before ``before``."""
+    query = select(DraftVersion).where(DraftVersion.status == UPLOADING, DraftVersion.created_at < before)
     return list(session.scalars(query))
 
 

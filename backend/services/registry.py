@@ -6,6 +6,7 @@ published after the commit, and the stored desired version makes workers converg
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from borealis.wire import DraftRegistration
 
 DEFAULT_POLICY: dict[str, Any] = {"mode": "auto", "margin": 0.05}
 ROLLBACK_TARGETS = (drafts.RETIRED, drafts.ROLLED_BACK)
+ABANDONED_UPLOAD_AFTER = timedelta(hours=1)
 
 
 class TransitionError(ValueError):
@@ -87,10 +89,17 @@ class Registry:
         return version
 
     def register(self, registration: DraftRegistration, actor: str) -> DraftVersion:
+        """A new version, or the existing one with the same artifact (a publisher retrying after a
+        timeout must not mint a second version of the same weights); uploads abandoned for longer
+        than ``ABANDONED_UPLOAD_AFTER`` are closed on the way."""
         if registration.parent_version and drafts.get(self.session, registration.parent_version) is None:
             raise TransitionError(
                 f"parent version {registration.parent_version!r} does not exist", status=400
             )
+        self._close_abandoned_uploads(actor)
+        existing = drafts.same_artifact(self.session, registration.artifact_sha256)
+        if existing is not None:
+            return existing
         version = drafts.create(self.session, registration)
         audit.record(
             self.session,
@@ -104,6 +113,11 @@ class Registry:
             },
         )
         return version
+
+    def _close_abandoned_uploads(self, actor: str) -> None:
+        for row in drafts.uploading_since(self.session, utcnow() - ABANDONED_UPLOAD_AFTER):
+            row.status = drafts.REJECTED
+            audit.record(self.session, actor, "draft.upload_abandoned", row.id, "its weights never arrived")
 
     def artifact_received(self, version_id: str, actor: str) -> DraftVersion:
         """The weights are verified and stored: the version becomes a candidate and policy applies."""

@@ -82,7 +82,12 @@ def learning(session: SessionDep) -> LearningState:
 def register_draft(body: DraftRegistration, registry: RegistryDep) -> RegisteredDraft:
     """Step one of publishing a candidate; step two uploads the weights to ``upload_path``."""
     row = registry.register(body, TRAINER)
-    return RegisteredDraft(version=row.id, upload_path=f"/internal/drafts/{row.id}/artifact")
+    return RegisteredDraft(
+        version=row.id,
+        upload_path=f"/internal/drafts/{row.id}/artifact",
+        status=row.status,
+        artifact_uploaded=row.artifact_uploaded,
+    )
 
 
 def _expected_upload(sessions: sessionmaker[Session], version_id: str) -> tuple[str, int]:
