@@ -16,6 +16,18 @@ from borealis.version import package_version
 def _up(args: argparse.Namespace) -> int:
     from appliance.supervisor import run_appliance
 
+    if args.model:  # the children read the environment the supervisor hands them
+        model_dir = Path(args.model).expanduser().resolve()
+        if not (model_dir / "config.json").is_file():
+            print(
+                f"error: {model_dir} is not a Hugging Face model directory (no config.json)", file=sys.stderr
+            )
+            return 2
+        os.environ["BOREALIS_MODEL_PATH"] = str(model_dir)
+        os.environ.setdefault("BOREALIS_MODEL_NAME", model_dir.name)
+    if args.served_model_name:
+        os.environ["BOREALIS_MODEL_NAME"] = args.served_model_name
+    get_settings.cache_clear()
     return run_appliance(get_settings(), prepare_model=not args.no_prepare)
 
 
@@ -159,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run the whole appliance on this machine")
     up.add_argument("--no-prepare", action="store_true", help="do not prepare the embedded model")
+    up.add_argument("--model", default=None, help="serve this local Hugging Face model directory instead")
+    up.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model id clients send (default: the --model directory's name, else smollm2-135m-instruct)",
+    )
     up.set_defaults(func=_up)
 
     commands.add_parser("api", help="run the control plane only").set_defaults(func=_api)

@@ -83,3 +83,32 @@ def test_up_serves_chat_from_smollm2_and_stops_cleanly(
     assert processes_with_env("BOREALIS_HOME", env["BOREALIS_HOME"]) == []
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)
+
+
+def test_up_serves_a_model_directory_under_its_own_name(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = dict(base_env)
+    api_port = free_port()
+    env.update({"BOREALIS_API_PORT": str(api_port), "BOREALIS_WORKER_PORT": str(free_port())})
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            cli_argv("up", "--model", str(tiny_model_dir)), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: "Borealis is ready" in log.read_text(), 300, "borealis up --model", up, log)
+        models = httpx.get(f"http://127.0.0.1:{api_port}/v1/models", timeout=10).json()["data"]
+        assert [m["id"] for m in models] == [tiny_model_dir.name]
+        body = {"model": tiny_model_dir.name, "prompt": "hello", "max_tokens": 4, "temperature": 0}
+        assert (
+            httpx.post(f"http://127.0.0.1:{api_port}/v1/completions", json=body, timeout=60).status_code
+            == 200
+        )
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0, log.read_text()[-3000:]
+    refused = subprocess.run(
+        cli_argv("up", "--model", str(tmp_path)), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "not a Hugging Face model directory" in refused.stderr
