@@ -78,6 +78,12 @@ class WorkerRegistration(WireModel):
         default=0, ge=0, description="Trace records dropped since start (never blocks)."
     )
     rss_bytes: int = Field(default=0, ge=0, description="The worker's resident memory (0: unknown).")
+    engine: Literal["spec", "hf"] = Field(
+        default="spec", description="spec: the lean speculative engine; hf: reference decoding, no draft."
+    )
+    fallback_reason: str = Field(
+        default="", max_length=300, description="Why the worker serves with hf though spec was asked for."
+    )
 
 
 class HeartbeatReply(WireModel):

@@ -27,6 +27,8 @@ def upsert_heartbeat(session: Session, beat: WorkerRegistration) -> Worker:
     worker.draft_version = beat.draft_version
     worker.active_requests = beat.active_requests
     worker.max_context_tokens = beat.max_context_tokens
+    worker.engine = beat.engine
+    worker.fallback_reason = beat.fallback_reason
     worker.last_heartbeat_at = now
     session.commit()
     return worker

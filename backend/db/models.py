@@ -40,6 +40,8 @@ class Worker(Base):
     draft_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     active_requests: Mapped[int] = mapped_column(Integer, default=0)
     max_context_tokens: Mapped[int] = mapped_column(Integer)
+    engine: Mapped[str] = mapped_column(String(32), default="spec", server_default="spec")
+    fallback_reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

@@ -154,3 +154,7 @@ class WorkerView(BaseModel):
     active_requests: int
     healthy: bool
     last_heartbeat_at: datetime
+    engine: str = Field(
+        description="spec: speculative decoding with drafts; hf: reference decoding, no draft."
+    )
+    fallback_reason: str = Field(description="Why this worker fell back to hf; empty when it did not.")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -30,12 +31,14 @@ class ServingEngine:
     max_context_tokens: int
     load_draft: Callable[[Path], Drafter] | None  # None: this engine cannot use a draft
     install_draft: Callable[[Drafter | None], None] | None
+    kind: Literal["spec", "hf"] = "spec"
+    fallback_reason: str = ""  # why hf serves though spec was configured
 
 
 def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
     model = load_hf_model(model_dir)
     context = min(int(getattr(model.config, "max_position_embeddings", 2048)), context_limit)
-    return ServingEngine(PlainHFEngine(model), context, None, None)
+    return ServingEngine(PlainHFEngine(model), context, None, None, kind="hf")
 
 
 def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
@@ -46,9 +49,13 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
         target = LlamaModel.load(model_dir, dtype=torch.float32)
     except UnsupportedModelError as exc:
         log.warning(
-            "lean engine unavailable for %s (%s); serving with the reference HF engine", model_dir, exc
+            "lean engine unavailable for %s (%s); serving with the reference HF engine, WITHOUT "
+            "speculative decoding or drafts (reported to the control plane and the dashboard)",
+            model_dir,
+            exc,
         )
-        return _hf_engine(model_dir, context_limit)
+        fallback = _hf_engine(model_dir, context_limit)
+        return replace(fallback, fallback_reason=f"lean engine unavailable: {exc}"[:300])
     spec = SpecConfig(adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
     engine = SpecEngine(
         target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit, spec=spec)

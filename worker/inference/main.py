@@ -63,6 +63,8 @@ def run_inference_worker(settings: Settings) -> None:
             traces_exported=state.traces.exported if state.traces else 0,
             traces_dropped=state.traces.dropped if state.traces else 0,
             rss_bytes=1024 * (rss_kib() or 0),
+            engine=serving.kind,
+            fallback_reason=serving.fallback_reason,
         )
 
     def on_reply(reply: HeartbeatReply) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Required, TypedDict
 
-RoundStatus = Literal["paused", "idle", "trained", "error", "superseded", "duplicate"]
+RoundStatus = Literal["paused", "idle", "trained", "error", "superseded", "duplicate", "unsupported"]
 
 
 class TrainingReport(TypedDict):

@@ -32,6 +32,7 @@ from worker.training.reports import RoundReport
 log = logging.getLogger(__name__)
 
 _trainer: Any = None  # the OnlineTrainer of this worker process, built on the first round that runs
+_unsupported: str | None = None  # why this worker's target cannot train a draft, once known
 
 
 @app.task(name="borealis.training.describe")
@@ -170,6 +171,11 @@ def train_round(chain: str, seq: int = 0) -> RoundReport:
 def _run_round(settings: Settings) -> RoundReport:
     global _trainer
     report: RoundReport = {"status": "idle"}
+    from worker.engine.llama import UnsupportedModelError
+
+    global _unsupported
+    if _unsupported is not None:  # decided once; the chain idles instead of failing every round
+        return {"status": "unsupported", "error": _unsupported}
     try:
         if _trainer is None:
             from worker.training.control import HttpControlPlane
@@ -184,6 +190,14 @@ def _run_round(settings: Settings) -> RoundReport:
         if _trainer is not None:
             report = _trainer.run_round()
             release_free_memory()  # a round's examples are gone: give their pages back
+    except UnsupportedModelError as exc:
+        log.error(
+            "the draft cannot be trained for %s (%s): learning stops on this worker; serving goes on",
+            settings.resolved_model_path,
+            exc,
+        )
+        _unsupported = str(exc)[:500]
+        report = {"status": "unsupported", "error": _unsupported}
     except Exception as exc:  # a failed round must not end the loop
         log.exception("training round failed")
         report = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

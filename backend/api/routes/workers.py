@@ -22,6 +22,8 @@ def get_workers(session: SessionDep, settings: SettingsDep, _actor: AdminDep) ->
             active_requests=w.active_requests,
             healthy=is_healthy(w, settings.worker_stale_seconds),
             last_heartbeat_at=as_utc(w.last_heartbeat_at),
+            engine=w.engine,
+            fallback_reason=w.fallback_reason,
         )
         for w in list_workers(session)
     ]
