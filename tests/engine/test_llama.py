@@ -140,3 +140,38 @@ def test_loaded_model_keeps_no_mapping_of_its_weights_file(tiny_dir: Path, tmp_p
     model = LlamaModel.load(model_dir)
     assert model.embed.numel() > 0  # the model is alive while the mappings are read
     assert str(model_dir) not in Path("/proc/self/maps").read_text()
+
+
+def test_llama3_rope_scaling_matches_hf(tmp_path: Path) -> None:
+    """Llama-3.x checkpoints scale RoPE frequencies; positions far past the original context show it."""
+    from transformers import LlamaConfig
+
+    from tests.engine.conftest import TINY_CONFIG
+    from tests.engine.helpers import greedy_request, hf_greedy, run_all
+    from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    }
+    torch.manual_seed(3)
+    hf = LlamaForCausalLM(LlamaConfig(**{**TINY_CONFIG, "rope_parameters": rope})).eval()
+    with torch.no_grad():
+        hf.model.embed_tokens.weight.mul_(8.0)
+    hf.save_pretrained(tmp_path)
+    model = LlamaModel.load(tmp_path)
+    assert model.spec.rope_llama3 is not None
+    ids = [(7 * i + 3) % 96 for i in range(200)]
+    cache = model.new_cache(1, 256)
+    got = run(model, causal_step_input(torch.tensor([ids]), [0]), cache)[0]
+    torch.testing.assert_close(got, hf_logits(hf, ids), atol=1e-4, rtol=1e-4)
+    engine = SpecEngine(
+        model, EngineConfig(max_batch=2, max_seq_len=256, spec=SpecConfig(mode="chain", use_draft=False))
+    )
+    prompt = ids[:60]
+    outputs, _ = run_all(engine, [greedy_request("r", prompt, 40)])
+    assert outputs["r"] == hf_greedy(hf, prompt, 40)

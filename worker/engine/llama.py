@@ -10,6 +10,7 @@ states of three layers that the EAGLE-3 draft consumes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,29 @@ class UnsupportedModelError(ValueError):
 
 
 @dataclass(frozen=True)
+class Llama3Rope:
+    """Llama-3.x RoPE scaling: long wavelengths slowed by ``factor``, short ones kept, a smooth
+    blend between (the ``llama3`` rope type of Hugging Face configs)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_positions: int
+
+    def scale(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        low_wavelen = self.original_max_positions / self.low_freq_factor
+        high_wavelen = self.original_max_positions / self.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / self.factor, inv_freq)
+        smooth = (self.original_max_positions / wavelen - self.low_freq_factor) / (
+            self.high_freq_factor - self.low_freq_factor
+        )
+        blended = (1 - smooth) * scaled / self.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return torch.where(medium, blended, scaled)
+
+
+@dataclass(frozen=True)
 class LlamaSpec:
     """Architecture hyperparameters read from a Hugging Face ``config.json``."""
 
@@ -40,6 +64,7 @@ class LlamaSpec:
     rms_norm_eps: float
     rope_theta: float
     tie_word_embeddings: bool
+    rope_llama3: Llama3Rope | None = None  # Llama-3.x frequency scaling; None: plain RoPE
 
     @classmethod
     def from_config(cls, config: dict[str, object]) -> LlamaSpec:
@@ -52,8 +77,16 @@ class LlamaSpec:
         if not isinstance(rope, dict):
             raise UnsupportedModelError(f"unreadable rope parameters: {rope!r}")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise UnsupportedModelError(f"rope_type {rope_type!r} is not supported")
+        if rope_type not in ("default", "llama3"):
+            raise UnsupportedModelError(f"rope_type {rope_type!r} is not supported (default, llama3)")
+        llama3 = None
+        if rope_type == "llama3":
+            llama3 = Llama3Rope(
+                factor=float(rope["factor"]),
+                low_freq_factor=float(rope["low_freq_factor"]),
+                high_freq_factor=float(rope["high_freq_factor"]),
+                original_max_positions=int(rope["original_max_position_embeddings"]),
+            )
         hidden = _int(config, "hidden_size")
         heads = _int(config, "num_attention_heads")
         head_dim = config.get("head_dim") or hidden // heads
@@ -68,6 +101,7 @@ class LlamaSpec:
             rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),  # type: ignore[arg-type]
             rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            rope_llama3=llama3,
         )
 
     def feature_layers(self) -> tuple[int, int, int]:
@@ -149,8 +183,12 @@ def causal_step_input(tokens: torch.Tensor, lengths: list[int]) -> StepInput:
     return StepInput(tokens=tokens, positions=positions, write_index=positions, mask=mask)
 
 
-def rotary_tables(head_dim: int, theta: float, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    head_dim: int, theta: float, max_len: int, llama3: Llama3Rope | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if llama3 is not None:
+        inv_freq = llama3.scale(inv_freq)
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
@@ -236,7 +274,7 @@ class LlamaModel:
         self.norm = norm
         self.lm_head = lm_head
         self.feature_layers = spec.feature_layers()
-        self.cos, self.sin = rotary_tables(spec.head_dim, spec.rope_theta, max_positions)
+        self.cos, self.sin = rotary_tables(spec.head_dim, spec.rope_theta, max_positions, spec.rope_llama3)
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
 
     @property
