@@ -175,3 +175,31 @@ def test_llama3_rope_scaling_matches_hf(tmp_path: Path) -> None:
     prompt = ids[:60]
     outputs, _ = run_all(engine, [greedy_request("r", prompt, 40)])
     assert outputs["r"] == hf_greedy(hf, prompt, 40)
+
+
+def test_qwen2_biased_projections_match_hf(tmp_path: Path) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tests.engine.conftest import TINY_CONFIG
+    from tests.engine.helpers import greedy_request, hf_greedy, run_all
+    from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+
+    torch.manual_seed(4)
+    config = {k: v for k, v in TINY_CONFIG.items() if k != "head_dim"}
+    hf = Qwen2ForCausalLM(Qwen2Config(**config)).eval()
+    with torch.no_grad():
+        hf.model.embed_tokens.weight.mul_(8.0)
+        for layer in hf.model.layers:  # random biases, so a dropped bias cannot pass unnoticed
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0.0, 0.5)
+    hf.save_pretrained(tmp_path)
+    model = LlamaModel.load(tmp_path)
+    assert model.spec.qkv_bias
+    ids = [(5 * i + 2) % 96 for i in range(40)]
+    got = run(model, causal_step_input(torch.tensor([ids]), [0]), model.new_cache(1, 64))[0]
+    torch.testing.assert_close(got, hf_logits(hf, ids), atol=1e-4, rtol=1e-4)
+    engine = SpecEngine(
+        model, EngineConfig(max_batch=2, max_seq_len=128, spec=SpecConfig(mode="chain", use_draft=False))
+    )
+    outputs, _ = run_all(engine, [greedy_request("r", ids[:20], 30)])
+    assert outputs["r"] == hf_greedy(hf, ids[:20], 30)

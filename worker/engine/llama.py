@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from worker.engine.linear import linear, pack
 
-SUPPORTED_MODEL_TYPES = ("llama",)
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
 
 
 class UnsupportedModelError(ValueError):
@@ -65,14 +65,19 @@ class LlamaSpec:
     rope_theta: float
     tie_word_embeddings: bool
     rope_llama3: Llama3Rope | None = None  # Llama-3.x frequency scaling; None: plain RoPE
+    qkv_bias: bool = False  # Qwen2: the q/k/v projections carry biases
 
     @classmethod
     def from_config(cls, config: dict[str, object]) -> LlamaSpec:
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedModelError(f"model_type {model_type!r} is not supported (want llama)")
+            raise UnsupportedModelError(
+                f"model_type {model_type!r} is not supported (want one of {SUPPORTED_MODEL_TYPES})"
+            )
         if config.get("attention_bias") or config.get("mlp_bias"):
-            raise UnsupportedModelError("biased projections are not supported")
+            raise UnsupportedModelError("biased projections are not supported (beyond Qwen2's q/k/v)")
+        if config.get("use_sliding_window"):
+            raise UnsupportedModelError("sliding-window attention is not supported")
         rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
         if not isinstance(rope, dict):
             raise UnsupportedModelError(f"unreadable rope parameters: {rope!r}")
@@ -102,6 +107,7 @@ class LlamaSpec:
             rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             rope_llama3=llama3,
+            qkv_bias=model_type == "qwen2",
         )
 
     def feature_layers(self) -> tuple[int, int, int]:
@@ -127,6 +133,7 @@ class LayerWeights:
     post_norm: torch.Tensor
     gate_up: torch.Tensor
     down: torch.Tensor
+    qkv_bias: torch.Tensor | None = None  # [(heads + 2 x kv_heads) x head_dim] where the model has one
 
 
 class KVCache:
@@ -220,7 +227,10 @@ def attention_block(
     batch, count, _ = x.shape
     heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     groups = heads // kv_heads
-    qkv = linear(x, layer.qkv).view(batch, count, heads + 2 * kv_heads, dim)
+    qkv = linear(x, layer.qkv)
+    if layer.qkv_bias is not None:
+        qkv = qkv + layer.qkv_bias
+    qkv = qkv.view(batch, count, heads + 2 * kv_heads, dim)
     qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
     q, k = qk[:, :, :heads], qk[:, :, heads:]
     v = qkv[:, :, heads + kv_heads :]
@@ -312,6 +322,9 @@ class LlamaModel:
                     post_norm=get(p + "post_attention_layernorm.weight"),
                     gate_up=pack(torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")])),
                     down=pack(get(p + "mlp.down_proj.weight")),
+                    qkv_bias=torch.cat([get(p + f"self_attn.{n}_proj.bias") for n in ("q", "k", "v")])
+                    if spec.qkv_bias
+                    else None,
                 )
             )
         embed = get("model.embed_tokens.weight")
