@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from borealis.settings import get_settings, unknown_settings
+from borealis.settings import get_settings, masked, unknown_settings
 from borealis.version import package_version
 
 
@@ -29,6 +29,11 @@ def _up(args: argparse.Namespace) -> int:
         os.environ["BOREALIS_MODEL_NAME"] = args.served_model_name
     get_settings.cache_clear()
     return run_appliance(get_settings(), prepare_model=not args.no_prepare)
+
+
+def _config_show(_args: argparse.Namespace) -> int:
+    print(json.dumps(masked(get_settings()), indent=2, sort_keys=True))
+    return 0
 
 
 def _api(_args: argparse.Namespace) -> int:
@@ -180,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
 
     commands.add_parser("api", help="run the control plane only").set_defaults(func=_api)
+
+    config = commands.add_parser("config", help="settings").add_subparsers(dest="action", required=True)
+    config.add_parser(
+        "show", help="the effective settings (environment, .env, secrets directory), secrets masked"
+    ).set_defaults(func=_config_show)
 
     worker = commands.add_parser("worker", help="run one worker process").add_subparsers(
         dest="kind", required=True

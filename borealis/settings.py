@@ -7,12 +7,14 @@ so a fresh machine needs nothing configured.
 from __future__ import annotations
 
 import difflib
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,7 +66,9 @@ def default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BOREALIS_", extra="ignore")
+    # Environment first, then a `.env` file in the working directory, then (``get_settings``) files
+    # of a secrets directory named like the variables (``borealis_cluster_token``).
+    model_config = SettingsConfigDict(env_prefix="BOREALIS_", extra="ignore", env_file=".env")
 
     home: Path = Field(default_factory=default_home, description="State directory for every process.")
     database_url: str = Field(
@@ -394,6 +398,7 @@ class Settings(BaseSettings):
         return Path(self.model_path) if self.model_path else self.embedded_model_dir
 
 
+SECRETS_DIR_VARIABLE = "BOREALIS_SECRETS_DIR"  # a directory of secret files (docker/k8s secrets)
 # Read by the test harness and docker compose, not by any process: never a typo.
 NOT_SETTINGS_PREFIXES = ("BOREALIS_TEST_",)
 NOT_SETTINGS = frozenset(
@@ -402,8 +407,11 @@ NOT_SETTINGS = frozenset(
         "BOREALIS_UPDATE_SCREENSHOTS",
         "BOREALIS_REDIS_PASSWORD",
         "BOREALIS_POSTGRES_PASSWORD",
+        SECRETS_DIR_VARIABLE,
     }
 )
+SECRET_FIELDS = ("cluster_token", "admin_token")
+URL_FIELDS = ("database_url", "redis_url")
 
 
 def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
@@ -423,4 +431,18 @@ def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(_secrets_dir=os.environ.get(SECRETS_DIR_VARIABLE) or None)  # type: ignore[call-arg]
+
+
+def masked(settings: Settings) -> dict[str, object]:
+    """The effective settings, for showing: tokens replaced, passwords cut out of URLs."""
+    shown: dict[str, object] = settings.model_dump(mode="json")
+    for name in SECRET_FIELDS:
+        if shown.get(name):
+            shown[name] = "***"
+    for name in URL_FIELDS:
+        url = urlsplit(str(shown.get(name) or ""))
+        if url.password:
+            netloc = f"{url.username or ''}:***@{url.hostname}" + (f":{url.port}" if url.port else "")
+            shown[name] = urlunsplit(url._replace(netloc=netloc))
+    return shown

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 
 from tests.procs import cli_argv
 
@@ -45,3 +47,30 @@ def test_version_and_a_misspelt_setting_is_named() -> None:
     assert "BOREALIS_MODLE_PATH is not a Borealis setting" in result.stderr
     assert "did you mean BOREALIS_MODEL_PATH?" in result.stderr
     assert "BOREALIS_MODEL_NAME" not in result.stderr  # a real setting draws no warning
+
+
+def test_config_show_reads_env_file_and_secrets_dir_and_masks_secrets(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOREALIS_")}
+    (tmp_path / ".env").write_text("BOREALIS_MODEL_NAME=from-dotenv\nUNRELATED=1\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "borealis_admin_token").write_text("adm_from_file\n")
+    env.update(
+        {
+            "BOREALIS_SECRETS_DIR": str(secrets),
+            "BOREALIS_CLUSTER_TOKEN": "cls_super_secret",
+            "BOREALIS_REDIS_URL": "redis://:hunter2@cache.internal:6380/1",
+            "BOREALIS_HOME": str(tmp_path / "home"),
+        }
+    )
+    result = subprocess.run(
+        cli_argv("config", "show"), capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["model_name"] == "from-dotenv"
+    assert shown["cluster_token"] == shown["admin_token"] == "***"  # the file's token was read
+    assert shown["redis_url"] == "redis://:***@cache.internal:6380/1"
+    for secret in ("cls_super_secret", "adm_from_file", "hunter2"):
+        assert secret not in result.stdout
+    assert "BOREALIS_SECRETS_DIR" not in result.stderr  # a known variable, not a typo
