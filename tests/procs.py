@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from borealis.processes import cli_argv, free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "appliance.cli", *args]
+__all__ = ["cli_argv", "free_port", "http_ok", "start", "stop", "wait_until"]
 
 
 def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from borealis.embedded_redis import start_embedded_redis
-from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, free_port
+from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, cli_argv, free_port
 from borealis.secrets import generate_token
 from borealis.settings import Settings
 
@@ -81,17 +80,16 @@ def private_appliance(
         password = secrets.token_urlsafe(24)
         redis_process = start_embedded_redis(home / "redis", redis_port, home / "redis.log", password)
         env["BOREALIS_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{redis_port}/0"
-    cli = [sys.executable, "-m", "appliance.cli"]
     appliance = Appliance(
         home, f"http://127.0.0.1:{api_port}", env["BOREALIS_ADMIN_TOKEN"], env["BOREALIS_CLUSTER_TOKEN"], env
     )
-    appliance.children.append(Child("control-plane", [*cli, "api"], home / "api.log"))
+    appliance.children.append(Child("control-plane", cli_argv("api"), home / "api.log"))
     for index in range(workers):
         appliance.children.append(
-            Child(f"inference-worker-{index}", [*cli, "worker", "inference"], home / f"worker-{index}.log")
+            Child(f"inference-worker-{index}", cli_argv("worker", "inference"), home / f"worker-{index}.log")
         )
     if trainer:
-        appliance.children.append(Child("training-worker", [*cli, "worker", "train"], home / "trainer.log"))
+        appliance.children.append(Child("training-worker", cli_argv("worker", "train"), home / "trainer.log"))
     try:
         for child in appliance.children:
             child_env = dict(env)

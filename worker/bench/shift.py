@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import httpx
 
 from borealis.control_client import ControlPlaneClient
+from borealis.processes import cli_argv
 from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
 from worker.bench.clients import Outcome, Request, run_all
@@ -212,7 +212,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def train_static_draft(first_phase: str, minutes: float, out: Path) -> Path:
-    command = [sys.executable, "-m", "appliance.cli", "draft", "train", "--workload", first_phase]
+    command = cli_argv("draft", "train", "--workload", first_phase)
     command += ["--minutes", str(minutes), "--out", str(out)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return out
