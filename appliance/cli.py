@@ -109,8 +109,9 @@ def _draft_publish(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    client = ControlPlaneClient(settings.resolved_control_plane_url, token)
     try:
-        result = ControlPlaneClient(settings.resolved_control_plane_url, token).publish(
+        result = client.publish(
             Path(args.dir),
             args.parent,
             json.loads(args.shadow_eval) if args.shadow_eval else None,
@@ -119,6 +120,8 @@ def _draft_publish(args: argparse.Namespace) -> int:
     except (ControlPlaneError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        client.close()
     print(result.model_dump_json())
     return 0
 

@@ -59,23 +59,24 @@ def _refusal(response: httpx.Response, what: str) -> ControlPlaneError:
 
 
 class ControlPlaneClient:
+    """One connection pool for every call: a worker beats every few seconds and a trainer asks for
+    the learning state before each optimizer step, so connections are kept, not opened per call."""
+
     def __init__(self, base_url: str, cluster_token: str, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"authorization": f"Bearer {cluster_token}"}
-        self._timeout_s = timeout_s
-
-    def _client(self, timeout_s: float | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url, headers=self._headers, timeout=timeout_s or self._timeout_s
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={"authorization": f"Bearer {cluster_token}"}, timeout=timeout_s
         )
+
+    def close(self) -> None:
+        self._http.close()
 
     def _call(self, method: str, path: str, body: BaseModel | None, reply: type[Reply]) -> Reply:
         """One JSON call; transport errors and refusals both raise ``ControlPlaneError``."""
         content = body.model_dump_json() if body is not None else None
         headers = {"content-type": "application/json"} if body is not None else {}
         try:
-            with self._client() as client:
-                response = client.request(method, path, content=content, headers=headers)
+            response = self._http.request(method, path, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise ControlPlaneError(f"{method} {path}: {exc}") from exc
         if response.status_code >= 400:
@@ -109,10 +110,7 @@ class ControlPlaneClient:
         directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         try:
-            with (
-                self._client(timeout_s=60) as client,
-                client.stream("GET", f"/internal/drafts/{version}/artifact") as response,
-            ):
+            with self._http.stream("GET", f"/internal/drafts/{version}/artifact", timeout=60) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _refusal(response, f"artifact of {version}")
@@ -156,12 +154,12 @@ class ControlPlaneClient:
         if registered.artifact_uploaded:  # a retry of a publish that already went through
             return UploadResult(version=registered.version, status=registered.status)
         try:
-            with self._client(timeout_s) as client:
-                uploaded = client.put(
-                    registered.upload_path,
-                    content=_chunks(weights),
-                    headers={"content-type": "application/octet-stream"},
-                )
+            uploaded = self._http.put(
+                registered.upload_path,
+                content=_chunks(weights),
+                headers={"content-type": "application/octet-stream"},
+                timeout=timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise ControlPlaneError(f"upload of {registered.version}: {exc}") from exc
         if uploaded.status_code >= 400:

@@ -94,6 +94,7 @@ def run_inference_worker(settings: Settings) -> None:
         )
     finally:
         heartbeat.stop()
+        control.close()
         if listener is not None:
             listener.stop()
         runner.stop()
