@@ -89,6 +89,7 @@ def test_worker_refuses_requests_without_the_cluster_token(stack: Stack) -> None
     url = worker_url(stack) + "/generate"
     body = {"request_id": "direct-1", "prompt": "hello", "max_tokens": 4, "temperature": 0}
     assert httpx.post(url, json=body, timeout=30).status_code == 401
+    assert httpx.post(url, json={"junk": True}, timeout=30).status_code == 401  # before the body is read
     wrong = {"authorization": "Bearer not-the-token"}
     assert httpx.post(url, json=body, headers=wrong, timeout=30).status_code == 401
     right = {"authorization": f"Bearer {CLUSTER_TOKEN}"}

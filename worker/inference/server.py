@@ -10,9 +10,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from borealis.secrets import tokens_equal
@@ -139,6 +141,9 @@ async def _stream(
             state.runner.abort(request.request_id)
 
 
+BEARER = HTTPBearer(auto_error=False)
+
+
 def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         WorkerError(status=status, message=message).model_dump(), status_code=status, headers=headers
@@ -147,6 +152,15 @@ def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -
 
 def create_worker_app(state: WorkerState) -> FastAPI:
     app = FastAPI(title="Borealis inference worker", version=str(WIRE_VERSION))
+
+    def require_cluster(auth: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        """Only the control plane may call: checked before the body is even parsed."""
+        if auth is None or not tokens_equal(auth.credentials, state.cluster_token):
+            raise HTTPException(401, "cluster token required")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _refusal(exc.status_code, str(exc.detail))
 
     @app.get("/health")
     def health() -> dict[str, object]:
@@ -158,12 +172,9 @@ def create_worker_app(state: WorkerState) -> FastAPI:
             "draft_version": state.draft_version,
         }
 
-    @app.post("/generate", response_model=None)
-    async def generate(request: GenerateRequest, http: Request) -> StreamingResponse | JSONResponse:
-        """Only the control plane may call: it holds the cluster token and has vetted the request."""
-        auth = http.headers.get("authorization", "")
-        if not (auth.startswith("Bearer ") and tokens_equal(auth[len("Bearer ") :], state.cluster_token)):
-            return _refusal(401, "cluster token required")
+    @app.post("/generate", response_model=None, dependencies=[Depends(require_cluster)])
+    async def generate(request: GenerateRequest) -> StreamingResponse | JSONResponse:
+        """The control plane's vetted request, bounded again by the wire model."""
         if request.request_id in state.in_flight:
             return _refusal(409, f"request id {request.request_id!r} is already running")
         if len(state.in_flight) >= state.max_requests:
