@@ -132,6 +132,19 @@ class Settings(BaseSettings):
         default=5, ge=1, description="A trace delivered more often than this is dead-lettered as poison."
     )
     trace_dead_letter_maxlen: int = Field(default=10_000, ge=1, description="Approximate dead-letter cap.")
+    trace_features: bool = Field(
+        default=True,
+        description="Workers ship each trace's target features to a side store; the trainer then skips "
+        "the target prefill.",
+    )
+    trace_features_ttl_seconds: float = Field(
+        default=600.0, gt=0, le=86_400, description="How long shipped trace features stay in Redis."
+    )
+    trace_features_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Per-worker byte budget of trace features in Redis over one TTL; beyond it they drop.",
+    )
     replay_max_records: int = Field(default=20_000, ge=1, description="Replay buffer capacity in traces.")
     replay_max_tokens: int = Field(default=4_000_000, ge=1, description="Replay buffer capacity in tokens.")
     replay_half_life_seconds: float = Field(

@@ -21,6 +21,10 @@ class TraceBusConfig:
     claim_idle_ms: int
     max_deliveries: int
     dead_letter_maxlen: int
+    record_features: bool
+    features_key_prefix: str
+    features_ttl_s: float
+    features_max_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TraceBusConfig:
@@ -39,4 +43,8 @@ class TraceBusConfig:
             claim_idle_ms=round(settings.trace_claim_idle_seconds * 1000),
             max_deliveries=settings.trace_max_deliveries,
             dead_letter_maxlen=settings.trace_dead_letter_maxlen,
+            record_features=settings.trace_features,
+            features_key_prefix=f"{prefix}:features:",
+            features_ttl_s=settings.trace_features_ttl_seconds,
+            features_max_bytes=settings.trace_features_max_bytes,
         )

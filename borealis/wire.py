@@ -296,14 +296,12 @@ class TraceStep(BaseModel):
 class TraceRecord(WireModel):
     """Inference worker → trainer: one finished request, everything the draft can learn from.
 
-    A record ships token ids only and the trainer recomputes target features with one prefill
-    forward over ``prompt_ids + output_ids``. Why: bandwidth and memory. EAGLE-3 features are three
-    hidden states per token: 3 x 576 = 1,728 values for SmolLM2 (6.9 KB fp32, 3.5 KB fp16) and about
-    32 KB per token at GPU scale, against ~40 bytes per token here (ids and verification steps); a
-    1,000-token request is ~40 KB without features and ~4.6 MB with them (fp16, base64), so the
-    bounded stream would hold ~100x fewer requests. A prefill is cheap next to the token-by-token
-    generation that produced the trace; features, where they pay, belong in a bounded side store
-    the record refers to, not in the stream.
+    A record ships token ids and verification steps (~40 bytes per token), never target features:
+    EAGLE-3 features are three hidden states per token (3 x 576 values for SmolLM2, ~32 KB per
+    token at GPU scale), so a bounded stream holding them would hold ~100x fewer requests. The
+    worker puts them, with the final hidden state, in a bounded side store under ``features_key``
+    (Redis, with a TTL; see ``worker.traces.features``) so the trainer needs no target prefill; a
+    record without a key, or whose features expired, costs the trainer one prefill instead.
 
     Every list is bounded so a hostile record cannot exhaust a consumer's memory.
     """
@@ -324,6 +322,11 @@ class TraceRecord(WireModel):
     prompt_ids: list[TokenId] = Field(max_length=MAX_TRACE_PROMPT_TOKENS)
     output_ids: list[TokenId] = Field(max_length=MAX_TRACE_OUTPUT_TOKENS)
     steps: list[TraceStep] = Field(default_factory=list, max_length=MAX_TRACE_STEPS)
+    features_key: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Side-store key of the target features of prompt_ids + output_ids; may expire.",
+    )
 
     @field_validator("trace_version")
     @classmethod

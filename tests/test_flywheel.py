@@ -50,6 +50,10 @@ def test_served_traffic_trains_a_draft_that_goes_live(
             wait_until(lambda: bool(trainer_versions()), 180, "a trainer candidate", trainer, trainer_log)
             first = trainer_versions()[-1]
             assert first["shadow_eval"] and first["training_metrics"]
+            # the worker shipped each trace's target features: the trainer ran no target prefill
+            training = first["training_metrics"]
+            assert isinstance(training, dict) and training["examples_from_features"] > 0
+            assert training["examples_by_prefill"] == 0
             assert first["status"] == "live"  # nothing was live: the auto policy promotes the first draft
             wait_until(lambda: worker_version() == first["id"], 60, "worker serving the trained draft")
             rounds_before = checkpoint_round(stack.home)

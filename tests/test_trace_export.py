@@ -8,12 +8,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
+from borealis.wire import TraceRecord
 from tests.procs import wait_until
 from tests.stack import Stack
+from worker.draft.examples import build_example, example_from_record
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
 from worker.traces.consumer import TraceConsumer
+from worker.traces.features import feature_reader
 
 MODEL = "tiny-llama"
 
@@ -25,7 +31,26 @@ def stack(tmp_path: Path, tiny_model_dir: Path, redis_url: str, key_prefix: str)
         yield stack
 
 
-def test_requests_are_exported_as_traces(stack: Stack, redis_url: str) -> None:
+def _check_shipped_features(records: list[TraceRecord], config: TraceBusConfig, model_dir: Path) -> None:
+    """The trainer builds the same example from a record's shipped features as from a prefill."""
+    target = LlamaModel.load(model_dir)
+    reader = feature_reader(config, 4 * target.spec.hidden_size)
+    vocab = DraftVocab(torch.arange(target.spec.vocab_size // 2), target.spec.vocab_size)
+    for record in records:
+        tokens = record.prompt_ids + record.output_ids
+        stored = reader.get(record.features_key, len(tokens))
+        assert stored is not None and len(tokens) - 1 <= stored.shape[0] <= len(tokens)
+        shipped = example_from_record(target, vocab, record, stored=torch.from_numpy(stored))
+        recomputed = build_example(
+            target, vocab, tokens[: len(shipped)], len(record.prompt_ids), record.domain
+        )
+        assert torch.equal(shipped.target_argmax, recomputed.target_argmax)
+        torch.testing.assert_close(
+            shipped.features.float(), recomputed.features.float(), atol=2e-2, rtol=1e-2
+        )
+
+
+def test_requests_are_exported_as_traces(stack: Stack, redis_url: str, tiny_model_dir: Path) -> None:
     prompts = {"code": "def add(a, b):\n    return a + b\n\ndef sub(a, b):", "prose": "The river ran quietly"}
     ids = {}
     for domain, prompt in prompts.items():
@@ -63,6 +88,7 @@ def test_requests_are_exported_as_traces(stack: Stack, redis_url: str) -> None:
             assert after.position == before.position + before.accepted + 1
         last = record.steps[-1]
         assert last.position + last.accepted <= len(record.output_ids) <= last.position + last.accepted + 1
+    _check_shipped_features(records, config, tiny_model_dir)
     wait_until(lambda: stack.admin("GET", "/api/tracebus").json()["exported"] >= 2, 10, "heartbeat report")
     bus = stack.admin("GET", "/api/tracebus").json()
     assert bus["stream_length"] >= 2 and bus["dropped"] == 0

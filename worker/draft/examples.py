@@ -1,9 +1,10 @@
-"""Training examples: a token sequence plus what the target thinks of it, from one prefill forward.
+"""Training examples: a token sequence plus what the target thinks of it.
 
 Offline data and online traces become the same ``Example``: the target's three-layer features at
 every position, its next-token distribution restricted to the draft vocabulary (top-k, renormalised:
 all the KL needs, at ~1% of the full row's memory), its greedy choice (for simulated acceptance),
-and the rejected proposals of the trace, placed where the draft made them.
+and the rejected proposals of the trace, placed where the draft made them. The target's view comes
+from one prefill forward, or, for a served trace, from the features its worker shipped.
 """
 
 from __future__ import annotations
@@ -47,31 +48,77 @@ def build_example(
     steps: Sequence[TraceStep] = (),
     topk: int = DEFAULT_TOPK,
 ) -> Example:
-    """One prefill forward over ``tokens``; results are cloned out of inference mode for autograd."""
+    """One prefill forward over ``tokens``."""
     ids = torch.tensor([list(tokens)], dtype=torch.long)
     cache = target.new_cache(1, ids.shape[1])
     hidden, features = target.forward(causal_step_input(ids, [0]), cache)
-    logits = target.logits(hidden[0])
+    return _assemble(target, vocab, ids[0], features[0], hidden[0], prompt_len, domain, steps, topk)
+
+
+@torch.no_grad()
+def example_from_features(
+    target: LlamaModel,
+    vocab: DraftVocab,
+    tokens: Sequence[int],
+    stored: torch.Tensor,
+    prompt_len: int,
+    domain: str,
+    steps: Sequence[TraceStep] = (),
+    topk: int = DEFAULT_TOPK,
+) -> Example:
+    """The same example from features the inference worker shipped: only the target's head runs.
+
+    ``stored`` is ``[N, 4H]`` (three feature layers, then the final normed hidden state) for the
+    first ``N`` tokens; the example covers those ``N``.
+    """
+    width = 3 * target.spec.hidden_size
+    ids = torch.tensor(list(tokens[: stored.shape[0]]), dtype=torch.long)
+    hidden = stored[:, width:].to(target.dtype)
+    return _assemble(target, vocab, ids, stored[:, :width], hidden, prompt_len, domain, steps, topk)
+
+
+def _assemble(
+    target: LlamaModel,
+    vocab: DraftVocab,
+    ids: torch.Tensor,
+    features: torch.Tensor,
+    hidden: torch.Tensor,
+    prompt_len: int,
+    domain: str,
+    steps: Sequence[TraceStep],
+    topk: int,
+) -> Example:
+    """Target logits from the final hidden states; results are cloned out of inference mode for autograd."""
+    logits = target.logits(hidden)
     restricted = torch.log_softmax(logits[:, vocab.draft_to_target], dim=-1)
     top_logp, top_ids = restricted.topk(min(topk, vocab.size), dim=-1)
     argmax = logits.argmax(dim=-1)
+    tokens = ids.tolist()
     return Example(
-        tokens=ids[0].clone(),
-        features=features[0].to(torch.float16).clone(),
+        tokens=ids.clone(),
+        features=features.to(torch.float16).clone(),
         target_ids=top_ids.clone(),
         target_logp=torch.log_softmax(top_logp, dim=-1).clone(),
         target_argmax=argmax.clone(),
         prompt_len=prompt_len,
         domain=domain,
-        negatives=rejected_proposals(list(tokens), prompt_len, steps, vocab, argmax.tolist()),
+        negatives=rejected_proposals(tokens, prompt_len, steps, vocab, argmax.tolist()),
     )
 
 
 def example_from_record(
-    target: LlamaModel, vocab: DraftVocab, record: TraceRecord, topk: int = DEFAULT_TOPK
+    target: LlamaModel,
+    vocab: DraftVocab,
+    record: TraceRecord,
+    topk: int = DEFAULT_TOPK,
+    stored: torch.Tensor | None = None,
 ) -> Example:
+    """From the record's shipped features when given, else with one prefill."""
     tokens = record.prompt_ids + record.output_ids
-    return build_example(target, vocab, tokens, len(record.prompt_ids), record.domain, record.steps, topk)
+    prompt_len, domain = len(record.prompt_ids), record.domain
+    if stored is not None:
+        return example_from_features(target, vocab, tokens, stored, prompt_len, domain, record.steps, topk)
+    return build_example(target, vocab, tokens, prompt_len, domain, record.steps, topk)
 
 
 def rejected_proposals(

@@ -55,6 +55,7 @@ class EngineConfig:
     prefill_chunk: int = 256
     spec: SpecConfig = field(default_factory=SpecConfig)
     record_traces: bool = True  # final events carry the per-step proposal log (the trainer's data)
+    record_features: bool = False  # final events carry the committed positions' target features too
 
 
 @dataclass
@@ -81,6 +82,9 @@ class SpecEngine:
         batch, length = self.config.max_batch, self.config.max_seq_len + self.margin
         self.cache = target.new_cache(batch, length)
         self.features = torch.zeros(batch, length, 3 * target.spec.hidden_size, dtype=target.dtype)
+        # the final normed hidden state of committed positions, kept only to ship to the trainer
+        hidden_rows = length if self.config.record_features else 0
+        self.final_hidden = torch.zeros(batch, hidden_rows, target.spec.hidden_size, dtype=torch.float16)
         self.controller = SpeculationController(
             spec.max_draft_depth, spec.max_ngram_tokens, spec.draft_shape()[1]
         )
@@ -122,8 +126,16 @@ class SpecEngine:
                 return TokenEvent(request_id, [], "stop", SpecStats(), () if traced else None)
         for slot, seq in enumerate(self._active):
             if seq.request.request_id == request_id:
+                event = TokenEvent(
+                    request_id,
+                    [],
+                    "stop",
+                    seq.stats,
+                    tuple(seq.trace) if traced else None,
+                    features=self._committed_features(slot),
+                )
                 self._release(slot)
-                return TokenEvent(request_id, [], "stop", seq.stats, tuple(seq.trace) if traced else None)
+                return event
         return None
 
     def has_work(self) -> bool:
@@ -193,6 +205,8 @@ class SpecEngine:
             ids = torch.tensor([prompt[start : start + chunk]])
             hidden, features = self.target.forward(causal_step_input(ids, [start]), self.cache, slot)
             self.features[slot, start : start + ids.shape[1]] = features[0]
+            if self.config.record_features:
+                self.final_hidden[slot, start : start + ids.shape[1]] = hidden[0]
         return hidden[:, -1]
 
     # -- one speculative step ------------------------------------------------------------------
@@ -333,16 +347,32 @@ class SpecEngine:
         hidden, features = self.target.forward(StepInput(tokens, positions, write, mask), self.cache)
         logits = self.target.logits(hidden)
         self.controller.observe_target(batch * width, time.perf_counter() - started)
-        return logits, features
+        return logits, torch.cat([features, hidden], dim=-1) if self.config.record_features else features
 
     def _commit(self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor) -> None:
-        """Keep the root and the accepted path (compacting tree rows) in the target cache and features."""
+        """Keep the root and the accepted path (compacting tree rows) in the target cache and features.
+
+        ``features`` rows are ``[3H]`` draft features, followed by the final hidden ``[H]`` when the
+        engine records features for the trainer.
+        """
         seq = self._active[slot]
         path = [0, *verdict.accepted]
         if path != list(range(len(path))):
             self.cache.gather_positions(slot, seq.kv_len + torch.tensor(path[1:]), seq.kv_len + 1)
-        self.features[slot, seq.kv_len : seq.kv_len + len(path)] = features[path]
+        rows = slice(seq.kv_len, seq.kv_len + len(path))
+        width = self.features.shape[-1]
+        self.features[slot, rows] = features[path, :width]
+        if self.config.record_features:
+            self.final_hidden[slot, rows] = features[path, width:]
         seq.kv_len += len(path)
+
+    def _committed_features(self, slot: int) -> torch.Tensor | None:
+        """``[N, 4H]`` float16 for the sequence's first ``N`` tokens (every position the target has read)."""
+        if not self.config.record_features:
+            return None
+        seq = self._active[slot]
+        count = min(seq.kv_len, len(seq.tokens))
+        return torch.cat([self.features[slot, :count].half(), self.final_hidden[slot, :count]], dim=-1)
 
     def _record(
         self,
@@ -396,7 +426,11 @@ class SpecEngine:
         seq.generated += len(kept)
         seq.tokens.extend(kept)
         seq.ngram.extend(kept)
-        return TokenEvent(seq.request.request_id, kept, finish, seq.stats if finish else None)
+        if finish is None:
+            return TokenEvent(seq.request.request_id, kept, None)
+        return TokenEvent(
+            seq.request.request_id, kept, finish, seq.stats, features=self._committed_features(slot)
+        )
 
     def _drop_finished(self, events: list[TokenEvent]) -> list[TokenEvent]:
         finished = {event.request_id for event in events if event.finish_reason is not None}
@@ -412,6 +446,8 @@ class SpecEngine:
             moved = self._active[last]
             self.cache.move_slot(last, slot, moved.kv_len + 1)
             self.features[slot, : moved.kv_len] = self.features[last, : moved.kv_len]
+            if self.config.record_features:
+                self.final_hidden[slot, : moved.kv_len] = self.final_hidden[last, : moved.kv_len]
             if self.draft_cache is not None:
                 self.draft_cache.move_slot(last, slot, moved.draft_len + 1)
             self._active[slot] = moved

@@ -88,6 +88,9 @@ class TokenEvent:
     stats: SpecStats | None = None  # set on the final event
     trace: tuple[StepTrace, ...] | None = None  # set on the final event when the engine records traces
     error: str | None = None  # why this sequence failed (finish_reason "error"); its batch continues
+    # set on the final event when the engine records features: [N, 4H] float16, the three draft
+    # feature layers and the final normed hidden state of the first N tokens (prompt + output)
+    features: torch.Tensor | None = None
 
 
 class Engine(Protocol):

@@ -58,7 +58,13 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
         return replace(fallback, fallback_reason=f"lean engine unavailable: {exc}"[:300])
     spec = SpecConfig(adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
     engine = SpecEngine(
-        target, EngineConfig(max_batch=settings.max_batch, max_seq_len=context_limit, spec=spec)
+        target,
+        EngineConfig(
+            max_batch=settings.max_batch,
+            max_seq_len=context_limit,
+            spec=spec,
+            record_features=settings.trace_features,
+        ),
     )
 
     def load(path: Path) -> Drafter:

@@ -123,6 +123,7 @@ async def _stream(
                         started_at,
                         event.finish_reason,
                         state.draft_version,
+                        event.features,
                     )
                 )
             chunk = GenerateChunk(

@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import torch
+
 from borealis.wire import GenerateRequest, TraceRecord
 from worker.engine.tracelog import wire_steps
 from worker.engine.types import FinishReason, StepTrace
 from worker.traces.domain import resolve_domain
 from worker.traces.exporter import TraceExporter
+from worker.traces.features import encode_features
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class FinishedRequest:
     started_at: float
     finish_reason: FinishReason
     draft_version: str | None
+    features: torch.Tensor | None = None  # [N, 4H] float16 from the engine, for the side store
 
 
 class TraceSink:
@@ -61,7 +65,8 @@ class TraceSink:
             output_ids=finished.output_ids,
             steps=steps,
         )
-        self.exporter.export(record)
+        features = finished.features
+        self.exporter.export(record, encode_features(features.numpy()) if features is not None else None)
 
     @property
     def exported(self) -> int:

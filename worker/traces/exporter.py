@@ -4,6 +4,10 @@
 batches to the Redis Stream. When Redis is slow or down the queue fills and the oldest records are
 dropped (the trainer prefers fresh traffic), failed batches are dropped too, every drop is
 counted, and the thread backs off and reconnects by itself. Serving never waits on Redis.
+
+A record may come with its target features (:mod:`worker.traces.features`): the blob is written
+under its own key with a TTL in the same round trip, just before the record, and the record names
+that key only when the worker's feature budget admitted it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from redis.retry import Retry
 from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
 from worker.traces.codec import PAYLOAD_FIELD, encode
+from worker.traces.features import FeatureBudget, FeatureWriteStats
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class ExportStats:
     queued: int = 0
     queued_bytes: int = 0
     connected: bool = False
+    features: FeatureWriteStats = dataclasses.field(default_factory=FeatureWriteStats)
 
     @property
     def dropped(self) -> int:
@@ -54,11 +60,23 @@ def export_client(url: str) -> redis.Redis:
     )
 
 
+@dataclass(frozen=True)
+class _Entry:
+    payload: bytes
+    features_key: str | None = None
+    features: bytes | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        return len(self.payload)  # feature blobs are bounded by the feature budget instead
+
+
 class TraceExporter:
     def __init__(self, config: TraceBusConfig) -> None:
         self._config = config
         self._client = export_client(config.redis_url)
-        self._queue: deque[bytes] = deque()
+        self._features = FeatureBudget(config.features_max_bytes, config.features_ttl_s)
+        self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._stats = ExportStats()
@@ -66,23 +84,33 @@ class TraceExporter:
         self._thread = threading.Thread(target=self._run, name="trace-export", daemon=True)
         self._thread.start()
 
-    def export(self, record: TraceRecord) -> bool:
-        """Queue a record for the stream; False when it was dropped at once (too large, or closed)."""
-        payload = encode(record)
+    def export(self, record: TraceRecord, features: bytes | None = None) -> bool:
+        """Queue a record (and its feature blob) for Redis; False when the record was dropped at once."""
         with self._cond:
             if self._stop.is_set():
                 self._stats.dropped_closed += 1
                 return False
+            key = None
+            if features is not None and self._config.record_features:
+                if self._features.admit(len(features)):
+                    key = f"{self._config.features_key_prefix}{record.request_id}"
+                    record = record.model_copy(update={"features_key": key})
+                else:
+                    self._stats.features.dropped_budget += 1
+            self._stats.features.window_bytes = self._features.bytes
+        payload = encode(record)
+        entry = _Entry(payload, key, features if key else None)
+        with self._cond:
             if len(payload) > self._config.max_record_bytes:
                 self._stats.dropped_oversized += 1
                 return False
-            self._queue.append(payload)
-            self._stats.queued_bytes += len(payload)
+            self._queue.append(entry)
+            self._stats.queued_bytes += entry.queued_bytes
             while (
                 len(self._queue) > self._config.export_queue_size
                 or self._stats.queued_bytes > self._config.export_queue_bytes
             ):
-                self._stats.queued_bytes -= len(self._queue.popleft())
+                self._stats.queued_bytes -= self._queue.popleft().queued_bytes
                 self._stats.dropped_queue_full += 1
             self._stats.queued = len(self._queue)
             self._cond.notify()
@@ -90,7 +118,7 @@ class TraceExporter:
 
     def stats(self) -> ExportStats:
         with self._cond:
-            return dataclasses.replace(self._stats)
+            return dataclasses.replace(self._stats, features=dataclasses.replace(self._stats.features))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what Redis accepts within ``timeout_s``; the rest is dropped with the process."""
@@ -121,27 +149,42 @@ class TraceExporter:
                     self._stats.connected = True
                 backoff = MIN_BACKOFF_S
 
-    def _next_batch(self) -> list[bytes] | None:
+    def _next_batch(self) -> list[_Entry] | None:
         with self._cond:
             while not self._queue and not self._stop.is_set():
                 self._cond.wait()
             if not self._queue:
                 return None
             batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-            self._stats.queued_bytes -= sum(len(payload) for payload in batch)
+            self._stats.queued_bytes -= sum(entry.queued_bytes for entry in batch)
             self._stats.queued = len(self._queue)
             return batch
 
-    def _send(self, batch: list[bytes]) -> None:
+    def _send(self, batch: list[_Entry]) -> None:
+        """One round trip; a refused feature write costs only the features, a refused record the batch."""
         pipe = self._client.pipeline(transaction=False)
-        for payload in batch:
+        ttl = max(1, round(self._config.features_ttl_s))
+        kinds = []
+        for entry in batch:
+            if entry.features_key is not None and entry.features is not None:
+                pipe.set(entry.features_key, entry.features, ex=ttl)
+                kinds.append("features")
             pipe.xadd(
                 self._config.stream,
-                {PAYLOAD_FIELD: payload},
-                maxlen=self._maxlen(len(payload)),
+                {PAYLOAD_FIELD: entry.payload},
+                maxlen=self._maxlen(len(entry.payload)),
                 approximate=True,
             )
-        pipe.execute()
+            kinds.append("record")
+        results = list(zip(kinds, pipe.execute(raise_on_error=False), strict=True))
+        record_errors = [r for k, r in results if k == "record" and isinstance(r, Exception)]
+        feature_results = [r for k, r in results if k == "features"]
+        with self._cond:
+            failed = sum(isinstance(r, Exception) for r in feature_results)
+            self._stats.features.failed += failed
+            self._stats.features.stored += len(feature_results) - failed
+        if record_errors:
+            raise record_errors[0]
 
     def _maxlen(self, size: int) -> int:
         """MAXLEN that keeps the stream within its byte budget at the recent mean record size."""
@@ -150,7 +193,7 @@ class TraceExporter:
         by_bytes = int(self._config.stream_max_bytes // self._mean_bytes)
         return max(1, min(self._config.stream_maxlen, by_bytes))
 
-    def _failed(self, batch: list[bytes], exc: Exception) -> None:
+    def _failed(self, batch: list[_Entry], exc: Exception) -> None:
         with self._cond:
             if self._stats.connected or self._stats.redis_errors == 0:
                 log.warning("trace export to Redis failed, dropping traces until it recovers: %s", exc)

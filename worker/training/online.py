@@ -23,7 +23,7 @@ from borealis.control_client import ControlPlaneError
 from borealis.domains import OTHER, canonical_domain
 from borealis.settings import Settings, TrainerSettings
 from borealis.wire import DriftReport, TraceRecord
-from worker.draft.examples import Example, example_from_record
+from worker.draft.examples import Example
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance
@@ -33,6 +33,7 @@ from worker.engine.llama import LlamaModel
 from worker.traces.codec import Rejection
 from worker.traces.consumer import TraceConsumer
 from worker.traces.drift import DriftMonitor, DriftWindow
+from worker.traces.features import FeatureReader, feature_reader
 from worker.traces.replay import ReplayBuffer, record_tokens
 from worker.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from worker.training.control import ControlPlane
@@ -51,7 +52,12 @@ def consumer_name(settings: Settings) -> str:
 
 class OnlineTrainer:
     def __init__(
-        self, settings: TrainerSettings, target: LlamaModel, consumer: TraceConsumer, control: ControlPlane
+        self,
+        settings: TrainerSettings,
+        target: LlamaModel,
+        consumer: TraceConsumer,
+        control: ControlPlane,
+        features: FeatureReader | None = None,
     ):
         self.settings = settings
         self.target = target
@@ -74,7 +80,7 @@ class OnlineTrainer:
         self.trainer: DraftTrainer | None = None
         self._unacked: list[str] = []
         self._seen: set[str] = set()
-        self._examples = ExampleCache(target, settings.feature_cache_tokens)
+        self._examples = ExampleCache(target, settings.feature_cache_tokens, features)
         self._live: tuple[str, Eagle3Draft] | None = None
         self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
         self._resume()
@@ -138,6 +144,8 @@ class OnlineTrainer:
         if self.trainer is None:
             self._start_draft(live)
         report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
+        sources = self._examples.sources
+        report["examples"] = {"from_features": sources.from_features, "by_prefill": sources.by_prefill}
         if self.trainer is not None and len(self.replay) >= self.settings.min_records and read:
             report["training"] = self._train()
             report["status"] = "trained"
@@ -269,9 +277,7 @@ class OnlineTrainer:
             if live_draft.vocab.same_as(self.trainer.draft.vocab):
                 live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
             else:
-                live_examples = [
-                    self._paced(example_from_record, self.target, live_draft.vocab, r) for r in records
-                ]
+                live_examples = [self._paced(self._examples.build, r, live_draft.vocab) for r in records]
             theirs = self._paced(per_trace_counts, live_draft, self.trainer.embed, live_examples, depth)
         candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
         report = {}
@@ -300,6 +306,8 @@ class OnlineTrainer:
             "trained_records": self.state.trained_records,
             "replay_domains": self.replay.domain_counts(),
             "rejected_weight": self.settings.rejected_weight,
+            "examples_from_features": self._examples.sources.from_features,
+            "examples_by_prefill": self._examples.sources.by_prefill,
         }
         if self._round_losses:
             metrics["loss"] = sum(loss for loss, _ in self._round_losses) / len(self._round_losses)
@@ -354,8 +362,10 @@ def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
 
     torch.set_num_threads(settings.resolved_trainer_threads)
     target = LlamaModel.load(settings.resolved_model_path)
-    consumer = TraceConsumer(TraceBusConfig.from_settings(settings), consumer_name(settings))
-    return OnlineTrainer(settings.trainer, target, consumer, control)
+    bus = TraceBusConfig.from_settings(settings)
+    consumer = TraceConsumer(bus, consumer_name(settings))
+    features = feature_reader(bus, 4 * target.spec.hidden_size) if bus.record_features else None
+    return OnlineTrainer(settings.trainer, target, consumer, control, features)
 
 
 def seconds_until_next(report: RoundReport, settings: Settings) -> float:

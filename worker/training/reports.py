@@ -14,6 +14,11 @@ class TrainingReport(TypedDict):
     steps: int  # optimizer steps taken (fewer when learning was paused mid-round)
 
 
+class ExampleSourceCounts(TypedDict):
+    from_features: int  # examples built from features the inference worker shipped (no prefill)
+    by_prefill: int  # examples that needed a target prefill (no features, or they expired)
+
+
 class CandidateReport(TypedDict, total=False):
     published: Required[bool]
     reason: str  # why not published
@@ -27,5 +32,6 @@ class RoundReport(TypedDict, total=False):
     round: int
     read: int  # traces read this round
     training: TrainingReport
+    examples: ExampleSourceCounts  # since the trainer started
     candidate: CandidateReport
     error: str
