@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_draft.set_defaults(func=_draft_train, passthrough=True)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
-    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift"])
+    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift", "trainer"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)
 

@@ -77,6 +77,12 @@ class WorkerRegistration(WireModel):
     traces_dropped: int = Field(
         default=0, ge=0, description="Trace records dropped since start (never blocks)."
     )
+    trace_features_stored: int = Field(
+        default=0, ge=0, description="Trace feature blobs written to the side store since start."
+    )
+    trace_features_dropped: int = Field(
+        default=0, ge=0, description="Trace feature blobs dropped (over budget, or refused by Redis)."
+    )
     rss_bytes: int = Field(default=0, ge=0, description="The worker's resident memory (0: unknown).")
     engine: Literal["spec", "hf"] = Field(
         default="spec", description="spec: the lean speculative engine; hf: reference decoding, no draft."

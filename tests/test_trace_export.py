@@ -95,3 +95,15 @@ def test_requests_are_exported_as_traces(stack: Stack, redis_url: str, tiny_mode
     metrics = httpx.get(f"{stack.base_url}/metrics").text
     assert 'borealis:traces_exported_total{worker="w1"}' in metrics
     assert "borealis:trace_stream_length" in metrics
+    wait_until(
+        lambda: (
+            'borealis:trace_features_stored_total{worker="w1"} 2.0'
+            in httpx.get(f"{stack.base_url}/metrics").text
+        ),
+        10,
+        "feature blobs reported",
+    )
+    assert (
+        'borealis:trace_features_dropped_total{worker="w1"} 0.0'
+        in httpx.get(f"{stack.base_url}/metrics").text
+    )

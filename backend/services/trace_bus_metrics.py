@@ -6,6 +6,7 @@ heartbeat (workers drop rather than block when Redis is slow or down).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,16 @@ from prometheus_client.registry import Collector
 from borealis.tracebus import TraceBusConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerTraceCounts:
+    """What one worker's heartbeat says it exported and dropped, since it started."""
+
+    exported: int
+    dropped: int
+    features_stored: int = 0
+    features_dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,11 +48,11 @@ class TraceBusMonitor(Collector):
             else None
         )
         self._lock = threading.Lock()
-        self._reports: dict[str, tuple[int, int]] = {}
+        self._reports: dict[str, WorkerTraceCounts] = {}
 
-    def report(self, worker_id: str, exported: int, dropped: int) -> None:
+    def report(self, worker_id: str, counts: WorkerTraceCounts) -> None:
         with self._lock:
-            self._reports[worker_id] = (exported, dropped)
+            self._reports[worker_id] = counts
 
     def _length(self, key: str) -> int | None:
         if self._client is None:
@@ -58,11 +69,11 @@ class TraceBusMonitor(Collector):
         return TraceBusSnapshot(
             stream_length=self._length(self._config.stream),
             dead_letter_length=self._length(self._config.dead_letter_stream),
-            exported=sum(exported for exported, _ in reports),
-            dropped=sum(dropped for _, dropped in reports),
+            exported=sum(counts.exported for counts in reports),
+            dropped=sum(counts.dropped for counts in reports),
         )
 
-    def per_worker(self) -> dict[str, tuple[int, int]]:
+    def per_worker(self) -> dict[str, WorkerTraceCounts]:
         with self._lock:
             return dict(self._reports)
 
@@ -78,17 +89,29 @@ class TraceBusMonitor(Collector):
         ):
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=value)
-        exported = CounterMetricFamily(
-            "borealis:traces_exported", "Trace records exported, by worker.", labels=["worker"]
-        )
-        dropped = CounterMetricFamily(
-            "borealis:traces_dropped", "Trace records dropped, by worker.", labels=["worker"]
-        )
-        for worker, (sent, lost) in sorted(self.per_worker().items()):
-            exported.add_metric([worker], sent)
-            dropped.add_metric([worker], lost)
-        yield exported
-        yield dropped
+        families = {
+            "exported": CounterMetricFamily(
+                "borealis:traces_exported", "Trace records exported, by worker.", labels=["worker"]
+            ),
+            "dropped": CounterMetricFamily(
+                "borealis:traces_dropped", "Trace records dropped, by worker.", labels=["worker"]
+            ),
+            "features_stored": CounterMetricFamily(
+                "borealis:trace_features_stored",
+                "Trace feature blobs written to the side store, by worker.",
+                labels=["worker"],
+            ),
+            "features_dropped": CounterMetricFamily(
+                "borealis:trace_features_dropped",
+                "Trace feature blobs dropped (over the worker's budget or refused by Redis), by worker.",
+                labels=["worker"],
+            ),
+        }
+        for worker, counts in sorted(self.per_worker().items()):
+            values = dataclasses.asdict(counts)
+            for field, family in families.items():
+                family.add_metric([worker], values[field])
+        yield from families.values()
 
     def close(self) -> None:
         if self._client is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps
-from worker.engine.types import GenerationRequest, SamplingParams, StepTrace
+from worker.engine.types import GenerationRequest, SamplingParams, StepTrace, TokenEvent
 from worker.workloads import build_prompts, encode_prompt
 
 
@@ -48,27 +49,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass(frozen=True)
+class ServedTrace:
+    prompt: list[int]
+    output: list[int]
+    steps: tuple[StepTrace, ...]
+    features: torch.Tensor | None  # [N, 4H] float16 when the engine recorded features
+
+
 def serve_traces(
     target: LlamaModel,
     runner: DraftRunner,
     prompts: list[list[int]],
     max_new_tokens: int,
     eos: tuple[int, ...],
-) -> list[tuple[list[int], list[int], tuple[StepTrace, ...]]]:
-    """(prompt, output, per-step log) of each request, decoded greedily with speculation on."""
-    engine = SpecEngine(target, EngineConfig(max_batch=8, max_seq_len=2048, spec=SpecConfig(mode="tree")))
+    record_features: bool = False,
+) -> list[ServedTrace]:
+    """Each request decoded greedily with speculation on, in order."""
+    config = EngineConfig(
+        max_batch=8, max_seq_len=2048, spec=SpecConfig(mode="tree"), record_features=record_features
+    )
+    engine = SpecEngine(target, config)
     engine.swap_draft(runner)
     params = SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=eos)
     for index, prompt in enumerate(prompts):
         engine.submit(GenerationRequest(str(index), prompt, params))
     outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
-    logs: dict[str, tuple[StepTrace, ...]] = {}
+    finals: dict[str, TokenEvent] = {}
     while engine.has_work():
         for event in engine.step():
             outputs[event.request_id].extend(event.token_ids)
-            if event.trace is not None:
-                logs[event.request_id] = event.trace
-    return [(prompts[i], outputs[str(i)], logs.get(str(i), ())) for i in range(len(prompts))]
+            if event.finish_reason is not None:
+                finals[event.request_id] = event
+    served = []
+    for i, prompt in enumerate(prompts):
+        final = finals.get(str(i))
+        trace = final.trace if final is not None and final.trace is not None else ()
+        features = final.features if final is not None else None
+        served.append(ServedTrace(prompt, outputs[str(i)], trace, features))
+    return served
 
 
 def train_arm(
@@ -117,9 +136,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target, DraftRunner(init_draft, target.embed, manifest.version), ids, args.max_new_tokens, eos
     )
     examples = [
-        build_example(target, vocab, p + o, len(p), prompt.domain, wire_steps(log, len(o)))
-        for prompt, (p, o, log) in zip(train_prompts, served, strict=True)
-        if o
+        build_example(
+            target,
+            vocab,
+            s.prompt + s.output,
+            len(s.prompt),
+            prompt.domain,
+            wire_steps(s.steps, len(s.output)),
+        )
+        for prompt, s in zip(train_prompts, served, strict=True)
+        if s.output
     ]
     test_prompts = build_prompts(args.workload, "test", args.eval_requests)
     test_ids = [encode_prompt(p, tokenizer) for p in test_prompts]

@@ -62,6 +62,8 @@ def run_inference_worker(settings: Settings) -> None:
             max_context_tokens=serving.max_context_tokens,
             traces_exported=state.traces.exported if state.traces else 0,
             traces_dropped=state.traces.dropped if state.traces else 0,
+            trace_features_stored=state.traces.features_stored if state.traces else 0,
+            trace_features_dropped=state.traces.features_dropped if state.traces else 0,
             rss_bytes=1024 * (rss_kib() or 0),
             engine=serving.kind,
             fallback_reason=serving.fallback_reason,

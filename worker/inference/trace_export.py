@@ -73,5 +73,14 @@ class TraceSink:
         return self.exporter.stats().exported
 
     @property
+    def features_stored(self) -> int:
+        return self.exporter.stats().features.stored
+
+    @property
+    def features_dropped(self) -> int:
+        features = self.exporter.stats().features
+        return features.dropped_budget + features.failed
+
+    @property
     def dropped(self) -> int:
         return self.exporter.stats().dropped + self.dropped_while_paused

@@ -26,6 +26,7 @@ from backend.services.artifacts import ArtifactRejected
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, desired_version
 from backend.services.swaps import SwapPublisher
+from backend.services.trace_bus_metrics import WorkerTraceCounts
 from borealis.wire import (
     DraftManifest,
     DraftRegistration,
@@ -50,7 +51,12 @@ def worker_heartbeat(
     beat: WorkerRegistration, session: SessionDep, trace_bus: TraceBusDep, state: StateMetricsDep
 ) -> HeartbeatReply:
     upsert_heartbeat(session, beat)
-    trace_bus.report(beat.worker_id, beat.traces_exported, beat.traces_dropped)
+    trace_bus.report(
+        beat.worker_id,
+        WorkerTraceCounts(
+            beat.traces_exported, beat.traces_dropped, beat.trace_features_stored, beat.trace_features_dropped
+        ),
+    )
     state.report_worker(beat.worker_id, beat.rss_bytes)
     return HeartbeatReply(
         desired_draft_version=desired_version(session), learning_paused=read_learning(session).paused
