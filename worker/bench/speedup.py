@@ -1,7 +1,9 @@
 """``borealis bench speedup``: HF greedy, HF prompt lookup, this engine target-only and speculative.
 
 All arms run in one process on the same test-split prompts and thread count; greedy outputs of
-every arm are compared token by token with HF greedy decoding.
+every arm are compared token by token with HF greedy decoding. ``--through-api`` adds what a user
+gets: the same prompts and draft served afterwards by a private appliance through the OpenAI API
+(``through_api``: tokens/s, its ratio to the in-process speculative arm, identical completions).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 import torch
 
 from borealis.settings import get_settings
+from worker.bench.api_arm import run_api_arm
 from worker.bench.report import emit
 from worker.draft.io import load_draft
-from worker.draft.model import new_draft
+from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
@@ -42,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-ngram", action="store_true", help="draft-only speculation: acceptance shows the draft alone"
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--through-api",
+        action="store_true",
+        help="add an arm serving the same prompts and draft through a private appliance's OpenAI API",
+    )
+    parser.add_argument("--api-trainer", action="store_true", help="run a training worker in that appliance")
     parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
@@ -92,12 +101,13 @@ def hf_generator(model: Any, max_new: int, eos: int, lookup: int | None) -> Call
     return generate
 
 
-def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> DraftRunner:
+def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> tuple[Eagle3Draft, str]:
+    """The draft and its version name: a day-0 draft, or an artifact."""
     if arg == "random":
         vocab = DraftVocab.from_sequences(train_ids, 8192, target.spec.vocab_size)
-        return DraftRunner(new_draft(target.spec, vocab), target.embed, version="random")
+        return new_draft(target.spec, vocab), "random"
     draft, manifest = load_draft(arg)
-    return DraftRunner(draft, target.embed, version=manifest.version or Path(arg).name)
+    return draft, manifest.version or Path(arg).name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     model_dir = Path(args.model) if args.model else settings.resolved_model_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    prompts = [encode_prompt(p, tokenizer) for p in build_prompts(args.workload, "test", args.requests)]
+    test_prompts = build_prompts(args.workload, "test", args.requests)
+    prompts = [encode_prompt(p, tokenizer) for p in test_prompts]
     train_ids = [encode_prompt(p, tokenizer) for p in build_prompts(args.workload, "train", 400)]
     eos = int(tokenizer.eos_token_id)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
@@ -117,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))
+    draft, draft_name = make_draft(args.draft, target, train_ids)
     spec = SpecEngine(
         target,
         EngineConfig(args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)),
-        make_draft(args.draft, target, train_ids),
+        DraftRunner(draft, target.embed, version=draft_name),
     )
     warm = prompts[:1]
     hf_plain = hf_generator(hf, args.max_new_tokens, eos, None)
@@ -183,5 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "generated_tokens": sum(map(len, spec_out)),
     }
+    if args.through_api:
+        if args.batch != 1 or args.mode != "tree":
+            raise SystemExit("--through-api serves one request at a time in the worker's tree mode")
+        env = {"BOREALIS_THREADS": str(threads), "BOREALIS_SPEC_NGRAM": str(not args.no_ngram).lower()}
+        api = run_api_arm(test_prompts, draft, args.max_new_tokens, env, args.api_trainer)
+        expected = [tokenizer.decode(out, skip_special_tokens=True) for out in spec_out]
+        texts = api.pop("texts")
+        api["outputs_identical_to_spec"] = texts == expected
+        api["identical_share"] = sum(a == b for a, b in zip(texts, expected, strict=True)) / len(texts)
+        api["over_in_process_spec"] = api["tok_s"] / result["spec_tok_s"]
+        result["through_api"] = api
     emit(result, Path(args.json_path) if args.json_path else None)
     return 0 if result["outputs_identical"] else 1

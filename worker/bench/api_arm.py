@@ -1,0 +1,80 @@
+"""The ``--through-api`` arm of ``bench speedup``: the same prompts and draft, served by a private appliance.
+
+What a user gets: control plane, inference worker and Redis as separate processes, requests through
+the OpenAI API one at a time, timed at the client from send to the last byte (prefill included, as
+the in-process arms are). The arm's draft is the in-process arm's, published and approved first.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from borealis.control_client import ControlPlaneClient
+from borealis.settings import get_settings
+from worker.bench.appliance import private_appliance, wait_for_version
+from worker.draft.io import save_draft
+from worker.draft.model import Eagle3Draft
+from worker.workloads import Prompt
+
+
+def request_body(prompt: Prompt, model: str, max_new_tokens: int) -> tuple[str, dict[str, Any]]:
+    common = {
+        "model": model,
+        "max_tokens": max_new_tokens,
+        "temperature": 0,
+        "metadata": {"domain": prompt.domain},
+    }
+    if prompt.chat:
+        return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt.text}]}
+    return "/v1/completions", {**common, "prompt": prompt.text}
+
+
+def completion_text(path: str, body: dict[str, Any]) -> str:
+    choice = body["choices"][0]
+    return str(choice["message"]["content"] if path.endswith("chat/completions") else choice["text"])
+
+
+def run_api_arm(
+    prompts: list[Prompt], draft: Eagle3Draft, max_new_tokens: int, extra_env: dict[str, str], trainer: bool
+) -> dict[str, Any]:
+    """Tokens per second through the API, per request and pooled, and each request's completion text."""
+    settings = get_settings()
+    env = {"BOREALIS_AUTO_ROLLBACK": "false", **extra_env}
+    with private_appliance(settings, trainer=trainer, extra_env=env) as appliance:
+        admin = appliance.admin_client()
+        admin.put("/api/policy", json={"mode": "manual", "reason": "bench speedup"}).raise_for_status()
+        artifact = Path(appliance.home) / "bench-draft"
+        save_draft(draft, artifact)
+        version = (
+            ControlPlaneClient(appliance.base_url, appliance.cluster_token)
+            .publish(artifact, source="upload")
+            .version
+        )
+        admin.post(f"/api/drafts/{version}/approve", json={"reason": "bench speedup"}).raise_for_status()
+        wait_for_version(admin, version)
+        model = admin.get("/v1/models").json()["data"][0]["id"]
+        texts, tokens, seconds = [], [], []
+        with httpx.Client(base_url=appliance.base_url, timeout=600) as client:
+            warm_path, warm_body = request_body(prompts[0], model, 8)
+            client.post(warm_path, json=warm_body).raise_for_status()
+            for prompt in prompts:
+                path, body = request_body(prompt, model, max_new_tokens)
+                started = time.perf_counter()
+                response = client.post(path, json=body)
+                seconds.append(time.perf_counter() - started)
+                response.raise_for_status()
+                reply = response.json()
+                texts.append(completion_text(path, reply))
+                tokens.append(int(reply["usage"]["completion_tokens"]))
+    return {
+        "tok_s": sum(tokens) / sum(seconds),
+        "per_request_tok_s": [round(t / s, 2) for t, s in zip(tokens, seconds, strict=True)],
+        "generated_tokens": sum(tokens),
+        "texts": texts,
+        "trainer": trainer,
+        "draft_version": version,
+    }
