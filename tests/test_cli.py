@@ -19,7 +19,8 @@ def test_benchmarks_and_training_receive_their_own_flags() -> None:
         (("bench", "swap", "--help"), "--swaps"),
         (("bench", "load", "--help"), "--clients"),
         (("bench", "speedup", "--help"), "--workload"),
-        (("bench", "ablation", "--help"), "--rejected-weight"),
+        (("bench", "ablation", "--help"), "--eval-at"),
+        (("bench", "trainer", "--help"), "--new-per-round"),
         (("bench", "shift", "--help"), "--requests-per-phase"),
         (("draft", "train", "--help"), "--minutes"),
     ):

@@ -11,7 +11,7 @@ import torch
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
-from worker.draft.model import new_draft
+from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.train import main
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate
@@ -89,3 +89,25 @@ def test_offline_cli_writes_a_loadable_artifact(tiny_model_dir: Path, tmp_path: 
     assert set(training["simulated_acceptance"]) == {"all", "code"}
     assert draft.vocab.size == 256
     assert json.loads((out / "manifest.json").read_text())["extra"]["training"]["workload"] == "code"
+
+
+def test_a_draft_can_start_from_the_targets_head_and_norm(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    vocab, _ = data
+    draft = new_draft(target.spec, vocab)
+    initialise_from_target(draft, target)
+    torch.testing.assert_close(draft.lm_head, target.embed[vocab.draft_to_target])  # tied embeddings
+    torch.testing.assert_close(draft.final_norm, target.norm)
+
+
+def test_warmup_ramps_the_learning_rate_linearly(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    vocab, examples = data
+    trainer = DraftTrainer(new_draft(target.spec, vocab), target.embed, TrainConfig(lr=1e-3, warmup_steps=4))
+    rates = []
+    for _ in range(6):
+        trainer.train_step(examples[:2])
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

@@ -1,14 +1,23 @@
-"""``borealis bench ablation``: does learning from rejected proposals help? Same traces, on vs off.
+"""``borealis bench ablation``: which learning recipe makes the better draft? Same traces, same batches.
 
-Serves the workload's train split through the speculative engine with the starting draft, so the
-traces carry real accepted and rejected proposals; then trains two copies of that draft from the
-same weights, on the same batches in the same order, for the same number of steps — one with the
-rejected-proposal term, one without — and compares simulated acceptance on the test split.
+Serves the workload's train split through the speculative engine with the starting draft (an
+artifact, or a day-0 draft whose vocabulary comes from the train split), so the traces carry real
+accepted and rejected proposals; then trains one copy of the starting draft per arm, on the same
+batches in the same order, and reports simulated chain acceptance on the test split, per domain, at
+each of ``--eval-at`` optimizer steps.
+
+An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr``,
+``warmup_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``, ``batch_tokens`` (all
+:class:`~worker.draft.trainer.TrainConfig` fields) and ``init=target`` (the draft's head from the
+target's output embedding of the draft vocabulary, its final norm from the target's). Unset knobs
+take the online trainer's defaults (``BOREALIS_TRAINER_*``). Default arms: the rejected-proposal
+term off and on.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -22,31 +31,75 @@ from worker.bench.report import emit
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
+from worker.draft.model import Eagle3Draft, initialise_from_target, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
+from worker.draft.vocab import DraftVocab
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps
 from worker.engine.types import GenerationRequest, SamplingParams, StepTrace, TokenEvent
 from worker.workloads import build_prompts, encode_prompt
 
+DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
+_FLOAT_KNOBS = {"lr", "step_decay", "rejected_weight"}
+_INT_KNOBS = {"warmup_steps", "ttt_steps", "batch_tokens"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    config: TrainConfig
+    init_from_target: bool
+
+
+def parse_arm(text: str, base: TrainConfig) -> Arm:
+    name, _, knobs = text.partition(":")
+    if not name:
+        raise ValueError(f"arm {text!r} has no name")
+    changes: dict[str, Any] = {}
+    init_from_target = False
+    for knob in filter(None, knobs.split(",")):
+        key, _, value = knob.partition("=")
+        if key == "init" and value in ("target", "random"):
+            init_from_target = value == "target"
+        elif key in _FLOAT_KNOBS:
+            changes[key] = float(value)
+        elif key in _INT_KNOBS:
+            changes[key] = int(value)
+        else:
+            raise ValueError(f"unknown knob {knob!r} in arm {text!r}")
+    return Arm(name, dataclasses.replace(base, **changes), init_from_target)
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="borealis bench ablation", description=__doc__)
     parser.add_argument("--workload", choices=["code", "prose", "chat", "mixed"], default="code")
-    parser.add_argument("--init", required=True, help="starting draft artifact (serves the traces)")
+    parser.add_argument("--init", default="random", help="starting draft artifact, or 'random' (day-0)")
+    parser.add_argument("--arm", action="append", dest="arms", help="NAME[:key=value,...]; repeatable")
     parser.add_argument("--requests", type=int, default=48, help="train-split requests served for traces")
     parser.add_argument("--eval-requests", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per arm")
-    parser.add_argument("--rejected-weight", type=float, default=0.5)
-    parser.add_argument("--batch-tokens", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--eval-at", default="100,300", help="optimizer steps at which every arm is evaluated"
+    )
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, required=True)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    settings = get_settings().trainer
+    base = TrainConfig(
+        lr=settings.lr, rejected_weight=settings.rejected_weight, batch_tokens=settings.batch_tokens
+    )
+    try:
+        args.arms = [parse_arm(text, base) for text in args.arms or DEFAULT_ARMS]
+        args.eval_at = sorted({int(step) for step in args.eval_at.split(",")})
+    except ValueError as exc:
+        parser.error(str(exc))
+    if len({arm.name for arm in args.arms}) != len(args.arms) or args.eval_at[0] < 1:
+        parser.error("arm names must be distinct and --eval-at steps positive")
+    return args
 
 
 @dataclass(frozen=True)
@@ -90,29 +143,50 @@ def serve_traces(
     return served
 
 
+def starting_draft(init: str, target: LlamaModel, train_ids: list[list[int]], seed: int) -> Eagle3Draft:
+    if init == "random":
+        vocab = DraftVocab.from_sequences(train_ids, get_settings().draft_vocab_size, target.spec.vocab_size)
+        return new_draft(target.spec, vocab, seed=seed)
+    draft, _ = load_draft(init)
+    return draft
+
+
+def copy_draft(draft: Eagle3Draft) -> Eagle3Draft:
+    copy = Eagle3Draft(draft.config, draft.vocab)
+    copy.load_state_dict(draft.state_dict())
+    return copy
+
+
 def train_arm(
-    init: Path,
+    arm: Arm,
+    start: Eagle3Draft,
     target: LlamaModel,
     examples: list[Example],
     held_out: list[Example],
-    config: TrainConfig,
-    steps: int,
+    eval_at: list[int],
     seed: int,
     depth: int,
 ) -> dict[str, Any]:
-    draft, _ = load_draft(init)
-    draft.requires_grad_(True)
-    trainer = DraftTrainer(draft, target.embed, config)
-    groups = batches(examples, config.batch_tokens)
+    draft = copy_draft(start)
+    if arm.init_from_target:
+        initialise_from_target(draft, target)
+    before = simulated_acceptance(draft, target.embed, held_out, depth)
+    trainer = DraftTrainer(draft, target.embed, arm.config)
+    groups = batches(examples, arm.config.batch_tokens)
     random.Random(seed).shuffle(groups)
+    curve: dict[str, dict[str, float]] = {}
     rejected_seen = 0
     started = time.monotonic()
-    for step in range(steps):
-        metrics = trainer.train_step(groups[step % len(groups)])
+    for step in range(1, eval_at[-1] + 1):
+        metrics = trainer.train_step(groups[(step - 1) % len(groups)])
         rejected_seen += metrics.rejected_count
+        if step in eval_at:
+            curve[str(step)] = simulated_acceptance(draft, target.embed, held_out, depth)
     return {
-        "rejected_weight": config.rejected_weight,
-        "simulated_acceptance": simulated_acceptance(draft, target.embed, held_out, depth),
+        "train_config": arm.config.to_dict(),
+        "init": "target" if arm.init_from_target else "start",
+        "before": before,
+        "simulated_acceptance": curve,
         "train_seconds": round(time.monotonic() - started, 1),
         "rejected_proposals_used": rejected_seen,
     }
@@ -128,13 +202,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     target = LlamaModel.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
-    init_draft, manifest = load_draft(args.init)
-    vocab = init_draft.vocab
     train_prompts = build_prompts(args.workload, "train", args.requests)
     ids = [encode_prompt(p, tokenizer) for p in train_prompts]
-    served = serve_traces(
-        target, DraftRunner(init_draft, target.embed, manifest.version), ids, args.max_new_tokens, eos
-    )
+    start = starting_draft(args.init, target, ids, args.seed)
+    vocab = start.vocab
+    served = serve_traces(target, DraftRunner(start, target.embed, "start"), ids, args.max_new_tokens, eos)
     examples = [
         build_example(
             target,
@@ -155,25 +227,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for prompt, p, o in zip(test_prompts, test_ids, test_outputs, strict=True)
         if o
     ]
-    arms = {}
-    for name, weight in (("without_rejected_term", 0.0), ("with_rejected_term", args.rejected_weight)):
-        config = TrainConfig(lr=args.lr, rejected_weight=weight, batch_tokens=args.batch_tokens)
-        arms[name] = train_arm(
-            Path(args.init), target, examples, held_out, config, args.steps, args.seed, args.depth
-        )
-    on, off = (
-        arms[k]["simulated_acceptance"]["all"] for k in ("with_rejected_term", "without_rejected_term")
-    )
+    arms = {
+        arm.name: train_arm(arm, start, target, examples, held_out, args.eval_at, args.seed, args.depth)
+        for arm in args.arms
+    }
+    last = str(args.eval_at[-1])
     return {
         "workload": args.workload,
         "init": str(args.init),
-        "initial_simulated_acceptance": simulated_acceptance(init_draft, target.embed, held_out, args.depth),
+        "initial_simulated_acceptance": simulated_acceptance(start, target.embed, held_out, args.depth),
         "arms": arms,
-        "with_over_without": on / off if off else None,
+        "final_all": {name: arm["simulated_acceptance"][last]["all"] for name, arm in arms.items()},
         "traces": len(examples),
+        "trace_tokens": sum(len(e) for e in examples),
         "rejected_proposals_in_traces": int(sum(int(e.negatives.shape[0]) for e in examples)),
         "held_out_sequences": len(held_out),
-        "steps": args.steps,
+        "eval_at": args.eval_at,
         "depth": args.depth,
         "threads": settings.threads,
     }
@@ -181,6 +250,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    emit(result, args.json)
+    emit(run(args), args.json)
     return 0

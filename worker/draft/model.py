@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.draft.vocab import DraftVocab
-from worker.engine.llama import LlamaSpec, apply_rotary
+from worker.engine.llama import LlamaModel, LlamaSpec, apply_rotary
 
 ARCHITECTURE = "eagle3-llama-1layer"
 
@@ -144,3 +144,16 @@ def new_draft(spec: LlamaSpec, vocab: DraftVocab, seed: int = 0) -> Eagle3Draft:
     draft = Eagle3Draft(DraftConfig.for_target(spec, vocab.size), vocab)
     draft.reset_parameters(seed)
     return draft
+
+
+@torch.no_grad()
+def initialise_from_target(draft: Eagle3Draft, target: LlamaModel) -> None:
+    """Head rows from the target's output embedding of the draft vocabulary, final norm from the target's.
+
+    The target's head is read back through its own matmul (``logits(I) = W^T``), whatever layout it
+    is packed in.
+    """
+    eye = torch.eye(target.spec.hidden_size, dtype=target.dtype)
+    head = target.logits(eye).T  # [V, H]
+    draft.lm_head.copy_(head[draft.vocab.draft_to_target].float())
+    draft.final_norm.copy_(target.norm.float())

@@ -24,6 +24,7 @@ from worker.draft.ttt import unroll
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 1e-3
+    warmup_steps: int = 0  # linear learning-rate warmup from lr / warmup_steps
     ttt_steps: int = 3
     step_decay: float = 0.8
     rejected_weight: float = 0.0  # > 0 switches the rejected-proposal term on (ablation: no gain yet)
@@ -111,8 +112,9 @@ class DraftTrainer:
 
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
         config = self.config
+        warmup = min(1.0, (self.steps_done + 1) / config.warmup_steps) if config.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * self.lr_scale
+            group["lr"] = config.lr * self.lr_scale * warmup
         batch = collate(examples)
         loss, metrics = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
