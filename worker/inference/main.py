@@ -13,7 +13,7 @@ from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
 from borealis.wire import HeartbeatReply, SwapCommand, WorkerRegistration, swap_channel
-from worker.inference.engine_factory import build_engine
+from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.heartbeat import HeartbeatLoop
 from worker.inference.runner import EngineRunner
 from worker.inference.server import WorkerState, create_worker_app
@@ -28,13 +28,17 @@ log = logging.getLogger(__name__)
 
 def run_inference_worker(settings: Settings) -> None:
     configure_native_memory(settings, settings.kernel_cache_capacity)
-    torch.set_num_threads(settings.threads)
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"no model at {model_dir}: run `borealis model prepare` or set BOREALIS_MODEL_PATH")
-    serving = build_engine(settings, model_dir)
+
+    def build() -> ServingEngine:
+        torch.set_num_threads(settings.threads)  # on the engine thread, like every torch op (see runner)
+        return build_engine(settings, model_dir)
+
+    runner = EngineRunner()
+    serving = runner.start(build, lambda built: built.engine)
     prompts = PromptBuilder.from_model_dir(model_dir, serving.max_context_tokens)
-    runner = EngineRunner(serving.engine)
     token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
     control = ControlPlaneClient(
         settings.resolved_control_plane_url, token, timeout_s=max(5.0, 2 * settings.heartbeat_seconds)
@@ -84,7 +88,6 @@ def run_inference_worker(settings: Settings) -> None:
 
         listener = SwapListener(settings.redis_url, swap_channel(settings.redis_key_prefix), on_command)
         listener.start()
-    runner.start()
     heartbeat.start()
     log.info("inference worker %s serving %s on %s", state.worker_id, model_dir, settings.resolved_worker_url)
     try:
