@@ -60,6 +60,18 @@ class TrainerSettings:
     drift: DriftSettings
 
 
+@dataclass(frozen=True)
+class ServingSettings:
+    """What building an inference worker's engine reads (``engine``, ``spec_*``, limits, features)."""
+
+    engine: Literal["spec", "hf"]
+    context_limit: int  # longest prompt plus the largest max_tokens
+    max_batch: int
+    spec_adaptive: bool
+    spec_ngram: bool
+    record_features: bool  # final events carry target features for the trace side store
+
+
 def default_home() -> Path:
     """Per-user state directory (database, artifacts, prepared model, embedded Redis)."""
     return Path.home() / ".cache" / "borealis"
@@ -335,6 +347,17 @@ class Settings(BaseSettings):
             self.drift_reference_windows,
             self.drift_js_threshold,
             self.drift_mix_threshold,
+        )
+
+    @property
+    def serving(self) -> ServingSettings:
+        return ServingSettings(
+            engine=self.engine,
+            context_limit=self.max_prompt_tokens + self.max_new_tokens_limit,
+            max_batch=self.max_batch,
+            spec_adaptive=self.spec_adaptive,
+            spec_ngram=self.spec_ngram,
+            record_features=self.trace_features and bool(self.redis_url),
         )
 
     @property

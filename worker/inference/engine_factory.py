@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from borealis.settings import Settings
+from borealis.settings import ServingSettings
 from worker.draft.io import load_draft
 from worker.draft.runner import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
@@ -41,8 +41,8 @@ def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
     return ServingEngine(PlainHFEngine(model), context, None, None, kind="hf")
 
 
-def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
-    context_limit = settings.max_prompt_tokens + settings.max_new_tokens_limit
+def build_engine(settings: ServingSettings, model_dir: Path) -> ServingEngine:
+    context_limit = settings.context_limit
     if settings.engine == "hf":
         return _hf_engine(model_dir, context_limit)
     try:
@@ -63,7 +63,7 @@ def build_engine(settings: Settings, model_dir: Path) -> ServingEngine:
             max_batch=settings.max_batch,
             max_seq_len=context_limit,
             spec=spec,
-            record_features=settings.trace_features,
+            record_features=settings.record_features,
         ),
     )
 

@@ -34,7 +34,7 @@ def run_inference_worker(settings: Settings) -> None:
 
     def build() -> ServingEngine:
         torch.set_num_threads(settings.threads)  # on the engine thread, like every torch op (see runner)
-        return build_engine(settings, model_dir)
+        return build_engine(settings.serving, model_dir)
 
     runner = EngineRunner()
     serving = runner.start(build, lambda built: built.engine)
