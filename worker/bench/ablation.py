@@ -7,7 +7,7 @@ batches in the same order, and reports simulated chain acceptance on the test sp
 each of ``--eval-at`` optimizer steps.
 
 An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr``,
-``warmup_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``, ``batch_tokens`` (all
+``warmup_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``, ``batch_tokens``, ``bf16`` (all
 :class:`~worker.draft.trainer.TrainConfig` fields) and ``init=target`` (the draft's head from the
 target's output embedding of the draft vocabulary, its final norm from the target's). Unset knobs
 take the online trainer's defaults (``BOREALIS_TRAINER_*``). Default arms: the rejected-proposal
@@ -45,6 +45,7 @@ from worker.workloads import build_prompts, encode_prompt
 DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
 _FLOAT_KNOBS = {"lr", "step_decay", "rejected_weight"}
 _INT_KNOBS = {"warmup_steps", "ttt_steps", "batch_tokens"}
+_BOOL_KNOBS = {"bf16"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def parse_arm(text: str, base: TrainConfig) -> Arm:
             changes[key] = float(value)
         elif key in _INT_KNOBS:
             changes[key] = int(value)
+        elif key in _BOOL_KNOBS and value in ("true", "false"):
+            changes[key] = value == "true"
         else:
             raise ValueError(f"unknown knob {knob!r} in arm {text!r}")
     return Arm(name, dataclasses.replace(base, **changes), init_from_target)

@@ -106,8 +106,8 @@ class Eagle3Draft(nn.Module):
         size = (self.config.hidden_size,)
         return torch.cat(
             [
-                F.rms_norm(token_embeds, size, self.input_norm, eps),
-                F.rms_norm(hidden, size, self.hidden_norm, eps),
+                F.rms_norm(token_embeds.float(), size, self.input_norm, eps),  # norms in fp32 under autocast
+                F.rms_norm(hidden.float(), size, self.hidden_norm, eps),
             ],
             dim=-1,
         )
@@ -129,13 +129,16 @@ class Eagle3Draft(nn.Module):
         """Output projection, residual over the fused hidden, then the MLP: the draft's next hidden."""
         h = hidden + F.linear(attn, self.out)
         gate, up = F.linear(
-            F.rms_norm(h, (self.config.hidden_size,), self.post_norm, self.config.rms_norm_eps), self.gate_up
+            F.rms_norm(h.float(), (self.config.hidden_size,), self.post_norm, self.config.rms_norm_eps),
+            self.gate_up,
         ).chunk(2, dim=-1)
         return h + F.linear(F.silu(gate) * up, self.down)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores over the draft vocabulary ``[..., draft_vocab_size]``."""
-        normed = F.rms_norm(hidden, (self.config.hidden_size,), self.final_norm, self.config.rms_norm_eps)
+        normed = F.rms_norm(
+            hidden.float(), (self.config.hidden_size,), self.final_norm, self.config.rms_norm_eps
+        )
         return F.linear(normed, self.lm_head)
 
 

@@ -32,6 +32,7 @@ class TrainConfig:
     batch_tokens: int = 2048
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    bf16: bool = False  # bf16 autocast for the draft's matmuls (AVX512-BF16 / AMX CPUs); losses in fp32
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -126,7 +127,11 @@ class DraftTrainer:
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, StepMetrics]:
         config = self.config
-        logits = unroll(self.draft, self.embed, batch.tokens, batch.features, config.ttt_steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            logits = [
+                step.float()
+                for step in unroll(self.draft, self.embed, batch.tokens, batch.features, config.ttt_steps)
+            ]
         length = batch.tokens.shape[1]
         rows = torch.arange(length).view(1, -1)
         # row i is trained against the target's distribution at position i + 1
