@@ -65,6 +65,7 @@ class ServingSettings:
     """What building an inference worker's engine reads (``engine``, ``spec_*``, limits, features)."""
 
     engine: Literal["spec", "hf"]
+    dtype: Literal["float32", "bfloat16"]
     context_limit: int  # longest prompt plus the largest max_tokens
     max_batch: int
     spec_adaptive: bool
@@ -193,6 +194,11 @@ class Settings(BaseSettings):
 
     engine: Literal["spec", "hf"] = Field(
         default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32",
+        description="Weights and activations of the target and the draft in the lean engine; bfloat16 "
+        "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see README).",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
     worker_max_queued: int = Field(
@@ -353,6 +359,7 @@ class Settings(BaseSettings):
     def serving(self) -> ServingSettings:
         return ServingSettings(
             engine=self.engine,
+            dtype=self.dtype,
             context_limit=self.max_prompt_tokens + self.max_new_tokens_limit,
             max_batch=self.max_batch,
             spec_adaptive=self.spec_adaptive,

@@ -37,23 +37,31 @@ class DraftRunner:
         self.spec = config.attention_spec()
         self.embed = embed
         self.draft_to_target = draft.vocab.draft_to_target
+        self.dtype = dtype = (
+            embed.dtype
+        )  # the target's serving dtype: the draft reads its features as they are
+
+        def cast(weight: torch.Tensor) -> torch.Tensor:
+            return weight.detach().to(dtype, copy=True)
+
         with torch.no_grad():
-            self.fc = pack(draft.fc.detach().float())
+            self.fc = pack(cast(draft.fc))
             self.layer = LayerWeights(
-                input_norm=draft.input_norm.detach().float().clone(),
-                qkv=pack(draft.qkv.detach().float()),
-                out=pack(draft.out.detach().float()),
-                post_norm=draft.post_norm.detach().float().clone(),
-                gate_up=pack(draft.gate_up.detach().float()),
-                down=pack(draft.down.detach().float()),
+                input_norm=cast(draft.input_norm),
+                qkv=pack(cast(draft.qkv)),
+                out=pack(cast(draft.out)),
+                post_norm=cast(draft.post_norm),
+                gate_up=pack(cast(draft.gate_up)),
+                down=pack(cast(draft.down)),
             )
-            self.hidden_norm = draft.hidden_norm.detach().float().clone()
-            self.final_norm = draft.final_norm.detach().float().clone()
-            self.lm_head = pack(draft.lm_head.detach().float())
-        self.cos, self.sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
+            self.hidden_norm = cast(draft.hidden_norm)
+            self.final_norm = cast(draft.final_norm)
+            self.lm_head = pack(cast(draft.lm_head))
+        cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
+        self.cos, self.sin = cos.to(dtype), sin.to(dtype)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.spec, 1, batch, max_len, torch.float32)
+        return KVCache(self.spec, 1, batch, max_len, self.dtype)
 
     @torch.inference_mode()
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
@@ -75,7 +83,7 @@ class DraftRunner:
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, self.spec.num_kv_heads, cache.max_len)
-        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, torch.float32)
+        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, self.dtype)
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         attn = attention_block(
             x, self.layer, self.spec, cache.k[0, slots], cache.v[0, slots], cos, sin, flat_index, mask
@@ -83,4 +91,4 @@ class DraftRunner:
         h = hidden + attn
         h = h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)
         logits = linear(F.rms_norm(h, size, self.final_norm, eps), self.lm_head)
-        return h, torch.log_softmax(logits, dim=-1)
+        return h, torch.log_softmax(logits.float(), dim=-1)

@@ -41,12 +41,29 @@ def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
     return ServingEngine(PlainHFEngine(model), context, None, None, kind="hf")
 
 
+def bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, slowly."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def serving_dtype(settings: ServingSettings) -> torch.dtype:
+    if settings.dtype == "float32":
+        return torch.float32
+    if not bf16_native():
+        raise SystemExit("BOREALIS_DTYPE=bfloat16 needs a CPU with AVX512-BF16 or AMX; use float32 here")
+    return torch.bfloat16
+
+
 def build_engine(settings: ServingSettings, model_dir: Path) -> ServingEngine:
     context_limit = settings.context_limit
     if settings.engine == "hf":
         return _hf_engine(model_dir, context_limit)
     try:
-        target = LlamaModel.load(model_dir, dtype=torch.float32)
+        target = LlamaModel.load(model_dir, dtype=serving_dtype(settings))
     except UnsupportedModelError as exc:
         log.warning(
             "lean engine unavailable for %s (%s); serving with the reference HF engine, WITHOUT "
