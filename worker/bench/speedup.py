@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "spec": spec_out == hf_out,
         },
         "spec_identical_to_target_only": spec_out == off_out,
+        "spec_tokens_identical_to_target_only_share": prefix_share(spec_out, off_out),
         "greedy_tokens_identical_to_fp32_share": prefix_share(off_out, hf_out),
         "dtype": args.dtype,
         "model": str(model_dir),
