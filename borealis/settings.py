@@ -48,6 +48,7 @@ class TrainerSettings:
     max_caller_share: float
     eval_depth: int
     lr: float
+    bf16: bool
     rejected_weight: float
     batch_tokens: int
     shift_lr_boost: float
@@ -277,6 +278,10 @@ class Settings(BaseSettings):
     )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
+    trainer_bf16: bool = Field(
+        default=False,
+        description="bf16 autocast for the draft's training matmuls (CPUs with AVX512-BF16 or AMX).",
+    )
     trainer_rejected_weight: float = Field(
         default=0.0,
         ge=0.0,
@@ -382,6 +387,7 @@ class Settings(BaseSettings):
             max_caller_share=self.trainer_max_caller_share,
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,
+            bf16=self.trainer_bf16,
             rejected_weight=self.trainer_rejected_weight,
             batch_tokens=self.trainer_batch_tokens,
             shift_lr_boost=self.trainer_shift_lr_boost,

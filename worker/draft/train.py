@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttt-steps", type=int, default=TrainConfig.ttt_steps)
     parser.add_argument("--rejected-weight", type=float, default=TrainConfig.rejected_weight)
     parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens)
+    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--eval-requests", type=int, default=8, help="test-split prompts for the final eval")
     parser.add_argument("--eval-depth", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
@@ -110,6 +112,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         ttt_steps=args.ttt_steps,
         rejected_weight=args.rejected_weight,
         batch_tokens=args.batch_tokens,
+        warmup_steps=args.warmup_steps,
+        bf16=args.bf16,
     )
 
 

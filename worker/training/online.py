@@ -106,7 +106,9 @@ class OnlineTrainer:
 
     def _new_trainer(self, draft: Eagle3Draft) -> DraftTrainer:
         s = self.settings
-        config = TrainConfig(lr=s.lr, rejected_weight=s.rejected_weight, batch_tokens=s.batch_tokens)
+        config = TrainConfig(
+            lr=s.lr, rejected_weight=s.rejected_weight, batch_tokens=s.batch_tokens, bf16=s.bf16
+        )
         return DraftTrainer(draft, self.target.embed, config)
 
     def _start_draft(self, live: str | None) -> None:
