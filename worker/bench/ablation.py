@@ -93,7 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     settings = get_settings().trainer
     base = TrainConfig(
-        lr=settings.lr, rejected_weight=settings.rejected_weight, batch_tokens=settings.batch_tokens
+        lr=settings.lr,
+        rejected_weight=settings.rejected_weight,
+        batch_tokens=settings.batch_tokens,
+        bf16=settings.bf16,
     )
     try:
         args.arms = [parse_arm(text, base) for text in args.arms or DEFAULT_ARMS]

@@ -142,7 +142,7 @@ def run_arm(
     trainer = DraftTrainer(
         new_draft(target.spec, vocab),
         target.embed,
-        TrainConfig(lr=settings.lr, batch_tokens=settings.batch_tokens),
+        TrainConfig(lr=settings.lr, batch_tokens=settings.batch_tokens, bf16=settings.bf16),
     )
     per_round, building = [], 0.0
     total_start = time.process_time()
