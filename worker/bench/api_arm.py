@@ -16,26 +16,15 @@ import httpx
 from borealis.control_client import ControlPlaneClient
 from borealis.settings import get_settings
 from worker.bench.appliance import private_appliance, wait_for_version
+from worker.bench.clients import Request, prompt_request
 from worker.draft.io import save_draft
 from worker.draft.model import Eagle3Draft
 from worker.workloads import Prompt
 
 
-def request_body(prompt: Prompt, model: str, max_new_tokens: int) -> tuple[str, dict[str, Any]]:
-    common = {
-        "model": model,
-        "max_tokens": max_new_tokens,
-        "temperature": 0,
-        "metadata": {"domain": prompt.domain},
-    }
-    if prompt.chat:
-        return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt.text}]}
-    return "/v1/completions", {**common, "prompt": prompt.text}
-
-
-def completion_text(path: str, body: dict[str, Any]) -> str:
+def completion_text(request: Request, body: dict[str, Any]) -> str:
     choice = body["choices"][0]
-    return str(choice["message"]["content"] if path.endswith("chat/completions") else choice["text"])
+    return str(choice["message"]["content"] if request.path.endswith("chat/completions") else choice["text"])
 
 
 def run_api_arm(
@@ -59,16 +48,16 @@ def run_api_arm(
         model = admin.get("/v1/models").json()["data"][0]["id"]
         texts, tokens, seconds = [], [], []
         with httpx.Client(base_url=appliance.base_url, timeout=600) as client:
-            warm_path, warm_body = request_body(prompts[0], model, 8)
-            client.post(warm_path, json=warm_body).raise_for_status()
+            warm = prompt_request(model, prompts[0], 8)
+            client.post(warm.path, json=warm.body).raise_for_status()
             for prompt in prompts:
-                path, body = request_body(prompt, model, max_new_tokens)
+                request = prompt_request(model, prompt, max_new_tokens)
                 started = time.perf_counter()
-                response = client.post(path, json=body)
+                response = client.post(request.path, json=request.body)
                 seconds.append(time.perf_counter() - started)
                 response.raise_for_status()
                 reply = response.json()
-                texts.append(completion_text(path, reply))
+                texts.append(completion_text(request, reply))
                 tokens.append(int(reply["usage"]["completion_tokens"]))
     return {
         "tok_s": sum(tokens) / sum(seconds),

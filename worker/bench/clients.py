@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from worker.workloads import Prompt
+
 
 @dataclass(frozen=True)
 class Request:
@@ -40,6 +42,20 @@ class Outcome:
     @property
     def latency_s(self) -> float:
         return self.finished - self.started
+
+
+def prompt_request(model: str, prompt: Prompt, max_tokens: int) -> Request:
+    """A greedy OpenAI request for a workload prompt: chat prompts as messages, the rest as completions."""
+    common = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "metadata": {"domain": prompt.domain},
+    }
+    if prompt.chat:
+        messages = [{"role": "user", "content": prompt.text}]
+        return Request("/v1/chat/completions", {**common, "messages": messages})
+    return Request("/v1/completions", {**common, "prompt": prompt.text})
 
 
 # (request index, client index) -> the request to send, or None: this client is done

@@ -33,7 +33,7 @@ from borealis.control_client import ControlPlaneClient
 from borealis.processes import cli_argv
 from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
-from worker.bench.clients import Outcome, Request, run_all
+from worker.bench.clients import Outcome, prompt_request, run_all
 from worker.bench.report import emit
 from worker.workloads import DOMAINS, Prompt, build_prompts
 
@@ -115,24 +115,11 @@ def phase_prompts(phases: list[str], per_phase: int) -> list[Prompt]:
     return prompts
 
 
-def _request(model: str, prompt: Prompt, max_tokens: int) -> Request:
-    common = {
-        "model": model,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "metadata": {"domain": prompt.domain},
-    }
-    if prompt.chat:
-        messages = [{"role": "user", "content": prompt.text}]
-        return Request("/v1/chat/completions", {**common, "messages": messages})
-    return Request("/v1/completions", {**common, "prompt": prompt.text})
-
-
 def serve(
     base_url: str, model: str, prompts: list[Prompt], args: argparse.Namespace, think_s: float = 0.0
 ) -> list[Served]:
     """Send the prompts in order through ``args.concurrency`` clients; the outcome of each, in order."""
-    requests = [_request(model, prompt, args.max_tokens) for prompt in prompts]
+    requests = [prompt_request(model, prompt, args.max_tokens) for prompt in prompts]
     outcomes = run_all(base_url, requests, args.concurrency, think_s)
     return [Served(o, prompts[o.index].domain) for o in outcomes]
 
