@@ -37,9 +37,8 @@ class DraftRunner:
         self.spec = config.attention_spec()
         self.embed = embed
         self.draft_to_target = draft.vocab.draft_to_target
-        self.dtype = dtype = (
-            embed.dtype
-        )  # the target's serving dtype: the draft reads its features as they are
+        # the target's serving dtype: the draft reads the target's features as they are
+        self.dtype = dtype = embed.dtype
 
         def cast(weight: torch.Tensor) -> torch.Tensor:
             return weight.detach().to(dtype, copy=True)

@@ -217,12 +217,17 @@ class SpecEngine:
         started = time.perf_counter()
         plan = self._plan()
         trees, draft_nodes, ngram_nodes = self._propose(plan)
-        logits, features = self._verify_forward(trees)
+        logits, features, hidden = self._verify_forward(trees)
         events = []
         for slot, seq in enumerate(active):
             try:
                 event = self._accept(
-                    slot, trees[slot], logits[slot], features[slot], draft_nodes[slot], ngram_nodes[slot]
+                    slot,
+                    trees[slot],
+                    logits[slot],
+                    (features[slot], hidden[slot]),
+                    draft_nodes[slot],
+                    ngram_nodes[slot],
                 )
             except Exception as exc:  # one sequence's sampling or stopping fails that sequence only
                 event = _failed(seq.request.request_id, seq.stats, exc)
@@ -235,7 +240,7 @@ class SpecEngine:
         slot: int,
         tree: ProposalTree,
         logits: torch.Tensor,
-        features: torch.Tensor,
+        rows: tuple[torch.Tensor, torch.Tensor],
         draft_nodes: dict[int, float],
         ngram_nodes: set[int],
     ) -> TokenEvent:
@@ -243,7 +248,7 @@ class SpecEngine:
         seq = self._active[slot]
         verdict = verify_tree(tree, logits, seq.request.params, seq.generator)
         self._record(seq, tree, verdict, draft_nodes, ngram_nodes)
-        self._commit(slot, tree, verdict, features)
+        self._commit(slot, tree, verdict, *rows)
         position = seq.generated
         event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
         if self.config.record_traces:
@@ -325,7 +330,7 @@ class SpecEngine:
                 self.draft.forward(causal_step_input(ids, [start]), hidden, self.draft_cache, slot)
                 seq.draft_len = start + count
 
-    def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``."""
         kv_lens = [seq.kv_len for seq in self._active]
         width = max(len(tree) for tree in trees)
@@ -347,23 +352,21 @@ class SpecEngine:
         hidden, features = self.target.forward(StepInput(tokens, positions, write, mask), self.cache)
         logits = self.target.logits(hidden)
         self.controller.observe_target(batch * width, time.perf_counter() - started)
-        return logits, torch.cat([features, hidden], dim=-1) if self.config.record_features else features
+        return logits, features, hidden
 
-    def _commit(self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor) -> None:
-        """Keep the root and the accepted path (compacting tree rows) in the target cache and features.
-
-        ``features`` rows are ``[3H]`` draft features, followed by the final hidden ``[H]`` when the
-        engine records features for the trainer.
-        """
+    def _commit(
+        self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor, hidden: torch.Tensor
+    ) -> None:
+        """Keep the root and the accepted path (compacting tree rows) in the target cache and features;
+        the final hidden states of those rows too when the engine records features for the trainer."""
         seq = self._active[slot]
         path = [0, *verdict.accepted]
         if path != list(range(len(path))):
             self.cache.gather_positions(slot, seq.kv_len + torch.tensor(path[1:]), seq.kv_len + 1)
         rows = slice(seq.kv_len, seq.kv_len + len(path))
-        width = self.features.shape[-1]
-        self.features[slot, rows] = features[path, :width]
+        self.features[slot, rows] = features[path]
         if self.config.record_features:
-            self.final_hidden[slot, rows] = features[path, width:]
+            self.final_hidden[slot, rows] = hidden[path]
         seq.kv_len += len(path)
 
     def _committed_features(self, slot: int) -> torch.Tensor | None:
