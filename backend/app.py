@@ -21,6 +21,7 @@ from backend.api.routes import (
     openai,
     session,
     stats,
+    trainers,
     workers,
 )
 from backend.db.migrate import upgrade
@@ -36,6 +37,7 @@ from backend.services.serving_stats import ServingStats
 from backend.services.state_metrics import ControlPlaneState
 from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import TraceBusMonitor
+from backend.services.trainer_progress import TrainerMonitor
 from borealis.secrets import read_or_create_token, resolve_cluster_token
 from borealis.settings import Settings, get_settings
 from borealis.tracebus import TraceBusConfig
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             app.state.sessions, settings.worker_stale_seconds, settings.model_name
         )
         app.state.metrics.registry.register(app.state.state_metrics)
+        app.state.trainers = TrainerMonitor()
+        app.state.metrics.registry.register(app.state.trainers)
         # A short pool wait: past its limit the router answers 429 before a request could queue here.
         timeout = httpx.Timeout(settings.request_timeout_seconds, connect=5.0, pool=5.0)
         limits = httpx.Limits(max_connections=settings.max_in_flight + 16)
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         app.state.swap_publisher.close()
         app.state.metrics.registry.unregister(app.state.trace_bus)
         app.state.metrics.registry.unregister(app.state.state_metrics)
+        app.state.metrics.registry.unregister(app.state.trainers)
         app.state.trace_bus.close()
         engine.dispose()
 
@@ -101,7 +106,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     install_error_handlers(app)
     # Artifact uploads are cluster-authenticated and bounded by their registered size instead.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffixes=("/artifact",))
-    for module in (health, metrics, openai, internal, workers, drafts, control, session, stats):
+    for module in (health, metrics, openai, internal, workers, trainers, drafts, control, session, stats):
         app.include_router(module.router)
     app.include_router(dashboard_pages.router)
     return app

@@ -29,6 +29,7 @@ from borealis.wire import (
     Received,
     RegisteredDraft,
     SwapAck,
+    TrainerProgress,
     UploadResult,
     WorkerRegistration,
 )
@@ -101,6 +102,9 @@ class ControlPlaneClient:
 
     def report_drift(self, report: DriftReport) -> None:
         self._call("POST", "/internal/drift", report, Received)
+
+    def report_progress(self, progress: TrainerProgress) -> None:
+        self._call("POST", "/internal/trainers/progress", progress, Received)
 
     # -- artifacts ------------------------------------------------------------------------------
 

@@ -383,3 +383,28 @@ class DriftReport(WireModel):
     js_threshold: float = Field(ge=0.0, le=1.0)
     mix_threshold: float = Field(ge=0.0, le=1.0)
     shift: bool
+
+
+class TrainerProgress(WireModel):
+    """Training worker → control plane after every round: how far learning has got.
+
+    Counters are cumulative since the trainer's state began (they survive its restarts through the
+    checkpoint, except ``cpu_seconds`` and ``rss_bytes``, which describe the running process).
+    ``acked_records`` counts every trace the trainer has finished with (trained on, held out or
+    skipped); ``last_candidate_round`` is the round whose candidate was last published, so a caller
+    can tell that a decision was taken on everything acked.
+    """
+
+    trainer: str = Field(min_length=1, max_length=128)
+    round: int = Field(ge=0)
+    status: str = Field(min_length=1, max_length=32)
+    optimizer_steps: int = Field(ge=0)
+    trained_records: int = Field(ge=0)
+    heldout_records: int = Field(ge=0)
+    acked_records: int = Field(ge=0)
+    last_candidate: DraftVersion | None = None
+    last_candidate_round: int | None = Field(default=None, ge=0)
+    examples_from_features: int = Field(ge=0)
+    examples_by_prefill: int = Field(ge=0)
+    cpu_seconds: float = Field(ge=0.0)
+    rss_bytes: int = Field(ge=0)

@@ -28,6 +28,7 @@ from backend.services.serving_stats import ServingStats
 from backend.services.state_metrics import ControlPlaneState
 from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import TraceBusMonitor
+from backend.services.trainer_progress import TrainerMonitor
 from borealis.secrets import tokens_equal
 from borealis.settings import Settings
 
@@ -87,6 +88,11 @@ def get_trace_bus(request: Request) -> TraceBusMonitor:
     return monitor
 
 
+def get_trainers(request: Request) -> TrainerMonitor:
+    monitor: TrainerMonitor = request.app.state.trainers
+    return monitor
+
+
 def get_serving_stats(request: Request) -> ServingStats:
     stats: ServingStats = request.app.state.serving_stats
     return stats
@@ -107,6 +113,7 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 TraceBusDep = Annotated[TraceBusMonitor, Depends(get_trace_bus)]
+TrainersDep = Annotated[TrainerMonitor, Depends(get_trainers)]
 ServingStatsDep = Annotated[ServingStats, Depends(get_serving_stats)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 StateMetricsDep = Annotated[ControlPlaneState, Depends(get_state_metrics)]

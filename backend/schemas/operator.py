@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend.crud.workers import as_utc
 from backend.db.models import AuditEntry, DraftVersion
 from backend.services.registry import shadow_score
+from borealis.wire import TrainerProgress
 
 VersionId = Annotated[str, Path(pattern=r"^v[0-9]{4,9}$", description="A draft version id, e.g. v0007.")]
 
@@ -144,6 +145,12 @@ class DriftView(BaseModel):
     js_threshold: float
     mix_threshold: float
     windows: list[DriftWindowView]
+
+
+class TrainerView(BaseModel):
+    progress: TrainerProgress = Field(description="The trainer's latest report (see borealis.wire).")
+    reported_at: datetime
+    age_seconds: float = Field(description="Seconds since that report: a trainer reports every round.")
 
 
 class WorkerView(BaseModel):

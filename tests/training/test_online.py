@@ -15,7 +15,7 @@ import torch
 
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
-from borealis.wire import DriftReport, TraceRecord, UploadResult
+from borealis.wire import DriftReport, TraceRecord, TrainerProgress, UploadResult
 from tests.engine.helpers import random_runner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
@@ -32,6 +32,7 @@ class FakeControlPlane:
         self.paused = False
         self.published: list[dict[str, Any]] = []
         self.drift_reports: list[DriftReport] = []
+        self.progress: list[TrainerProgress] = []
 
     def learning_state(self) -> tuple[bool, str | None]:
         return self.paused, None
@@ -41,6 +42,9 @@ class FakeControlPlane:
 
     def report_drift(self, report: DriftReport) -> None:
         self.drift_reports.append(report)
+
+    def report_progress(self, progress: TrainerProgress) -> None:
+        self.progress.append(progress)
 
     def publish(
         self, artifact_dir: Path, parent_version: str | None, shadow_eval: Any, metrics: Any, *_: Any
@@ -164,6 +168,13 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert shadow["all"]["candidate"] >= 1.0
     metrics = published["metrics"]
     assert metrics["round"] == 2 and metrics["loss"] > 0 and 0 <= metrics["top1"] <= 1  # mean of rounds 1-2
+    progress = control.progress[-1]  # one report per round, the counters a benchmark waits on
+    assert [p.round for p in control.progress] == [1, 2]
+    assert progress.optimizer_steps == trainer.trainer.steps_done == 2 * settings.trainer_steps_per_round
+    assert progress.acked_records == 23  # every valid trace read; the bad one went to the dead letters
+    assert progress.trained_records + progress.heldout_records == 23 and progress.heldout_records > 0
+    assert progress.last_candidate == "v1" and progress.last_candidate_round == 2
+    assert progress.cpu_seconds > 0 and progress.rss_bytes > 0
 
     control.paused = True
     assert trainer.run_round() == {"status": "paused"}

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from borealis.control_client import ControlPlaneClient, ControlPlaneError
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
-from borealis.wire import DriftReport, UploadResult
+from borealis.wire import DriftReport, TrainerProgress, UploadResult
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ class ControlPlane(Protocol):
 
     def report_drift(self, report: DriftReport) -> None:
         """Store a closed drift window with the control plane (best effort: never fails a round)."""
+        ...
+
+    def report_progress(self, progress: TrainerProgress) -> None:
+        """How far learning has got, after every round (best effort: never fails a round)."""
         ...
 
     def publish(
@@ -61,6 +65,12 @@ class HttpControlPlane:
             self.client.report_drift(report)
         except ControlPlaneError as exc:
             log.warning("drift window %d not reported: %s", report.index, exc)
+
+    def report_progress(self, progress: TrainerProgress) -> None:
+        try:
+            self.client.report_progress(progress)
+        except ControlPlaneError as exc:
+            log.warning("progress of round %d not reported: %s", progress.round, exc)
 
     def fetch_draft(self, version: str, out_dir: Path) -> None:
         self.client.fetch_draft(version, out_dir)

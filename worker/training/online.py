@@ -21,8 +21,9 @@ import torch
 
 from borealis.control_client import ControlPlaneError
 from borealis.domains import OTHER, canonical_domain
+from borealis.processes import rss_kib
 from borealis.settings import Settings, TrainerSettings
-from borealis.wire import DriftReport, TraceRecord
+from borealis.wire import DriftReport, TraceRecord, TrainerProgress
 from worker.draft.examples import Example
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
@@ -157,7 +158,29 @@ class OnlineTrainer:
             due = self.state.round % self.settings.candidate_every_rounds == 0
             if due and self._round_losses:  # nothing trained since the last candidate: nothing new
                 report["candidate"] = self.candidate(live)
+        if read or report["status"] != "idle":
+            self.control.report_progress(self.progress(report["status"]))
         return report
+
+    def progress(self, status: str) -> TrainerProgress:
+        """The counters an operator (or a benchmark waiting on the trainer) reads after a round."""
+        sources = self._examples.sources
+        state = self.state
+        return TrainerProgress(
+            trainer=self.consumer.name,
+            round=state.round,
+            status=status,
+            optimizer_steps=state.optimizer_steps,
+            trained_records=state.trained_records,
+            heldout_records=state.heldout_records,
+            acked_records=state.acked_records,
+            last_candidate=state.last_candidate,
+            last_candidate_round=state.last_candidate_round,
+            examples_from_features=sources.from_features,
+            examples_by_prefill=sources.by_prefill,
+            cpu_seconds=time.process_time(),
+            rss_bytes=1024 * (rss_kib() or 0),
+        )
 
     def _intake(self) -> int:
         deliveries = self.consumer.read(self.settings.read_batch, block_ms=1000)
@@ -183,6 +206,7 @@ class OnlineTrainer:
                 log.info("domain shift detected (window %d): learning rate raised", window.index)
             if self.heldout.takes(record):
                 self.heldout.add(record)
+                self.state.heldout_records += 1
             else:
                 self.replay.add(record)
                 self.state.trained_records += 1
@@ -247,6 +271,7 @@ class OnlineTrainer:
     def _checkpoint(self) -> None:
         assert self.trainer is not None
         self.state.acked_ids = list(self._unacked)
+        self.state.acked_records += len(set(self._unacked) - self._seen)
         heldout = self.heldout.records()
         # ReplayBuffer offers no iteration yet, and its records must survive a restart
         replay = self.replay.records()
@@ -327,6 +352,7 @@ class OnlineTrainer:
         finally:
             shutil.rmtree(out, ignore_errors=True)  # uploaded, or superseded by the next candidate
         self.state.last_candidate = result.version
+        self.state.last_candidate_round = self.state.round
         self._round_losses = []
         self.state.window_start = self.state.window_end = None
         return {"published": True, "shadow_eval": shadow, "version": result.version, "status": result.status}

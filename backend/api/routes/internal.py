@@ -17,6 +17,7 @@ from backend.api.deps import (
     SessionFactoryDep,
     StateMetricsDep,
     TraceBusDep,
+    TrainersDep,
 )
 from backend.api.errors import APIError
 from backend.crud import audit, drafts, drift
@@ -36,6 +37,7 @@ from borealis.wire import (
     Received,
     RegisteredDraft,
     SwapAck,
+    TrainerProgress,
     UploadResult,
     WorkerRegistration,
 )
@@ -179,4 +181,11 @@ def report_drift(report: DriftReport, session: SessionDep) -> Received:
             f"divergence {report.divergence}, mix shift {report.mix_shift}",
             details={"domain_mix": report.domain_mix},
         )
+    return Received()
+
+
+@router.post("/trainers/progress", response_model=Received)
+def trainer_progress(progress: TrainerProgress, trainers: TrainersDep) -> Received:
+    """A trainer's counters after a round, for ``/api/trainers`` and ``/metrics``."""
+    trainers.report(progress)
     return Received()
