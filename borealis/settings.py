@@ -41,6 +41,7 @@ class TrainerSettings:
     draft_vocab_size: int
     read_batch: int
     steps_per_round: int
+    steps_per_trace: float
     min_records: int
     candidate_every_rounds: int
     heldout_fraction: float
@@ -259,6 +260,15 @@ class Settings(BaseSettings):
         description="Traces read per round at most: reading is cheap, so a slow round must not fall behind.",
     )
     trainer_steps_per_round: int = Field(default=20, ge=1, description="Optimizer steps per training round.")
+    trainer_steps_per_trace: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description=(
+            "Optimizer steps per newly trained trace instead of a fixed count per round (0: use "
+            "trainer_steps_per_round). Ties learning to traffic, not to CPU: a trainer on its own machine."
+        ),
+    )
     trainer_min_records: int = Field(default=8, ge=1, description="Replay records needed before training.")
     trainer_candidate_every_rounds: int = Field(
         default=10, ge=1, description="Rounds between candidate drafts (shadow-evaluated, then published)."
@@ -380,6 +390,7 @@ class Settings(BaseSettings):
             draft_vocab_size=self.draft_vocab_size,
             read_batch=self.trainer_read_batch,
             steps_per_round=self.trainer_steps_per_round,
+            steps_per_trace=self.trainer_steps_per_trace,
             min_records=self.trainer_min_records,
             candidate_every_rounds=self.trainer_candidate_every_rounds,
             heldout_fraction=self.trainer_heldout_fraction,

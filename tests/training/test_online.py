@@ -196,6 +196,21 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert pending(settings) == 0
 
 
+def test_steps_per_trace_ties_optimizer_steps_to_the_traces_trained(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    """A dedicated trainer's budget: S steps per newly trained trace, fractions carried to the next round."""
+    control = FakeControlPlane()
+    push(settings, records[:23])
+    trainer = new_trainer(settings.model_copy(update={"trainer_steps_per_trace": 0.5}), target, control)
+    first, second = trainer.run_round(), trainer.run_round()
+    assert first["status"] == second["status"] == "trained"
+    trained = control.progress[-1].trained_records
+    assert first["training"]["steps"] + second["training"]["steps"] == int(0.5 * trained)
+    assert control.progress[-1].optimizer_steps == int(0.5 * trained)
+    assert trainer.run_round()["status"] == "idle"  # nothing new read: nothing owed
+
+
 def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: LlamaModel) -> None:
     """Work outside optimizer steps (held-out prefills, simulated acceptance) rests in proportion too."""
     trainer = new_trainer(

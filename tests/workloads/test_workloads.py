@@ -31,3 +31,11 @@ def test_mixed_interleaves_domains() -> None:
     assert [p.domain for p in mixed[:3]] == list(DOMAINS)
     with pytest.raises(ValueError):
         build_prompts("poetry", "test")
+
+
+def test_humaneval_is_read_offline_from_the_wheel_and_split_by_task() -> None:
+    train, test = build_prompts("humaneval", "train"), build_prompts("humaneval", "test")
+    assert len(train) + len(test) == 164  # every HumanEval problem, once
+    assert not {p.key for p in train} & {p.key for p in test}
+    assert all(p.domain == "code" and not p.chat and "def " in p.text for p in train + test)
+    assert {p.key for p in test} >= {"humaneval:HumanEval/68"}  # the split never moves

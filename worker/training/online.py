@@ -84,6 +84,8 @@ class OnlineTrainer:
         self._examples = ExampleCache(target, settings.feature_cache_tokens, features)
         self._live: tuple[str, Eagle3Draft] | None = None
         self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
+        self._fresh = 0  # traces put in the replay buffer since the last round that trained
+        self._step_credit = 0.0  # steps owed under ``steps_per_trace``, fractions carried over
         self._resume()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,8 +151,10 @@ class OnlineTrainer:
         report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
         sources = self._examples.sources
         report["examples"] = {"from_features": sources.from_features, "by_prefill": sources.by_prefill}
-        if self.trainer is not None and len(self.replay) >= self.settings.min_records and read:
-            report["training"] = self._train()
+        ready = self.trainer is not None and len(self.replay) >= self.settings.min_records and read
+        steps = self._steps_due() if ready else 0
+        if steps:
+            report["training"] = self._train(steps)
             report["status"] = "trained"
         if self.trainer is not None and self._unacked:
             self.state.round += 1
@@ -182,6 +186,17 @@ class OnlineTrainer:
             rss_bytes=1024 * (rss_kib() or 0),
         )
 
+    def _steps_due(self) -> int:
+        """Optimizer steps for this round: fixed, or ``steps_per_trace`` per newly trained trace."""
+        per_trace = self.settings.steps_per_trace
+        if per_trace <= 0:
+            return self.settings.steps_per_round
+        self._step_credit += per_trace * self._fresh
+        self._fresh = 0
+        steps = int(self._step_credit)
+        self._step_credit -= steps
+        return steps
+
     def _intake(self) -> int:
         deliveries = self.consumer.read(self.settings.read_batch, block_ms=1000)
         vocab = self.target.spec.vocab_size
@@ -210,6 +225,7 @@ class OnlineTrainer:
             else:
                 self.replay.add(record)
                 self.state.trained_records += 1
+                self._fresh += 1
                 start, end = self.state.window_start, self.state.window_end
                 self.state.window_start = min(start, record.finished_at) if start else record.finished_at
                 self.state.window_end = max(end or 0.0, record.finished_at)
@@ -223,7 +239,7 @@ class OnlineTrainer:
             **dataclasses.asdict(window),
         )
 
-    def _train(self) -> TrainingReport:
+    def _train(self, steps: int) -> TrainingReport:
         assert self.trainer is not None
         boosted = self.state.boost_rounds_left > 0
         self.trainer.lr_scale = self.settings.shift_lr_boost if boosted else 1.0
@@ -232,7 +248,7 @@ class OnlineTrainer:
         mean_len = max(1, self.replay.tokens // max(1, len(self.replay)))
         per_step = max(1, budget // mean_len)
         losses, top1 = [], []
-        for step in range(self.settings.steps_per_round):
+        for step in range(steps):
             if step and self.control.learning_state()[0]:
                 break  # paused mid-round: stop using the CPU now; what was read is still checkpointed
             records = [

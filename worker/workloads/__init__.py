@@ -1,5 +1,5 @@
-"""Deterministic traffic domains (code, prose, chat, mixed) built from files every Python install has."""
+"""Deterministic traffic: code, prose, chat (and mixed) from the standard library, and HumanEval."""
 
-from worker.workloads.prompts import DOMAINS, Prompt, build_prompts, encode_prompt
+from worker.workloads.prompts import DOMAINS, WORKLOADS, Prompt, build_prompts, encode_prompt
 
-__all__ = ["DOMAINS", "Prompt", "build_prompts", "encode_prompt"]
+__all__ = ["DOMAINS", "WORKLOADS", "Prompt", "build_prompts", "encode_prompt"]

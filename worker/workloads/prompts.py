@@ -4,6 +4,8 @@
   continues the code.
 * prose: the opening of a module or class docstring; the model continues the text.
 * chat: an instruction about a standard-library function, in the model's chat template.
+* humaneval: a HumanEval problem's prompt (signature and docstring), labelled domain ``code``:
+  public code the standard-library workloads do not contain.
 
 The split of an item is a hash of its identity (module and qualified name), so it does not move
 when other items are added, and the same function never lands in both splits.
@@ -20,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from worker.workloads.humaneval import problems
+
 Split = Literal["train", "test"]
 DOMAINS = ("code", "prose", "chat")
+WORKLOADS = (*DOMAINS, "humaneval")  # a workload is a prompt source; its prompts carry a domain label
 TEST_FRACTION_PERCENT = 20
 MAX_CODE_LINES = 14
 MAX_PROSE_CHARS = 600
@@ -74,10 +79,12 @@ def _code_head(node: ast.AST, lines: list[str], max_lines: int) -> str | None:
     return "\n".join(line[indent:] for line in body[:max_lines]) + "\n"
 
 
-@functools.lru_cache(maxsize=len(DOMAINS))
-def _all_items(domain: str) -> tuple[Prompt, ...]:
-    """Parsing the standard library takes seconds: do it once per domain and process."""
-    return tuple(_items(domain))
+@functools.lru_cache(maxsize=len(WORKLOADS))
+def _all_items(workload: str) -> tuple[Prompt, ...]:
+    """Parsing the standard library takes seconds: do it once per workload and process."""
+    if workload == "humaneval":
+        return tuple(Prompt("code", f"humaneval:{task}", text, chat=False) for task, text in problems())
+    return tuple(_items(workload))
 
 
 def _items(domain: str) -> Iterator[Prompt]:
@@ -111,13 +118,13 @@ def _chat_instruction(choice: int, module: str, name: str, code: str) -> str:
 
 
 def build_prompts(domain: str, split: Split, limit: int | None = None) -> list[Prompt]:
-    """Prompts of one domain (or ``mixed``: code, prose, chat interleaved) in a fixed order."""
+    """Prompts of one workload (or ``mixed``: code, prose, chat interleaved) in a fixed order."""
     if domain == "mixed":
         per = [build_prompts(d, split, None if limit is None else -(-limit // len(DOMAINS))) for d in DOMAINS]
         mixed = [p for group in zip(*per, strict=False) for p in group]
         return mixed[:limit] if limit is not None else mixed
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown workload {domain!r}; choose from {(*DOMAINS, 'mixed')}")
+    if domain not in WORKLOADS:
+        raise ValueError(f"unknown workload {domain!r}; choose from {(*WORKLOADS, 'mixed')}")
     chosen = [p for p in _all_items(domain) if split_of(p.key) == split]
     chosen.sort(key=lambda p: hashlib.sha256(p.key.encode()).hexdigest())
     return chosen[:limit] if limit is not None else chosen
