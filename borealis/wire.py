@@ -401,6 +401,7 @@ class TrainerProgress(WireModel):
     optimizer_steps: int = Field(ge=0)
     trained_records: int = Field(ge=0)
     heldout_records: int = Field(ge=0)
+    trained_rows: int = Field(ge=0)
     acked_records: int = Field(ge=0)
     last_candidate: DraftVersion | None = None
     last_candidate_round: int | None = Field(default=None, ge=0)

@@ -1,47 +1,172 @@
-"""`borealis bench shift` arithmetic: windows, acceptance length, recovery after a shift."""
+"""`borealis bench shift` arithmetic: windows, both taus, paired intervals, the keys a run reports."""
 
 from __future__ import annotations
 
+import argparse
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
 from worker.bench.clients import Outcome
-from worker.bench.shift import Served, acceptance_length, phase_prompts, recovery_requests, windows
-from worker.workloads import build_prompts
+from worker.bench.shift import (
+    ArmRun,
+    Served,
+    acceptance_length,
+    phase_prompts,
+    recovery_requests,
+    summarize,
+    window_slices,
+)
+from worker.bench.shift_eval import (
+    DraftScorer,
+    EvalTrace,
+    no_draft_counts,
+    paired_ratio_interval,
+    pooled_interval,
+    score_versions,
+)
+from worker.draft.io import save_draft
+from worker.draft.model import new_draft
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
+from worker.workloads import Prompt, build_prompts
 
 
-def served(index: int, domain: str, steps: int, accepted: int) -> Served:
-    spec = {"num_steps": steps, "num_accepted_tokens": accepted, "draft_version": "v1"}
+def served(index: int, phase: str, steps: int, accepted: int) -> Served:
+    spec = {"num_steps": steps, "num_accepted_tokens": accepted}
     outcome = Outcome(index, 0, float(index), float(index) + 1.0, "200", steps + accepted, spec)
-    return Served(outcome, domain)
+    return Served(outcome, phase)
 
 
-def test_acceptance_length_is_emitted_tokens_per_target_step_over_requests() -> None:
-    outcomes = [served(0, "code", 10, 10), served(1, "code", 30, 0)]
-    assert acceptance_length(outcomes) == (40 + 10) / 40
+def test_served_tau_is_emitted_tokens_per_target_step_over_requests() -> None:
+    assert acceptance_length([served(0, "code", 10, 10), served(1, "code", 30, 0)]) == (40 + 10) / 40
     assert acceptance_length([]) is None
 
 
 def test_windows_never_straddle_a_phase_boundary() -> None:
-    outcomes = [served(i, "code", 10, 10) for i in range(5)] + [
-        served(5 + i, "prose", 10, 0) for i in range(3)
-    ]
-    series = windows(outcomes, 4)
-    assert [(w["domain"], w["requests"]) for w in series] == [("code", 4), ("code", 5), ("prose", 8)]
-    assert series[0]["mean_acceptance_length"] == 2.0
-    assert series[2]["mean_acceptance_length"] == 1.0
+    prompt = Prompt("code", "k", "x", chat=False)
+    items = [("chat", prompt)] * 5 + [("prose", prompt)] * 3
+    assert window_slices(items, 4) == [slice(0, 4), slice(4, 5), slice(5, 8)]
 
 
 def test_recovery_counts_requests_until_within_ten_percent_of_the_pre_shift_level() -> None:
-    code = [served(i, "code", 10, 10) for i in range(4)]  # level 2.0
-    prose = [served(4 + i, "prose", 10, a) for i, a in enumerate([0, 0, 5, 5, 9, 9])]
-    series = windows(code + prose, 2)  # prose windows: 1.0, 1.5, 1.9
+    series = [
+        {"phase": "code", "requests": 4, "mean_acceptance_length": 2.0},
+        {"phase": "prose", "requests": 6, "mean_acceptance_length": 1.0},
+        {"phase": "prose", "requests": 8, "mean_acceptance_length": 1.5},
+        {"phase": "prose", "requests": 10, "mean_acceptance_length": 1.9},
+    ]
     assert recovery_requests(series, ["code", "prose"]) == {"code->prose": 6}
-    never = windows(code + prose[:4], 2)
-    assert recovery_requests(never, ["code", "prose"]) == {"code->prose": None}
+    assert recovery_requests(series[:3], ["code", "prose"]) == {"code->prose": None}
 
 
-def test_phases_hold_distinct_prompts_unseen_by_the_static_draft() -> None:
-    prompts = phase_prompts(["code", "prose", "chat"], 64)
-    assert [p.domain for p in prompts] == ["code"] * 64 + ["prose"] * 64 + ["chat"] * 64
+def test_phases_serve_distinct_prompts_and_never_the_reserved_ones() -> None:
+    items, reserved = phase_prompts(["chat", "humaneval", "prose"], 64, 8)
+    assert [phase for phase, _ in items] == ["chat"] * 64 + ["humaneval"] * 64 + ["prose"] * 64
     for start in (0, 64, 128):
-        assert len({p.key for p in prompts[start : start + 64]}) == 64
-    static_training = {p.key for p in build_prompts("code", "train")}
-    assert not static_training & {p.key for p in prompts}
+        assert len({p.key for _, p in items[start : start + 64]}) == 64
+    served_keys = {p.key for _, p in items}
+    assert all(len(prompts) == 8 for prompts in reserved.values())
+    assert not served_keys & {p.key for prompts in reserved.values() for p in prompts}
+    assert not {p.key for p in build_prompts("chat", "train")} & served_keys  # the static draft's data
+    assert {p.domain for _, p in items if _ == "humaneval"} == {"code"}
+
+
+def test_the_paired_ratio_interval_separates_a_better_arm_and_covers_one_for_an_equal_one() -> None:
+    rng = np.random.default_rng(1)
+    steps = rng.integers(20, 60, size=(2, 30))
+    base = [np.stack([s * 2, s], axis=1) for s in steps]  # tau 2 on every item
+    better = [np.stack([s * 2 + s // 2, s], axis=1) for s in steps]  # tau 2.5
+    low, high = paired_ratio_interval(better, base) or (0.0, 0.0)
+    assert 1.2 < low <= high < 1.26  # tau 2.5 less the floor of odd halves, against 2: well above 1
+    noisy = [np.stack([s * 2 + rng.integers(-3, 4, size=len(s)), s], axis=1) for s in steps]
+    low, high = paired_ratio_interval(noisy, base) or (0.0, 0.0)
+    assert low < 1.0 < high
+    assert paired_ratio_interval([], []) is None
+    assert pooled_interval([(3, 2)]) is None  # one row: no band
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model_dir: Path) -> DraftScorer:
+    target = LlamaModel.load(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    traces = [
+        EvalTrace(
+            phase, Prompt("code", f"{phase}-{i}", "x", chat=False), rng.integers(0, 2000, 40).tolist(), 12
+        )
+        for phase in ("code", "prose")
+        for i in range(3)
+    ]
+    return DraftScorer(target, traces, depth=3)
+
+
+def test_drafts_fetched_from_a_registry_are_scored_trace_by_trace(
+    scorer: DraftScorer, tmp_path: Path
+) -> None:
+    spec = scorer.target.spec
+    vocab = DraftVocab.from_counts(
+        Counter({t: spec.vocab_size - t for t in range(spec.vocab_size)}), 256, spec.vocab_size
+    )
+    save_draft(new_draft(spec, vocab, seed=1), tmp_path / "stored")
+
+    def fetch(version: str, directory: Path) -> None:
+        assert version == "v0001"
+        shutil.copytree(tmp_path / "stored", directory, dirs_exist_ok=True)
+
+    (counts,) = score_versions(scorer, {"v0001"}, fetch).values()
+    assert len(counts) == len(scorer.traces)
+    assert all(emitted >= steps > 0 for emitted, steps in counts)  # a step emits at least its own token
+    assert no_draft_counts(scorer) == [(27, 27)] * 6  # 40 tokens, 12 prompt: 27 steps of one token
+
+
+def test_summary_reports_the_issue_keys_from_both_taus(scorer: DraftScorer) -> None:
+    prompt = Prompt("code", "k", "x", chat=False)
+    items = [("code", prompt)] * 4 + [("prose", prompt)] * 4
+    args = argparse.Namespace(
+        phases=["code", "prose"],
+        window=2,
+        requests_per_phase=4,
+        trainer="dedicated",
+        train_steps_per_request=1.0,
+    )
+    good = [(27 * 2, 27)] * 6  # draft tau 2 on every reserved trace
+    fair = [(27 * 3 // 2, 27)] * 6
+    static = ArmRun(
+        served=[served(i, p, 10, 5) for i, (p, _) in enumerate(items)],
+        checkpoints=["v0001"] * 4,
+        draft_counts={"v0001": fair},
+    )
+    online = ArmRun(
+        served=[served(i, p, 10, 5 if i < 6 else 10) for i, (p, _) in enumerate(items)],
+        checkpoints=["v0001", "v0001", "v0001", "v0002"],
+        promoted_after_window=[3],
+        draft_counts={"v0001": fair, "v0002": good},
+    )
+    scratch = ArmRun(
+        served=[served(i, p, 10, 0) for i, (p, _) in enumerate(items)],
+        checkpoints=[None, "v0001", "v0002", "v0002"],
+        draft_counts={"v0001": fair, "v0002": good},
+    )
+    summary = summarize(args, items, {"static": static, "online": online, "scratch": scratch}, scorer)
+    assert summary["trainer_mode"] == "dedicated" and summary["train_steps_per_request"] == 1.0
+    # shifted phase (prose): windows 2 and 3; online's draft is fair then good, static's fair twice
+    assert summary["online_over_static_draft_tau_shifted"] == pytest.approx(
+        (40 / 27 + 2) / 2 / (40 / 27), abs=1e-3
+    )
+    assert summary["online_over_static_served_tau_shifted"] == pytest.approx(
+        (2 * 1.5 + 2 * 2.0) / 4 / 1.5, abs=1e-3
+    )
+    low, high = summary["online_over_static_draft_tau_shifted_ci95"]
+    assert low <= summary["online_over_static_draft_tau_shifted"] <= high
+    assert (
+        summary["scratch_reaches_static_draft_tau_after_requests"] == 4
+    )  # window 1: v0001, as good as static
+    assert summary["old_domain_draft_tau_drop"] == pytest.approx(
+        40 / 27 - 2, abs=1e-3
+    )  # it improved: negative
+    windows = summary["arms"]["online"]["windows"]
+    assert [w["promoted"] for w in windows] == [False, False, False, True]
+    assert summary["arms"]["scratch"]["windows"][0]["draft_tau"] == 1.0  # no draft yet: one token per step

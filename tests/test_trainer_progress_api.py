@@ -30,6 +30,7 @@ def progress(trainer: str, steps: int) -> TrainerProgress:
         optimizer_steps=steps,
         trained_records=40,
         heldout_records=8,
+        trained_rows=5000,
         acked_records=48,
         last_candidate="v0002",
         last_candidate_round=2,

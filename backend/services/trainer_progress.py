@@ -49,6 +49,7 @@ class TrainerMonitor(Collector):
             "optimizer_steps": "Optimizer steps taken on the draft, by trainer.",
             "trained_records": "Trace records put in the replay buffer to train on, by trainer.",
             "heldout_records": "Trace records held out for shadow evaluation, by trainer.",
+            "trained_rows": "Token positions optimizer steps trained on (repeats counted), by trainer.",
             "acked_records": "Trace records the trainer has finished with and acknowledged, by trainer.",
             "cpu_seconds": "CPU seconds the training process has used since it started, by trainer.",
         }

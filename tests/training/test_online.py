@@ -174,7 +174,7 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert progress.acked_records == 23  # every valid trace read; the bad one went to the dead letters
     assert progress.trained_records + progress.heldout_records == 23 and progress.heldout_records > 0
     assert progress.last_candidate == "v1" and progress.last_candidate_round == 2
-    assert progress.cpu_seconds > 0 and progress.rss_bytes > 0
+    assert progress.cpu_seconds > 0 and progress.rss_bytes > 0 and progress.trained_rows > 0
 
     control.paused = True
     assert trainer.run_round() == {"status": "paused"}

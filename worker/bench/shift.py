@@ -1,33 +1,44 @@
 """``borealis bench shift``: does the flywheel follow a domain shift? Static vs online vs scratch.
 
 Every arm gets its own private appliance (control plane, inference worker, Redis; plus a Celery
-trainer for the learning arms) and the same requests, phase after phase (e.g. code, then prose,
-then chat), sent through the OpenAI API with ``metadata.domain``:
+trainer for the learning arms) and the same requests, phase after phase (default: chat, then
+HumanEval, then prose), sent through the OpenAI API by concurrent clients, window by window:
 
 - ``static``: a draft trained offline on the first phase only (``borealis draft train``), live
   from the start, no trainer: what a deployment without the flywheel serves.
-- ``online``: the same draft live at the start, learning on, candidates promoted by the auto policy.
+- ``online``: the same draft live at the start, learning on, candidates promoted by the auto policy
+  (the paired interval of candidate - live above zero).
 - ``scratch``: no draft at the start; the trainer builds a random-weight draft from the first
   traces and learns from there.
 
-Acceptance and tokens/s come from the responses themselves (``spec_decode``, ``usage``), grouped
-into windows of consecutive requests. After the phases, the online arm serves one more block of
-identical traffic with learning paused and on, alternately, with promotion set to manual so the
-draft stays fixed: serving throughput with learning on vs paused.
+Trainer modes (never mixed in one number): ``dedicated`` reproduces a trainer on its own machine on
+2 cores. Learning is paused while a window is served; then the trainer, at full duty, reads the
+window's traces, takes ``--train-steps-per-request`` optimizer steps per trace it trains on, and
+publishes a candidate; traffic waits for that decision (and the swap, when promoted). The learning
+curve is then a function of traffic, not of CPU contention. ``colocated`` is real time: the trainer
+learns beside serving at its co-located duty cycle, and a block of identical traffic is served with
+learning paused and on, alternately, to measure what learning costs serving.
+
+Two acceptance lengths (tokens per target step): served tau from the responses (n-gram lookup and
+draft together) and draft-only tau, each arm's live draft after every window scored by simulated
+chain acceptance on reserved prompts of each phase that are never served nor trained on
+(``shift_eval``). Online / static ratios come with paired bootstrap 95 % intervals.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from borealis.control_client import ControlPlaneClient
 from borealis.processes import cli_argv
@@ -35,18 +46,30 @@ from borealis.settings import get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
 from worker.bench.clients import Outcome, prompt_request, run_all
 from worker.bench.report import emit
-from worker.workloads import DOMAINS, Prompt, build_prompts
+from worker.bench.shift_eval import (
+    Counts,
+    DraftScorer,
+    column_totals,
+    no_draft_counts,
+    paired_ratio_interval,
+    pooled_interval,
+    pooled_tau,
+    reserved_traces,
+    score_versions,
+)
+from worker.workloads import WORKLOADS, Prompt, build_prompts
 
 ARMS = ("static", "online", "scratch")
+TRAINER_MODES = ("dedicated", "colocated")
 THROUGHPUT_KEYS = ("serving_tok_s_learning_on", "serving_tok_s_learning_paused", "learning_on_over_paused")
 
 
 @dataclass(frozen=True)
 class Served:
-    """One finished request as its client saw it, and the domain its prompt was drawn from."""
+    """One finished request as its client saw it, and the phase its prompt was drawn from."""
 
     outcome: Outcome
-    domain: str
+    phase: str
 
     @property
     def steps(self) -> int:
@@ -56,76 +79,89 @@ class Served:
     def accepted(self) -> int:
         return int(self.outcome.spec.get("num_accepted_tokens", 0))
 
-    @property
-    def draft_version(self) -> str | None:
-        return self.outcome.spec.get("draft_version")
 
+@dataclass
+class ArmRun:
+    """What one arm served, the live draft after each window, and the trainer's final counters."""
 
-ArmResult = tuple[list[Served], dict[str, Any]]  # outcomes in order, arm facts (promotions, ...)
+    served: list[Served] = field(default_factory=list)
+    checkpoints: list[str | None] = field(default_factory=list)  # live version after window i
+    promoted_after_window: list[int] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    draft_counts: dict[str, Counts] = field(default_factory=dict)  # version -> per eval trace
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="borealis bench shift", description=__doc__)
-    parser.add_argument("--phases", default="code,prose,chat", help="comma-separated domains, in order")
-    parser.add_argument("--requests-per-phase", type=int, default=48)
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"subset of {','.join(ARMS)}")
-    parser.add_argument("--window", type=int, default=8, help="requests per reported window")
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument(
-        "--think-seconds",
-        type=float,
-        default=0.0,
-        help="each client's pause between requests in the phases (0: saturate the worker)",
+        "--phases", default="chat,humaneval,prose", help=f"workloads in order, of {WORKLOADS}"
     )
+    parser.add_argument("--requests-per-phase", type=int, default=48)
+    parser.add_argument(
+        "--eval-per-phase", type=int, default=16, help="reserved prompts per phase, never served"
+    )
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"subset of {','.join(ARMS)}")
+    parser.add_argument("--trainer", choices=TRAINER_MODES, default="dedicated")
+    parser.add_argument("--train-steps-per-request", type=float, default=1.0, help="dedicated mode's S")
+    parser.add_argument("--window", type=int, default=16, help="requests per window (a decision point)")
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=4, help="simulated chain depth of draft-only tau")
     parser.add_argument("--static-draft", type=Path, default=None, help="offline draft (default: train one)")
     parser.add_argument("--static-minutes", type=float, default=10.0, help="offline training budget")
-    parser.add_argument(
-        "--throughput-requests", type=int, default=12, help="requests per paused / learning block"
-    )
-    parser.add_argument("--throughput-blocks", type=int, default=2, help="paused+learning block pairs")
-    parser.add_argument(
-        "--settle-seconds", type=float, default=20.0, help="wait after pausing/resuming before a block"
-    )
-    parser.add_argument("--candidate-every-rounds", type=int, default=2)
-    parser.add_argument("--steps-per-round", type=int, default=10)
+    parser.add_argument("--trainer-wait-seconds", type=float, default=900.0, help="dedicated: per window")
+    parser.add_argument("--throughput-requests", type=int, default=12, help="colocated: per block")
+    parser.add_argument("--throughput-blocks", type=int, default=2, help="colocated: paused+on pairs")
+    parser.add_argument("--settle-seconds", type=float, default=20.0, help="colocated: after pause/resume")
+    parser.add_argument("--candidate-every-rounds", type=int, default=2, help="colocated mode")
+    parser.add_argument("--steps-per-round", type=int, default=10, help="colocated mode")
     parser.add_argument("--plot", type=Path, default=None, help="write a Plotly PNG of the curves here")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     args.phases = [p for p in args.phases.split(",") if p]
     args.arms = [a for a in args.arms.split(",") if a]
-    unknown = [p for p in args.phases if p not in DOMAINS] + [a for a in args.arms if a not in ARMS]
-    if unknown or not args.phases or not args.arms:
-        parser.error(f"unknown or missing phases/arms: {unknown}")
+    unknown = [p for p in args.phases if p not in WORKLOADS] + [a for a in args.arms if a not in ARMS]
+    if unknown or not args.phases or not args.arms or len(set(args.phases)) != len(args.phases):
+        parser.error(f"unknown, repeated or missing phases/arms: {unknown or args.phases}")
     return args
 
 
-def phase_prompts(phases: list[str], per_phase: int) -> list[Prompt]:
-    """Distinct prompts of each phase, in phase order: the test split first (the static draft never
-    trained on it), then the train split of the other domains (which it never saw either).
+def phase_prompts(
+    phases: list[str], per_phase: int, eval_per_phase: int
+) -> tuple[list[tuple[str, Prompt]], dict[str, list[Prompt]]]:
+    """(phase, prompt) to serve in order, and each phase's reserved evaluation prompts.
 
-    No prompt repeats while any is left: a learning arm would otherwise score on memorised answers.
+    The first phase draws from the test split (the static draft trained on the train split), the
+    others from both splits (the static draft never saw those workloads). The last
+    ``eval_per_phase`` prompts of each pool are reserved; the rest are served without repeats
+    while any is left, so a learning arm does not score on memorised answers.
     """
-    prompts = []
+    served: list[tuple[str, Prompt]] = []
+    reserved: dict[str, list[Prompt]] = {}
     for phase in phases:
         pool = build_prompts(phase, "test")
         if phase != phases[0]:
             pool += build_prompts(phase, "train")
-        prompts += [pool[i % len(pool)] for i in range(per_phase)]
-    return prompts
+        if len(pool) <= eval_per_phase:
+            raise ValueError(f"workload {phase} has {len(pool)} prompts, too few to reserve {eval_per_phase}")
+        reserved[phase], pool = pool[len(pool) - eval_per_phase :], pool[: len(pool) - eval_per_phase]
+        served += [(phase, pool[i % len(pool)]) for i in range(per_phase)]
+    return served, reserved
 
 
-def serve(
-    base_url: str, model: str, prompts: list[Prompt], args: argparse.Namespace, think_s: float = 0.0
-) -> list[Served]:
-    """Send the prompts in order through ``args.concurrency`` clients; the outcome of each, in order."""
-    requests = [prompt_request(model, prompt, args.max_tokens) for prompt in prompts]
-    outcomes = run_all(base_url, requests, args.concurrency, think_s)
-    return [Served(o, prompts[o.index].domain) for o in outcomes]
+def window_slices(served: list[tuple[str, Prompt]], size: int) -> list[slice]:
+    """Consecutive windows of ``size`` requests, never straddling a phase boundary."""
+    out: list[slice] = []
+    start = 0
+    for index in range(1, len(served) + 1):
+        if index == len(served) or index - start == size or served[index][0] != served[start][0]:
+            out.append(slice(start, index))
+            start = index
+    return out
 
 
 def acceptance_length(served: list[Served]) -> float | None:
-    """Tokens emitted per target step (accepted draft tokens + the target's own), over requests."""
+    """Served tau: tokens emitted per target step (accepted draft tokens + the target's own)."""
     steps = sum(s.steps for s in served)
     return (steps + sum(s.accepted for s in served)) / steps if steps else None
 
@@ -137,65 +173,12 @@ def tokens_per_second(served: list[Served]) -> float | None:
     return sum(s.outcome.completion_tokens for s in served) / wall if wall > 0 else None
 
 
-def windows(served: list[Served], size: int) -> list[dict[str, Any]]:
-    """Consecutive windows of ``size`` requests, never straddling a phase boundary."""
-    out: list[dict[str, Any]] = []
-    group: list[Served] = []
-    for item in served:
-        if group and (len(group) == size or item.domain != group[-1].domain):
-            out.append(_window(group, len(out)))
-            group = []
-        group.append(item)
-    if group:
-        out.append(_window(group, len(out)))
-    return out
-
-
-def _window(group: list[Served], index: int) -> dict[str, Any]:
-    value = acceptance_length(group)
-    tok_s = tokens_per_second(group)
-    return {
-        "window": index,
-        "requests": group[-1].outcome.index + 1,
-        "domain": group[0].domain,
-        "mean_acceptance_length": round(value, 4) if value is not None else None,
-        "tok_s": round(tok_s, 2) if tok_s is not None else None,
-        "draft_version": group[-1].draft_version,
-        "errors": sum(1 for s in group if not s.outcome.ok),
-    }
-
-
-def recovery_requests(arm: list[dict[str, Any]], phases: list[str]) -> dict[str, int | None]:
-    """Per shift: requests into the new phase until a window is back within 10% of the pre-shift level."""
-    result: dict[str, int | None] = {}
-    for before, after in itertools.pairwise(phases):
-        pre = [w for w in arm if w["domain"] == before and w["mean_acceptance_length"] is not None]
-        post = [w for w in arm if w["domain"] == after and w["mean_acceptance_length"] is not None]
-        key = f"{before}->{after}"
-        result[key] = None
-        if not pre or not post:
-            continue
-        level = pre[-1]["mean_acceptance_length"]
-        start = post[0]["requests"] - _window_len(arm, post[0])
-        for window in post:
-            if window["mean_acceptance_length"] >= 0.9 * level:
-                result[key] = window["requests"] - start
-                break
-    return result
-
-
-def _window_len(arm: list[dict[str, Any]], window: dict[str, Any]) -> int:
-    index = window["window"]
-    previous = arm[index - 1]["requests"] if index > 0 else 0
-    return int(window["requests"]) - int(previous)
-
-
-def phase_means(served: list[Served], phases: list[str]) -> dict[str, float | None]:
-    return {phase: acceptance_length([s for s in served if s.domain == phase]) for phase in phases}
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
 
 
 def train_static_draft(first_phase: str, minutes: float, out: Path) -> Path:
@@ -205,11 +188,9 @@ def train_static_draft(first_phase: str, minutes: float, out: Path) -> Path:
     return out
 
 
-def _bench_env(args: argparse.Namespace) -> dict[str, str]:
+def bench_env(args: argparse.Namespace) -> dict[str, str]:
     """Trainer cadence scaled to a benchmark of minutes, not a deployment of days."""
-    return {
-        "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": str(args.candidate_every_rounds),
-        "BOREALIS_TRAINER_STEPS_PER_ROUND": str(args.steps_per_round),
+    env = {
         "BOREALIS_TRAINER_IDLE_SECONDS": "1",
         "BOREALIS_DRIFT_WINDOW_REQUESTS": str(max(8, args.requests_per_phase // 3)),
         "BOREALIS_HEARTBEAT_SECONDS": "1",
@@ -217,21 +198,75 @@ def _bench_env(args: argparse.Namespace) -> dict[str, str]:
         # the adaptive depth, so acceptance length compares drafts.
         "BOREALIS_SPEC_ADAPTIVE": "false",
     }
+    if args.trainer == "dedicated":
+        env |= {
+            "BOREALIS_TRAINER_DUTY_CYCLE": "1.0",
+            "BOREALIS_TRAINER_STEPS_PER_TRACE": str(args.train_steps_per_request),
+            "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "1",
+            "BOREALIS_TRAINER_READ_BATCH": str(max(512, args.window)),
+        }
+    else:
+        env |= {
+            "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": str(args.candidate_every_rounds),
+            "BOREALIS_TRAINER_STEPS_PER_ROUND": str(args.steps_per_round),
+        }
+    return env
+
+
+def serve(
+    base_url: str, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace
+) -> list[Served]:
+    requests = [prompt_request(model, prompt, args.max_tokens) for _, prompt in items]
+    return [Served(o, items[o.index][0]) for o in run_all(base_url, requests, args.concurrency)]
 
 
 def _learning(client: httpx.Client, paused: bool) -> None:
     action = "pause" if paused else "resume"
-    reason = {"reason": "bench shift: throughput block"}
-    client.post(f"/api/learning/{action}", json=reason).raise_for_status()
+    client.post(f"/api/learning/{action}", json={"reason": "bench shift"}).raise_for_status()
+
+
+def trainer_progress(client: httpx.Client) -> dict[str, Any] | None:
+    views = client.get("/api/trainers").json()
+    return dict(views[0]["progress"]) if views else None
+
+
+def live_version(client: httpx.Client) -> str | None:
+    """The version the workers serve (one worker per arm)."""
+    workers = [w for w in client.get("/api/workers").json() if w["healthy"]]
+    return workers[0]["draft_version"] if workers else None
+
+
+def desired_version(client: httpx.Client) -> str | None:
+    live = [d["id"] for d in client.get("/api/drafts").json() if d["status"] == "live"]
+    return live[0] if live else None
+
+
+def await_decision(client: httpx.Client, traces: int, timeout_s: float) -> bool:
+    """Dedicated mode: the trainer has finished with ``traces`` traces (trained, candidate decided)
+    and the workers serve whatever the policy made live. False on timeout (e.g. a dropped trace)."""
+    _learning(client, paused=False)
+    deadline = time.monotonic() + timeout_s
+    done = False
+    while time.monotonic() < deadline:
+        progress = trainer_progress(client)
+        if progress is not None and progress["acked_records"] >= traces:
+            done = True
+            break
+        time.sleep(0.5)
+    _learning(client, paused=True)
+    version = desired_version(client)
+    if version is not None:
+        wait_for_version(client, version)
+    return done
 
 
 def throughput_blocks(
-    appliance: Appliance, model: str, prompts: list[Prompt], args: argparse.Namespace
+    appliance: Appliance, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Identical traffic with learning paused and on, alternately, the draft held fixed."""
+    """Colocated mode: identical traffic with learning paused and on, alternately, the draft held fixed."""
     client = appliance.admin_client()
     client.put("/api/policy", json={"mode": "manual", "reason": "bench shift: hold draft"}).raise_for_status()
-    block = [prompts[i * len(prompts) // args.throughput_requests] for i in range(args.throughput_requests)]
+    block = [items[i * len(items) // args.throughput_requests] for i in range(args.throughput_requests)]
     tokens = {True: 0, False: 0}
     wall = {True: 0.0, False: 0.0}
     for _ in range(args.throughput_blocks):
@@ -253,153 +288,307 @@ def throughput_blocks(
     }
 
 
-def run_arm(arm: str, static_draft: Path, prompts: list[Prompt], args: argparse.Namespace) -> ArmResult:
-    settings = get_settings()
+def run_arm(
+    arm: str,
+    static_draft: Path | None,
+    items: list[tuple[str, Prompt]],
+    scorer: DraftScorer,
+    args: argparse.Namespace,
+) -> ArmRun:
     learning = arm != "static"
-    with private_appliance(settings, trainer=learning, extra_env=_bench_env(args)) as appliance:
+    dedicated = learning and args.trainer == "dedicated"
+    result = ArmRun()
+    with private_appliance(get_settings(), trainer=learning, extra_env=bench_env(args)) as appliance:
         client = appliance.admin_client()
-        policy = {"mode": "auto", "margin": 0.05, "reason": "bench shift"}
+        policy = {"mode": "auto", "margin": 0.0, "reason": "bench shift"}
         client.put("/api/policy", json=policy).raise_for_status()
-        if arm != "scratch":  # the first draft published is promoted: nothing live to compare with
-            base, token = appliance.base_url, appliance.cluster_token
-            version = ControlPlaneClient(base, token).publish(static_draft, source="offline").version
-            wait_for_version(client, version)
+        control = ControlPlaneClient(appliance.base_url, appliance.cluster_token, timeout_s=60)
+        if static_draft is not None and arm != "scratch":  # first publish: promoted, nothing live
+            wait_for_version(client, control.publish(static_draft, source="offline").version)
+        if dedicated:
+            _learning(client, paused=True)
         model = client.get("/v1/models").json()["data"][0]["id"]
         started = time.monotonic()
-        served = serve(appliance.base_url, model, prompts, args, args.think_seconds)
-        extra: dict[str, Any] = {"seconds": round(time.monotonic() - started, 1)}
-        drafts = client.get("/api/drafts").json()
-        extra["drafts_registered"] = len(drafts)
-        extra["promotions"] = sum(1 for d in drafts if d.get("promoted_at"))
-        audit = client.get("/api/audit", params={"action": "draft.auto_rollback"}).json()
-        extra["auto_rollbacks"] = len(audit)
-        if arm == "online":
-            extra.update(throughput_blocks(appliance, model, prompts, args))
-    return served, extra
+        timeouts = 0
+        for index, window in enumerate(window_slices(items, args.window)):
+            result.served += serve(appliance.base_url, model, items[window], args)
+            if dedicated:
+                ok = sum(1 for s in result.served if s.outcome.ok)
+                timeouts += not await_decision(client, ok, args.trainer_wait_seconds)
+            version = live_version(client)
+            if result.checkpoints and version != result.checkpoints[-1]:
+                result.promoted_after_window.append(index)
+            result.checkpoints.append(version)
+        result.facts = arm_facts(client, time.monotonic() - started, timeouts if dedicated else None)
+        result.draft_counts = score_versions(
+            scorer, {v for v in result.checkpoints if v is not None}, control.fetch_draft
+        )
+        if learning and args.trainer == "colocated" and arm == "online":
+            result.facts.update(throughput_blocks(appliance, model, items, args))
+        control.close()
+    return result
 
 
-def summarize(args: argparse.Namespace, results: dict[str, ArmResult]) -> dict[str, Any]:
-    phases = args.phases
-    shifted = phases[1:]
+def arm_facts(client: httpx.Client, seconds: float, trainer_wait_timeouts: int | None) -> dict[str, Any]:
+    drafts = client.get("/api/drafts").json()
+    lags = [d["request_to_live_seconds"] for d in drafts if d.get("request_to_live_seconds") is not None]
+    facts: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "drafts_registered": len(drafts),
+        "promotions": sum(1 for d in drafts if d.get("promoted_at")),
+        "auto_rollbacks": len(client.get("/api/audit", params={"action": "draft.auto_rollback"}).json()),
+        "request_to_live_seconds": {
+            "median": round(statistics.median(lags), 2) if lags else None,
+            "max": round(max(lags), 2) if lags else None,
+            "promotions": len(lags),
+        },
+    }
+    if trainer_wait_timeouts is not None:
+        facts["trainer_wait_timeouts"] = trainer_wait_timeouts
+    progress = trainer_progress(client)
+    if progress is not None:
+        cpu_minutes = progress["cpu_seconds"] / 60
+        facts |= {
+            "optimizer_steps": progress["optimizer_steps"],
+            "rows_trained": progress["trained_rows"],
+            "traces_trained": progress["trained_records"],
+            "traces_held_out": progress["heldout_records"],
+            "trainer_cpu_seconds": round(progress["cpu_seconds"], 1),
+            "trainer_steps_per_cpu_minute": round(progress["optimizer_steps"] / cpu_minutes, 2)
+            if cpu_minutes
+            else None,
+        }
+    return facts
+
+
+# -- summary ---------------------------------------------------------------------------------------
+
+
+def checkpoint_counts(run: ArmRun, scorer: DraftScorer) -> list[Counts]:
+    """Per window: the per-trace counts of the draft live after it (tau 1 where none was)."""
+    none = no_draft_counts(scorer)
+    return [run.draft_counts[v] if v is not None else none for v in run.checkpoints]
+
+
+def draft_tau_columns(
+    run: ArmRun, scorer: DraftScorer, phases: list[str], slices: list[slice], items: list[tuple[str, Prompt]]
+) -> list[np.ndarray]:
+    """One stratum per phase: each reserved trace's (emitted, steps), summed over the phase's windows."""
+    counts = checkpoint_counts(run, scorer)
+    strata = []
+    for phase in phases:
+        windows = [i for i, s in enumerate(slices) if items[s.start][0] == phase]
+        strata.append(column_totals([counts[i] for i in windows], scorer.phase_rows(phase)))
+    return strata
+
+
+def served_columns(runs: list[ArmRun], phases: list[str]) -> list[list[np.ndarray]]:
+    """Per arm, one stratum per phase: each request's (emitted, steps), requests every arm served."""
+    out: list[list[np.ndarray]] = [[] for _ in runs]
+    for phase in phases:
+        index = [
+            i
+            for i, first in enumerate(runs[0].served)
+            if first.phase == phase and all(r.served[i].outcome.ok and r.served[i].steps for r in runs)
+        ]
+        for arm, run in enumerate(runs):
+            rows = [(run.served[i].steps + run.served[i].accepted, run.served[i].steps) for i in index]
+            out[arm].append(np.asarray(rows, dtype=np.int64).reshape(len(rows), 2))
+    return out
+
+
+def _pooled(strata: list[np.ndarray]) -> float | None:
+    total = sum((s.sum(axis=0) for s in strata), np.zeros(2))
+    return float(total[0] / total[1]) if total[1] else None
+
+
+def windows_report(
+    run: ArmRun, scorer: DraftScorer, slices: list[slice], items: list[tuple[str, Prompt]], first: str
+) -> list[dict[str, Any]]:
+    counts = checkpoint_counts(run, scorer)
+    series = []
+    for index, window in enumerate(slices):
+        phase = items[window.start][0]
+        group = run.served[window]
+        tau = acceptance_length(group)
+        tok_s = tokens_per_second(group)
+        draft = counts[index]
+        series.append(
+            {
+                "window": index,
+                "requests": window.stop,
+                "phase": phase,
+                "mean_acceptance_length": _round(tau),
+                "served_tau_ci95": pooled_interval(
+                    [(s.steps + s.accepted, s.steps) for s in group if s.outcome.ok]
+                ),
+                "draft_tau": _round(pooled_tau([draft[r] for r in scorer.phase_rows(phase)])),
+                "draft_tau_ci95": pooled_interval([draft[r] for r in scorer.phase_rows(phase)]),
+                "draft_tau_first_phase": _round(pooled_tau([draft[r] for r in scorer.phase_rows(first)])),
+                "tok_s": round(tok_s, 2) if tok_s is not None else None,
+                "draft_version": run.checkpoints[index],
+                "promoted": index in run.promoted_after_window,
+                "errors": sum(1 for s in group if not s.outcome.ok),
+            }
+        )
+    return series
+
+
+def summarize(
+    args: argparse.Namespace,
+    items: list[tuple[str, Prompt]],
+    runs: dict[str, ArmRun],
+    scorer: DraftScorer,
+) -> dict[str, Any]:
+    phases, shifted = args.phases, args.phases[1:]
+    slices = window_slices(items, args.window)
     arms: dict[str, Any] = {}
-    means: dict[str, dict[str, float | None]] = {}
-    for arm, (served, extra) in results.items():
-        series = windows(served, args.window)
-        means[arm] = phase_means(served, phases)
+    for arm, run in runs.items():
+        series = windows_report(run, scorer, slices, items, phases[0])
         arms[arm] = {
             "windows": series,
-            "phase_mean_acceptance_length": {k: _round(v) for k, v in means[arm].items()},
-            "shifted_mean_acceptance_length": _round(
-                acceptance_length([s for s in served if s.domain in shifted])
-            ),
-            "tok_s": _round(tokens_per_second(served)),
-            "errors": sum(1 for s in served if not s.outcome.ok),
-            **{k: v for k, v in extra.items() if k not in THROUGHPUT_KEYS},
+            "phase_served_tau": {
+                p: _round(acceptance_length([s for s in run.served if s.phase == p])) for p in phases
+            },
+            "phase_draft_tau": {
+                p: _round(_pooled(draft_tau_columns(run, scorer, [p], slices, items))) for p in phases
+            },
+            "shifted_served_tau": _round(acceptance_length([s for s in run.served if s.phase in shifted])),
+            "shifted_draft_tau": _round(_pooled(draft_tau_columns(run, scorer, shifted, slices, items))),
+            "tok_s": _round(tokens_per_second(run.served)),
+            "errors": sum(1 for s in run.served if not s.outcome.ok),
+            **{k: v for k, v in run.facts.items() if k not in THROUGHPUT_KEYS},
         }
-    summary: dict[str, Any] = {"phases": phases, "requests_per_phase": args.requests_per_phase, "arms": arms}
-    if "online" in arms:
+    summary: dict[str, Any] = {
+        "phases": phases,
+        "requests_per_phase": args.requests_per_phase,
+        "trainer_mode": args.trainer,
+        "train_steps_per_request": args.train_steps_per_request if args.trainer == "dedicated" else None,
+        "arms": arms,
+    }
+    if "online" in runs:
         summary["recovery_requests"] = recovery_requests(arms["online"]["windows"], phases)
+        summary["old_domain_draft_tau_drop"] = old_domain_drop(arms["online"]["windows"], phases[0])
         for key in THROUGHPUT_KEYS:
-            summary[key] = results["online"][1].get(key)
-    if "static" in arms:
-        static_shifted = arms["static"]["shifted_mean_acceptance_length"]
-        if "online" in arms:
-            summary["online_over_static_shifted"] = _ratio(
-                arms["online"]["shifted_mean_acceptance_length"], static_shifted
-            )
-        if "scratch" in arms:
-            summary["scratch_over_static"] = _ratio(
-                acceptance_length(results["scratch"][0]), acceptance_length(results["static"][0])
-            )
-            summary["scratch_over_static_shifted"] = _ratio(
-                arms["scratch"]["shifted_mean_acceptance_length"], static_shifted
-            )
-            first_phase = [w for w in arms["scratch"]["windows"] if w["domain"] == phases[0]]
-            summary["scratch_reaches_static_first_phase_after_requests"] = _first_reaching(
-                first_phase, means["static"][phases[0]]
-            )
+            summary[key] = runs["online"].facts.get(key)
+    if "static" in runs and shifted:
+        static = runs["static"]
+        for arm in ("online", "scratch"):
+            if arm in runs:
+                summary |= ratios(arm, runs[arm], static, scorer, shifted, slices, items)
+        if "online" in runs:  # today's key, kept: served tau, online / static, shifted phases
+            summary["online_over_static_shifted"] = summary["online_over_static_served_tau_shifted"]
+    if "static" in runs and "scratch" in runs:
+        level = arms["static"]["phase_draft_tau"][phases[0]]
+        first = [w for w in arms["scratch"]["windows"] if w["phase"] == phases[0]]
+        summary["scratch_reaches_static_draft_tau_after_requests"] = _first_reaching(first, level)
     return summary
 
 
+def ratios(
+    arm: str,
+    run: ArmRun,
+    static: ArmRun,
+    scorer: DraftScorer,
+    shifted: list[str],
+    slices: list[slice],
+    items: list[tuple[str, Prompt]],
+) -> dict[str, Any]:
+    """``ARM_over_static_{draft,served}_tau_shifted`` and their paired 95 % intervals."""
+    ours = draft_tau_columns(run, scorer, shifted, slices, items)
+    theirs = draft_tau_columns(static, scorer, shifted, slices, items)
+    served_ours, served_theirs = served_columns([run, static], shifted)
+    return {
+        f"{arm}_over_static_draft_tau_shifted": _ratio(_pooled(ours), _pooled(theirs)),
+        f"{arm}_over_static_draft_tau_shifted_ci95": paired_ratio_interval(ours, theirs),
+        f"{arm}_over_static_served_tau_shifted": _ratio(_pooled(served_ours), _pooled(served_theirs)),
+        f"{arm}_over_static_served_tau_shifted_ci95": paired_ratio_interval(served_ours, served_theirs),
+    }
+
+
+def recovery_requests(series: list[dict[str, Any]], phases: list[str]) -> dict[str, int | None]:
+    """Per shift: requests into the new phase until a window's served tau is within 10% of the
+    pre-shift level."""
+    result: dict[str, int | None] = {}
+    for before, after in itertools.pairwise(phases):
+        pre = [w for w in series if w["phase"] == before and w["mean_acceptance_length"] is not None]
+        post = [w for w in series if w["phase"] == after and w["mean_acceptance_length"] is not None]
+        key = f"{before}->{after}"
+        result[key] = None
+        if not pre or not post:
+            continue
+        start = pre[-1]["requests"]
+        for window in post:
+            if window["mean_acceptance_length"] >= 0.9 * pre[-1]["mean_acceptance_length"]:
+                result[key] = window["requests"] - start
+                break
+    return result
+
+
+def old_domain_drop(series: list[dict[str, Any]], first: str) -> float | None:
+    """Draft-only tau on the first phase's reserved traces: end of that phase minus end of the run."""
+    before = [w["draft_tau_first_phase"] for w in series if w["phase"] == first]
+    if not before or before[-1] is None or series[-1]["draft_tau_first_phase"] is None:
+        return None
+    return round(before[-1] - series[-1]["draft_tau_first_phase"], 4)
+
+
 def _first_reaching(series: list[dict[str, Any]], level: float | None) -> int | None:
-    """Requests until a window's acceptance first reaches ``level`` (None: never in this run)."""
+    """Requests until a window's draft-only tau first reaches ``level`` (None: never in this run)."""
     if level is None:
         return None
     for window in series:
-        value = window["mean_acceptance_length"]
-        if value is not None and value >= level:
+        if window["draft_tau"] is not None and window["draft_tau"] >= level:
             return int(window["requests"])
     return None
 
 
-def _round(value: float | None) -> float | None:
-    return round(value, 4) if value is not None else None
+def build_scorer(reserved: dict[str, list[Prompt]], args: argparse.Namespace) -> DraftScorer:
+    import torch
+    from transformers import AutoTokenizer
 
+    from worker.engine.llama import LlamaModel
+    from worker.workloads import encode_prompt
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """Acceptance length per window for every arm, phases shaded: the curves of the note."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure()
-    for arm, data in summary["arms"].items():
-        series = data["windows"]
-        figure.add_trace(
-            go.Scatter(
-                x=[w["requests"] for w in series],
-                y=[w["mean_acceptance_length"] for w in series],
-                mode="lines+markers",
-                name=arm,
-            )
-        )
-    per_phase = summary["requests_per_phase"]
-    for index, phase in enumerate(summary["phases"]):
-        figure.add_vrect(
-            x0=index * per_phase,
-            x1=(index + 1) * per_phase,
-            fillcolor="grey" if index % 2 else "white",
-            opacity=0.12,
-            line_width=0,
-            annotation_text=phase,
-            annotation_position="top left",
-        )
-    figure.update_layout(
-        title="Acceptance length through a domain shift (borealis bench shift)",
-        xaxis_title="requests served",
-        yaxis_title="mean acceptance length (tokens per target step)",
-        template="plotly_white",
-        width=1000,
-        height=500,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_image(str(path))
+    settings = get_settings()
+    torch.set_num_threads(settings.threads)
+    target = LlamaModel.load(settings.resolved_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(settings.resolved_model_path)
+    eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+    traces = reserved_traces(target, reserved, lambda p: encode_prompt(p, tokenizer), args.max_tokens, eos)
+    return DraftScorer(target, traces, args.depth)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    prompts = phase_prompts(args.phases, args.requests_per_phase)
+    items, reserved = phase_prompts(args.phases, args.requests_per_phase, args.eval_per_phase)
+    started = time.monotonic()
+    scorer = build_scorer(reserved, args)
     static_draft = args.static_draft
     if static_draft is None and any(arm != "scratch" for arm in args.arms):
         out = Path(tempfile.mkdtemp(prefix="borealis-shift-")) / "static"
         static_draft = train_static_draft(args.phases[0], args.static_minutes, out)
-    results = {arm: run_arm(arm, static_draft, prompts, args) for arm in args.arms}
-    summary = summarize(args, results)
-    summary.update(
-        {
-            "max_tokens": args.max_tokens,
-            "concurrency": args.concurrency,
-            "think_seconds": args.think_seconds,
-            "window": args.window,
-            "static_draft": str(static_draft),
-            "static_minutes": args.static_minutes if args.static_draft is None else None,
-            "trainer": _bench_env(args),
-            "threads": get_settings().threads,
-        }
-    )
+    runs = {arm: run_arm(arm, static_draft, items, scorer, args) for arm in args.arms}
+    summary = summarize(args, items, runs, scorer)
+    summary |= {
+        "eval_traces_per_phase": {p: len(scorer.phase_rows(p)) for p in args.phases},
+        "max_tokens": args.max_tokens,
+        "concurrency": args.concurrency,
+        "window": args.window,
+        "depth": args.depth,
+        "static_draft": str(static_draft),
+        "static_minutes": args.static_minutes if args.static_draft is None else None,
+        "trainer_env": bench_env(args),
+        "threads": get_settings().threads,
+        "run_seconds": round(time.monotonic() - started, 1),
+    }
     if args.plot is not None:
         summary["plot"] = str(args.plot)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker.bench.shift_plot import plot
+
     args = parse_args(argv)
     result = run(args)
     emit(result, args.json)  # before plotting: a plotting failure must not lose the run

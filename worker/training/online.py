@@ -177,6 +177,7 @@ class OnlineTrainer:
             optimizer_steps=state.optimizer_steps,
             trained_records=state.trained_records,
             heldout_records=state.heldout_records,
+            trained_rows=state.trained_rows,
             acked_records=state.acked_records,
             last_candidate=state.last_candidate,
             last_candidate_round=state.last_candidate_round,
@@ -255,6 +256,7 @@ class OnlineTrainer:
                 r for r in self.replay.sample(per_step) if record_tokens(r) <= budget
             ] or self.replay.sample(1)
             metrics = self._paced(self._train_step, records)
+            self.state.trained_rows += metrics.tokens
             losses.append(metrics.loss)
             top1.append(metrics.top1[0])
         self.state.optimizer_steps = self.trainer.steps_done
