@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from borealis.cpu import bf16_native
 from borealis.domains import parse_allowlist
 
 
@@ -288,9 +289,10 @@ class Settings(BaseSettings):
     )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
-    trainer_bf16: bool = Field(
-        default=False,
-        description="bf16 autocast for the draft's training matmuls (CPUs with AVX512-BF16 or AMX).",
+    trainer_bf16: Literal["auto", "true", "false"] = Field(
+        default="auto",
+        description="bf16 autocast for the draft's training matmuls; auto: where the CPU computes bf16 "
+        "natively (AVX512-BF16 or AMX). `bench ablation`: 0.84 vs 1.49 s per step, acceptance no worse.",
     )
     trainer_rejected_weight: float = Field(
         default=0.0,
@@ -398,7 +400,7 @@ class Settings(BaseSettings):
             max_caller_share=self.trainer_max_caller_share,
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,
-            bf16=self.trainer_bf16,
+            bf16=bf16_native() if self.trainer_bf16 == "auto" else self.trainer_bf16 == "true",
             rejected_weight=self.trainer_rejected_weight,
             batch_tokens=self.trainer_batch_tokens,
             shift_lr_boost=self.trainer_shift_lr_boost,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from borealis.cpu import bf16_native
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES, prompts
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel
-from worker.inference.engine_factory import bf16_native
 
 pytestmark = pytest.mark.skipif(not bf16_native(), reason="this CPU has no native bfloat16")
 

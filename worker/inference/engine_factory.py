@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from borealis.cpu import bf16_native
 from borealis.settings import ServingSettings
 from worker.draft.io import load_draft
 from worker.draft.runner import DraftRunner
@@ -39,15 +40,6 @@ def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
     model = load_hf_model(model_dir)
     context = min(int(getattr(model.config, "max_position_embeddings", 2048)), context_limit)
     return ServingEngine(PlainHFEngine(model), context, None, None, kind="hf")
-
-
-def bf16_native() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, slowly."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def serving_dtype(settings: ServingSettings) -> torch.dtype:
