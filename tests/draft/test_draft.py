@@ -47,6 +47,17 @@ def test_vocab_keeps_most_frequent_and_maps_both_ways() -> None:
     assert not vocab.same_as(padded) and not vocab.same_as(DraftVocab(torch.tensor([3, 7, 40]), 60))
 
 
+def test_vocab_from_outputs_weighs_every_domain_equally() -> None:
+    """A rare domain's tokens make it in; a busy domain's many repeats do not crowd them out."""
+    busy = [[1, 2, 3] * 50] * 20  # 3000 tokens over three ids
+    rare = [[7, 8]]  # two tokens, one trace
+    vocab = DraftVocab.from_outputs({"chat": busy, "code": rare}, 5, 100)
+    assert set(vocab.draft_to_target.tolist()) >= {1, 2, 3, 7, 8}
+    pooled = DraftVocab.from_counts(Counter([1, 2, 3] * 1000 + [4, 5, 6] * 3 + [7, 8]), 5, 100)
+    assert not {7, 8} <= set(pooled.draft_to_target.tolist())  # raw counts would have dropped them
+    assert vocab.coverage([7, 8, 9, 9]) == 0.5
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     draft = small_draft(seed=3)
     manifest = save_draft(draft, tmp_path, version="v2", parent_version="v1", extra={"workload": "code"})

@@ -168,6 +168,7 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert shadow["all"]["candidate"] >= 1.0
     metrics = published["metrics"]
     assert metrics["round"] == 2 and metrics["loss"] > 0 and 0 <= metrics["top1"] <= 1  # mean of rounds 1-2
+    assert set(metrics["vocab_coverage"]) == {"code"} and 0 < metrics["vocab_coverage"]["code"] <= 1
     progress = control.progress[-1]  # one report per round, the counters a benchmark waits on
     assert [p.round for p in control.progress] == [1, 2]
     assert progress.optimizer_steps == trainer.trainer.steps_done == 2 * settings.trainer_steps_per_round

@@ -6,7 +6,7 @@ A 49k-row head costs as much as the rest of the draft; ~8k rows cover almost all
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -54,6 +54,26 @@ class DraftVocab:
         for sequence in sequences:
             counts.update(sequence)
         return cls.from_counts(counts, size, target_vocab_size)
+
+    @classmethod
+    def from_outputs(
+        cls, outputs_by_domain: Mapping[str, Iterable[list[int]]], size: int, target_vocab_size: int
+    ) -> DraftVocab:
+        """The ids the target emits most, each domain weighted equally.
+
+        Counted on the target's outputs, never the prompts: the head only ever proposes what the
+        target would say next. Each domain's counts become frequencies before they are summed, so
+        a domain with a tenth of the traffic still gets the tokens it needs.
+        """
+        weights: Counter[int] = Counter()
+        for outputs in outputs_by_domain.values():
+            counts: Counter[int] = Counter()
+            for output in outputs:
+                counts.update(output)
+            total = sum(counts.values())
+            for token, count in counts.items():
+                weights[token] += round(1_000_000_000 * count / total)
+        return cls.from_counts(weights, size, target_vocab_size)
 
     def coverage(self, tokens: list[int]) -> float:
         """Fraction of ``tokens`` the draft can propose at all."""

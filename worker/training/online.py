@@ -124,12 +124,10 @@ class OnlineTrainer:
                 return
         if len(self.replay) < self.settings.min_records:
             return
-        records = self.replay.sample(len(self.replay))
-        vocab = DraftVocab.from_sequences(
-            (r.prompt_ids + r.output_ids for r in records),
-            self.settings.draft_vocab_size,
-            self.target.spec.vocab_size,
-        )
+        outputs: dict[str, list[list[int]]] = {}
+        for record in self.replay.sample(len(self.replay)):
+            outputs.setdefault(record.domain, []).append(record.output_ids)
+        vocab = DraftVocab.from_outputs(outputs, self.settings.draft_vocab_size, self.target.spec.vocab_size)
         self.trainer = self._new_trainer(new_draft(self.target.spec, vocab))
 
     def _copy(self, draft: Eagle3Draft) -> Eagle3Draft:
@@ -340,6 +338,16 @@ class OnlineTrainer:
             }
         return report
 
+    def _coverage(self) -> dict[str, float]:
+        """Per domain, the share of held-out output tokens the draft's vocabulary can propose at all:
+        the ceiling on its acceptance there, and the sign a new domain's tokens fall outside it."""
+        assert self.trainer is not None
+        outputs: dict[str, list[int]] = {}
+        for record in self.heldout.records():
+            outputs.setdefault(record.domain, []).extend(record.output_ids)
+        vocab = self.trainer.draft.vocab
+        return {domain: round(vocab.coverage(tokens), 4) for domain, tokens in sorted(outputs.items())}
+
     def candidate(self, live: str | None) -> CandidateReport:
         assert self.trainer is not None
         if not self.heldout:
@@ -350,6 +358,7 @@ class OnlineTrainer:
             "optimizer_steps": self.state.optimizer_steps,
             "trained_records": self.state.trained_records,
             "replay_domains": self.replay.domain_counts(),
+            "vocab_coverage": self._coverage(),
             "rejected_weight": self.settings.rejected_weight,
             "examples_from_features": self._examples.sources.from_features,
             "examples_by_prefill": self._examples.sources.by_prefill,
