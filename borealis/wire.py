@@ -391,8 +391,9 @@ class TrainerProgress(WireModel):
     Counters are cumulative since the trainer's state began (they survive its restarts through the
     checkpoint, except ``cpu_seconds`` and ``rss_bytes``, which describe the running process).
     ``acked_records`` counts every trace the trainer has finished with (trained on, held out or
-    skipped); ``last_candidate_round`` is the round whose candidate was last published, so a caller
-    can tell that a decision was taken on everything acked.
+    skipped), ``holding_records`` those read and not yet acknowledged (a trainer without a draft
+    yet holds traces until it has enough to start one); ``last_candidate_round`` is the round whose
+    candidate was last published, so a caller can tell that a decision was taken on everything acked.
     """
 
     trainer: str = Field(min_length=1, max_length=128)
@@ -403,6 +404,7 @@ class TrainerProgress(WireModel):
     heldout_records: int = Field(ge=0)
     trained_rows: int = Field(ge=0)
     acked_records: int = Field(ge=0)
+    holding_records: int = Field(ge=0)
     last_candidate: DraftVersion | None = None
     last_candidate_round: int | None = Field(default=None, ge=0)
     examples_from_features: int = Field(ge=0)

@@ -32,6 +32,7 @@ def progress(trainer: str, steps: int) -> TrainerProgress:
         heldout_records=8,
         trained_rows=5000,
         acked_records=48,
+        holding_records=0,
         last_candidate="v0002",
         last_candidate_round=2,
         examples_from_features=40,

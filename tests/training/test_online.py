@@ -212,6 +212,18 @@ def test_steps_per_trace_ties_optimizer_steps_to_the_traces_trained(
     assert trainer.run_round()["status"] == "idle"  # nothing new read: nothing owed
 
 
+def test_a_trainer_without_a_draft_yet_reports_the_traces_it_holds(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    control = FakeControlPlane()
+    push(settings, records[:6])
+    trainer = new_trainer(settings.model_copy(update={"trainer_min_records": 20}), target, control)
+    assert trainer.run_round()["status"] == "idle" and trainer.trainer is None
+    (progress,) = control.progress
+    assert progress.acked_records == 0 and progress.holding_records == 6  # read, kept until it can start
+    assert pending(settings) == 6
+
+
 def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: LlamaModel) -> None:
     """Work outside optimizer steps (held-out prefills, simulated acceptance) rests in proportion too."""
     trainer = new_trainer(

@@ -242,14 +242,15 @@ def desired_version(client: httpx.Client) -> str | None:
 
 
 def await_decision(client: httpx.Client, traces: int, timeout_s: float) -> bool:
-    """Dedicated mode: the trainer has finished with ``traces`` traces (trained, candidate decided)
-    and the workers serve whatever the policy made live. False on timeout (e.g. a dropped trace)."""
+    """Dedicated mode: the trainer has dealt with ``traces`` traces (trained and a candidate decided,
+    or held until it has enough to start a draft) and the workers serve whatever the policy made
+    live. False on timeout (e.g. a dropped trace)."""
     _learning(client, paused=False)
     deadline = time.monotonic() + timeout_s
     done = False
     while time.monotonic() < deadline:
         progress = trainer_progress(client)
-        if progress is not None and progress["acked_records"] >= traces:
+        if progress is not None and progress["acked_records"] + progress["holding_records"] >= traces:
             done = True
             break
         time.sleep(0.5)

@@ -177,6 +177,7 @@ class OnlineTrainer:
             heldout_records=state.heldout_records,
             trained_rows=state.trained_rows,
             acked_records=state.acked_records,
+            holding_records=len(set(self._unacked)),
             last_candidate=state.last_candidate,
             last_candidate_round=state.last_candidate_round,
             examples_from_features=sources.from_features,
