@@ -167,10 +167,22 @@ def acceptance_length(served: list[Served]) -> float | None:
 
 
 def tokens_per_second(served: list[Served]) -> float | None:
+    """Completion tokens per second of serving: first request sent to last reply."""
     if not served:
         return None
     wall = max(s.outcome.finished for s in served) - min(s.outcome.started for s in served)
     return sum(s.outcome.completion_tokens for s in served) / wall if wall > 0 else None
+
+
+def serving_tokens_per_second(served: list[Served], slices: list[slice]) -> float | None:
+    """Over windows, excluding the dedicated trainer's turns between them (traffic waits then)."""
+    walls = [
+        max(s.outcome.finished for s in served[w]) - min(s.outcome.started for s in served[w])
+        for w in slices
+        if served[w]
+    ]
+    tokens = sum(s.outcome.completion_tokens for s in served)
+    return tokens / sum(walls) if walls and sum(walls) > 0 else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -456,7 +468,7 @@ def summarize(
             },
             "shifted_served_tau": _round(acceptance_length([s for s in run.served if s.phase in shifted])),
             "shifted_draft_tau": _round(_pooled(draft_tau_columns(run, scorer, shifted, slices, items))),
-            "tok_s": _round(tokens_per_second(run.served)),
+            "tok_s": _round(serving_tokens_per_second(run.served, slices)),
             "errors": sum(1 for s in run.served if not s.outcome.ok),
             **{k: v for k, v in run.facts.items() if k not in THROUGHPUT_KEYS},
         }
