@@ -16,6 +16,7 @@ def _band(figure: Any, x: list[int], bounds: list[Any], colour: str, row: int) -
     figure.add_scatter(
         x=xs + xs[::-1],
         y=[p[1][1] for p in points] + [p[1][0] for p in points][::-1],
+        mode="lines",
         fill="toself",
         fillcolor=colour,
         opacity=0.15,
@@ -80,6 +81,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         )
     per_phase = summary["requests_per_phase"]
     for index, phase in enumerate(summary["phases"]):
+        labels = {"annotation_text": phase, "annotation_position": "top left"}
         for row in (1, 2):
             figure.add_vrect(
                 x0=index * per_phase,
@@ -87,10 +89,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 fillcolor="grey" if index % 2 else "white",
                 opacity=0.12,
                 line_width=0,
-                annotation_text=phase if row == 1 else None,
-                annotation_position="top left",
                 row=row,
                 col=1,
+                **(labels if row == 1 else {}),
             )
     mode = summary["trainer_mode"]
     figure.update_layout(
