@@ -126,6 +126,24 @@ def _draft_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from worker.draft.eagle3_format import export_eagle3
+    from worker.draft.io import DraftArtifactError, load_draft
+
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    try:
+        draft, _ = load_draft(args.dir)
+        target = Path(args.target) if args.target else get_settings().resolved_model_path
+        out = export_eagle3(draft, target, Path(args.out), dtypes[args.dtype])
+    except (DraftArtifactError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def _admin_rotate(_args: argparse.Namespace) -> int:
     from backend.db.migrate import upgrade
     from backend.db.session import make_engine, make_session_factory
@@ -225,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--shadow-eval", default=None, help='JSON, e.g. {"code": {"candidate": 2.1, "live": 1.8}}'
     )
     publish.set_defaults(func=_draft_publish)
+    export = draft.add_parser(
+        "export", help="write a draft as an EAGLE-3 checkpoint (LlamaForCausalLMEagle3) for SGLang"
+    )
+    export.add_argument("dir", help="directory with draft.safetensors and manifest.json")
+    export.add_argument("--out", required=True, help="directory for config.json and model.safetensors")
+    export.add_argument("--target", default=None, help="the target model directory (default: the served one)")
+    export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    export.set_defaults(func=_draft_export)
     train_draft = draft.add_parser("train", help="train a static draft offline (see --help)", add_help=False)
     train_draft.add_argument("rest", nargs=argparse.REMAINDER)
     train_draft.set_defaults(func=_draft_train, passthrough=True)
