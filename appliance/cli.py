@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from appliance import drafts_cli
 from borealis.settings import get_settings, masked, unknown_settings
 from borealis.version import package_version
 
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_draft = draft.add_parser("train", help="train a static draft offline (see --help)", add_help=False)
     train_draft.add_argument("rest", nargs=argparse.REMAINDER)
     train_draft.set_defaults(func=_draft_train, passthrough=True)
+
+    drafts_cli.add_parser(commands)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
     bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift", "trainer"])

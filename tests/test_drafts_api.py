@@ -14,7 +14,7 @@ from backend.services.registry import shadow_score
 from borealis.control_client import ControlPlaneClient, ControlPlaneError
 from borealis.wire import SwapCommand, UploadResult, swap_channel
 from tests.drafts import make_draft_artifact
-from tests.stack import CLUSTER_TOKEN, Stack
+from tests.stack import ADMIN_TOKEN, CLUSTER_TOKEN, Stack
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,8 @@ def test_auto_policy_promotes_only_above_margin_and_rollback_restores(
     worse = publish(stack, artifacts[2], candidate=2.1, live=2.0, parent=better.version)
     assert worse.status == "candidate"  # +5% < 10% margin: held
     assert desired(stack) == better.version
+    aliases = stack.admin("GET", "/api/drafts/aliases").json()
+    assert aliases == {"champion": better.version, "challenger": worse.version, "previous": live_before}
     detail = stack.admin("GET", f"/api/drafts/{worse.version}").json()
     assert detail["lineage"][:2] == [better.version, live_before]
     rejected = stack.admin("POST", f"/api/drafts/{worse.version}/reject", json={"reason": "weak"})
@@ -118,6 +120,8 @@ def test_auto_policy_promotes_only_above_margin_and_rollback_restores(
     assert rollback.status_code == 200 and rollback.json()["status"] == "live"
     assert status_of(stack, better.version) == "rolled_back"
     assert desired(stack) == live_before
+    aliases = stack.admin("GET", "/api/drafts/aliases").json()
+    assert (aliases["champion"], aliases["previous"]) == (live_before, better.version)
 
 
 def test_promotion_publishes_a_swap_command(stack: Stack, artifacts: list[Path], redis_url: str) -> None:
@@ -234,3 +238,39 @@ def test_request_to_live_lag_is_reported(stack: Stack, artifacts: list[Path]) ->
     assert pending["request_to_live_seconds"] is None  # not live yet
     approved = stack.admin("POST", f"/api/drafts/{result.version}/approve", json={"reason": "lag"}).json()
     assert 30.0 <= approved["request_to_live_seconds"] < 120.0
+
+
+def test_the_drafts_cli_lists_with_aliases_and_decides_through_the_operator_api(
+    stack: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    from borealis.processes import cli_argv
+
+    set_policy(stack, "manual")
+    pending = publish(
+        stack, make_draft_artifact(tiny_model_dir, tmp_path / "fresh", 9), candidate=2.9, live=2.0
+    )
+    env = {**os.environ, "BOREALIS_CONTROL_PLANE_URL": stack.base_url, "BOREALIS_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    def drafts(*args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_argv("drafts", *args),
+            env={**env, "BOREALIS_ADMIN_TOKEN": token},
+            capture_output=True,
+            text=True,
+        )
+
+    listing = drafts("ls")
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert "pending_approval" in lines[pending.version] and "@challenger" in lines[pending.version]
+    assert sum("@champion" in line for line in lines.values()) == 1
+    approved = drafts("approve", pending.version, "--reason", "cli test")
+    assert approved.returncode == 0 and json.loads(approved.stdout)["status"] == "live"
+    assert json.loads(drafts("aliases").stdout)["champion"] == pending.version
+    audit = stack.admin("GET", "/api/audit", params={"action": "draft.approve"}).json()
+    assert any(entry["target"] == pending.version and entry["reason"] == "cli test" for entry in audit)
+    refused = drafts("ls", token="adm_wrong")
+    assert refused.returncode == 1 and "403" in refused.stderr

@@ -92,3 +92,25 @@ def lineage(session: Session, version: DraftVersion, limit: int = 64) -> list[st
         row = session.get(DraftVersion, parent)
         parent = row.parent_id if row is not None else None
     return chain
+
+
+def aliases(session: Session) -> dict[str, str | None]:
+    """MLflow-style aliases over the statuses: ``champion`` is live; ``challenger`` the newest
+    candidate awaiting a decision; ``previous`` the most recently promoted version that is no
+    longer live — the one a rollback restores."""
+    challenger = session.scalars(
+        select(DraftVersion)
+        .where(DraftVersion.status.in_((CANDIDATE, PENDING_APPROVAL)))
+        .order_by(DraftVersion.seq.desc())
+    ).first()
+    previous = session.scalars(
+        select(DraftVersion)
+        .where(DraftVersion.status.in_((RETIRED, ROLLED_BACK)), DraftVersion.promoted_at.is_not(None))
+        .order_by(DraftVersion.promoted_at.desc(), DraftVersion.seq.desc())
+    ).first()
+    champion = live(session)
+    return {
+        "champion": champion.id if champion else None,
+        "challenger": challenger.id if challenger else None,
+        "previous": previous.id if previous else None,
+    }

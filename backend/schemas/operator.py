@@ -93,6 +93,12 @@ def _request_to_live(row: DraftVersion) -> float | None:
     return round(as_utc(row.promoted_at).timestamp() - float(newest), 3)
 
 
+class DraftAliases(BaseModel):
+    champion: str | None = Field(description="The live version.")
+    challenger: str | None = Field(description="The newest candidate or version pending approval.")
+    previous: str | None = Field(description="The most recently promoted version no longer live.")
+
+
 class DraftDetail(DraftView):
     lineage: list[str]
     manifest: dict[str, Any]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from backend.api.deps import AdminDep, RegistryDep, SessionDep
 from backend.api.errors import APIError
 from backend.crud import drafts
-from backend.schemas.operator import DraftDetail, DraftView, Reason, VersionId
+from backend.schemas.operator import DraftAliases, DraftDetail, DraftView, Reason, VersionId
 
 router = APIRouter(prefix="/api/drafts", tags=["operator"])
 
@@ -23,6 +23,13 @@ def list_drafts(
     if status is not None and status not in drafts.STATUSES:
         raise APIError(400, f"unknown status {status!r}; one of {list(drafts.STATUSES)}", param="status")
     return [DraftView.of(row) for row in drafts.listing(session, status)]
+
+
+@router.get("/aliases", response_model=DraftAliases)
+def get_aliases(session: SessionDep, _actor: AdminDep) -> DraftAliases:
+    """``champion`` (live), ``challenger`` (newest candidate awaiting a decision), ``previous``
+    (what a rollback restores), as MLflow's registry aliases name them."""
+    return DraftAliases(**drafts.aliases(session))
 
 
 @router.get("/{version_id}", response_model=DraftDetail)
