@@ -43,6 +43,8 @@ class TrainerSettings:
     read_batch: int
     steps_per_round: int
     steps_per_trace: float
+    remap_max_rows: int
+    remap_below_coverage: float
     min_records: int
     candidate_every_rounds: int
     heldout_fraction: float
@@ -270,6 +272,20 @@ class Settings(BaseSettings):
             "trainer_steps_per_round). Ties learning to traffic, not to CPU: a trainer on its own machine."
         ),
     )
+    trainer_remap_max_rows: int = Field(
+        default=256,
+        ge=0,
+        le=65_536,
+        description="Most draft-vocabulary rows one round may give to a new domain's missing tokens "
+        "(0: never remap).",
+    )
+    trainer_remap_below_coverage: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Remap when the draft vocabulary covers less than this share of a round's new "
+        "output tokens.",
+    )
     trainer_min_records: int = Field(default=8, ge=1, description="Replay records needed before training.")
     trainer_candidate_every_rounds: int = Field(
         default=10, ge=1, description="Rounds between candidate drafts (shadow-evaluated, then published)."
@@ -393,6 +409,8 @@ class Settings(BaseSettings):
             read_batch=self.trainer_read_batch,
             steps_per_round=self.trainer_steps_per_round,
             steps_per_trace=self.trainer_steps_per_trace,
+            remap_max_rows=self.trainer_remap_max_rows,
+            remap_below_coverage=self.trainer_remap_below_coverage,
             min_records=self.trainer_min_records,
             candidate_every_rounds=self.trainer_candidate_every_rounds,
             heldout_fraction=self.trainer_heldout_fraction,

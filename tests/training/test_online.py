@@ -224,6 +224,31 @@ def test_a_trainer_without_a_draft_yet_reports_the_traces_it_holds(
     assert pending(settings) == 6
 
 
+def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    control = FakeControlPlane()
+    push(settings, records[:12])
+    trainer = new_trainer(settings, target, control)
+    assert trainer.run_round()["status"] == "trained" and trainer.trainer is not None
+    vocab = trainer.trainer.draft.vocab
+    outside = [t for t in range(target.spec.vocab_size) if int(vocab.target_to_draft[t]) < 0][:3]
+    trainer._recent = [outside * 4]  # a new domain's round: three frequent tokens the draft cannot propose
+    remap = trainer._remap()
+    assert remap is not None and remap["rows"] == 3 and remap["vocab_version"] == 1
+    assert remap["coverage_before"] == 0.0 and remap["coverage_after"] == 1.0
+    assert all(int(trainer.trainer.draft.vocab.target_to_draft[t]) >= 0 for t in outside)
+    push(settings, records[12:23])
+    second = trainer.run_round()  # examples rebuilt for the new vocabulary (and, if its outputs hold
+    assert second["status"] == "trained"  # tokens still outside, another remap)
+    (published,) = control.published
+    metrics = published["metrics"]
+    assert metrics["vocab_version"] == trainer.state.vocab_version == 1 + ("remap" in second)
+    assert metrics["rows_remapped"] >= 3
+    resumed = new_trainer(settings, target, control)
+    assert resumed.trainer is not None and resumed.trainer.draft.vocab.same_as(trainer.trainer.draft.vocab)
+
+
 def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: LlamaModel) -> None:
     """Work outside optimizer steps (held-out prefills, simulated acceptance) rests in proportion too."""
     trainer = new_trainer(

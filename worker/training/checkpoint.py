@@ -40,6 +40,8 @@ class TrainerState:
     acked_ids: list[str] = field(default_factory=list)  # in this checkpoint; ack again on resume
     trained_records: int = 0
     heldout_records: int = 0
+    vocab_version: int = 0  # bumped by every online remap of the draft vocabulary
+    rows_remapped: int = 0
     trained_rows: int = 0  # token positions optimizer steps have trained on, repeats counted
     acked_records: int = 0  # every trace finished with: trained on, held out, skipped or rejected
     last_candidate_round: int | None = None

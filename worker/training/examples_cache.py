@@ -47,6 +47,11 @@ class ExampleCache:
             self._tokens -= len(dropped)
         return example
 
+    def clear(self) -> None:
+        """Forget every example: they were built for a vocabulary that has changed."""
+        self._examples.clear()
+        self._tokens = 0
+
     def build(self, record: TraceRecord, vocab: DraftVocab) -> Example:
         """Uncached: from the side store when the record's features are still there, else a prefill."""
         tokens = len(record.prompt_ids) + len(record.output_ids)

@@ -14,6 +14,7 @@ import logging
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from borealis.wire import DriftReport, TraceRecord, TrainerProgress
 from worker.draft.examples import Example
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
+from worker.draft.remap import apply_remap, plan_remap
 from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance
 from worker.draft.trainer import DraftTrainer, StepMetrics, TrainConfig
 from worker.draft.vocab import DraftVocab
@@ -40,7 +42,7 @@ from worker.training.checkpoint import TrainerState, load_checkpoint, save_check
 from worker.training.control import ControlPlane
 from worker.training.examples_cache import ExampleCache
 from worker.training.heldout import HeldOut
-from worker.training.reports import CandidateReport, RoundReport, TrainingReport
+from worker.training.reports import CandidateReport, RemapReport, RoundReport, TrainingReport
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class OnlineTrainer:
         self._live: tuple[str, Eagle3Draft] | None = None
         self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
         self._fresh = 0  # traces put in the replay buffer since the last round that trained
+        self._recent: list[list[int]] = []  # outputs of the traces put in the replay buffer this round
         self._step_credit = 0.0  # steps owed under ``steps_per_trace``, fractions carried over
         self._resume()
 
@@ -128,6 +131,7 @@ class OnlineTrainer:
         for record in self.replay.sample(len(self.replay)):
             outputs.setdefault(record.domain, []).append(record.output_ids)
         vocab = DraftVocab.from_outputs(outputs, self.settings.draft_vocab_size, self.target.spec.vocab_size)
+        self._recent = []  # the new vocabulary was chosen from these very outputs
         self.trainer = self._new_trainer(new_draft(self.target.spec, vocab))
 
     def _copy(self, draft: Eagle3Draft) -> Eagle3Draft:
@@ -149,6 +153,11 @@ class OnlineTrainer:
         report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
         sources = self._examples.sources
         report["examples"] = {"from_features": sources.from_features, "by_prefill": sources.by_prefill}
+        if self.trainer is not None and self._recent:
+            remap = self._remap()
+            if remap is not None:
+                report["remap"] = remap
+        self._recent = []
         ready = self.trainer is not None and len(self.replay) >= self.settings.min_records and read
         steps = self._steps_due() if ready else 0
         if steps:
@@ -185,6 +194,38 @@ class OnlineTrainer:
             cpu_seconds=time.process_time(),
             rss_bytes=1024 * (rss_kib() or 0),
         )
+
+    def _remap(self) -> RemapReport | None:
+        """Cold vocabulary rows to the missing tokens of this round's outputs, when coverage is low."""
+        assert self.trainer is not None
+        s = self.settings
+        vocab = self.trainer.draft.vocab
+        tokens = [t for output in self._recent for t in output]
+        if not s.remap_max_rows or not tokens or vocab.coverage(tokens) >= s.remap_below_coverage:
+            return None
+        usage: Counter[int] = Counter()
+        for record in self.replay.records():
+            usage.update(record.output_ids)
+        plan = plan_remap(vocab, self._recent, usage, s.remap_max_rows)
+        if not plan.rows:
+            return None
+        apply_remap(self.trainer.draft, plan, self.target, self.trainer.optimizer)
+        self._examples.clear()  # built for the old vocabulary
+        self.state.vocab_version += 1
+        self.state.rows_remapped += len(plan.rows)
+        log.info(
+            "draft vocabulary v%d: %d rows remapped, round coverage %.3f -> %.3f",
+            self.state.vocab_version,
+            len(plan.rows),
+            plan.coverage_before,
+            plan.coverage_after,
+        )
+        return {
+            "vocab_version": self.state.vocab_version,
+            "rows": len(plan.rows),
+            "coverage_before": round(plan.coverage_before, 4),
+            "coverage_after": round(plan.coverage_after, 4),
+        }
 
     def _steps_due(self) -> int:
         """Optimizer steps for this round: fixed, or ``steps_per_trace`` per newly trained trace."""
@@ -226,6 +267,7 @@ class OnlineTrainer:
                 self.replay.add(record)
                 self.state.trained_records += 1
                 self._fresh += 1
+                self._recent.append(record.output_ids)
                 start, end = self.state.window_start, self.state.window_end
                 self.state.window_start = min(start, record.finished_at) if start else record.finished_at
                 self.state.window_end = max(end or 0.0, record.finished_at)
@@ -360,6 +402,8 @@ class OnlineTrainer:
             "trained_records": self.state.trained_records,
             "replay_domains": self.replay.domain_counts(),
             "vocab_coverage": self._coverage(),
+            "vocab_version": self.state.vocab_version,
+            "rows_remapped": self.state.rows_remapped,
             "rejected_weight": self.settings.rejected_weight,
             "examples_from_features": self._examples.sources.from_features,
             "examples_by_prefill": self._examples.sources.by_prefill,
@@ -370,7 +414,10 @@ class OnlineTrainer:
         window = {"from": self.state.window_start, "to": self.state.window_end}
         out = self.root / "candidates" / f"round-{self.state.round:08d}"
         save_draft(
-            self.trainer.draft, out, parent_version=live, extra={"training": metrics, "shadow_eval": shadow}
+            self.trainer.draft,
+            out,
+            parent_version=live,
+            extra={"training": metrics, "shadow_eval": shadow, "vocab_version": self.state.vocab_version},
         )
         try:
             result = self.control.publish(out, live, shadow, metrics, window)

@@ -19,6 +19,13 @@ class ExampleSourceCounts(TypedDict):
     by_prefill: int  # examples that needed a target prefill (no features, or they expired)
 
 
+class RemapReport(TypedDict):
+    vocab_version: int  # the draft vocabulary's version after this remap
+    rows: int  # draft rows given to new tokens
+    coverage_before: float  # of this round's new output tokens
+    coverage_after: float
+
+
 class CandidateReport(TypedDict, total=False):
     published: Required[bool]
     reason: str  # why not published
@@ -34,4 +41,5 @@ class RoundReport(TypedDict, total=False):
     training: TrainingReport
     examples: ExampleSourceCounts  # since the trainer started
     candidate: CandidateReport
+    remap: RemapReport
     error: str

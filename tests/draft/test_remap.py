@@ -1,0 +1,94 @@
+"""Online vocabulary remapping: cold rows go to frequent missing tokens, nothing else moves,
+greedy output stays the target's own, and remapped drafts save and load like any other."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.draft.examples import build_example
+from worker.draft.io import load_draft, save_draft
+from worker.draft.model import Eagle3Draft, new_draft
+from worker.draft.remap import apply_remap, plan_remap
+from worker.draft.runner import DraftRunner
+from worker.draft.trainer import DraftTrainer, TrainConfig
+from worker.draft.vocab import DraftVocab
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.llama import LlamaModel
+from worker.engine.types import GenerationRequest, SamplingParams
+
+
+def test_the_plan_gives_the_coldest_unused_rows_to_the_most_frequent_missing_tokens() -> None:
+    vocab = DraftVocab(torch.arange(10), 100)
+    usage = Counter({t: 100 - 10 * t for t in range(10)})  # token 9 coldest (10 uses), token 0 hottest
+    usage[8], usage[7] = 1, 2
+    recent = [[50] * 30 + [51] * 12 + [52] + [9, 0]]  # 9 is cold but used now: it keeps its row
+    plan = plan_remap(vocab, recent, usage, max_rows=5)
+    assert plan.new_tokens == [50, 51]  # 52 occurred once: below min_count
+    assert plan.old_tokens == [8, 7]  # coldest first, 9 skipped (in use now)
+    assert plan.rows == [8, 7]
+    assert plan.coverage_before == pytest.approx(2 / 45) and plan.coverage_after == pytest.approx(44 / 45)
+    assert plan_remap(vocab, [[50, 50]], Counter({t: 5 for t in range(10)}), 5).rows == []  # rows used more
+
+
+@pytest.fixture(scope="module")
+def target(tiny_model_dir: Path) -> LlamaModel:
+    return LlamaModel.load(tiny_model_dir)
+
+
+def draft_of(target: LlamaModel) -> Eagle3Draft:
+    return new_draft(target.spec, DraftVocab(torch.arange(0, 512), target.spec.vocab_size), seed=2)
+
+
+def test_applying_moves_only_the_remapped_rows_and_their_moments(target: LlamaModel, tmp_path: Path) -> None:
+    draft = draft_of(target)
+    trainer = DraftTrainer(draft, target.embed, TrainConfig(batch_tokens=512))
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 512, (40,), generator=generator).tolist()
+    trainer.train_step([build_example(target, draft.vocab, tokens, 8, "code")])  # moments exist now
+    before = {name: p.detach().clone() for name, p in draft.named_parameters()}
+    plan = plan_remap(draft.vocab, [[1500] * 4 + [1600] * 3], Counter(), max_rows=2)
+    apply_remap(draft, plan, target, trainer.optimizer)
+    rows = torch.tensor(plan.rows)
+    assert draft.vocab.draft_to_target[rows].tolist() == [1500, 1600]
+    assert (
+        int(draft.vocab.target_to_draft[1500]) == plan.rows[0]
+        and int(draft.vocab.target_to_draft[plan.old_tokens[0]]) == -1
+    )
+    keep = torch.ones(512, dtype=torch.bool)
+    keep[rows] = False
+    assert torch.equal(draft.lm_head[keep], before["lm_head"][keep])
+    assert not torch.equal(draft.lm_head[rows], before["lm_head"][rows])
+    assert all(torch.equal(p, before[n]) for n, p in draft.named_parameters() if n != "lm_head")
+    state = trainer.optimizer.state[draft.lm_head]
+    assert state["exp_avg"][rows].abs().sum() == 0 and state["exp_avg"][keep].abs().sum() > 0
+    trainer.train_step([build_example(target, draft.vocab, [*tokens, 1500, 1600], 8, "code")])  # trains on
+    save_draft(draft, tmp_path / "remapped")
+    loaded, _ = load_draft(tmp_path / "remapped")
+    assert loaded.vocab.same_as(draft.vocab)  # unsorted ids round-trip
+
+
+def test_greedy_output_with_a_remapped_draft_is_the_targets_own(target: LlamaModel) -> None:
+    draft = draft_of(target)
+    apply_remap(draft, plan_remap(draft.vocab, [[700] * 5 + [800] * 5], Counter(), 64), target)
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, 1000, (10,), generator=generator).tolist() for _ in range(4)]
+
+    def decode(engine: SpecEngine) -> dict[str, list[int]]:
+        for i, prompt in enumerate(prompts):
+            engine.submit(GenerationRequest(f"r{i}", prompt, SamplingParams(max_new_tokens=20)))
+        out: dict[str, list[int]] = {}
+        while engine.has_work():
+            for event in engine.step():
+                out.setdefault(event.request_id, []).extend(event.token_ids)
+        return out
+
+    config = EngineConfig(max_batch=4, max_seq_len=128, spec=SpecConfig(mode="off"))
+    spec = EngineConfig(max_batch=4, max_seq_len=128, spec=SpecConfig(mode="tree", adaptive=False))
+    plain = decode(SpecEngine(target, config))
+    speculative = SpecEngine(target, spec)
+    speculative.swap_draft(DraftRunner(draft, target.embed, "remapped"))
+    assert decode(speculative) == plain
