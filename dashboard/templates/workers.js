@@ -1,11 +1,12 @@
 "use strict";
-// Workers: every registered inference worker, its live draft version and health.
+// Workers: every registered inference worker, its live draft version and health; every trainer's last round.
 (() => {
   const B = Borealis;
 
   async function refresh() {
-    const [rows, ready] = await Promise.all([
+    const [rows, ready, trainers] = await Promise.all([
       B.api.get("/api/workers"), fetch("/ready", { credentials: "same-origin" }).then((r) => r.json()),
+      B.api.get("/api/trainers"),
     ]);
     const label = document.getElementById("ready");
     label.textContent = ready.ready ? "ready" : "not ready";
@@ -20,6 +21,13 @@
       B.el("td", { class: w.healthy ? "ok" : "bad" }, w.healthy ? "healthy" : "stale"),
       B.el("td", { class: "num" }, w.active_requests), B.el("td", {}, B.when(w.last_heartbeat_at)))) :
       [B.el("tr", {}, B.el("td", { colspan: 8, class: "muted" }, "no inference worker registered"))]);
+    B.fill("trainers", trainers.length ? trainers.map(({ progress: p, reported_at: at }) => B.el("tr", { "data-trainer": p.trainer },
+      B.el("td", {}, p.trainer), B.el("td", {}, p.status), B.el("td", { class: "num" }, p.round),
+      B.el("td", { class: "num steps" }, p.optimizer_steps),
+      B.el("td", { class: "num" }, `${p.trained_records} / ${p.heldout_records}`),
+      B.el("td", {}, p.last_candidate || "none"), B.el("td", { class: "num" }, p.cpu_seconds.toFixed(0)),
+      B.el("td", { class: "num" }, (p.rss_bytes / 1048576).toFixed(0)), B.el("td", {}, B.when(at)))) :
+      [B.el("tr", {}, B.el("td", { colspan: 9, class: "muted" }, "no trainer has reported a round yet"))]);
   }
 
   B.start(refresh, 2000);

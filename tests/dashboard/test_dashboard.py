@@ -210,9 +210,27 @@ def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path,
     dashboard.wait_points("fig-shadow")
     dashboard.shot("learning")
 
-    # Workers page shows the live version the worker reports.
+    # Workers page shows the live version the worker reports, and each trainer's last round.
+    progress = {
+        "trainer": "trainer-dash",
+        "round": 7,
+        "status": "trained",
+        "optimizer_steps": 140,
+        "trained_records": 90,
+        "heldout_records": 10,
+        "trained_rows": 20000,
+        "acked_records": 100,
+        "holding_records": 0,
+        "examples_from_features": 90,
+        "examples_by_prefill": 0,
+        "cpu_seconds": 321.0,
+        "rss_bytes": 734003200,
+    }
+    assert stack.cluster("POST", "/internal/trainers/progress", json=progress).status_code == 200
     dashboard.open("workers")
     page.wait_for_selector(f"tr[data-worker=w1] td.version:has-text('{first.version}')")
+    page.wait_for_selector("tr[data-trainer=trainer-dash] td.steps:has-text('140')")
+    assert "700" in page.locator("tr[data-trainer=trainer-dash]").text_content()  # RSS in MiB
     dashboard.shot("workers")
 
     if UPDATE_SCREENSHOTS:
