@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
 
     app = FastAPI(title="Borealis control plane", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.metrics = ServingMetrics()
+    app.state.metrics = ServingMetrics(settings.model_name)
     app.state.serving_stats = ServingStats()
     install_error_handlers(app)
     # Artifact uploads are cluster-authenticated and bounded by their registered size instead.

@@ -65,7 +65,7 @@ def test_approve_swaps_every_request_succeeds_and_bad_artifacts_are_refused(
     stack.admin("POST", f"/api/drafts/{second.version}/approve", json={"reason": "try"})
     wait_until(lambda: "swap.failed" in audit_actions(stack, second.version), 60, "swap refused")
     swaps = {
-        row.split("}")[0].split('"')[1]: float(row.rsplit(" ", 1)[1])
+        row.split('result="')[1].split('"')[0]: float(row.rsplit(" ", 1)[1])
         for row in httpx.get(f"{stack.base_url}/metrics").text.splitlines()
         if row.startswith("borealis:swaps_total{")
     }

@@ -248,8 +248,13 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
     }
     assert httpx.post(f"{stack.base_url}/v1/completions", json=body, timeout=60).status_code == 200
     text = httpx.get(f"{stack.base_url}/metrics").text
-    labels = 'domain="code",draft_version="none"'
+    wanted = ('domain="code"', 'draft_version="none"', f'model_name="{MODEL}"')  # vLLM's model_name label
+
+    def labelled(line: str) -> bool:
+        return all(label in line for label in wanted)
+
     for name in (
+        "borealis:request_time_per_output_token_seconds_count",
         "borealis:spec_decode_num_drafts_total",
         "borealis:spec_decode_num_draft_tokens_total",
         "borealis:spec_decode_num_accepted_tokens_total",
@@ -258,16 +263,16 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         "borealis:request_success_total",
         "borealis:e2e_request_latency_seconds_count",
     ):
-        assert any(line.startswith(name + "{") and labels in line for line in text.splitlines()), name
+        assert any(line.startswith(name + "{") and labelled(line) for line in text.splitlines()), name
     generated = [
         line
         for line in text.splitlines()
-        if line.startswith("borealis:generation_tokens_total{") and labels in line
+        if line.startswith("borealis:generation_tokens_total{") and labelled(line)
     ]
     assert float(generated[0].rsplit(" ", 1)[1]) >= 16
 
     def counter(name: str, extra: str = "") -> float:
-        rows = [row for row in text.splitlines() if row.startswith(name + "{") and labels in row]
+        rows = [row for row in text.splitlines() if row.startswith(name + "{") and labelled(row)]
         return sum(float(row.rsplit(" ", 1)[1]) for row in rows if extra in row)
 
     # Control-plane state an SRE alerts on, read at scrape time.

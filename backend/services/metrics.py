@@ -1,7 +1,8 @@
 """Prometheus metrics of the control plane, named like vLLM's so existing dashboards apply.
 
 The control plane sees the final chunk of every request, including the worker's speculative
-statistics, so serving metrics are counted here, labelled by draft version and domain.
+statistics, so serving metrics are counted here, labelled like vLLM's by ``model_name`` and
+further by draft version and domain.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from borealis.wire import GenerateChunk
 
 PREFIX = "borealis:"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 ACCEPTANCE_BUCKETS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, model_name: str) -> None:
         self.registry = CollectorRegistry()
-        labels = ["draft_version", "domain"]
+        self.model_name = model_name
+        labels = ["model_name", "draft_version", "domain"]
         r = self.registry
         self.num_drafts = Counter(
             f"{PREFIX}spec_decode_num_drafts", "Verification steps with a proposal.", labels, registry=r
@@ -67,7 +70,7 @@ class ServingMetrics:
             f"{PREFIX}request_success", "Finished requests.", [*labels, "finished_reason"], registry=r
         )
         self.request_errors = Counter(
-            f"{PREFIX}request_errors", "Requests that failed.", ["status"], registry=r
+            f"{PREFIX}request_errors", "Requests that failed.", ["model_name", "status"], registry=r
         )
         self.prompt_tokens = Counter(f"{PREFIX}prompt_tokens", "Prompt tokens processed.", labels, registry=r)
         self.generation_tokens = Counter(
@@ -76,12 +79,13 @@ class ServingMetrics:
         self.swaps = Counter(
             f"{PREFIX}swaps",
             "Draft swaps acknowledged by workers, by result (ok, failed).",
-            ["result"],
+            ["model_name", "result"],
             registry=r,
         )
         self.swap_load_seconds = Histogram(
             f"{PREFIX}swap_load_seconds",
             "Seconds from a swap starting on a worker to its ack (fetch, verify, load, install).",
+            ["model_name"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -100,12 +104,20 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.time_per_output_token = Histogram(
+            f"{PREFIX}request_time_per_output_token_seconds",
+            "Per request: mean seconds between output tokens after the first (vLLM's TPOT).",
+            labels,
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
 
     def observe_finished(
         self, chunk: GenerateChunk, domain: str | None, latency_s: float, ttft_s: float | None
     ) -> None:
         stats = chunk.spec_decode
         labels = {
+            "model_name": self.model_name,
             "draft_version": (stats.draft_version if stats else None) or "none",
             "domain": domain or "unknown",
         }
@@ -115,6 +127,11 @@ class ServingMetrics:
         self.e2e_latency.labels(**labels).observe(latency_s)
         if ttft_s is not None:
             self.ttft.labels(**labels).observe(ttft_s)
+            tokens = chunk.completion_tokens or 0
+            if tokens > 1:
+                self.time_per_output_token.labels(**labels).observe(
+                    max(0.0, latency_s - ttft_s) / (tokens - 1)
+                )
         if stats is None or stats.num_steps == 0:
             return
         self.num_steps.labels(**labels).inc(stats.num_steps)
@@ -131,8 +148,8 @@ class ServingMetrics:
         self.acceptance_length.labels(**labels).observe(stats.mean_acceptance_length)
 
     def observe_swap(self, ok: bool, load_seconds: float) -> None:
-        self.swaps.labels(result="ok" if ok else "failed").inc()
-        self.swap_load_seconds.observe(load_seconds)
+        self.swaps.labels(model_name=self.model_name, result="ok" if ok else "failed").inc()
+        self.swap_load_seconds.labels(model_name=self.model_name).observe(load_seconds)
 
     def observe_error(self, status: int) -> None:
-        self.request_errors.labels(status=str(status)).inc()
+        self.request_errors.labels(model_name=self.model_name, status=str(status)).inc()
