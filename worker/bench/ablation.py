@@ -28,6 +28,7 @@ import torch
 
 from borealis.settings import get_settings
 from worker.bench.report import emit
+from worker.bench.served_traces import serve_traces
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
@@ -36,10 +37,8 @@ from worker.draft.runner import DraftRunner
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
-from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps
-from worker.engine.types import GenerationRequest, SamplingParams, StepTrace, TokenEvent
 from worker.workloads import build_prompts, encode_prompt
 
 DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
@@ -106,47 +105,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if len({arm.name for arm in args.arms}) != len(args.arms) or args.eval_at[0] < 1:
         parser.error("arm names must be distinct and --eval-at steps positive")
     return args
-
-
-@dataclass(frozen=True)
-class ServedTrace:
-    prompt: list[int]
-    output: list[int]
-    steps: tuple[StepTrace, ...]
-    features: torch.Tensor | None  # [N, 4H] float16 when the engine recorded features
-
-
-def serve_traces(
-    target: LlamaModel,
-    runner: DraftRunner,
-    prompts: list[list[int]],
-    max_new_tokens: int,
-    eos: tuple[int, ...],
-    record_features: bool = False,
-) -> list[ServedTrace]:
-    """Each request decoded greedily with speculation on, in order."""
-    config = EngineConfig(
-        max_batch=8, max_seq_len=2048, spec=SpecConfig(mode="tree"), record_features=record_features
-    )
-    engine = SpecEngine(target, config)
-    engine.swap_draft(runner)
-    params = SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=eos)
-    for index, prompt in enumerate(prompts):
-        engine.submit(GenerationRequest(str(index), prompt, params))
-    outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
-    finals: dict[str, TokenEvent] = {}
-    while engine.has_work():
-        for event in engine.step():
-            outputs[event.request_id].extend(event.token_ids)
-            if event.finish_reason is not None:
-                finals[event.request_id] = event
-    served = []
-    for i, prompt in enumerate(prompts):
-        final = finals.get(str(i))
-        trace = final.trace if final is not None and final.trace is not None else ()
-        features = final.features if final is not None else None
-        served.append(ServedTrace(prompt, outputs[str(i)], trace, features))
-    return served
 
 
 def starting_draft(init: str, target: LlamaModel, train_ids: list[list[int]], seed: int) -> Eagle3Draft:

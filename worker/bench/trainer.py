@@ -32,8 +32,8 @@ import torch
 from borealis.settings import Settings, get_settings
 from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
-from worker.bench.ablation import serve_traces
 from worker.bench.report import emit
+from worker.bench.served_traces import serve_traces
 from worker.draft.model import new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.shadow import paired_interval
