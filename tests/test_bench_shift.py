@@ -170,3 +170,22 @@ def test_summary_reports_the_issue_keys_from_both_taus(scorer: DraftScorer) -> N
     windows = summary["arms"]["online"]["windows"]
     assert [w["promoted"] for w in windows] == [False, False, False, True]
     assert summary["arms"]["scratch"]["windows"][0]["draft_tau"] == 1.0  # no draft yet: one token per step
+
+
+def test_the_trainer_environment_follows_the_mode() -> None:
+    from worker.bench.shift import bench_env, parse_args
+
+    dedicated = bench_env(
+        parse_args(["--json", "x.json", "--train-steps-per-request", "2", "--heldout-fraction", "0.25"])
+    )
+    assert (
+        dedicated["BOREALIS_TRAINER_STEPS_PER_TRACE"] == "2.0"
+        and dedicated["BOREALIS_TRAINER_DUTY_CYCLE"] == "1.0"
+    )
+    assert dedicated["BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS"] == "1"
+    assert dedicated["BOREALIS_TRAINER_HELDOUT_FRACTION"] == "0.25"
+    colocated = bench_env(parse_args(["--json", "x.json", "--trainer", "colocated"]))
+    assert (
+        "BOREALIS_TRAINER_STEPS_PER_TRACE" not in colocated
+        and "BOREALIS_TRAINER_HELDOUT_FRACTION" not in colocated
+    )

@@ -109,6 +109,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth of draft-only tau")
     parser.add_argument("--static-draft", type=Path, default=None, help="offline draft (default: train one)")
     parser.add_argument("--static-minutes", type=float, default=10.0, help="offline training budget")
+    parser.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=None,
+        help="share of traces the trainer holds out to judge candidates (default: its setting, 0.1)",
+    )
     parser.add_argument("--trainer-wait-seconds", type=float, default=900.0, help="dedicated: per window")
     parser.add_argument("--throughput-requests", type=int, default=12, help="colocated: per block")
     parser.add_argument("--throughput-blocks", type=int, default=2, help="colocated: paused+on pairs")
@@ -210,6 +216,8 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
         # the adaptive depth, so acceptance length compares drafts.
         "BOREALIS_SPEC_ADAPTIVE": "false",
     }
+    if args.heldout_fraction is not None:
+        env["BOREALIS_TRAINER_HELDOUT_FRACTION"] = str(args.heldout_fraction)
     if args.trainer == "dedicated":
         env |= {
             "BOREALIS_TRAINER_DUTY_CYCLE": "1.0",
