@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.helpers import greedy_request, run_all
 from worker.draft.examples import build_example
 from worker.draft.io import load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
@@ -18,7 +19,6 @@ from worker.draft.trainer import DraftTrainer, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
-from worker.engine.types import GenerationRequest, SamplingParams
 
 
 def test_the_plan_gives_the_coldest_unused_rows_to_the_most_frequent_missing_tokens() -> None:
@@ -76,19 +76,10 @@ def test_greedy_output_with_a_remapped_draft_is_the_targets_own(target: LlamaMod
     apply_remap(draft, plan_remap(draft.vocab, [[700] * 5 + [800] * 5], Counter(), 64), target)
     generator = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, 1000, (10,), generator=generator).tolist() for _ in range(4)]
-
-    def decode(engine: SpecEngine) -> dict[str, list[int]]:
-        for i, prompt in enumerate(prompts):
-            engine.submit(GenerationRequest(f"r{i}", prompt, SamplingParams(max_new_tokens=20)))
-        out: dict[str, list[int]] = {}
-        while engine.has_work():
-            for event in engine.step():
-                out.setdefault(event.request_id, []).extend(event.token_ids)
-        return out
-
+    requests = [greedy_request(f"r{i}", prompt, 20) for i, prompt in enumerate(prompts)]
     config = EngineConfig(max_batch=4, max_seq_len=128, spec=SpecConfig(mode="off"))
     spec = EngineConfig(max_batch=4, max_seq_len=128, spec=SpecConfig(mode="tree", adaptive=False))
-    plain = decode(SpecEngine(target, config))
+    plain, _ = run_all(SpecEngine(target, config), requests)
     speculative = SpecEngine(target, spec)
     speculative.swap_draft(DraftRunner(draft, target.embed, "remapped"))
-    assert decode(speculative) == plain
+    assert run_all(speculative, requests)[0] == plain

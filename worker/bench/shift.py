@@ -172,23 +172,24 @@ def acceptance_length(served: list[Served]) -> float | None:
     return (steps + sum(s.accepted for s in served)) / steps if steps else None
 
 
+def _wall(served: list[Served]) -> float:
+    """First request sent to last reply."""
+    return max(s.outcome.finished for s in served) - min(s.outcome.started for s in served)
+
+
 def tokens_per_second(served: list[Served]) -> float | None:
     """Completion tokens per second of serving: first request sent to last reply."""
     if not served:
         return None
-    wall = max(s.outcome.finished for s in served) - min(s.outcome.started for s in served)
+    wall = _wall(served)
     return sum(s.outcome.completion_tokens for s in served) / wall if wall > 0 else None
 
 
 def serving_tokens_per_second(served: list[Served], slices: list[slice]) -> float | None:
     """Over windows, excluding the dedicated trainer's turns between them (traffic waits then)."""
-    walls = [
-        max(s.outcome.finished for s in served[w]) - min(s.outcome.started for s in served[w])
-        for w in slices
-        if served[w]
-    ]
+    wall = sum(_wall(served[w]) for w in slices if served[w])
     tokens = sum(s.outcome.completion_tokens for s in served)
-    return tokens / sum(walls) if walls and sum(walls) > 0 else None
+    return tokens / wall if wall > 0 else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -102,9 +102,8 @@ def score_versions(
 
 def no_draft_counts(scorer: DraftScorer) -> Counts:
     """Without a draft every target step emits one token: tau 1 by definition."""
-    return [
-        (max(0, len(t.ids) - 1 - t.prompt_len), max(0, len(t.ids) - 1 - t.prompt_len)) for t in scorer.traces
-    ]
+    steps = (max(0, len(t.ids) - 1 - t.prompt_len) for t in scorer.traces)
+    return [(n, n) for n in steps]
 
 
 def pooled_tau(columns: Sequence[tuple[int, int]]) -> float | None:

@@ -34,28 +34,35 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+# EAGLE-3 name -> the draft parameter that holds it whole
+WHOLE = {
+    "fc.weight": "fc",
+    "midlayer.input_layernorm.weight": "input_norm",
+    "midlayer.hidden_norm.weight": "hidden_norm",
+    "midlayer.self_attn.o_proj.weight": "out",
+    "midlayer.post_attention_layernorm.weight": "post_norm",
+    "midlayer.mlp.down_proj.weight": "down",
+    "norm.weight": "final_norm",
+    "lm_head.weight": "lm_head",
+}
+# draft parameters stored fused here and split there: the EAGLE-3 names of their row blocks, in order
+SPLIT = {
+    "qkv": tuple(f"midlayer.self_attn.{p}_proj.weight" for p in "qkv"),
+    "gate_up": ("midlayer.mlp.gate_proj.weight", "midlayer.mlp.up_proj.weight"),
+}
+
+
+def _split_rows(c: DraftConfig) -> dict[str, list[int]]:
+    q_rows, kv_rows = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    return {"qkv": [q_rows, kv_rows, kv_rows], "gate_up": [c.intermediate_size, c.intermediate_size]}
+
+
 def eagle3_tensors(draft: Eagle3Draft, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """The draft's weights under EAGLE-3 names (``q/k/v_proj``, ``gate/up_proj`` split), plus d2t/t2d."""
-    c = draft.config
-    q_rows, kv_rows = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-    q, k, v = draft.qkv.detach().split([q_rows, kv_rows, kv_rows])
-    gate, up = draft.gate_up.detach().chunk(2)
-    weights = {
-        "fc.weight": draft.fc,
-        "midlayer.input_layernorm.weight": draft.input_norm,
-        "midlayer.hidden_norm.weight": draft.hidden_norm,
-        "midlayer.self_attn.q_proj.weight": q,
-        "midlayer.self_attn.k_proj.weight": k,
-        "midlayer.self_attn.v_proj.weight": v,
-        "midlayer.self_attn.o_proj.weight": draft.out,
-        "midlayer.post_attention_layernorm.weight": draft.post_norm,
-        "midlayer.mlp.gate_proj.weight": gate,
-        "midlayer.mlp.up_proj.weight": up,
-        "midlayer.mlp.down_proj.weight": draft.down,
-        "norm.weight": draft.final_norm,
-        "lm_head.weight": draft.lm_head,
-    }
-    tensors = {name: w.detach().to(dtype).contiguous() for name, w in weights.items()}
+    weights = {name: getattr(draft, attr).detach() for name, attr in WHOLE.items()}
+    for attr, rows in _split_rows(draft.config).items():
+        weights |= dict(zip(SPLIT[attr], getattr(draft, attr).detach().split(rows), strict=True))
+    tensors = {name: w.to(dtype).contiguous() for name, w in weights.items()}
     ids = draft.vocab.draft_to_target
     tensors["d2t"] = (ids - torch.arange(ids.numel())).contiguous()
     tensors["t2d"] = (draft.vocab.target_to_draft >= 0).contiguous()
@@ -124,22 +131,9 @@ def import_eagle3(directory: Path) -> Eagle3Draft:
     )
     vocab = DraftVocab(d2t + torch.arange(d2t.numel()), draft_config.target_vocab_size)
     draft = Eagle3Draft(draft_config, vocab)
-    attn, mlp = "midlayer.self_attn.", "midlayer.mlp."
     with torch.no_grad():
-        for param, name in (
-            (draft.fc, "fc.weight"),
-            (draft.input_norm, "midlayer.input_layernorm.weight"),
-            (draft.hidden_norm, "midlayer.hidden_norm.weight"),
-            (draft.out, f"{attn}o_proj.weight"),
-            (draft.post_norm, "midlayer.post_attention_layernorm.weight"),
-            (draft.down, f"{mlp}down_proj.weight"),
-            (draft.final_norm, "norm.weight"),
-            (draft.lm_head, "lm_head.weight"),
-        ):
-            param.copy_(tensors[name].float())
-        qkv = [tensors[f"{attn}{p}_proj.weight"] for p in "qkv"]
-        draft.qkv.copy_(torch.cat(qkv).float())
-        draft.gate_up.copy_(
-            torch.cat([tensors[f"{mlp}gate_proj.weight"], tensors[f"{mlp}up_proj.weight"]]).float()
-        )
+        for name, attr in WHOLE.items():
+            getattr(draft, attr).copy_(tensors[name].float())
+        for attr, names in SPLIT.items():
+            getattr(draft, attr).copy_(torch.cat([tensors[name] for name in names]).float())
     return draft
