@@ -109,7 +109,7 @@ def _draft_publish(args: argparse.Namespace) -> int:
     from borealis.secrets import resolve_cluster_token
 
     settings = get_settings()
-    token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    token = resolve_cluster_token(settings.security)
     client = ControlPlaneClient(settings.resolved_control_plane_url, token)
     try:
         result = client.publish(
@@ -154,9 +154,10 @@ def _admin_rotate(_args: argparse.Namespace) -> int:
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with make_session_factory(engine)() as session:
-        rotate_admin_credential(session, settings)
+        rotate_admin_credential(session, settings.security)
     engine.dispose()
-    print(f"new admin credential written to {settings.admin_token_file} (owner-only); the old one is revoked")
+    where = settings.security.admin_token_file
+    print(f"new admin credential written to {where} (owner-only); the old one is revoked")
     return 0
 
 

@@ -21,12 +21,13 @@ COLUMNS = ("id", "status", "parent_id", "source", "created_at", "shadow_candidat
 
 
 def admin_client(settings: Settings) -> httpx.Client:
-    token = settings.admin_token
-    if not token and settings.admin_token_file.is_file():
-        token = settings.admin_token_file.read_text().strip()
+    security = settings.security
+    token = security.admin_token
+    if not token and security.admin_token_file.is_file():
+        token = security.admin_token_file.read_text().strip()
     if not token:
         raise RuntimeError(
-            f"no admin credential: set BOREALIS_ADMIN_TOKEN or create {settings.admin_token_file}"
+            f"no admin credential: set BOREALIS_ADMIN_TOKEN or create {security.admin_token_file}"
         )
     return httpx.Client(
         base_url=settings.resolved_control_plane_url,

@@ -60,7 +60,7 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     env["BOREALIS_WORKER_PORT"] = str(settings.worker_port or free_port())
     env.setdefault("BOREALIS_TRAINER_DUTY_CYCLE", COLOCATED_TRAINER_DUTY_CYCLE)
     # Resolved once here so no two children race to generate different tokens.
-    env["BOREALIS_CLUSTER_TOKEN"] = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    env["BOREALIS_CLUSTER_TOKEN"] = resolve_cluster_token(settings.security)
     redis_process = None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -91,8 +91,8 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
         if not _wait_for(f"{base}/ready", 600, children):
             raise RuntimeError(f"the appliance did not become ready; logs in {logs}")
         print(f"Borealis is ready. Dashboard: {base}/dashboard  API: {base}/v1  logs: {logs}", flush=True)
-        if not settings.admin_token:
-            print(f"admin credential: {settings.admin_token_file} (owner-only)", flush=True)
+        if not settings.security.admin_token:
+            print(f"admin credential: {settings.security.admin_token_file} (owner-only)", flush=True)
         _supervise(children, env)
     except ShutdownRequested as reason:
         print(f"stopping ({reason})…", flush=True)

@@ -56,21 +56,14 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         engine = make_engine(url)
         app.state.sessions = make_session_factory(engine)
         with app.state.sessions() as session:
-            ensure_admin_credential(session, settings)
-        app.state.cluster_token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+            ensure_admin_credential(session, settings.security)
+        app.state.cluster_token = resolve_cluster_token(settings.security)
         app.state.dashboard_sessions = DashboardSessions(
-            read_or_create_token(settings.home / "dashboard-session-key", "dsk")
+            read_or_create_token(settings.security.session_key_file, "dsk")
         )
         app.state.artifacts = ArtifactStore(settings.resolved_artifact_dir)
         app.state.swap_publisher = SwapPublisher(settings.redis_url, settings.redis_key_prefix)
-        monitor = LiveMonitor(
-            app.state.sessions,
-            app.state.swap_publisher,
-            settings.auto_rollback_window,
-            settings.auto_rollback_margin,
-            settings.auto_rollback,
-            settings.auto_rollback_judge_windows,
-        )
+        monitor = LiveMonitor(app.state.sessions, app.state.swap_publisher, settings.rollback)
         app.state.observer = RequestObserver(app.state.metrics, monitor, app.state.serving_stats)
         app.state.trace_bus = TraceBusMonitor(TraceBusConfig.from_settings(settings))
         app.state.metrics.registry.register(app.state.trace_bus)

@@ -7,6 +7,10 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from borealis.settings import SecuritySettings
 
 
 def generate_token(prefix: str) -> str:
@@ -42,6 +46,6 @@ def read_or_create_token(path: Path, prefix: str) -> str:
     return token
 
 
-def resolve_cluster_token(configured: str, token_file: Path) -> str:
+def resolve_cluster_token(security: SecuritySettings) -> str:
     """The shared worker secret: configured (multi-machine) or the one in the shared home (one machine)."""
-    return configured or read_or_create_token(token_file, "cls")
+    return security.cluster_token or read_or_create_token(security.cluster_token_file, "cls")

@@ -78,6 +78,28 @@ class ServingSettings:
     record_features: bool  # final events carry target features for the trace side store
 
 
+@dataclass(frozen=True)
+class RollbackSettings:
+    """What the control plane's live monitor reads to judge a newly live draft (``auto_rollback_*``)."""
+
+    enabled: bool
+    window: int  # requests on a version per judged window
+    margin: float  # roll back when acceptance falls this fraction below the previous version's
+    judge_windows: int  # comparable windows a new version must pass before it is trusted
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Credentials and where generated ones live: all the authentication code reads."""
+
+    cluster_token: str  # configured shared secret of workers and trainers; empty: generated file
+    cluster_token_file: Path
+    admin_token: str  # configured admin credential; empty: generated file at first start
+    admin_token_file: Path
+    session_key_file: Path  # signs dashboard session cookies
+    require_api_key: bool
+
+
 def default_home() -> Path:
     """Per-user state directory (database, artifacts, prepared model, embedded Redis)."""
     return Path.home() / ".cache" / "borealis"
@@ -401,6 +423,26 @@ class Settings(BaseSettings):
         )
 
     @property
+    def rollback(self) -> RollbackSettings:
+        return RollbackSettings(
+            enabled=self.auto_rollback,
+            window=self.auto_rollback_window,
+            margin=self.auto_rollback_margin,
+            judge_windows=self.auto_rollback_judge_windows,
+        )
+
+    @property
+    def security(self) -> SecuritySettings:
+        return SecuritySettings(
+            cluster_token=self.cluster_token,
+            cluster_token_file=self.home / "cluster-token",
+            admin_token=self.admin_token,
+            admin_token_file=self.home / "admin-token",
+            session_key_file=self.home / "dashboard-session-key",
+            require_api_key=self.require_api_key,
+        )
+
+    @property
     def trainer(self) -> TrainerSettings:
         return TrainerSettings(
             root=self.home / "trainer",
@@ -460,14 +502,6 @@ class Settings(BaseSettings):
             # Bound to every interface (a container): advertise the address peers can reach.
             host = socket.gethostbyname(socket.gethostname())
         return f"http://{host}:{self.worker_port}"
-
-    @property
-    def cluster_token_file(self) -> Path:
-        return self.home / "cluster-token"
-
-    @property
-    def admin_token_file(self) -> Path:
-        return self.home / "admin-token"
 
     @property
     def embedded_model_dir(self) -> Path:

@@ -14,6 +14,7 @@ from backend.db.session import make_engine, make_session_factory
 from backend.services.live_monitor import LiveMonitor
 from backend.services.registry import Registry
 from backend.services.swaps import SwapPublisher
+from borealis.settings import RollbackSettings
 from borealis.wire import DraftRegistration
 
 WINDOW = 10
@@ -32,7 +33,9 @@ def setup(database_url: str) -> Iterator[Setup]:
     yield (
         sessions,
         publisher,
-        LiveMonitor(sessions, publisher, window=WINDOW, margin=0.1, rollback_enabled=True),
+        LiveMonitor(
+            sessions, publisher, RollbackSettings(enabled=True, window=WINDOW, margin=0.1, judge_windows=3)
+        ),
     )
     engine.dispose()
 

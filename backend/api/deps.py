@@ -177,7 +177,7 @@ def require_api_key(auth: BearerDep, settings: SettingsDep, session: SessionDep)
     credential = None
     if auth is not None:
         credential = credentials.find_active(session, credentials.API_KEY, auth.credentials)
-    if credential is None and settings.require_api_key:
+    if credential is None and settings.security.require_api_key:
         raise APIError(
             401, "a valid API key is required", type_="authentication_error", code="invalid_api_key"
         )

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from backend.crud import audit, control_state, drafts
 from backend.services.registry import Registry, TransitionError
 from backend.services.swaps import SwapPublisher
+from borealis.settings import RollbackSettings
 
 log = logging.getLogger(__name__)
 ACTOR = "system:auto-rollback"
@@ -75,17 +76,14 @@ class LiveMonitor:
         self,
         sessions: Callable[[], Session],
         publisher: SwapPublisher,
-        window: int,
-        margin: float,
-        rollback_enabled: bool,
-        judge_windows: int = 3,
+        settings: RollbackSettings,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
-        self._window = window
-        self._margin = margin
-        self._rollback_enabled = rollback_enabled
-        self._judge_windows = judge_windows
+        self._window = settings.window
+        self._margin = settings.margin
+        self._rollback_enabled = settings.enabled
+        self._judge_windows = settings.judge_windows
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = defaultdict(_Window)
         self._passed: dict[str, int] = defaultdict(int)  # comparable windows a version has passed

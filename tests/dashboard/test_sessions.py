@@ -48,6 +48,6 @@ def test_rotating_the_admin_credential_ends_dashboard_sessions(tmp_path: Path) -
         assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
         assert client.post("/api/learning/pause", json={"reason": "r"}, headers=csrf).status_code == 200
         with app.state.sessions() as session:
-            rotate_admin_credential(session, settings)
+            rotate_admin_credential(session, settings.security)
         assert client.get("/api/learning").status_code == 401
         assert client.get("/dashboard/drafts", follow_redirects=False).status_code == 303

@@ -185,11 +185,11 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert resumed.state.round == 2 and resumed.trainer is not None and trainer.trainer is not None
     for a, b in zip(trainer.trainer.draft.parameters(), resumed.trainer.draft.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert len(resumed.replay) == len(trainer.replay)
+    assert len(resumed.intake.replay) == len(trainer.intake.replay)
 
     # a round that read traces and died before its checkpoint: they come back to the next trainer
     push(settings, records[24:])
-    assert resumed._intake() == len(records) - 24
+    assert resumed.intake.read(resumed.state) == len(records) - 24
     assert pending(settings) == len(records) - 24
     after_crash = new_trainer(settings, target, control)
     report = after_crash.run_round()
@@ -233,8 +233,8 @@ def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
     assert trainer.run_round()["status"] == "trained" and trainer.trainer is not None
     vocab = trainer.trainer.draft.vocab
     outside = [t for t in range(target.spec.vocab_size) if int(vocab.target_to_draft[t]) < 0][:3]
-    trainer._recent = [outside * 4]  # a new domain's round: three frequent tokens the draft cannot propose
-    remap = trainer._remap()
+    new_domain_round = [outside * 4]  # three frequent tokens the draft cannot propose
+    remap = trainer._remap(new_domain_round)
     assert remap is not None and remap["rows"] == 3 and remap["vocab_version"] == 1
     assert remap["coverage_before"] == 0.0 and remap["coverage_after"] == 1.0
     assert all(int(trainer.trainer.draft.vocab.target_to_draft[t]) >= 0 for t in outside)
@@ -262,7 +262,7 @@ def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: Lla
         return "done"
 
     started = time.monotonic()
-    assert trainer._paced(busy, 0.05) == "done"
+    assert trainer.pacer.paced(busy, 0.05) == "done"
     assert time.monotonic() - started >= 0.05 / 0.25  # busy 0.05 s, then rest 0.15 s
 
 
@@ -292,10 +292,10 @@ def test_a_live_draft_made_for_another_target_is_refused_not_trained(target: Lla
     from worker.draft.io import DraftArtifactError
     from worker.draft.model import new_draft
     from worker.draft.vocab import DraftVocab
-    from worker.training.online import _check_fits
+    from worker.training.candidates import check_fits
 
     vocab = DraftVocab.from_counts(Counter(range(64)), 64, target.spec.vocab_size)
-    _check_fits(new_draft(target.spec, vocab), target)
+    check_fits(new_draft(target.spec, vocab), target)
     other = dataclasses.replace(target.spec, hidden_size=target.spec.hidden_size * 2, head_dim=32)
     with pytest.raises(DraftArtifactError, match="hidden size"):
-        _check_fits(new_draft(other, vocab), target)
+        check_fits(new_draft(other, vocab), target)

@@ -39,7 +39,7 @@ def run_inference_worker(settings: Settings) -> None:
     runner = EngineRunner()
     serving = runner.start(build, lambda built: built.engine)
     prompts = PromptBuilder.from_model_dir(model_dir, serving.max_context_tokens)
-    token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+    token = resolve_cluster_token(settings.security)
     control = ControlPlaneClient(
         settings.resolved_control_plane_url, token, timeout_s=max(5.0, 2 * settings.heartbeat_seconds)
     )

@@ -49,7 +49,7 @@ class HttpControlPlane:
     """``ControlPlane`` over the shared client; unreachable reads as paused, drift is best effort."""
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0):
-        token = resolve_cluster_token(settings.cluster_token, settings.cluster_token_file)
+        token = resolve_cluster_token(settings.security)
         self.client = ControlPlaneClient(settings.resolved_control_plane_url, token, timeout_s)
 
     def learning_state(self) -> tuple[bool, str | None]:

@@ -1,0 +1,152 @@
+"""How a trained draft becomes a candidate: judged against the live draft, then published.
+
+Shadow evaluation scores the candidate and the live draft by simulated chain acceptance on the same
+held-out traces (paired per trace, so the approval policy can ask for an interval above zero);
+publishing uploads the artifact with its training metrics and data window, and never leaves the
+candidate's files behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from borealis.control_client import ControlPlaneError
+from borealis.wire import UploadResult
+from worker.draft.io import DraftArtifactError, load_draft, save_draft
+from worker.draft.model import Eagle3Draft
+from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance
+from worker.draft.trainer import DraftTrainer
+from worker.draft.vocab import DraftVocab
+from worker.engine.llama import LlamaModel
+from worker.training.control import ControlPlane
+from worker.training.examples_cache import ExampleCache
+from worker.training.heldout import HeldOut
+from worker.training.pacing import Pacer
+
+log = logging.getLogger(__name__)
+
+ShadowEval = dict[str, dict[str, float]]
+
+
+class Candidates:
+    def __init__(
+        self,
+        root: Path,
+        target: LlamaModel,
+        control: ControlPlane,
+        examples: ExampleCache,
+        heldout: HeldOut,
+        pacer: Pacer,
+        eval_depth: int,
+    ) -> None:
+        self.dir = root / "candidates"
+        self.live_dir = root / "live"
+        self.target = target
+        self.control = control
+        self.examples = examples
+        self.heldout = heldout
+        self.pacer = pacer
+        self.eval_depth = eval_depth
+        self._live: tuple[str, Eagle3Draft] | None = None
+        # A trainer killed while publishing leaves its candidate's files behind; it is never published.
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def shadow_eval(self, trainer: DraftTrainer, live: str | None) -> ShadowEval:
+        """Simulated acceptance of the candidate and of the live draft on the same held-out traces.
+
+        The most recent held-out traces, whatever their domain: after a shift the candidate is
+        judged on the traffic it will serve, not on a domain that no longer arrives. Per domain and
+        ``all``: both pooled means, the trace count, and the paired 95 % interval of the per-trace
+        difference (``diff_low``, ``diff_high``) that the approval policy judges by.
+        """
+        paced, depth = self.pacer.paced, self.eval_depth
+        records = self.heldout.for_evaluation()
+        examples = [paced(self.examples.get, r, trainer.draft.vocab) for r in records]
+        ours = paced(per_trace_counts, trainer.draft, trainer.embed, examples, depth)
+        live_draft = self.live_draft(live) if live else None
+        if live_draft is None:
+            theirs = [(s, s) for _, s in ours]  # no draft: one token per target step
+        else:
+            if live_draft.vocab.same_as(trainer.draft.vocab):
+                live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
+            else:
+                live_examples = [paced(self.examples.build, r, live_draft.vocab) for r in records]
+            theirs = paced(per_trace_counts, live_draft, trainer.embed, live_examples, depth)
+        candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
+        report = {}
+        for domain, value in candidate.items():
+            rows = [i for i, e in enumerate(examples) if domain in ("all", e.domain) and ours[i][1]]
+            low, high = paired_interval(
+                [ours[i][0] / ours[i][1] for i in rows], [theirs[i][0] / theirs[i][1] for i in rows]
+            )
+            report[domain] = {
+                "candidate": value,
+                "live": baseline.get(domain, 1.0),
+                "traces": float(len(rows)),
+                "diff_low": low,
+                "diff_high": high,
+            }
+        return report
+
+    def coverage(self, vocab: DraftVocab) -> dict[str, float]:
+        """Per domain, the share of held-out output tokens the draft's vocabulary can propose at all:
+        the ceiling on its acceptance there, and the sign a new domain's tokens fall outside it."""
+        outputs: dict[str, list[int]] = {}
+        for record in self.heldout.records():
+            outputs.setdefault(record.domain, []).extend(record.output_ids)
+        return {domain: round(vocab.coverage(tokens), 4) for domain, tokens in sorted(outputs.items())}
+
+    def publish(
+        self,
+        draft: Eagle3Draft,
+        name: str,
+        live: str | None,
+        shadow: ShadowEval,
+        metrics: dict[str, Any],
+        window: dict[str, Any],
+        vocab_version: int,
+    ) -> UploadResult:
+        """Upload ``draft`` as a candidate descending from ``live``; raises ``ControlPlaneError`` or
+        ``OSError`` when it could not be published."""
+        out = self.dir / name
+        save_draft(
+            draft,
+            out,
+            parent_version=live,
+            extra={"training": metrics, "shadow_eval": shadow, "vocab_version": vocab_version},
+        )
+        try:
+            return self.control.publish(out, live, shadow, metrics, window)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)  # uploaded, or superseded by the next candidate
+
+    def live_draft(self, version: str) -> Eagle3Draft | None:
+        """The registered draft ``version``, fetched once and kept in memory; None when unusable."""
+        if self._live is not None and self._live[0] == version:
+            return self._live[1]
+        directory = self.live_dir / version
+        try:
+            self.control.fetch_draft(version, directory)
+            draft, _ = load_draft(directory)
+            check_fits(draft, self.target)
+        except (ControlPlaneError, DraftArtifactError, OSError) as exc:
+            # Unusable (gone, corrupt, or made for another target): learn on without it.
+            log.warning("live draft %s unavailable: %s", version, exc)
+            return None
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)  # kept in memory; files would pile up per version
+        self._live = (version, draft)
+        return draft
+
+
+def check_fits(draft: Eagle3Draft, target: LlamaModel) -> None:
+    """A draft trained for another target would fail every round: refuse it at load time."""
+    config, spec = draft.config, target.spec
+    if (config.hidden_size, config.target_vocab_size) != (spec.hidden_size, spec.vocab_size):
+        raise DraftArtifactError(
+            f"draft for hidden size {config.hidden_size} / vocabulary {config.target_vocab_size}, "
+            f"target has {spec.hidden_size} / {spec.vocab_size}"
+        )
