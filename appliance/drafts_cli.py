@@ -75,6 +75,14 @@ def _dispatch(client: httpx.Client, args: argparse.Namespace) -> int:
         response = client.get(f"/api/drafts/{args.version}")
     elif args.action == "aliases":
         response = client.get("/api/drafts/aliases")
+    elif args.action == "annotate":
+        try:
+            tags = dict(_key_value(tag) for tag in args.tag)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        body = {"set_tags": tags, "delete_tags": args.untag, "note": args.note, "reason": args.reason}
+        response = client.patch(f"/api/drafts/{args.version}", json=body)
     else:
         response = client.post(f"/api/drafts/{args.version}/{args.action}", json={"reason": args.reason})
     if response.status_code >= 400:
@@ -85,6 +93,13 @@ def _dispatch(client: httpx.Client, args: argparse.Namespace) -> int:
     else:
         print(json.dumps(response.json(), indent=2))
     return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--tag takes KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def add_parser(commands: Any) -> None:
@@ -103,4 +118,10 @@ def add_parser(commands: Any) -> None:
         decision = actions.add_parser(action, help=f"{action} a version (audited)")
         decision.add_argument("version")
         decision.add_argument("--reason", default="", help="recorded in the audit log")
+    annotate = actions.add_parser("annotate", help="set or delete tags and replace the note (audited)")
+    annotate.add_argument("version")
+    annotate.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="set a tag")
+    annotate.add_argument("--untag", action="append", default=[], metavar="KEY", help="delete a tag")
+    annotate.add_argument("--note", default=None, help="replaces the version's note")
+    annotate.add_argument("--reason", default="", help="recorded in the audit log")
     drafts.set_defaults(func=run)

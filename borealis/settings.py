@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     )
     model_name: str = Field(default="smollm2-135m-instruct", description="Model id served by /v1/models.")
     artifact_dir: str = Field(default="", description="Draft artifacts; empty means `home`/artifacts.")
+    artifact_keep_versions: int = Field(
+        default=50,
+        ge=3,
+        le=1_000_000,
+        description="Retention: beyond the newest this many versions, rejected, rolled-back and retired "
+        "versions lose their weights (never the live one, @previous, or a candidate awaiting a decision).",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     worker_host: str = "127.0.0.1"

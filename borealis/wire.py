@@ -239,6 +239,7 @@ class GenerateChunk(WireModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     spec_decode: SpecDecodeStats | None = None
+    queue_seconds: float | None = Field(default=None, ge=0.0)  # final chunk: waited for a batch slot
     error: str | None = None
 
 

@@ -272,5 +272,69 @@ def test_the_drafts_cli_lists_with_aliases_and_decides_through_the_operator_api(
     assert json.loads(drafts("aliases").stdout)["champion"] == pending.version
     audit = stack.admin("GET", "/api/audit", params={"action": "draft.approve"}).json()
     assert any(entry["target"] == pending.version and entry["reason"] == "cli test" for entry in audit)
+    tagged = drafts("annotate", pending.version, "--tag", "team=search", "--note", "first cli draft")
+    assert tagged.returncode == 0, tagged.stderr
+    assert json.loads(drafts("show", pending.version).stdout)["tags"] == {"team": "search"}
     refused = drafts("ls", token="adm_wrong")
     assert refused.returncode == 1 and "403" in refused.stderr
+
+
+def test_tags_and_notes_are_set_deleted_bounded_and_audited(
+    stack: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    set_policy(stack, "manual")
+    version = publish(stack, make_draft_artifact(tiny_model_dir, tmp_path / "t", 21), 2.0, 1.0).version
+    body = {
+        "set_tags": {"team": "search", "dataset": "week-48"},
+        "note": "trained on the new docs",
+        "reason": "x",
+    }
+    first = stack.admin("PATCH", f"/api/drafts/{version}", json=body)
+    assert first.status_code == 200, first.text
+    assert first.json()["tags"] == {"team": "search", "dataset": "week-48"}
+    second = stack.admin("PATCH", f"/api/drafts/{version}", json={"delete_tags": ["dataset"], "reason": "y"})
+    assert second.json()["tags"] == {"team": "search"} and second.json()["note"] == "trained on the new docs"
+    entries = stack.admin("GET", "/api/audit", params={"action": "draft.annotate"}).json()
+    assert [e["reason"] for e in entries if e["target"] == version][:2] == ["y", "x"]
+    for bad in (
+        {"set_tags": {"bad key!": "v"}},
+        {"set_tags": {"k": "v" * 257}},
+        {"set_tags": {f"k{i}": "v" for i in range(33)}},
+        {"note": "n" * 5000},
+        {"rename": "v9"},
+    ):
+        refused = stack.admin("PATCH", f"/api/drafts/{version}", json=bad)
+        assert refused.status_code == 400, (bad, refused.text)
+    many = {"set_tags": {f"more{i}": "v" for i in range(32)}}
+    assert stack.admin("PATCH", f"/api/drafts/{version}", json=many).status_code == 400  # 33 with "team"
+    assert stack.admin("PATCH", "/api/drafts/v9999", json={"note": "x"}).status_code == 404
+
+
+def test_retention_prunes_old_weights_but_never_live_or_previous(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_url: str, key_prefix: str
+) -> None:
+    home = tmp_path_factory.mktemp("retention-home")
+    root = tmp_path_factory.mktemp("retention-artifacts")
+    artifacts = [make_draft_artifact(tiny_model_dir, root / f"r{seed}", 40 + seed) for seed in range(4)]
+    extra = {"BOREALIS_ARTIFACT_KEEP_VERSIONS": "3"}
+    with Stack(home, redis_url, key_prefix, tiny_model_dir, "tiny-llama", extra_env=extra) as small:
+        set_policy(small, "auto", margin=0.0)
+        first = publish(small, artifacts[0], candidate=2.0, live=1.0)
+        second = publish(small, artifacts[1], candidate=2.5, live=2.0, parent=first.version)
+        third = publish(small, artifacts[2], candidate=3.0, live=2.5, parent=second.version)
+        assert (first.status, second.status, third.status) == ("live", "live", "live")
+        weights = home / "artifacts"
+        assert (weights / first.version / "draft.safetensors").is_file()
+        fourth = publish(small, artifacts[3], candidate=2.0, live=3.0, parent=third.version)
+        assert fourth.status == "candidate"  # the fourth version pushes the first past the newest 3
+        assert not (weights / first.version).exists()
+        assert small.admin("GET", f"/api/drafts/{first.version}").json()["artifact_uploaded"] is False
+        pruned = small.admin("GET", "/api/audit", params={"action": "draft.artifact_pruned"}).json()
+        assert [e["target"] for e in pruned] == [first.version]
+        assert small.cluster("GET", f"/internal/drafts/{first.version}/manifest").status_code == 404
+        refused = small.admin("POST", f"/api/drafts/{first.version}/rollback", json={"reason": "gone"})
+        assert refused.status_code == 409
+        # @previous keeps its weights whatever its age: a rollback can always restore it
+        assert (weights / second.version / "draft.safetensors").is_file()
+        restored = small.admin("POST", f"/api/drafts/{second.version}/rollback", json={"reason": "ok"})
+        assert restored.status_code == 200 and restored.json()["status"] == "live"

@@ -255,6 +255,7 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
 
     for name in (
         "borealis:request_time_per_output_token_seconds_count",
+        "borealis:request_queue_time_seconds_count",
         "borealis:spec_decode_num_drafts_total",
         "borealis:spec_decode_num_draft_tokens_total",
         "borealis:spec_decode_num_accepted_tokens_total",
@@ -270,6 +271,9 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         if line.startswith("borealis:generation_tokens_total{") and labelled(line)
     ]
     assert float(generated[0].rsplit(" ", 1)[1]) >= 16
+    itl = "borealis:inter_token_latency_seconds_count{"
+    gaps = [line for line in text.splitlines() if line.startswith(itl)]
+    assert gaps and float(gaps[0].rsplit(" ", 1)[1]) >= 1  # chunks after the first, timed apart
 
     def counter(name: str, extra: str = "") -> float:
         rows = [row for row in text.splitlines() if row.startswith(name + "{") and labelled(row)]

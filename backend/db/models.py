@@ -80,6 +80,8 @@ class DraftVersion(Base):
     training_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     shadow_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     live_eval: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")  # operator's
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")  # operator's free text
 
     __table_args__ = (  # at most one live version, whatever races the operators and policy run
         Index(

@@ -21,6 +21,22 @@ class Reason(BaseModel):
     reason: str = Field(default="", max_length=1000, description="Why; recorded in the audit log.")
 
 
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+MAX_TAGS = 32
+
+
+class Annotation(BaseModel):
+    """Operator tags (MLflow's version tags) and note on a version; audited like every decision."""
+
+    model_config = ConfigDict(extra="forbid")
+    set_tags: dict[TagKey, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=MAX_TAGS, description="Tags to add or overwrite."
+    )
+    delete_tags: list[TagKey] = Field(default_factory=list, max_length=MAX_TAGS)
+    note: str | None = Field(default=None, max_length=4096, description="Replaces the note; null keeps it.")
+    reason: str = Field(default="", max_length=1000, description="Why; recorded in the audit log.")
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["auto", "manual"]
@@ -63,6 +79,8 @@ class DraftView(BaseModel):
         description="From the newest trace this draft trained on finishing to the draft going live: "
         "how far serving lags behind the traffic it learns from. Null until it is promoted."
     )
+    tags: dict[str, str]
+    note: str
 
     @classmethod
     def of(cls, row: DraftVersion) -> DraftView:
@@ -83,6 +101,8 @@ class DraftView(BaseModel):
             training_metrics=row.training_metrics,
             data_window=row.data_window,
             request_to_live_seconds=_request_to_live(row),
+            tags=row.tags or {},
+            note=row.note or "",
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -79,6 +80,10 @@ class ArtifactStore:
 
     def weights_path(self, version: str) -> Path:
         return self.root / version / "draft.safetensors"
+
+    def delete(self, version: str) -> None:
+        """Remove a version's weights (retention); absent files are already gone."""
+        shutil.rmtree(self.root / version, ignore_errors=True)
 
     async def receive(
         self, version: str, chunks: AsyncIterator[bytes], expected_sha256: str, expected_bytes: int

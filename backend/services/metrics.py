@@ -111,6 +111,24 @@ class ServingMetrics:
             buckets=TPOT_BUCKETS,
             registry=r,
         )
+        self.inter_token_latency = Histogram(
+            f"{PREFIX}inter_token_latency_seconds",
+            "Seconds between successive streamed chunks of a request (one verification step each, as "
+            "vLLM v1 counts with speculation: a chunk may carry several tokens).",
+            ["model_name"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            f"{PREFIX}request_queue_time_seconds",
+            "Seconds a request waited in its worker for a batch slot before its prefill started.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_chunk_gap(self, seconds: float) -> None:
+        self.inter_token_latency.labels(model_name=self.model_name).observe(seconds)
 
     def observe_finished(
         self, chunk: GenerateChunk, domain: str | None, latency_s: float, ttft_s: float | None
@@ -132,6 +150,8 @@ class ServingMetrics:
                 self.time_per_output_token.labels(**labels).observe(
                     max(0.0, latency_s - ttft_s) / (tokens - 1)
                 )
+        if chunk.queue_seconds is not None:
+            self.queue_time.labels(**labels).observe(chunk.queue_seconds)
         if stats is None or stats.num_steps == 0:
             return
         self.num_steps.labels(**labels).inc(stats.num_steps)

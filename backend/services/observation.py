@@ -25,10 +25,16 @@ class RequestObserver:
     ) -> AsyncGenerator[GenerateChunk, None]:
         started = time.monotonic()
         first_token_s: float | None = None
+        last_chunk_at: float | None = None
         try:
             async for chunk in stream:
-                if first_token_s is None and chunk.text:
-                    first_token_s = time.monotonic() - started
+                if chunk.text:
+                    now = time.monotonic()
+                    if first_token_s is None:
+                        first_token_s = now - started
+                    if last_chunk_at is not None:
+                        self.metrics.observe_chunk_gap(now - last_chunk_at)
+                    last_chunk_at = now
                 if chunk.finish_reason == "error":
                     self._error(502, domain)
                 elif chunk.finish_reason is not None:

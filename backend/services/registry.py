@@ -178,6 +178,30 @@ class Registry:
             )
         return self._make_live(version, actor, action, reason, previous_status=drafts.ROLLED_BACK)
 
+    def annotate(
+        self,
+        version_id: str,
+        actor: str,
+        set_tags: dict[str, str],
+        delete_tags: list[str],
+        note: str | None,
+        reason: str,
+        max_tags: int,
+    ) -> DraftVersion:
+        """Operator tags and note on any version, whatever its status; the change is audited."""
+        version = self._require(version_id)
+        tags = {k: v for k, v in (version.tags or {}).items() if k not in delete_tags}
+        tags.update(set_tags)
+        if len(tags) > max_tags:
+            raise TransitionError(f"{version_id} would carry {len(tags)} tags; at most {max_tags}", 400)
+        version.tags = tags
+        details: dict[str, Any] = {"set_tags": set_tags, "delete_tags": delete_tags}
+        if note is not None:
+            version.note = note
+            details["note"] = note
+        audit.record(self.session, actor, "draft.annotate", version_id, reason, details=details)
+        return version
+
     def _make_live(
         self, version: DraftVersion, actor: str, action: str, reason: str, previous_status: str
     ) -> DraftVersion:

@@ -75,3 +75,11 @@ def test_any_seed_makes_a_generator() -> None:
     for seed in (0, 2**63 - 1, 2**64 + 5, 10**30):
         generator = make_generator(SamplingParams(1, 1.0, seed=seed))
         assert generator is not None and generator.initial_seed() == seed % 2**64
+
+
+def test_queue_time_counts_the_wait_for_a_batch_slot(tiny_model: LlamaModel) -> None:
+    """With one slot, the second request waits while the first decodes: its queue time is the longer."""
+    engine = SpecEngine(tiny_model, EngineConfig(max_batch=1, max_seq_len=256, spec=MODES["hybrid_tree"]))
+    first, second = prompts(2, seed=9)
+    _, stats = run_all(engine, [greedy_request("first", first, 24), greedy_request("second", second, 4)])
+    assert 0.0 <= stats["first"].queue_seconds < stats["second"].queue_seconds

@@ -180,6 +180,7 @@ class SpecEngine:
     def _start(self, request: GenerationRequest, slot: int) -> tuple[_Sequence, int]:
         """Prefill a request into ``slot`` and choose its first token."""
         prompt = request.prompt_ids
+        queued = time.monotonic() - request.submitted_at
         hidden = self._prefill(slot, prompt)
         seq = _Sequence(
             request=request,
@@ -188,6 +189,7 @@ class SpecEngine:
             kv_len=len(prompt),
             ngram=NgramIndex(max_n=self.config.spec.ngram_max_n),
         )
+        seq.stats.queue_seconds = queued
         seq.ngram.extend(prompt)
         logits = self.target.logits(hidden)[0]
         token = (

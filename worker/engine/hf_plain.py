@@ -7,6 +7,7 @@ speculative engine is checked against, and what serves when no faster engine is 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,8 @@ class PlainHFEngine:
 
     def _advance(self, seq: _Sequence) -> TokenEvent:
         params = seq.request.params
+        if seq.generated == 0:
+            seq.stats.queue_seconds = time.monotonic() - seq.request.submitted_at
         output = self.model(input_ids=torch.tensor([seq.pending]), past_key_values=seq.cache, use_cache=True)
         logits = output.logits[0, -1]
         if is_greedy(params):

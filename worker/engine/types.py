@@ -7,6 +7,7 @@ and routes each ``TokenEvent`` to the waiting client.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -33,6 +34,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     domain: str | None = None
+    submitted_at: float = field(default_factory=time.monotonic)  # queue time runs from here to the prefill
 
 
 @dataclass
@@ -50,6 +52,7 @@ class SpecStats:
     accepted_from_ngram: int = 0  # n-gram lookup proposed it
     decode_seconds: float = 0.0  # this request's share of the wall time of the decoding steps it was in
     target_only_seconds: float = 0.0  # the same share had those tokens been decoded without speculation
+    queue_seconds: float = 0.0  # from submission to the start of its prefill (waiting for a batch slot)
 
     @property
     def mean_acceptance_length(self) -> float:

@@ -133,6 +133,7 @@ async def _stream(
                 prompt_tokens=len(prompt_ids),
                 completion_tokens=len(output_ids),
                 spec_decode=_spec_stats(event.stats, state.draft_version),
+                queue_seconds=round(event.stats.queue_seconds, 6) if event.stats else None,
             )
             yield _line(chunk)
             return

@@ -1,4 +1,4 @@
-"""Operator API for draft versions: list, detail, approve, reject, promote, roll back."""
+"""Operator API for draft versions: list, detail, approve, reject, promote, roll back, annotate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query
 from backend.api.deps import AdminDep, RegistryDep, SessionDep
 from backend.api.errors import APIError
 from backend.crud import drafts
-from backend.schemas.operator import DraftAliases, DraftDetail, DraftView, Reason, VersionId
+from backend.schemas.operator import (
+    MAX_TAGS,
+    Annotation,
+    DraftAliases,
+    DraftDetail,
+    DraftView,
+    Reason,
+    VersionId,
+)
 
 router = APIRouter(prefix="/api/drafts", tags=["operator"])
 
@@ -62,3 +70,13 @@ def promote(version_id: VersionId, body: Reason, registry: RegistryDep, actor: A
 def rollback(version_id: VersionId, body: Reason, registry: RegistryDep, actor: AdminDep) -> DraftView:
     """Make an earlier, previously live version live again; the current one becomes rolled_back."""
     return DraftView.of(registry.rollback(version_id, actor, body.reason))
+
+
+@router.patch("/{version_id}", response_model=DraftView)
+def annotate(version_id: VersionId, body: Annotation, registry: RegistryDep, actor: AdminDep) -> DraftView:
+    """Set or delete tags and replace the note of a version (MLflow's version tags and description)."""
+    return DraftView.of(
+        registry.annotate(
+            version_id, actor, body.set_tags, body.delete_tags, body.note, body.reason, MAX_TAGS
+        )
+    )

@@ -15,6 +15,7 @@ from backend.api.deps import (
     RegistryDep,
     SessionDep,
     SessionFactoryDep,
+    SettingsDep,
     StateMetricsDep,
     TraceBusDep,
     TrainersDep,
@@ -23,9 +24,10 @@ from backend.api.errors import APIError
 from backend.crud import audit, drafts, drift
 from backend.crud.workers import upsert_heartbeat
 from backend.schemas.operator import VersionId
-from backend.services.artifacts import ArtifactRejected
+from backend.services.artifacts import ArtifactRejected, ArtifactStore
 from backend.services.learning import read_learning
 from backend.services.registry import Registry, desired_version
+from backend.services.retention import prune_artifacts
 from backend.services.swaps import SwapPublisher
 from backend.services.trace_bus_metrics import WorkerTraceCounts
 from borealis.wire import (
@@ -114,11 +116,17 @@ def _refuse_upload(sessions: sessionmaker[Session], version_id: str, reason: str
 
 
 def _accept_upload(
-    sessions: sessionmaker[Session], publisher: SwapPublisher, version_id: str
+    sessions: sessionmaker[Session],
+    publisher: SwapPublisher,
+    version_id: str,
+    store: ArtifactStore,
+    keep: int,
 ) -> UploadResult:
     with sessions() as session:
         row = Registry(session, publisher).artifact_received(version_id, TRAINER)
-        return UploadResult(version=row.id, status=row.status)
+        result = UploadResult(version=row.id, status=row.status)
+        prune_artifacts(session, store, keep)  # one more version: the oldest may let its weights go
+        return result
 
 
 @router.put("/drafts/{version_id}/artifact", response_model=UploadResult)
@@ -128,6 +136,7 @@ async def upload_artifact(
     sessions: SessionFactoryDep,
     store: ArtifactsDep,
     publisher: PublisherDep,
+    settings: SettingsDep,
 ) -> UploadResult:
     """Raw safetensors body; refused unless size, sha256 and format match the registration.
 
@@ -140,7 +149,8 @@ async def upload_artifact(
     except ArtifactRejected as exc:
         await run_in_threadpool(_refuse_upload, sessions, version_id, str(exc))
         raise APIError(400, f"artifact refused: {exc}") from exc
-    return await run_in_threadpool(_accept_upload, sessions, publisher, version_id)
+    keep = settings.artifact_keep_versions
+    return await run_in_threadpool(_accept_upload, sessions, publisher, version_id, store, keep)
 
 
 @router.get("/drafts/{version_id}/manifest", response_model=DraftManifest)
