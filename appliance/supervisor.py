@@ -74,6 +74,8 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
         # Serving never depends on training: the trainer is restarted however often it dies.
         Child("training-worker", cli_argv("worker", "train"), logs / "training-worker.log", critical=False),
     ]
+    for child in children:
+        child.log_max_bytes, child.log_backups = settings.log_max_bytes, settings.log_backups
     try:
         if not settings.redis_url:
             redis_port = free_port()

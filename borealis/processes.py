@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from borealis.rotating_log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLog, pump
+
 log = logging.getLogger(__name__)
 
 # One machine serves and trains: the trainer computes a quarter of the time, since its matrix
@@ -53,17 +55,20 @@ class Child:
     restarts: list[float] = field(default_factory=list)
     critical: bool = True  # a critical child that keeps dying stops the appliance; others just restart
 
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # the log rotates past this size, keeping `log_backups`
+    log_backups: int = DEFAULT_BACKUPS
+
     def start(self, env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        pump(self.process.stdout, RotatingLog(self.log_path, self.log_max_bytes, self.log_backups))
 
     def stop(self, timeout_s: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:

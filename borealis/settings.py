@@ -242,6 +242,12 @@ class Settings(BaseSettings):
         default=True,
         description="glibc: large tensors in mmap and freed pages returned after swaps (flat memory).",
     )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=4096,
+        description="`borealis up`: a process's log file rotates past this size (NAME.log.1, .2, …).",
+    )
+    log_backups: int = Field(default=5, ge=0, le=100, description="Rotated log files kept per process.")
     kernel_cache_capacity: int = Field(
         default=512,
         ge=1,

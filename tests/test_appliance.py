@@ -1,4 +1,5 @@
-"""`borealis up` end to end: real subprocesses on free ports, SmolLM2, the official openai client."""
+"""`borealis up` end to end: real subprocesses on free ports, SmolLM2, the official openai client and
+LangChain's ChatOpenAI, unchanged."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.procs import cli_argv, free_port, wait_until
 
@@ -69,6 +72,22 @@ def test_up_serves_chat_from_smollm2_and_stops_cleanly(
             if chunk.choices
         )
         assert streamed == reply.choices[0].message.content
+        chat = ChatOpenAI(
+            base_url=f"http://127.0.0.1:{api_port}/v1",
+            api_key=SecretStr("unused"),
+            model="smollm2-135m-instruct",
+            temperature=0,
+            max_completion_tokens=20,
+            max_retries=0,
+        )
+        question = "What is the capital of France?"
+        answer = chat.invoke(question)
+        assert answer.content == reply.choices[0].message.content  # a second client, the same greedy text
+        assert "".join(str(part.content) for part in chat.stream(question)) == answer.content
+        logs = Path(env["BOREALIS_HOME"]) / "logs"
+        assert {"control-plane.log", "inference-worker.log", "training-worker.log"} <= {
+            p.name for p in logs.iterdir()
+        }
         admin_token = (Path(env["BOREALIS_HOME"]) / "admin-token").read_text().strip()
         assert (Path(env["BOREALIS_HOME"]) / "admin-token").stat().st_mode & 0o077 == 0
         workers = httpx.get(
