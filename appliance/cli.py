@@ -192,12 +192,49 @@ def _draft_train(args: argparse.Namespace) -> int:
     return int(train_main(args.rest))
 
 
+DESCRIPTION = """\
+Borealis serves an LLM through an OpenAI-compatible API with speculative decoding, and keeps
+training the draft model on your own traffic: better drafts are evaluated, approved (automatically
+or by you) and hot-swapped into serving without dropping a request."""
+
+QUICK_START = """\
+start here:
+  borealis up                      the whole appliance on this machine: API, dashboard, one
+                                   inference worker, one training worker (SQLite, embedded Redis,
+                                   the embedded SmolLM2 model); prints the dashboard URL
+  borealis up --model DIR          serve your own Hugging Face model directory instead
+  borealis drafts ls               draft versions with their aliases (@champion, @challenger, @previous)
+  borealis config show             the settings in effect, secrets masked
+
+several machines (see docker-compose.yml): `borealis api` on one, `borealis worker inference` and
+`borealis worker train` wherever the model is. Every setting is a BOREALIS_* environment variable,
+also read from ./.env and from files in $BOREALIS_SECRETS_DIR."""
+
+BENCHMARKS = """\
+speedup   tokens/s and acceptance: target-only vs speculative, in-process and --through-api
+swap      request latency and failures while drafts are hot-swapped
+load      concurrent clients for minutes while learning and swaps run; memory over time
+ablation  learning-recipe arms trained on the same traces, scored by simulated acceptance
+shift     static vs online vs scratch drafts through a traffic domain shift
+trainer   trainer optimizer steps per CPU-minute, shipped features vs target prefill"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="borealis", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="borealis",
+        description=DESCRIPTION,
+        epilog=QUICK_START,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"borealis {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run the whole appliance on this machine")
+    up = commands.add_parser(
+        "up",
+        help="run the whole appliance on this machine (Ctrl-C stops every process)",
+        description="Start the control plane, an inference worker and a training worker on this machine, "
+        "with an embedded Redis unless BOREALIS_REDIS_URL is set; logs rotate under $BOREALIS_HOME/logs.",
+    )
     up.add_argument("--no-prepare", action="store_true", help="do not prepare the embedded model")
     up.add_argument("--model", default=None, help="serve this local Hugging Face model directory instead")
     up.add_argument(
@@ -207,22 +244,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=_up)
 
-    commands.add_parser("api", help="run the control plane only").set_defaults(func=_api)
+    commands.add_parser(
+        "api", help="run the control plane only: OpenAI API, operator API, dashboard, /metrics"
+    ).set_defaults(func=_api)
 
-    config = commands.add_parser("config", help="settings").add_subparsers(dest="action", required=True)
+    config = commands.add_parser("config", help="inspect the settings in effect").add_subparsers(
+        dest="action", required=True
+    )
     config.add_parser(
         "show", help="the effective settings (environment, .env, secrets directory), secrets masked"
     ).set_defaults(func=_config_show)
 
-    worker = commands.add_parser("worker", help="run one worker process").add_subparsers(
-        dest="kind", required=True
-    )
-    worker.add_parser("inference", help="an inference worker").set_defaults(func=_worker_inference)
-    train = worker.add_parser("train", help="a Celery training worker (solo pool)")
-    train.add_argument("--loglevel", default="info")
+    worker = commands.add_parser(
+        "worker", help="run one worker process (the multi-machine shape; `up` starts both)"
+    ).add_subparsers(dest="kind", required=True)
+    worker.add_parser(
+        "inference", help="serve the model for the control plane, hot-swap drafts, export traces"
+    ).set_defaults(func=_worker_inference)
+    train = worker.add_parser("train", help="learn the draft from served traces (a Celery worker, solo pool)")
+    train.add_argument("--loglevel", default="info", help="Celery's log level (debug, info, warning)")
     train.set_defaults(func=_worker_train)
 
-    db = commands.add_parser("db", help="database migrations").add_subparsers(dest="action", required=True)
+    db = commands.add_parser(
+        "db", help="database migrations (the control plane also applies them at start)"
+    ).add_subparsers(dest="action", required=True)
     db_up = db.add_parser("upgrade", help="migrate to a revision (default: head)")
     db_up.add_argument("revision", nargs="?", default="head")
     db_up.set_defaults(func=_db_upgrade)
@@ -230,14 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_down.add_argument("revision")
     db_down.set_defaults(func=_db_downgrade)
 
-    model = commands.add_parser("model", help="the embedded model").add_subparsers(
+    model = commands.add_parser("model", help="prepare the embedded SmolLM2 model").add_subparsers(
         dest="action", required=True
     )
     prepare = model.add_parser("prepare", help="convert the embedded GGUF to safetensors (idempotent)")
     prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
     prepare.set_defaults(func=_model_prepare)
 
-    draft = commands.add_parser("draft", help="draft models").add_subparsers(dest="action", required=True)
+    draft = commands.add_parser(
+        "draft", help="offline tools for one draft: train, export for SGLang, publish"
+    ).add_subparsers(dest="action", required=True)
     publish = draft.add_parser("publish", help="register and upload a draft directory to the control plane")
     publish.add_argument("dir", help="directory with draft.safetensors and manifest.json")
     publish.add_argument("--parent", default=None, help="parent version id")
@@ -259,20 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     drafts_cli.add_parser(commands)
 
-    bench = commands.add_parser("bench", help="benchmarks that print JSON (see each --help)")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks that print JSON (borealis bench NAME --help)",
+        epilog=BENCHMARKS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift", "trainer"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)
 
-    admin = commands.add_parser("admin", help="operator credentials").add_subparsers(
+    admin = commands.add_parser("admin", help="the operator's admin credential").add_subparsers(
         dest="action", required=True
     )
     admin.add_parser("rotate-token", help="revoke the admin credential and issue a new one").set_defaults(
         func=_admin_rotate
     )
-    apikey = commands.add_parser("apikey", help="inference API keys").add_subparsers(
-        dest="action", required=True
-    )
+    apikey = commands.add_parser(
+        "apikey", help="inference API keys (required on /v1 when BOREALIS_REQUIRE_API_KEY=true)"
+    ).add_subparsers(dest="action", required=True)
     create = apikey.add_parser("create", help="create a key (printed once; only its hash is stored)")
     create.add_argument("name")
     create.set_defaults(func=_apikey_create)

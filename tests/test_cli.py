@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -75,3 +76,19 @@ def test_config_show_reads_env_file_and_secrets_dir_and_masks_secrets(tmp_path: 
     for secret in ("cls_super_secret", "adm_from_file", "hunter2"):
         assert secret not in result.stdout
     assert "BOREALIS_SECRETS_DIR" not in result.stderr  # a known variable, not a typo
+
+
+def test_help_is_written_for_users() -> None:
+    """Every command says what it is for; the top level shows where to start; bench names each benchmark."""
+    from appliance.cli import build_parser
+
+    parser = build_parser()
+    top = parser.format_help()
+    assert "start here:" in top and "borealis up --model DIR" in top and "BOREALIS_SECRETS_DIR" in top
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(helps) == set(commands.choices)
+    assert all(text and len(text) > 15 for text in helps.values()), helps
+    bench = commands.choices["bench"].format_help()
+    for name in ("speedup", "swap", "load", "ablation", "shift", "trainer"):
+        assert f"\n{name} " in bench, name
