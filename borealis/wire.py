@@ -71,7 +71,8 @@ class WorkerRegistration(WireModel):
     url: str = Field(min_length=1, max_length=512, description="Where the control plane reaches it.")
     model: str = Field(min_length=1, max_length=256)
     draft_version: DraftVersion | None = None
-    active_requests: int = Field(default=0, ge=0)
+    active_requests: int = Field(default=0, ge=0, description="Admitted and unfinished: decoding or waiting.")
+    waiting_requests: int = Field(default=0, ge=0, description="Of those, waiting for a batch slot.")
     max_context_tokens: int = Field(ge=1)
     traces_exported: int = Field(default=0, ge=0, description="Trace records handed to Redis since start.")
     traces_dropped: int = Field(

@@ -38,3 +38,25 @@ def test_heartbeat_upserts_and_stale_workers_are_unhealthy(database_url: str) ->
     with sessions() as session:
         assert [w.id for w in healthy_workers(session, stale_after_s=10)] == ["a"]
     engine.dispose()
+
+
+def test_running_and_waiting_gauges_split_what_healthy_workers_admitted(database_url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from backend.services.state_metrics import ControlPlaneState
+
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    state = ControlPlaneState(sessions, stale_after_s=10, model_name="m")
+    with sessions() as session:
+        for worker, active, waiting in (("a", 11, 3), ("b", 2, 0)):
+            beat = _beat(worker, active=active)
+            upsert_heartbeat(session, beat.model_copy(update={"waiting_requests": waiting}))
+            state.report_worker(worker, 0, waiting)
+    registry = CollectorRegistry()
+    registry.register(state)
+    text = generate_latest(registry).decode()
+    assert 'borealis:num_requests_running{model_name="m"} 10.0' in text  # 8 + 2 in decoding batches
+    assert 'borealis:num_requests_waiting{model_name="m"} 3.0' in text
+    engine.dispose()

@@ -31,10 +31,12 @@ class ControlPlaneState(Collector):
         self._model_name = model_name
         self._lock = threading.Lock()
         self._rss: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
 
-    def report_worker(self, worker_id: str, rss_bytes: int) -> None:
+    def report_worker(self, worker_id: str, rss_bytes: int, waiting_requests: int = 0) -> None:
         with self._lock:
             self._rss[worker_id] = rss_bytes
+            self._waiting[worker_id] = waiting_requests
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._sessions() as session:
@@ -64,13 +66,23 @@ class ControlPlaneState(Collector):
         states.add_metric(["healthy"], len(healthy))
         states.add_metric(["stale"], len(workers) - len(healthy))
         yield states
+        with self._lock:
+            waiting_by_worker = dict(self._waiting)
+        waiting = sum(min(waiting_by_worker.get(w.id, 0), w.active_requests) for w in healthy)
         running = GaugeMetricFamily(
             "borealis:num_requests_running",
-            "Requests admitted on healthy workers (decoding or queued), as their heartbeats report.",
+            "Requests in a decoding batch on healthy workers, as their heartbeats report (vLLM's name).",
             labels=["model_name"],
         )
-        running.add_metric([self._model_name], sum(w.active_requests for w in healthy))
+        running.add_metric([self._model_name], sum(w.active_requests for w in healthy) - waiting)
         yield running
+        queued = GaugeMetricFamily(
+            "borealis:num_requests_waiting",
+            "Requests admitted on healthy workers and waiting for a batch slot (vLLM's name).",
+            labels=["model_name"],
+        )
+        queued.add_metric([self._model_name], waiting)
+        yield queued
         on_desired = sum(1 for w in healthy if desired is None or w.draft_version == desired)
         yield GaugeMetricFamily(
             "borealis:workers_on_desired_draft",

@@ -63,6 +63,7 @@ def run_inference_worker(settings: Settings) -> None:
             model=state.model_name,
             draft_version=swapper.current if swapper else None,
             active_requests=runner.active_requests,
+            waiting_requests=max(0, runner.active_requests - settings.max_batch),
             max_context_tokens=serving.max_context_tokens,
             traces_exported=state.traces.exported if state.traces else 0,
             traces_dropped=state.traces.dropped if state.traces else 0,
