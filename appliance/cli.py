@@ -216,7 +216,8 @@ swap      request latency and failures while drafts are hot-swapped
 load      concurrent clients for minutes while learning and swaps run; memory over time
 ablation  learning-recipe arms trained on the same traces, scored by simulated acceptance
 shift     static vs online vs scratch drafts through a traffic domain shift
-trainer   trainer optimizer steps per CPU-minute, shipped features vs target prefill"""
+trainer   trainer optimizer steps per CPU-minute, shipped features vs target prefill
+drift     the shift detector on real outputs: false alarms and caught shifts per window size"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BENCHMARKS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift", "trainer"])
+    bench.add_argument("name", choices=["speedup", "swap", "load", "ablation", "shift", "trainer", "drift"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)
 

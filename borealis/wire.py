@@ -368,8 +368,10 @@ class DriftReport(WireModel):
     """Training worker → control plane: one closed drift window, stored for operators and the dashboard.
 
     ``divergence`` is Jensen-Shannon between this window's token distribution and the reference
-    windows'; ``mix_shift`` the total-variation distance of the domain mix; both are None until a
-    reference exists. ``shift`` is the trainer's verdict (it raises its learning rate on a shift).
+    windows'; ``divergence_floor`` the same between reference windows (unchanged traffic's own
+    variety: a shift must exceed it by ``js_threshold``); ``mix_shift`` the total-variation distance
+    of the domain mix; all are None until a reference exists. ``shift`` is the trainer's verdict (it
+    raises its learning rate on a shift).
     """
 
     trainer: str = Field(min_length=1, max_length=128)
@@ -381,6 +383,7 @@ class DriftReport(WireModel):
     domain_mix: dict[DomainLabel, float] = Field(default_factory=dict, max_length=64)
     acceptance_by_domain: dict[DomainLabel, float] = Field(default_factory=dict, max_length=64)
     divergence: float | None = Field(default=None, ge=0.0, le=1.0)
+    divergence_floor: float | None = Field(default=None, ge=0.0, le=1.0)
     mix_shift: float | None = Field(default=None, ge=0.0, le=1.0)
     js_threshold: float = Field(ge=0.0, le=1.0)
     mix_threshold: float = Field(ge=0.0, le=1.0)

@@ -23,6 +23,7 @@ def test_benchmarks_and_training_receive_their_own_flags() -> None:
         (("bench", "ablation", "--help"), "--eval-at"),
         (("bench", "trainer", "--help"), "--new-per-round"),
         (("bench", "shift", "--help"), "--requests-per-phase"),
+        (("bench", "drift", "--help"), "--window"),
         (("draft", "train", "--help"), "--minutes"),
     ):
         result = run(*args)
@@ -90,5 +91,5 @@ def test_help_is_written_for_users() -> None:
     assert set(helps) == set(commands.choices)
     assert all(text and len(text) > 15 for text in helps.values()), helps
     bench = commands.choices["bench"].format_help()
-    for name in ("speedup", "swap", "load", "ablation", "shift", "trainer"):
+    for name in ("speedup", "swap", "load", "ablation", "shift", "trainer", "drift"):
         assert f"\n{name} " in bench, name

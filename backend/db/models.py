@@ -133,6 +133,7 @@ class DriftWindowRow(Base):
     domain_mix: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     acceptance_by_domain: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     divergence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    divergence_floor: Mapped[float | None] = mapped_column(Float, nullable=True)
     mix_shift: Mapped[float | None] = mapped_column(Float, nullable=True)
     js_threshold: Mapped[float] = mapped_column(Float)
     mix_threshold: Mapped[float] = mapped_column(Float)

@@ -163,6 +163,9 @@ class DriftWindowView(BaseModel):
     domain_mix: dict[str, float]
     acceptance_by_domain: dict[str, float]
     divergence: float | None
+    divergence_floor: float | None = Field(
+        description="The reference windows' divergence from each other; a shift exceeds it by js_threshold."
+    )
     mix_shift: float | None
     shift: bool
 

@@ -35,13 +35,17 @@
       traces.push({ x, y: scored.map((w) => w.mix_shift ?? null), type: "scatter", mode: "lines+markers",
         name: "domain-mix shift (TV)", line: { color: "#e07b00" } });
     }
+    if (threshold !== undefined) {
+      // A window shifts when its divergence clears the traffic's own noise floor by the threshold.
+      traces.push({ x, y: scored.map((w) => (w.divergence_floor ?? 0) + threshold), type: "scatter", mode: "lines",
+        name: "shift line (noise floor + threshold)", line: { color: "#b3261e", dash: "dash" } });
+    }
     const shifts = scored.filter((w) => w.shift);
     traces.push({ x: shifts.map((w) => B.plotTime(new Date(w.ended_at * 1000))), y: shifts.map((w) => w.divergence),
       type: "scatter", mode: "markers", name: "shift detected", marker: { symbol: "x", size: 12, color: "#b3261e" } });
-    const shapes = threshold === undefined ? [] : [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: threshold, y1: threshold,
-      line: { color: "#b3261e", dash: "dash" } }];
-    B.plot("fig-divergence", `Divergence of recent vs reference traffic${threshold === undefined ? "" : ` (threshold ${threshold})`}`,
-      traces, { shapes });
+    B.plot("fig-divergence",
+      `Divergence of recent vs reference traffic${threshold === undefined ? "" : ` (shift: ${threshold} above the noise floor)`}`,
+      traces, {});
   }
 
   async function refresh() {

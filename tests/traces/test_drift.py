@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from borealis.wire import TraceRecord
@@ -87,3 +88,29 @@ def test_windows_report_domain_mix_and_acceptance() -> None:
     assert window.divergence is None and not window.shift  # no reference yet
     (second,) = _observe(monitor, [make_record(str(i), domain="chat") for i in range(4)])
     assert second.mix_shift == pytest.approx(1.0) and second.shift
+
+
+def _topical(seed: int, requests: int, common_base: int) -> list[list[int]]:
+    """Requests of one domain, each on one of many topics: shared words plus the topic's own."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, 301)
+    common, p = common_base + np.arange(300), weights / weights.sum()
+    chunks = []
+    for _ in range(requests):
+        own = 10_000 + int(rng.integers(60)) * 40 + np.arange(40)
+        shared = rng.random(100) < 0.6
+        chunks.append([int(rng.choice(common, p=p)) if s else int(rng.choice(own)) for s in shared])
+    return chunks
+
+
+def test_small_windows_of_varied_traffic_are_judged_above_their_own_noise_floor() -> None:
+    """Sixteen requests of topical traffic differ by more than a fixed 0.1 with no shift at all (real
+    SmolLM2 chat does too, see `borealis bench drift`); only the change of domain clears the floor."""
+    monitor = DriftMonitor(window_requests=16, reference_windows=3, js_threshold=0.1, mix_threshold=0.3)
+    before = _observe(monitor, _records(_topical(0, 16 * 8, common_base=0), "mixed"))
+    after = _observe(monitor, _records(_topical(1, 16 * 4, common_base=5000), "mixed", start=16 * 8))
+    scored = [w for w in before if w.divergence is not None]
+    assert any(w.divergence is not None and w.divergence > 0.1 for w in scored)  # a fixed 0.1 would fire
+    assert not any(w.shift for w in before)
+    assert all(w.divergence_floor is not None for w in scored[1:])
+    assert after[0].shift and [w.shift for w in after[1:]] == [False] * (len(after) - 1)

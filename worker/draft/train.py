@@ -1,13 +1,17 @@
 """``borealis draft train``: a static draft trained offline on the target's own outputs.
 
 Generation and training interleave under one time budget (``--gen-fraction`` of it generating), so
-the draft starts learning from the first batch and sees more data the longer it runs. The artifact's
-manifest carries the training metrics and the simulated acceptance on the workload's test split.
+the draft starts learning from the first batch and sees more data the longer it runs. A new draft's
+vocabulary is chosen from the target's outputs on the first ``--vocab-prompts`` prompts (each domain
+weighted equally), as the online trainer chooses it: the head only ever proposes what the target says.
+The artifact's manifest carries the training metrics and the simulated acceptance on the workload's
+test split.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import time
@@ -22,12 +26,12 @@ from borealis.wire import TraceRecord
 from worker.draft.examples import Example, build_example, example_from_record
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft, save_draft
-from worker.draft.model import Eagle3Draft, new_draft
+from worker.draft.model import new_draft
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
-from worker.workloads import build_prompts, encode_prompt
+from worker.workloads import Prompt, build_prompts, encode_prompt
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gen-batch", type=int, default=8)
     parser.add_argument("--gen-fraction", type=float, default=0.5)
     parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument(
+        "--vocab-prompts", type=int, default=32, help="prompts whose outputs choose a new draft's vocabulary"
+    )
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--ttt-steps", type=int, default=TrainConfig.ttt_steps)
     parser.add_argument("--rejected-weight", type=float, default=TrainConfig.rejected_weight)
@@ -62,9 +69,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class _Data:
     """Examples generated so far; prompts are consumed in the workload's fixed order."""
 
-    def __init__(self, target: LlamaModel, tokenizer: Any, vocab: DraftVocab, args: argparse.Namespace):
+    def __init__(
+        self,
+        target: LlamaModel,
+        tokenizer: Any,
+        vocab: DraftVocab,
+        prompts: Iterator[Prompt],
+        args: argparse.Namespace,
+    ):
         self.target, self.tokenizer, self.vocab, self.args = target, tokenizer, vocab, args
-        self.prompts = iter(build_prompts(args.workload, "train"))
+        self.prompts = prompts
         self.examples: list[Example] = []
         self.exhausted = False
 
@@ -75,17 +89,33 @@ class _Data:
         self.examples += examples_for(self.target, self.tokenizer, self.vocab, prompts, self.args)
 
 
-def examples_for(
-    target: LlamaModel, tokenizer: Any, vocab: DraftVocab, prompts: list[Any], args: argparse.Namespace
-) -> list[Example]:
+Generated = tuple[Prompt, list[int], list[int]]  # prompt, its token ids, the target's greedy output
+
+
+def generate(
+    target: LlamaModel, tokenizer: Any, prompts: list[Prompt], args: argparse.Namespace
+) -> list[Generated]:
     ids = [encode_prompt(p, tokenizer, args.max_prompt_tokens) for p in prompts]
     eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
     outputs = greedy_outputs(target, ids, args.max_new_tokens, args.gen_batch, eos)
-    return [
-        build_example(target, vocab, p + o, len(p), prompt.domain)
-        for prompt, p, o in zip(prompts, ids, outputs, strict=True)
-        if o
-    ]
+    return [(prompt, p, o) for prompt, p, o in zip(prompts, ids, outputs, strict=True) if o]
+
+
+def build_examples(target: LlamaModel, vocab: DraftVocab, generated: list[Generated]) -> list[Example]:
+    return [build_example(target, vocab, p + o, len(p), prompt.domain) for prompt, p, o in generated]
+
+
+def examples_for(
+    target: LlamaModel, tokenizer: Any, vocab: DraftVocab, prompts: list[Prompt], args: argparse.Namespace
+) -> list[Example]:
+    return build_examples(target, vocab, generate(target, tokenizer, prompts, args))
+
+
+def vocab_from_outputs(outputs: list[tuple[str, list[int]]], size: int, target_vocab_size: int) -> DraftVocab:
+    by_domain: dict[str, list[list[int]]] = {}
+    for domain, output in outputs:
+        by_domain.setdefault(domain, []).append(output)
+    return DraftVocab.from_outputs(by_domain, size, target_vocab_size)
 
 
 def cycle_batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> Iterator[list[Example]]:
@@ -94,16 +124,6 @@ def cycle_batches(examples: list[Example], batch_tokens: int, rng: random.Random
         groups = batches(examples, batch_tokens)
         rng.shuffle(groups)
         yield from groups
-
-
-def initial_draft(target: LlamaModel, tokenizer: Any, args: argparse.Namespace) -> Eagle3Draft:
-    if args.init:
-        draft, _ = load_draft(args.init)
-        return draft
-    prompts = build_prompts(args.workload, "train")
-    ids = [encode_prompt(p, tokenizer, args.max_prompt_tokens) for p in prompts]
-    vocab = DraftVocab.from_sequences(ids, args.draft_vocab, target.spec.vocab_size)
-    return new_draft(target.spec, vocab, seed=args.seed)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -131,19 +151,34 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model) if args.model else settings.resolved_model_path
     target = LlamaModel.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    draft = initial_draft(target, tokenizer, args)
-    trainer = DraftTrainer(draft, target.embed, train_config(args))
-    rng = random.Random(args.seed)
     started = time.monotonic()
     deadline = started + args.minutes * 60
-    data = _Data(target, tokenizer, draft.vocab, args)
+    prompts = iter(build_prompts(args.workload, "train"))
+    records = read_traces(Path(args.traces)) if args.traces else []
+    first: list[Generated] = []
+    if args.init:
+        draft, _ = load_draft(args.init)
+    else:
+        if args.traces:
+            outputs = [(r.domain, r.output_ids) for r in records]
+        else:
+            first = generate(target, tokenizer, list(itertools.islice(prompts, args.vocab_prompts)), args)
+            outputs = [(prompt.domain, output) for prompt, _, output in first]
+        draft = new_draft(
+            target.spec, vocab_from_outputs(outputs, args.draft_vocab, target.spec.vocab_size), args.seed
+        )
+    generating = time.monotonic() - started
+    trainer = DraftTrainer(draft, target.embed, train_config(args))
+    rng = random.Random(args.seed)
+    data = _Data(target, tokenizer, draft.vocab, prompts, args)
+    data.examples = build_examples(target, draft.vocab, first)  # the vocabulary's outputs train too
     if args.traces:
-        data.examples = [example_from_record(target, draft.vocab, r) for r in read_traces(Path(args.traces))]
+        data.examples = [example_from_record(target, draft.vocab, r) for r in records]
         data.exhausted = True
-    generating = 0.0
     stream = cycle_batches(data.examples, args.batch_tokens, rng)
     history = []
-    while time.monotonic() < deadline:
+    # The budget, and at least one optimizer step once there is data (a tiny budget still trains).
+    while (time.monotonic() < deadline or not trainer.steps_done) and (data.examples or not data.exhausted):
         if not data.exhausted and generating <= args.gen_fraction * (time.monotonic() - started):
             t0 = time.monotonic()
             data.generate_batch()

@@ -3,8 +3,17 @@
 Each window of ``window_requests`` traces records the domain mix, the acceptance length per
 domain, and how far its output-token distribution and domain mix moved from a reference made of
 the preceding ``reference_windows`` windows. A shift is flagged when either distance crosses its
-threshold; because the reference rolls forward, an abrupt shift stays flagged for about
-``reference_windows`` windows, which is how long the trainer should keep its learning rate raised.
+threshold; the trainer then keeps its learning rate raised for ``trainer_shift_boost_rounds``.
+
+Token divergence is judged above a noise floor measured on the traffic itself: the largest
+divergence of one reference window from the rest of the reference. Requests are not independent
+tokens (each prompt brings its own identifiers and topic), so two windows of a few dozen requests of
+unchanged traffic already differ by more than a fixed threshold tuned on large windows would allow;
+the floor grows as windows shrink or traffic gets more varied, and a shift must clear it by
+``js_threshold``. Until two reference windows exist there is no floor and tokens flag nothing. A
+window that shifts starts a new reference: the old traffic no longer describes what arrives, and a
+reference spanning two domains would raise the floor enough to hide the next shift (`borealis bench
+drift` measures false alarms and caught shifts on real outputs).
 
 Divergence is Jensen-Shannon in bits over the ``top_tokens`` most frequent tokens of both
 distributions, the long tail pooled into one bucket: rare identifiers differ between any two
@@ -66,6 +75,7 @@ class DriftWindow:
     domain_mix: dict[str, float]
     acceptance_by_domain: dict[str, float]  # tokens per target step, domains that speculated
     divergence: float | None  # None until a reference with enough tokens exists
+    divergence_floor: float | None  # the reference windows' own divergence from each other (no shift)
     mix_shift: float | None
     shift: bool
 
@@ -130,13 +140,15 @@ class DriftMonitor:
         if self._current.requests < self.window_requests:
             return None
         window = self._close(self._current)
+        if window.shift:
+            self._reference.clear()  # the old traffic no longer describes what arrives
         self._reference.append(self._current)
         self._current = _Window()
         self._windows.append(window)
         return window
 
     def _close(self, current: _Window) -> DriftWindow:
-        divergence = mix_shift = None
+        divergence = floor = mix_shift = None
         reference_tokens: Counter[int] = Counter()
         reference_domains: Counter[str] = Counter()
         for past in self._reference:
@@ -147,7 +159,8 @@ class DriftMonitor:
         tokens = sum(current.tokens.values())
         if tokens >= self.min_tokens and sum(reference_tokens.values()) >= self.min_tokens:
             divergence = js_divergence(current.tokens, reference_tokens)
-        shift = (divergence is not None and divergence > self.js_threshold) or (
+            floor = self._noise_floor(reference_tokens)
+        shift = (divergence is not None and floor is not None and divergence - floor > self.js_threshold) or (
             mix_shift is not None and mix_shift > self.mix_threshold
         )
         window = DriftWindow(
@@ -159,8 +172,19 @@ class DriftMonitor:
             domain_mix=_normalise(current.domains),
             acceptance_by_domain={d: current.emitted[d] / n for d, n in sorted(current.steps.items())},
             divergence=divergence,
+            divergence_floor=floor,
             mix_shift=mix_shift,
             shift=shift,
         )
         self._index += 1
         return window
+
+    def _noise_floor(self, reference_tokens: Counter[int]) -> float | None:
+        """The largest divergence of one reference window from the others: what unchanged traffic
+        shows at this window size. None with fewer than two usable reference windows."""
+        divergences = []
+        for past in self._reference:
+            rest = reference_tokens - past.tokens
+            if sum(past.tokens.values()) >= self.min_tokens and sum(rest.values()) >= self.min_tokens:
+                divergences.append(js_divergence(past.tokens, rest))
+        return max(divergences) if divergences else None
