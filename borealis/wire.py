@@ -85,6 +85,7 @@ class WorkerRegistration(WireModel):
         default=0, ge=0, description="Trace feature blobs dropped (over budget, or refused by Redis)."
     )
     rss_bytes: int = Field(default=0, ge=0, description="The worker's resident memory (0: unknown).")
+    cpu_seconds: float = Field(default=0.0, ge=0.0, description="CPU time the worker process has used.")
     engine: Literal["spec", "hf"] = Field(
         default="spec", description="spec: the lean speculative engine; hf: reference decoding, no draft."
     )

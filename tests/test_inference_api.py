@@ -295,6 +295,10 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         if row.startswith('borealis:worker_resident_memory_bytes{worker="w1"}')
     ]
     assert memory and float(memory[0].rsplit(" ", 1)[1]) > 10 * 1024**2
+    cpu = [
+        row for row in text.splitlines() if row.startswith('borealis:worker_cpu_seconds_total{worker="w1"}')
+    ]
+    assert cpu and float(cpu[0].rsplit(" ", 1)[1]) > 0
     assert any(row.startswith("process_resident_memory_bytes ") for row in text.splitlines())
 
     # No draft is live: every accepted token came from n-gram lookup, none from the draft (that

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -32,13 +32,17 @@ class ControlPlaneState(Collector):
         self._lock = threading.Lock()
         self._rss: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
+        self._cpu: dict[str, float] = {}
 
-    def report_worker(self, worker_id: str, rss_bytes: int, waiting_requests: int = 0) -> None:
+    def report_worker(
+        self, worker_id: str, rss_bytes: int, waiting_requests: int = 0, cpu_seconds: float = 0.0
+    ) -> None:
         with self._lock:
             self._rss[worker_id] = rss_bytes
             self._waiting[worker_id] = waiting_requests
+            self._cpu[worker_id] = cpu_seconds
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with self._sessions() as session:
             paused = read_learning(session).paused
             rows = session.execute(select(DraftVersion.status, func.count()).group_by(DraftVersion.status))
@@ -92,9 +96,15 @@ class ControlPlaneState(Collector):
         memory = GaugeMetricFamily(
             "borealis:worker_resident_memory_bytes", "Inference workers' resident memory.", labels=["worker"]
         )
+        cpu = CounterMetricFamily(
+            "borealis:worker_cpu_seconds", "Inference workers' CPU time (from heartbeats).", labels=["worker"]
+        )
         with self._lock:
-            reported = dict(self._rss)
+            reported, cpu_seconds = dict(self._rss), dict(self._cpu)
         for worker in workers:
             if reported.get(worker.id):
                 memory.add_metric([worker.id], reported[worker.id])
+            if cpu_seconds.get(worker.id):
+                cpu.add_metric([worker.id], cpu_seconds[worker.id])
         yield memory
+        yield cpu

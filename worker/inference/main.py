@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 import uvicorn
@@ -70,6 +71,7 @@ def run_inference_worker(settings: Settings) -> None:
             trace_features_stored=state.traces.features_stored if state.traces else 0,
             trace_features_dropped=state.traces.features_dropped if state.traces else 0,
             rss_bytes=1024 * (rss_kib() or 0),
+            cpu_seconds=time.process_time(),
             engine=serving.kind,
             fallback_reason=serving.fallback_reason,
         )
