@@ -186,6 +186,20 @@ def _bench(args: argparse.Namespace) -> int:
     return int(module.main(args.rest))
 
 
+def _draft_import(args: argparse.Namespace) -> int:
+    from worker.draft.eagle3_format import import_eagle3
+    from worker.draft.io import save_draft
+
+    try:
+        draft = import_eagle3(Path(args.dir))
+        save_draft(draft, args.out, extra={"imported_from": "eagle3"})
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(args.out)
+    return 0
+
+
 def _draft_train(args: argparse.Namespace) -> int:
     from worker.draft.train import main as train_main
 
@@ -301,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--target", default=None, help="the target model directory (default: the served one)")
     export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     export.set_defaults(func=_draft_export)
+    imported = draft.add_parser(
+        "import", help="read an EAGLE-3 checkpoint (LlamaForCausalLMEagle3) back as a Borealis draft"
+    )
+    imported.add_argument("dir", help="directory with config.json and model.safetensors")
+    imported.add_argument("--out", required=True, help="directory for draft.safetensors and manifest.json")
+    imported.set_defaults(func=_draft_import)
     train_draft = draft.add_parser("train", help="train a static draft offline (see --help)", add_help=False)
     train_draft.add_argument("rest", nargs=argparse.REMAINDER)
     train_draft.set_defaults(func=_draft_train, passthrough=True)
