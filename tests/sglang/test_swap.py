@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -53,6 +56,12 @@ class RecordingSession:
         self.calls.append(("continue", None))
 
 
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """On a thread of its own: the browser tests' session keeps an event loop running on this one."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
 def weights(target: LlamaModel, version: str, seed: int, vocab: DraftVocab) -> DraftWeights:
     return DraftWeights(version, eagle3_tensors(new_draft(target.spec, vocab, seed=seed)))
 
@@ -73,7 +82,7 @@ def test_a_swap_pauses_in_place_sends_draft_tensors_only_and_always_continues(
     session = RecordingSession()
     swapper = SGLangDraftSwapper(session, weights(tiny_model, "v0001", 0, vocab))
     new = weights(tiny_model, "v0002", 1, vocab)
-    asyncio.run(swapper.install(new))
+    run(swapper.install(new))
     assert session.calls == [
         ("pause", "in_place"),
         ("begin", "draft"),
@@ -85,7 +94,7 @@ def test_a_swap_pauses_in_place_sends_draft_tensors_only_and_always_continues(
     assert "embed_tokens.weight" not in session.loaded  # embeddings are the target's
     assert torch.equal(session.loaded["fc.weight"], new.tensors["fc.weight"])
     assert (swapper.current.version, swapper.previous and swapper.previous.version) == ("v0002", "v0001")
-    asyncio.run(swapper.rollback())
+    run(swapper.rollback())
     assert swapper.current.version == "v0001" and session.calls[-3][1] == ("draft", False, "v0001")
 
 
@@ -95,7 +104,7 @@ def test_a_refused_update_keeps_the_old_version_and_still_continues(
     for session in (RecordingSession(refuse_update=True), RecordingSession(refuse_begin=True)):
         swapper = SGLangDraftSwapper(session, weights(tiny_model, "v0001", 0, vocab))
         with pytest.raises(SwapFailed):
-            asyncio.run(swapper.install(weights(tiny_model, "v0002", 1, vocab)))
+            run(swapper.install(weights(tiny_model, "v0002", 1, vocab)))
         assert session.calls[0] == ("pause", "in_place") and session.calls[-1] == ("continue", None)
         assert ("end", None) in session.calls or session.refuse_begin  # a session opened is closed
         assert swapper.current.version == "v0001" and swapper.previous is None
@@ -106,5 +115,5 @@ def test_a_new_vocabulary_map_is_refused_for_a_restart(tiny_model: LlamaModel, v
     swapper = SGLangDraftSwapper(session, weights(tiny_model, "v0001", 0, vocab))
     other = DraftVocab.from_counts(Counter(range(40, 88)), 48, tiny_model.spec.vocab_size)
     with pytest.raises(VocabularyChanged):
-        asyncio.run(swapper.install(weights(tiny_model, "v0002", 1, other)))
+        run(swapper.install(weights(tiny_model, "v0002", 1, other)))
     assert session.calls == []  # nothing paused, nothing sent

@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-ngram", action="store_true", help="draft-only speculation: acceptance shows the draft alone"
     )
+    parser.add_argument(
+        "--against-random",
+        action="store_true",
+        help="add a speculative arm with a day-0 (random) draft, same settings: does the trained draft pay?",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--dtype",
@@ -118,6 +123,18 @@ def hf_generator(model: Any, max_new: int, eos: int, lookup: int | None) -> Call
     return generate
 
 
+def acceptance_length(stats: list[SpecStats]) -> float:
+    """Tokens per target step over all requests (accepted proposals + the target's own token)."""
+    steps = sum(s.num_steps for s in stats)
+    return (sum(s.num_accepted_tokens for s in stats) + steps) / max(steps, 1)
+
+
+def draft_share(stats: list[SpecStats]) -> float | None:
+    """Share of accepted tokens the learned draft proposed (a token both proposed counts for both)."""
+    accepted = sum(s.num_accepted_tokens for s in stats)
+    return sum(s.accepted_from_draft for s in stats) / accepted if accepted else None
+
+
 def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> tuple[Eagle3Draft, str]:
     """The draft and its version name: a day-0 draft, or an artifact."""
     if arg == "random":
@@ -168,7 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     def tok_s(outputs: list[list[int]], seconds: float) -> float:
         return sum(len(o) for o in outputs) / seconds
 
-    steps = sum(s.num_steps for s in spec_stats)
+    random_arm: dict[str, Any] | None = None
+    if args.against_random:
+        day0, _ = make_draft("random", target, train_ids)
+        config = EngineConfig(
+            args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)
+        )
+        baseline = SpecEngine(target, config, DraftRunner(day0, target.embed, version="random"))
+        run_engine(baseline, warm, short)
+        random_out, random_stats, random_s = run_engine(baseline, prompts, params)
+        random_arm = {
+            "tok_s": tok_s(random_out, random_s),
+            "mean_acceptance_length": acceptance_length(random_stats),
+            "draft_share_of_accepted": draft_share(random_stats),
+            "outputs_identical_to_target_only": random_out == off_out,
+        }
+
     accepted = sum(s.num_accepted_tokens for s in spec_stats)
     drafts = sum(s.num_drafts for s in spec_stats)
     from_draft = sum(s.accepted_from_draft for s in spec_stats)
@@ -189,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         # the engine's own estimate (what the dashboard shows), decoding only: check it against the above
         "estimated_speedup_vs_target_only": sum(s.target_only_seconds for s in spec_stats)
         / max(sum(s.decode_seconds for s in spec_stats), 1e-9),
-        "mean_acceptance_length": (accepted + steps) / max(steps, 1),
+        "mean_acceptance_length": acceptance_length(spec_stats),
         "per_position_acceptance": per_position,
         # who proposed the accepted tokens; a token both proposed counts for both
         "accepted_by_source": {"draft": from_draft, "ngram": from_ngram, "total": accepted},
-        "draft_share_of_accepted": from_draft / accepted if accepted else None,
+        "draft_share_of_accepted": draft_share(spec_stats),
         # lossless: speculation reproduces target-only decoding of its own dtype; in float32 both
         # also reproduce HF greedy decoding
         "outputs_identical": spec_out == off_out
@@ -219,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "generated_tokens": sum(map(len, spec_out)),
     }
+    if random_arm is not None:
+        result["random_draft"] = random_arm
+        result["over_random_draft_tok_s"] = result["spec_tok_s"] / random_arm["tok_s"]
+        result["outputs_identical"] = (
+            result["outputs_identical"] and random_arm["outputs_identical_to_target_only"]
+        )
     if args.through_api:
         if args.batch != 1 or args.mode != "tree":
             raise SystemExit("--through-api serves one request at a time in the worker's tree mode")

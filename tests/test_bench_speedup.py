@@ -1,0 +1,23 @@
+"""`borealis bench speedup` on a tiny model: every arm lossless, the random-draft arm beside the draft's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.procs import cli_argv
+
+
+def test_the_random_draft_arm_runs_beside_the_drafts_own(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "speedup.json"
+    args = ["--requests", "2", "--max-new-tokens", "12", "--against-random", "--no-ngram", "--json", str(out)]
+    subprocess.run([*cli_argv("bench", "speedup"), *args], env=env, check=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["outputs_identical"] and result["random_draft"]["outputs_identical_to_target_only"]
+    assert result["over_random_draft_tok_s"] == result["spec_tok_s"] / result["random_draft"]["tok_s"]
+    assert result["random_draft"]["mean_acceptance_length"] >= 1.0
+    assert result["ngram"] is False and result["accepted_by_source"]["ngram"] == 0  # draft-only serving
