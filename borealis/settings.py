@@ -212,7 +212,8 @@ class Settings(BaseSettings):
         default=0.1,
         gt=0,
         le=1,
-        description="Token-distribution Jensen-Shannon divergence (bits) that flags a shift.",
+        description="How far (Jensen-Shannon, bits) a window's token distribution must diverge from the "
+        "reference beyond the reference windows' own divergence from each other to flag a shift.",
     )
     drift_mix_threshold: float = Field(
         default=0.3, gt=0, le=1, description="Domain-mix total variation distance that flags a shift."
