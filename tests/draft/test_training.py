@@ -111,3 +111,15 @@ def test_warmup_ramps_the_learning_rate_linearly(
         trainer.train_step(examples[:2])
         rates.append(trainer.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:
+    from borealis.cpu import bf16_native
+    from worker.draft.train import parse_args
+
+    argv = ["--minutes", "1", "--out", "x", "--bf16"]
+    if bf16_native():
+        assert parse_args(argv).bf16
+    else:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
