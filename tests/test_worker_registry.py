@@ -51,9 +51,9 @@ def test_running_and_waiting_gauges_split_what_healthy_workers_admitted(database
     state = ControlPlaneState(sessions, stale_after_s=10, model_name="m")
     with sessions() as session:
         for worker, active, waiting in (("a", 11, 3), ("b", 2, 0)):
-            beat = _beat(worker, active=active)
-            upsert_heartbeat(session, beat.model_copy(update={"waiting_requests": waiting}))
-            state.report_worker(worker, 0, waiting)
+            beat = _beat(worker, active=active).model_copy(update={"waiting_requests": waiting})
+            upsert_heartbeat(session, beat)
+            state.report_worker(beat)
     registry = CollectorRegistry()
     registry.register(state)
     text = generate_latest(registry).decode()

@@ -83,7 +83,7 @@ class ArtifactStore:
 
     def delete(self, version: str) -> None:
         """Remove a version's weights (retention); absent files are already gone."""
-        shutil.rmtree(self.root / version, ignore_errors=True)
+        shutil.rmtree(self.weights_path(version).parent, ignore_errors=True)
 
     async def receive(
         self, version: str, chunks: AsyncIterator[bytes], expected_sha256: str, expected_bytes: int

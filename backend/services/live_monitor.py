@@ -80,10 +80,7 @@ class LiveMonitor:
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
-        self._window = settings.window
-        self._margin = settings.margin
-        self._rollback_enabled = settings.enabled
-        self._judge_windows = settings.judge_windows
+        self._settings = settings
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = defaultdict(_Window)
         self._passed: dict[str, int] = defaultdict(int)  # comparable windows a version has passed
@@ -96,10 +93,10 @@ class LiveMonitor:
             window = self._windows[version]
             window.total.add(steps, accepted)
             window.domains[domain or "unknown"].add(steps, accepted)
-            if window.total.requests < self._window:
+            if window.total.requests < self._settings.window:
                 return
             del self._windows[version]
-            judge = self._passed[version] < self._judge_windows
+            judge = self._passed[version] < self._settings.judge_windows
         self._store_and_judge(version, window, judge=judge)
 
     def _store_and_judge(self, version: str, window: _Window, judge: bool) -> None:
@@ -136,14 +133,14 @@ class LiveMonitor:
             )
             return
         mean, reference, shared = compared
-        floor = reference * (1 - self._margin)
+        floor = reference * (1 - self._settings.margin)
         details = {
             "mean_acceptance_length": mean,
             "previous": previous.id,
             "previous_mean": reference,
             "domains": shared,
         }
-        if mean >= floor or not self._rollback_enabled:
+        if mean >= floor or not self._settings.enabled:
             with self._lock:
                 self._passed[version] += 1
                 passed = self._passed[version]
@@ -153,12 +150,12 @@ class LiveMonitor:
                 "draft.live_check",
                 version,
                 f"live acceptance {mean:.3f} vs previous {reference:.3f} on {', '.join(shared)}"
-                f" (window {passed} of {self._judge_windows} judged)",
+                f" (window {passed} of {self._settings.judge_windows} judged)",
                 details={**details, "judged": True},
             )
             return
         reason = (
-            f"live acceptance {mean:.3f} fell below {reference:.3f} x (1 - {self._margin})"
+            f"live acceptance {mean:.3f} fell below {reference:.3f} x (1 - {self._settings.margin})"
             f" on {', '.join(shared)}"
         )
         try:

@@ -22,6 +22,7 @@ from backend.crud.workers import is_healthy, list_workers
 from backend.db.models import DraftVersion
 from backend.services.learning import read_learning
 from backend.services.registry import desired_version
+from borealis.wire import WorkerRegistration
 
 
 class ControlPlaneState(Collector):
@@ -30,17 +31,11 @@ class ControlPlaneState(Collector):
         self._stale_after_s = stale_after_s
         self._model_name = model_name
         self._lock = threading.Lock()
-        self._rss: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
-        self._cpu: dict[str, float] = {}
+        self._beats: dict[str, WorkerRegistration] = {}  # each worker's latest heartbeat
 
-    def report_worker(
-        self, worker_id: str, rss_bytes: int, waiting_requests: int = 0, cpu_seconds: float = 0.0
-    ) -> None:
+    def report_worker(self, beat: WorkerRegistration) -> None:
         with self._lock:
-            self._rss[worker_id] = rss_bytes
-            self._waiting[worker_id] = waiting_requests
-            self._cpu[worker_id] = cpu_seconds
+            self._beats[beat.worker_id] = beat
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with self._sessions() as session:
@@ -71,8 +66,8 @@ class ControlPlaneState(Collector):
         states.add_metric(["stale"], len(workers) - len(healthy))
         yield states
         with self._lock:
-            waiting_by_worker = dict(self._waiting)
-        waiting = sum(min(waiting_by_worker.get(w.id, 0), w.active_requests) for w in healthy)
+            beats = dict(self._beats)
+        waiting = sum(min(beats[w.id].waiting_requests, w.active_requests) for w in healthy if w.id in beats)
         running = GaugeMetricFamily(
             "borealis:num_requests_running",
             "Requests in a decoding batch on healthy workers, as their heartbeats report (vLLM's name).",
@@ -99,12 +94,11 @@ class ControlPlaneState(Collector):
         cpu = CounterMetricFamily(
             "borealis:worker_cpu_seconds", "Inference workers' CPU time (from heartbeats).", labels=["worker"]
         )
-        with self._lock:
-            reported, cpu_seconds = dict(self._rss), dict(self._cpu)
         for worker in workers:
-            if reported.get(worker.id):
-                memory.add_metric([worker.id], reported[worker.id])
-            if cpu_seconds.get(worker.id):
-                cpu.add_metric([worker.id], cpu_seconds[worker.id])
+            beat = beats.get(worker.id)
+            if beat is not None and beat.rss_bytes:
+                memory.add_metric([worker.id], beat.rss_bytes)
+            if beat is not None and beat.cpu_seconds:
+                cpu.add_metric([worker.id], beat.cpu_seconds)
         yield memory
         yield cpu

@@ -51,7 +51,7 @@ def test_vocab_from_outputs_weighs_every_domain_equally() -> None:
     """A rare domain's tokens make it in; a busy domain's many repeats do not crowd them out."""
     busy = [[1, 2, 3] * 50] * 20  # 3000 tokens over three ids
     rare = [[7, 8]]  # two tokens, one trace
-    vocab = DraftVocab.from_outputs({"chat": busy, "code": rare}, 5, 100)
+    vocab = DraftVocab.from_outputs([*(("chat", o) for o in busy), ("code", rare[0])], 5, 100)
     assert set(vocab.draft_to_target.tolist()) >= {1, 2, 3, 7, 8}
     pooled = DraftVocab.from_counts(Counter([1, 2, 3] * 1000 + [4, 5, 6] * 3 + [7, 8]), 5, 100)
     assert not {7, 8} <= set(pooled.draft_to_target.tolist())  # raw counts would have dropped them

@@ -1,6 +1,6 @@
 """``borealis bench drift``: does the shift detector fire on real traffic only when the domain changes?
 
-Serves each phase's prompts (target outputs, greedy, n-gram speculation only) and feeds the traces in
+Generates each phase's outputs (the target's greedy continuations) and feeds them as traces, in
 order to the trainer's drift monitor, one label for all traffic so that only tokens can reveal a
 shift. Every window is judged twice: by the detector as it runs (divergence above the reference's
 own noise floor by ``js_threshold``) and by the fixed rule it replaced (divergence above
@@ -20,9 +20,8 @@ import torch
 from borealis.settings import get_settings
 from borealis.wire import TraceRecord
 from worker.bench.report import emit
-from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.draft.generate import greedy_outputs
 from worker.engine.llama import LlamaModel
-from worker.engine.types import GenerationRequest, SamplingParams
 from worker.traces.drift import DriftMonitor
 from worker.workloads import WORKLOADS, build_prompts, encode_prompt
 
@@ -39,18 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
-
-
-def generate(target: LlamaModel, prompts: list[list[int]], max_new_tokens: int, eos: int) -> list[list[int]]:
-    engine = SpecEngine(target, EngineConfig(max_batch=8, max_seq_len=2048, spec=SpecConfig(mode="tree")))
-    params = SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=(eos,))
-    for index, prompt in enumerate(prompts):
-        engine.submit(GenerationRequest(str(index), prompt, params))
-    outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
-    while engine.has_work():
-        for event in engine.step():
-            outputs[event.request_id].extend(event.token_ids)
-    return [outputs[str(i)] for i in range(len(prompts))]
 
 
 def judge(phases: list[tuple[str, list[list[int]]]], window: int) -> dict[str, Any]:
@@ -88,8 +75,7 @@ def judge(phases: list[tuple[str, list[list[int]]]], window: int) -> dict[str, A
                     }
                 )
     # A window "carries" a phase change when it is the first whose requests come from the new phase.
-    firsts = {phase: next(r["window"] for r in rows if r["phase"] == phase) for phase, _ in phases[1:]}
-    changes = set(firsts.values())
+    changes = {next(r["window"] for r in rows if r["phase"] == phase) for phase, _ in phases[1:]}
 
     def tally(key: str) -> dict[str, int]:
         return {
@@ -121,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         prompts = [
             encode_prompt(p, tokenizer) for p in build_prompts(phase, "train", args.requests_per_phase)
         ]
-        phases.append((phase, generate(target, prompts, args.max_new_tokens, int(tokenizer.eos_token_id))))
+        eos = (int(tokenizer.eos_token_id),)
+        phases.append((phase, greedy_outputs(target, prompts, args.max_new_tokens, stop_token_ids=eos)))
     result = {
         "phases": args.phases.split(","),
         "requests_per_phase": args.requests_per_phase,

@@ -163,11 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))
     draft, draft_name = make_draft(args.draft, target, train_ids)
-    spec = SpecEngine(
-        target,
-        EngineConfig(args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)),
-        DraftRunner(draft, target.embed, version=draft_name),
+    spec_config = EngineConfig(
+        args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)
     )
+    spec = SpecEngine(target, spec_config, DraftRunner(draft, target.embed, version=draft_name))
     warm = prompts[:1]
     hf_plain = hf_generator(hf, args.max_new_tokens, eos, None)
     hf_lookup = hf_generator(hf, args.max_new_tokens, eos, PROMPT_LOOKUP_TOKENS)
@@ -188,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     random_arm: dict[str, Any] | None = None
     if args.against_random:
         day0, _ = make_draft("random", target, train_ids)
-        config = EngineConfig(
-            args.batch, max_len, spec=SpecConfig(mode=args.mode, use_ngram=not args.no_ngram)
-        )
-        baseline = SpecEngine(target, config, DraftRunner(day0, target.embed, version="random"))
+        baseline = SpecEngine(target, spec_config, DraftRunner(day0, target.embed, version="random"))
         run_engine(baseline, warm, short)
         random_out, random_stats, random_s = run_engine(baseline, prompts, params)
         random_arm = {

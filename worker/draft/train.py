@@ -115,13 +115,6 @@ def examples_for(
     return build_examples(target, vocab, generate(target, tokenizer, prompts, args))
 
 
-def vocab_from_outputs(outputs: list[tuple[str, list[int]]], size: int, target_vocab_size: int) -> DraftVocab:
-    by_domain: dict[str, list[list[int]]] = {}
-    for domain, output in outputs:
-        by_domain.setdefault(domain, []).append(output)
-    return DraftVocab.from_outputs(by_domain, size, target_vocab_size)
-
-
 def cycle_batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> Iterator[list[Example]]:
     """Epochs over the current pool, reshuffled (and regrouped, as the pool grows) each time."""
     while True:
@@ -169,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             first = generate(target, tokenizer, list(itertools.islice(prompts, args.vocab_prompts)), args)
             outputs = [(prompt.domain, output) for prompt, _, output in first]
         draft = new_draft(
-            target.spec, vocab_from_outputs(outputs, args.draft_vocab, target.spec.vocab_size), args.seed
+            target.spec, DraftVocab.from_outputs(outputs, args.draft_vocab, target.spec.vocab_size), args.seed
         )
     generating = time.monotonic() - started
     trainer = DraftTrainer(draft, target.embed, train_config(args))

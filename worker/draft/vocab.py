@@ -6,7 +6,7 @@ A 49k-row head costs as much as the rest of the draft; ~8k rows cover almost all
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import torch
 
@@ -57,19 +57,20 @@ class DraftVocab:
 
     @classmethod
     def from_outputs(
-        cls, outputs_by_domain: Mapping[str, Iterable[list[int]]], size: int, target_vocab_size: int
+        cls, outputs: Iterable[tuple[str, list[int]]], size: int, target_vocab_size: int
     ) -> DraftVocab:
-        """The ids the target emits most, each domain weighted equally.
+        """The ids the target emits most, each domain weighted equally; ``outputs`` are
+        ``(domain, output ids)`` pairs.
 
         Counted on the target's outputs, never the prompts: the head only ever proposes what the
         target would say next. Each domain's counts become frequencies before they are summed, so
         a domain with a tenth of the traffic still gets the tokens it needs.
         """
+        by_domain: dict[str, Counter[int]] = {}
+        for domain, output in outputs:
+            by_domain.setdefault(domain, Counter()).update(output)
         weights: Counter[int] = Counter()
-        for outputs in outputs_by_domain.values():
-            counts: Counter[int] = Counter()
-            for output in outputs:
-                counts.update(output)
+        for counts in by_domain.values():
             total = sum(counts.values())
             for token, count in counts.items():
                 weights[token] += round(1_000_000_000 * count / total)

@@ -61,7 +61,7 @@ def worker_heartbeat(
             beat.traces_exported, beat.traces_dropped, beat.trace_features_stored, beat.trace_features_dropped
         ),
     )
-    state.report_worker(beat.worker_id, beat.rss_bytes, beat.waiting_requests, beat.cpu_seconds)
+    state.report_worker(beat)
     return HeartbeatReply(
         desired_draft_version=desired_version(session), learning_paused=read_learning(session).paused
     )
