@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,3 +37,13 @@ def test_prepared_model_answers_sensibly(smollm2_dir: Path) -> None:
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     out = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
+
+
+@pytest.mark.slow
+def test_fresh_machine_prepares_the_same_weights(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The path a new user's `make run` takes: no cached model dir, conversion from the GGUF alone."""
+    fresh = prepare_embedded_model(tmp_path / "smollm2")
+    manifest, cached = read_manifest(fresh), read_manifest(smollm2_dir)
+    assert manifest is not None and cached is not None
+    assert manifest["weights_sha256"] == cached["weights_sha256"]
+    assert (fresh / "tokenizer.json").read_bytes() == (smollm2_dir / "tokenizer.json").read_bytes()
