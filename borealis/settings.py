@@ -73,6 +73,7 @@ class ServingSettings:
     dtype: Literal["float32", "bfloat16"]
     context_limit: int  # longest prompt plus the largest max_tokens
     max_batch: int
+    spec_mode: Literal["tree", "chain", "off"]
     spec_adaptive: bool
     spec_ngram: bool
     record_features: bool  # final events carry target features for the trace side store
@@ -255,6 +256,11 @@ class Settings(BaseSettings):
         le=1 << 16,
         description="oneDNN kernels kept per cache in inference workers (about 0.6 MB each).",
     )
+    spec_mode: Literal["tree", "chain", "off"] = Field(
+        default="tree",
+        description="tree: verify a tree of draft and n-gram proposals per step; chain: one proposal "
+        "chain; off: no speculation, the target decodes alone (a baseline for benchmarks and operators).",
+    )
     spec_ngram: bool = Field(
         default=True,
         description="Propose n-gram (prompt lookup) continuations beside the draft; false: draft-only "
@@ -431,6 +437,7 @@ class Settings(BaseSettings):
             dtype=self.dtype,
             context_limit=self.max_prompt_tokens + self.max_new_tokens_limit,
             max_batch=self.max_batch,
+            spec_mode=self.spec_mode,
             spec_adaptive=self.spec_adaptive,
             spec_ngram=self.spec_ngram,
             record_features=self.trace_features and bool(self.redis_url),

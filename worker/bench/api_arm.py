@@ -46,24 +46,31 @@ def run_api_arm(
         admin.post(f"/api/drafts/{version}/approve", json={"reason": "bench speedup"}).raise_for_status()
         wait_for_version(admin, version)
         model = admin.get("/v1/models").json()["data"][0]["id"]
-        texts, tokens, seconds = [], [], []
-        with httpx.Client(base_url=appliance.base_url, timeout=600) as client:
-            warm = prompt_request(model, prompts[0], 8)
-            client.post(warm.path, json=warm.body).raise_for_status()
-            for prompt in prompts:
-                request = prompt_request(model, prompt, max_new_tokens)
-                started = time.perf_counter()
-                response = client.post(request.path, json=request.body)
-                seconds.append(time.perf_counter() - started)
-                response.raise_for_status()
-                reply = response.json()
-                texts.append(completion_text(request, reply))
-                tokens.append(int(reply["usage"]["completion_tokens"]))
+        timed = time_completions(appliance.base_url, model, prompts, max_new_tokens)
+    return {**timed, "trainer": trainer, "draft_version": version}
+
+
+def time_completions(base_url: str, model: str, prompts: list[Prompt], max_new_tokens: int) -> dict[str, Any]:
+    """Greedy requests one at a time, each timed at the client from send to the last byte.
+
+    Any OpenAI-compatible server: ``bench peer`` times llama.cpp's server with it too.
+    """
+    texts, tokens, seconds = [], [], []
+    with httpx.Client(base_url=base_url, timeout=600) as client:
+        warm = prompt_request(model, prompts[0], 8)
+        client.post(warm.path, json=warm.body).raise_for_status()
+        for prompt in prompts:
+            request = prompt_request(model, prompt, max_new_tokens)
+            started = time.perf_counter()
+            response = client.post(request.path, json=request.body)
+            seconds.append(time.perf_counter() - started)
+            response.raise_for_status()
+            reply = response.json()
+            texts.append(completion_text(request, reply))
+            tokens.append(int(reply["usage"]["completion_tokens"]))
     return {
         "tok_s": sum(tokens) / sum(seconds),
         "per_request_tok_s": [round(t / s, 2) for t, s in zip(tokens, seconds, strict=True)],
         "generated_tokens": sum(tokens),
         "texts": texts,
-        "trainer": trainer,
-        "draft_version": version,
     }

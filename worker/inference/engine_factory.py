@@ -65,7 +65,7 @@ def build_engine(settings: ServingSettings, model_dir: Path) -> ServingEngine:
         )
         fallback = _hf_engine(model_dir, context_limit)
         return replace(fallback, fallback_reason=f"lean engine unavailable: {exc}"[:300])
-    spec = SpecConfig(adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
+    spec = SpecConfig(mode=settings.spec_mode, adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
     engine = SpecEngine(
         target,
         EngineConfig(
