@@ -21,3 +21,17 @@ def test_the_random_draft_arm_runs_beside_the_drafts_own(
     assert result["over_random_draft_tok_s"] == result["spec_tok_s"] / result["random_draft"]["tok_s"]
     assert result["random_draft"]["mean_acceptance_length"] >= 1.0
     assert result["ngram"] is False and result["accepted_by_source"]["ngram"] == 0  # draft-only serving
+
+
+def test_the_temperature_arms_compare_the_two_sampling_rules(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "speedup.json"
+    args = ["--requests", "2", "--max-new-tokens", "12", "--temperature", "0.7", "--json", str(out)]
+    subprocess.run([*cli_argv("bench", "speedup"), *args], env=env, check=True, timeout=300)
+    sampled = json.loads(out.read_text())["sampled"]
+    assert sampled["temperature"] == 0.7
+    for rule in ("", "point_mass_"):
+        assert sampled[f"{rule}mean_acceptance_length"] >= 1.0 and sampled[f"{rule}tok_s"] > 0
+    assert sampled["over_greedy_acceptance_length"] > 0

@@ -23,12 +23,12 @@ def test_a_sequence_that_raises_fails_alone(
     real_verify = engine_module.verify_tree
     calls = {"bad": 0}
 
-    def verify(tree: Any, logits: torch.Tensor, params: SamplingParams, generator: Any) -> Any:
+    def verify(tree: Any, logits: torch.Tensor, params: SamplingParams, generator: Any, *drafted: Any) -> Any:
         if params.max_new_tokens == 33:  # the faulty request, on its third step
             calls["bad"] += 1
             if calls["bad"] == 3:
                 raise RuntimeError("injected sampling fault")
-        return real_verify(tree, logits, params, generator)
+        return real_verify(tree, logits, params, generator, *drafted)
 
     monkeypatch.setattr(engine_module, "verify_tree", verify)
     engine = SpecEngine(

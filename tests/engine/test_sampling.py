@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
@@ -15,7 +16,7 @@ from worker.engine.llama import LlamaModel
 from worker.engine.sampling import target_probs
 from worker.engine.tree import ProposalTree
 from worker.engine.types import GenerationRequest, SamplingParams
-from worker.engine.verify import verify_tree
+from worker.engine.verify import DraftSample, verify_tree
 
 
 def test_top_p_keeps_the_smallest_nucleus() -> None:
@@ -51,6 +52,60 @@ def test_tree_rejection_sampling_is_lossless() -> None:
             p_next = target_probs(logits[node], params)
             expected[(first, second)] = float(p_root[first] * p_next[second])
     assert chi_square_ok(seen, expected)
+
+
+def draws_without_replacement(q: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
+    """k draft ids drawn without replacement from q, in draw order (Gumbel top-k)."""
+    gumbel = -torch.log(-torch.log(torch.rand(q.shape, generator=generator).clamp_(min=1e-20)))
+    return [int(i) for i in (q.log() + gumbel).topk(k).indices]
+
+
+@pytest.mark.parametrize(
+    ("draws", "kept", "guess"),
+    [
+        (1, 1, None),  # a draft chain: standard speculative sampling, min(1, p/q) then max(0, p - q)
+        (3, 3, None),  # three children drawn without replacement: recursive rejection sampling
+        (3, 1, None),  # the tree kept one of three draws: all three are still verified
+        (2, 2, 2),  # an n-gram guess beside the draws, sometimes the same token as a draw
+    ],
+)
+def test_draft_sampled_children_keep_the_target_distribution(
+    draws: int, kept: int, guess: int | None
+) -> None:
+    """The emitted token's law is p, draws fresh each trial as the engine makes them."""
+    torch.manual_seed(3)
+    vocab, d2t = 7, torch.tensor([0, 2, 3, 5, 6])
+    logits = torch.randn(8, vocab) * 1.5
+    q = torch.softmax(torch.randn(d2t.numel()) * 1.5, dim=-1)
+    params = SamplingParams(max_new_tokens=4, temperature=0.9)
+    p_root = target_probs(logits[0], params)
+    generator = torch.Generator().manual_seed(4)
+    seen: Counter[Hashable] = Counter()
+    for _ in range(20_000):
+        drawn = [int(d2t[i]) for i in draws_without_replacement(q, draws, generator)]
+        tree = ProposalTree.root(0)
+        guesses = {tree.add(0, guess)} if guess is not None else set()
+        for token in drawn[:kept]:
+            tree.add(0, token)
+        samples = {0: DraftSample(drawn, q, d2t)}
+        verdict = verify_tree(tree, logits, params, generator, samples, guesses)
+        first = tree.tokens[verdict.accepted[0]] if verdict.accepted else verdict.next_token
+        seen[first] += 1
+    assert chi_square_ok(seen, {token: float(p_root[token]) for token in range(vocab)})
+
+
+def test_a_draft_that_equals_the_target_is_always_accepted() -> None:
+    """min(1, p/q) = 1 when q = p: the point-mass rule would accept only sum(p^2) on average."""
+    logits = torch.randn(2, 5)
+    params = SamplingParams(max_new_tokens=4, temperature=1.0)
+    d2t = torch.arange(5)
+    q = target_probs(logits[0], params)
+    generator = torch.Generator().manual_seed(0)
+    for token in range(5):
+        tree = ProposalTree.root(0)
+        child = tree.add(0, token)
+        verdict = verify_tree(tree, logits, params, generator, {0: DraftSample([token], q, d2t)})
+        assert verdict.accepted == [child]
 
 
 def test_greedy_verification_follows_argmax() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="add a speculative arm with a day-0 (random) draft, same settings: does the trained draft pay?",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="add sampled arms at this temperature (seeded): the draft-probability rule and the "
+        "point-mass rule, their acceptance lengths beside the greedy one",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--dtype",
@@ -71,11 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_engine(
-    engine: SpecEngine, prompts: list[list[int]], params: SamplingParams
+    engine: SpecEngine, prompts: list[list[int]], params: SamplingParams, seeded: bool = False
 ) -> tuple[list[list[int]], list[SpecStats], float]:
+    """Every prompt through the engine (request ``i`` seeded with ``i`` when ``seeded``)."""
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        engine.submit(GenerationRequest(str(i), prompt, params))
+        engine.submit(GenerationRequest(str(i), prompt, replace(params, seed=i) if seeded else params))
     outputs: list[list[int]] = [[] for _ in prompts]
     stats: list[SpecStats] = [SpecStats() for _ in prompts]
     while engine.has_work():
@@ -142,6 +151,33 @@ def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> tupl
         return new_draft(target.spec, vocab), "random"
     draft, manifest = load_draft(arg)
     return draft, manifest.version or Path(arg).name
+
+
+def sampled_arms(
+    target: LlamaModel,
+    config: EngineConfig,
+    draft: Eagle3Draft,
+    draft_name: str,
+    prompts: list[list[int]],
+    args: argparse.Namespace,
+    eos: int,
+) -> dict[str, Any]:
+    """Seeded sampling at ``--temperature``: the draft's samples verified with min(1, p/q), and the
+    same draft's top-k verified as point masses; both lossless, so only acceptance and speed differ."""
+    arms: dict[str, Any] = {"temperature": args.temperature}
+    for name, sample_drafts in (("", True), ("point_mass_", False)):
+        spec = replace(config.spec, sample_drafts=sample_drafts)
+        engine = SpecEngine(target, replace(config, spec=spec), DraftRunner(draft, target.embed, draft_name))
+        outputs, stats, seconds = run_engine(
+            engine,
+            prompts,
+            SamplingParams(args.max_new_tokens, args.temperature, stop_token_ids=(eos,)),
+            seeded=True,
+        )
+        arms[f"{name}mean_acceptance_length"] = acceptance_length(stats)
+        arms[f"{name}tok_s"] = sum(map(len, outputs)) / seconds
+        arms[f"{name}draft_share_of_accepted"] = draft_share(stats)
+    return arms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "generated_tokens": sum(map(len, spec_out)),
     }
+    if args.temperature is not None:
+        result["sampled"] = sampled_arms(target, spec_config, draft, draft_name, prompts, args, eos)
+        greedy = result["mean_acceptance_length"]
+        result["sampled"]["over_greedy_acceptance_length"] = (
+            result["sampled"]["mean_acceptance_length"] / greedy
+        )
     if random_arm is not None:
         result["random_draft"] = random_arm
         result["over_random_draft_tok_s"] = result["spec_tok_s"] / random_arm["tok_s"]

@@ -19,7 +19,7 @@ import torch
 from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input
 from worker.engine.ngram import NgramIndex
-from worker.engine.proposals import DraftBatch, draft_paths
+from worker.engine.proposals import DraftBatch, Proposals, draft_paths
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
 from worker.engine.tracelog import step_trace
 from worker.engine.tree import ProposalTree
@@ -42,6 +42,9 @@ class SpecConfig:
     max_ngram_tokens: int = 8
     ngram_max_n: int = 3
     adaptive: bool = True
+    # sampled requests: the draft samples its children and they are accepted with min(1, p/q); False
+    # keeps its top-k as point-mass guesses (lossless too, accepts less; a benchmark baseline)
+    sample_drafts: bool = True
 
     def draft_shape(self) -> tuple[int, int]:
         """(top-k, width) of the draft expansion: a chain is a tree of width one."""
@@ -218,19 +221,12 @@ class SpecEngine:
         active = self._active
         started = time.perf_counter()
         plan = self._plan()
-        trees, draft_nodes, ngram_nodes = self._propose(plan)
-        logits, features, hidden = self._verify_forward(trees)
+        proposals = self._propose(plan)
+        logits, features, hidden = self._verify_forward([prop.tree for prop in proposals])
         events = []
         for slot, seq in enumerate(active):
             try:
-                event = self._accept(
-                    slot,
-                    trees[slot],
-                    logits[slot],
-                    (features[slot], hidden[slot]),
-                    draft_nodes[slot],
-                    ngram_nodes[slot],
-                )
+                event = self._accept(slot, proposals[slot], logits[slot], (features[slot], hidden[slot]))
             except Exception as exc:  # one sequence's sampling or stopping fails that sequence only
                 event = _failed(seq.request.request_id, seq.stats, exc)
             events.append(event)
@@ -238,18 +234,13 @@ class SpecEngine:
         return self._drop_finished(events)
 
     def _accept(
-        self,
-        slot: int,
-        tree: ProposalTree,
-        logits: torch.Tensor,
-        rows: tuple[torch.Tensor, torch.Tensor],
-        draft_nodes: dict[int, float],
-        ngram_nodes: set[int],
+        self, slot: int, prop: Proposals, logits: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]
     ) -> TokenEvent:
         """Verify one sequence's tree, commit the accepted path and emit its tokens."""
         seq = self._active[slot]
-        verdict = verify_tree(tree, logits, seq.request.params, seq.generator)
-        self._record(seq, tree, verdict, draft_nodes, ngram_nodes)
+        tree, draft_nodes = prop.tree, prop.draft_nodes
+        verdict = verify_tree(tree, logits, seq.request.params, seq.generator, prop.samples, prop.ngram_nodes)
+        self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes)
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
         event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
@@ -282,19 +273,13 @@ class SpecEngine:
             return Plan(spec.max_draft_depth if has_draft else 0, ngram)
         return self.controller.plan(len(self._active), ngram, has_draft)
 
-    def _propose(self, plan: Plan) -> tuple[list[ProposalTree], list[dict[int, float]], list[set[int]]]:
-        """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes.
-
-        Draft nodes map to the draft's probability of the node given its parent.
-        """
-        trees = [ProposalTree.root(seq.tokens[seq.kv_len]) for seq in self._active]
-        ngram_nodes: list[set[int]] = [set() for _ in trees]
-        draft_nodes: list[dict[int, float]] = [{} for _ in trees]
+    def _propose(self, plan: Plan) -> list[Proposals]:
+        """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes."""
+        proposals = [Proposals(ProposalTree.root(seq.tokens[seq.kv_len])) for seq in self._active]
         if plan.ngram_tokens:
-            for seq, tree, nodes in zip(self._active, trees, ngram_nodes, strict=True):
-                nodes.update(
-                    tree.add_path(seq.ngram.propose(plan.ngram_tokens), budget=1 + plan.ngram_tokens)
-                )
+            for seq, prop in zip(self._active, proposals, strict=True):
+                guess = seq.ngram.propose(plan.ngram_tokens)
+                prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape()
             started = time.perf_counter()
@@ -303,17 +288,22 @@ class SpecEngine:
                 kv_lens=[seq.kv_len for seq in self._active],
                 roots=[seq.tokens[seq.kv_len] for seq in self._active],
                 features=self.features,
+                temperatures=tuple(
+                    0.0
+                    if is_greedy(seq.request.params) or not self.config.spec.sample_drafts
+                    else seq.request.params.temperature
+                    for seq in self._active
+                ),
+                generators=tuple(seq.generator for seq in self._active),
             )
-            paths = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width)
+            drafted = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width)
             for seq in self._active:
                 seq.draft_len = seq.kv_len
-            rows = len(trees) * width
+            rows = len(proposals) * width
             self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
-            for tree, probs, seq_paths in zip(trees, draft_nodes, paths, strict=True):
-                budget = len(tree) + plan.draft_depth * width
-                for path in seq_paths:
-                    probs.update(zip(tree.add_path(path.tokens, budget), path.probs, strict=False))
-        return trees, draft_nodes, ngram_nodes
+            for prop, proposal in zip(proposals, drafted, strict=True):
+                prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
+        return proposals
 
     def _draft_catch_up(self) -> None:
         """Bring every draft cache to one position short of the target's, in chunks, one sequence at a time.

@@ -4,17 +4,26 @@ At each depth the draft scores children of the current frontier; the ``width`` c
 best cumulative log-probability become the next frontier and are run through the draft together
 (one forward for all sequences and all frontier nodes, under a tree attention mask). The paths
 returned are those of the ``depth * width`` best candidates overall, best first.
+
+For a sequence that samples (temperature > 0) the children of a node are not its top-k but k draws
+without replacement from the draft's distribution q at the request's temperature (the top-k of
+log q plus Gumbel noise, from the request's own generator), recorded with q so verification can
+accept them with min(1, p/q) (see :mod:`worker.engine.verify`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from worker.engine.llama import KVCache, StepInput
+from worker.engine.tree import ProposalTree
 from worker.engine.types import Drafter
+from worker.engine.verify import DraftSample
+
+TINY = 1e-20  # keeps log(-log(u)) finite for a uniform draw of exactly 0
 
 
 @dataclass(frozen=True)
@@ -22,12 +31,40 @@ class DraftBatch:
     kv_lens: list[int]  # target cache length per slot; the draft cache is valid below kv_len - 1
     roots: list[int]  # the last emitted token per slot (tree root, position kv_len)
     features: torch.Tensor  # [slots, positions, 3H] target feature history
+    temperatures: tuple[float, ...] = ()  # per slot; 0 (or absent): greedy, children are the top-k
+    generators: tuple[torch.Generator | None, ...] = ()  # per slot: the request's own generator
 
 
 @dataclass(frozen=True)
 class DraftPath:
     tokens: list[int]
     probs: list[float]  # the draft's probability of each token given the one before it (for trace records)
+    nodes: list[int]  # candidate id of each token (keys of :attr:`DraftProposal.samples`)
+
+
+@dataclass(frozen=True)
+class DraftProposal:
+    paths: list[DraftPath]
+    samples: dict[int, DraftSample]  # candidate id (-1: the root) -> the draft's draws below it
+
+
+@dataclass
+class Proposals:
+    """One sequence's proposals for a step: the tree, and which proposer put each node there."""
+
+    tree: ProposalTree
+    ngram_nodes: set[int] = field(default_factory=set)
+    draft_nodes: dict[int, float] = field(default_factory=dict)  # node -> draft probability given parent
+    samples: dict[int, DraftSample] = field(default_factory=dict)  # node -> the draft's draws below it
+
+    def add_draft(self, proposal: DraftProposal, budget: int) -> None:
+        """Insert the draft's paths while the tree has fewer than ``budget`` nodes; keep its draws."""
+        node_of = {-1: 0}
+        for path in proposal.paths:
+            nodes = self.tree.add_path(path.tokens, budget)
+            self.draft_nodes.update(zip(nodes, path.probs, strict=False))
+            node_of.update(zip(path.nodes, nodes, strict=False))
+        self.samples = {node_of[c]: drawn for c, drawn in proposal.samples.items() if c in node_of}
 
 
 @dataclass
@@ -51,20 +88,42 @@ class _Candidates:
         inner = {self.parents[i] for i in chosen}
         paths = []
         for leaf in (i for i in order if i not in inner):
-            tokens, probs, node = [], [], leaf
+            tokens, probs, nodes, node = [], [], [], leaf
             while node >= 0:
                 parent = self.parents[node]
                 tokens.append(self.tokens[node])
                 probs.append(math.exp(self.scores[node] - (self.scores[parent] if parent >= 0 else 0.0)))
+                nodes.append(node)
                 node = parent
-            paths.append(DraftPath(tokens[::-1], probs[::-1]))
+            paths.append(DraftPath(tokens[::-1], probs[::-1], nodes[::-1]))
         return paths
+
+
+def _children(
+    logp: torch.Tensor, topk: int, batch: DraftBatch, d2t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, list[DraftSample]]]:
+    """Each frontier node's ``topk`` children ``[B, F, k]`` (log-probs, draft ids), best or drawn first.
+
+    Sampling slots draw their children from q and return, per slot, each frontier node's draws.
+    """
+    top_logp, top_ids = logp.topk(topk, dim=-1)
+    draws: dict[int, list[DraftSample]] = {}
+    for b, temperature in enumerate(batch.temperatures):
+        if temperature <= 0.0:
+            continue
+        log_q = torch.log_softmax(logp[b] / temperature, dim=-1)  # [F, draft_vocab]
+        uniform = torch.rand(log_q.shape, generator=batch.generators[b]).clamp_(min=TINY)
+        ids = (log_q - torch.log(-torch.log(uniform))).topk(topk, dim=-1).indices
+        top_ids[b], top_logp[b] = ids, log_q.gather(-1, ids)
+        q = log_q.exp()
+        draws[b] = [DraftSample(d2t[row].tolist(), q[j], d2t) for j, row in enumerate(ids)]
+    return top_logp, top_ids, draws
 
 
 def draft_paths(
     runner: Drafter, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
-) -> list[list[DraftPath]]:
-    """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths."""
+) -> list[DraftProposal]:
+    """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths and draws."""
     size = len(batch.kv_lens)
     kv = torch.tensor(batch.kv_lens)
     span = max(batch.kv_lens) + depth * width
@@ -83,8 +142,11 @@ def draft_paths(
     frontier_rows: list[list[list[int]]] = [[[]] for _ in range(size)]  # cache rows each node may attend
     frontier_scores = torch.zeros(size, 1)
     d2t = runner.draft_to_target
+    samples: list[dict[int, DraftSample]] = [{} for _ in range(size)]
     for level in range(1, depth + 1):
-        top_logp, top_ids = logp.topk(topk, dim=-1)  # [B, F, k]
+        top_logp, top_ids, draws = _children(logp, topk, batch, d2t)  # [B, F, k]
+        for b, node_draws in draws.items():
+            samples[b].update(zip(frontier_ids[b], node_draws, strict=True))
         child_scores = (frontier_scores.unsqueeze(-1) + top_logp).reshape(size, -1)
         child_tokens = d2t[top_ids].reshape(size, -1)
         scores_list, tokens_list = child_scores.tolist(), child_tokens.tolist()
@@ -121,4 +183,4 @@ def draft_paths(
         hidden, logp = runner.forward(step, parent_hidden, cache)
         frontier_ids = [[child_ids[b][j] for j in picked_list[b]] for b in range(size)]
         frontier_rows = new_rows
-    return [c.best_paths(depth * width) for c in candidates]
+    return [DraftProposal(c.best_paths(depth * width), s) for c, s in zip(candidates, samples, strict=True)]
