@@ -14,6 +14,7 @@ import pytest
 
 from borealis.settings import default_home
 from tests.procs import cli_argv
+from worker.bench.appliance import make_day0_drafts
 from worker.bench.llama_cpp import source_root
 
 BUILD_CACHE = default_home() / "peer"
@@ -31,12 +32,22 @@ def test_both_servers_answer_the_same_prompts_through_their_openai_apis(
     base_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "peer.json"
-    args = ["--workloads", "humaneval,chat", "--requests", "1", "--max-new-tokens", "12"]
+    draft = make_day0_drafts(smollm2_dir, tmp_path)[0]  # llama.cpp runs it as EAGLE-3 after conversion
+    args = [
+        "--workloads",
+        "humaneval,chat",
+        "--requests",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--draft",
+        str(draft),
+    ]
     args += ["--llama-modes", "plain,ngram-simple", "--build-cache", str(BUILD_CACHE), "--json", str(out)]
     env = {**base_env, "BOREALIS_MODEL_PATH": str(smollm2_dir)}
     subprocess.run([*cli_argv("bench", "peer"), *args], env=env, check=True, timeout=600)
     result = json.loads(out.read_text())
-    assert set(result["llama_cpp"]) == {"plain", "ngram-simple"}
+    assert set(result["llama_cpp"]) == {"plain", "ngram-simple", "draft-eagle3"}
     assert set(result["borealis"]) == {"target-only", "speculative"}
     assert all(tok_s > 0 for side in ("llama_cpp", "borealis") for tok_s in result[side].values())
     best = max(result["borealis"].values()) / max(result["llama_cpp"].values())

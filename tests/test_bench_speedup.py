@@ -32,6 +32,6 @@ def test_the_temperature_arms_compare_the_two_sampling_rules(
     subprocess.run([*cli_argv("bench", "speedup"), *args], env=env, check=True, timeout=300)
     sampled = json.loads(out.read_text())["sampled"]
     assert sampled["temperature"] == 0.7
-    for rule in ("", "point_mass_"):
+    for rule in ("", "sampled_", "point_mass_"):
         assert sampled[f"{rule}mean_acceptance_length"] >= 1.0 and sampled[f"{rule}tok_s"] > 0
     assert sampled["over_greedy_acceptance_length"] > 0

@@ -24,7 +24,7 @@ from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.engine import DraftRule, EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats
 from worker.workloads import build_prompts, encode_prompt
@@ -162,11 +162,14 @@ def sampled_arms(
     args: argparse.Namespace,
     eos: int,
 ) -> dict[str, Any]:
-    """Seeded sampling at ``--temperature``: the draft's samples verified with min(1, p/q), and the
-    same draft's top-k verified as point masses; both lossless, so only acceptance and speed differ."""
+    """Seeded sampling at ``--temperature``: the controller's choice of rule (``auto``), the draft's
+    draws verified with min(1, p/q) (``sampled``) and its top-k as point masses (``point_mass``); all
+    lossless, so only acceptance and speed differ."""
     arms: dict[str, Any] = {"temperature": args.temperature}
-    for name, sample_drafts in (("", True), ("point_mass_", False)):
-        spec = replace(config.spec, sample_drafts=sample_drafts)
+    rules: tuple[DraftRule, ...] = ("auto", "sampled", "point_mass")
+    for rule in rules:
+        name = "" if rule == "auto" else f"{rule}_"
+        spec = replace(config.spec, draft_rule=rule)
         engine = SpecEngine(target, replace(config, spec=spec), DraftRunner(draft, target.embed, draft_name))
         outputs, stats, seconds = run_engine(
             engine,

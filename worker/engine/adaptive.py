@@ -48,6 +48,9 @@ class SpeculationController:
         self._target_ms: dict[int, _Ema] = {}
         self._draft_ms: dict[int, _Ema] = {}
         self._steps_without_draft = 0
+        # accepted draft tokens per sampled sequence-step, verifying the draft's draws (True) or its top-k
+        self.draft_rule_accept = {True: _Ema(1.0), False: _Ema(1.0)}
+        self._rule_choices = 0
 
     def observe_target(self, rows: int, seconds: float) -> None:
         self._observe(self._target_ms, rows, seconds * 1000)
@@ -62,6 +65,17 @@ class SpeculationController:
             rates[depth].update(1.0 if depth < accepted else 0.0)
             if depth >= accepted:
                 break
+
+    def observe_draft_rule(self, drew: bool, accepted_from_draft: int) -> None:
+        self.draft_rule_accept[drew].update(float(accepted_from_draft))
+
+    def draft_rule_draws(self) -> bool:
+        """Whether sampled sequences verify the draft's draws this step: the rule that accepted more
+        lately, the other one step in ``probe_every`` so both estimates stay fresh. Choosing from past
+        steps only keeps every step lossless."""
+        self._rule_choices += 1
+        best = self.draft_rule_accept[True].value >= self.draft_rule_accept[False].value
+        return best if self._rule_choices % self.probe_every else not best
 
     def baseline_due(self, batch: int) -> bool:
         """Whether this step should decode plainly: the first at each batch size, then one in

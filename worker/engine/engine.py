@@ -27,6 +27,7 @@ from worker.engine.types import Drafter, FinishReason, GenerationRequest, SpecSt
 from worker.engine.verify import Verdict, verify_tree
 
 SpecMode = Literal["off", "chain", "tree"]
+DraftRule = Literal["auto", "sampled", "point_mass"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ class SpecConfig:
     max_ngram_tokens: int = 8
     ngram_max_n: int = 3
     adaptive: bool = True
-    # sampled requests: the draft samples its children and they are accepted with min(1, p/q); False
-    # keeps its top-k as point-mass guesses (lossless too, accepts less; a benchmark baseline)
-    sample_drafts: bool = True
+    # sampled requests: "sampled" draws the draft's children from q and accepts them with min(1, p/q);
+    # "point_mass" keeps its top-k as guesses accepted with p; both are lossless, and which accepts
+    # more depends on how well q matches p, so "auto" lets the controller pick by measured acceptance
+    draft_rule: DraftRule = "auto"
 
     def draft_shape(self) -> tuple[int, int]:
         """(top-k, width) of the draft expansion: a chain is a tree of width one."""
@@ -222,6 +224,7 @@ class SpecEngine:
         started = time.perf_counter()
         plan = self._plan()
         proposals = self._propose(plan)
+        verify_started = time.perf_counter()
         logits, features, hidden = self._verify_forward([prop.tree for prop in proposals])
         events = []
         for slot, seq in enumerate(active):
@@ -230,6 +233,10 @@ class SpecEngine:
             except Exception as exc:  # one sequence's sampling or stopping fails that sequence only
                 event = _failed(seq.request.request_id, seq.stats, exc)
             events.append(event)
+        # the cost of verifying these rows is the forward plus accepting and committing every sequence:
+        # wider trees cost Python work too, and a cost model without it speculated at a loss at batch 8
+        rows = len(proposals) * max(len(prop.tree) for prop in proposals)
+        self.controller.observe_target(rows, time.perf_counter() - verify_started)
         self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
         return self._drop_finished(events)
 
@@ -240,6 +247,9 @@ class SpecEngine:
         seq = self._active[slot]
         tree, draft_nodes = prop.tree, prop.draft_nodes
         verdict = verify_tree(tree, logits, seq.request.params, seq.generator, prop.samples, prop.ngram_nodes)
+        if prop.draft_rule_drew is not None:
+            from_draft = sum(node in draft_nodes for node in verdict.accepted)
+            self.controller.observe_draft_rule(prop.draft_rule_drew, from_draft)
         self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes)
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
@@ -284,15 +294,15 @@ class SpecEngine:
             topk, width = self.config.spec.draft_shape()
             started = time.perf_counter()
             self._draft_catch_up()
+            sampled = [not is_greedy(seq.request.params) for seq in self._active]
+            draw = any(sampled) and self._draws_this_step()
             batch = DraftBatch(
                 kv_lens=[seq.kv_len for seq in self._active],
                 roots=[seq.tokens[seq.kv_len] for seq in self._active],
                 features=self.features,
                 temperatures=tuple(
-                    0.0
-                    if is_greedy(seq.request.params) or not self.config.spec.sample_drafts
-                    else seq.request.params.temperature
-                    for seq in self._active
+                    seq.request.params.temperature if draw and is_sampled else 0.0
+                    for seq, is_sampled in zip(self._active, sampled, strict=True)
                 ),
                 generators=tuple(seq.generator for seq in self._active),
             )
@@ -301,9 +311,15 @@ class SpecEngine:
                 seq.draft_len = seq.kv_len
             rows = len(proposals) * width
             self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
-            for prop, proposal in zip(proposals, drafted, strict=True):
+            for prop, proposal, is_sampled in zip(proposals, drafted, sampled, strict=True):
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
+                prop.draft_rule_drew = draw if is_sampled else None
         return proposals
+
+    def _draws_this_step(self) -> bool:
+        """Whether sampled sequences verify the draft's draws (min(1, p/q)) or its top-k (point masses)."""
+        rule = self.config.spec.draft_rule
+        return self.controller.draft_rule_draws() if rule == "auto" else rule == "sampled"
 
     def _draft_catch_up(self) -> None:
         """Bring every draft cache to one position short of the target's, in chunks, one sequence at a time.
@@ -340,11 +356,8 @@ class SpecEngine:
             mask[b, :size, kv_len : kv_len + size] = tree.ancestor_mask()
             mask[b, size:, kv_len + size : kv_len + width] = torch.eye(width - size, dtype=torch.bool)
         write = torch.tensor(kv_lens).unsqueeze(1) + torch.arange(width)
-        started = time.perf_counter()
         hidden, features = self.target.forward(StepInput(tokens, positions, write, mask), self.cache)
-        logits = self.target.logits(hidden)
-        self.controller.observe_target(batch * width, time.perf_counter() - started)
-        return logits, features, hidden
+        return self.target.logits(hidden), features, hidden
 
     def _commit(
         self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor, hidden: torch.Tensor

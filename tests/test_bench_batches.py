@@ -1,0 +1,25 @@
+"""`borealis bench batches` on a tiny model: every batch size measured, speculation lossless at each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.procs import cli_argv
+
+
+def test_every_workload_and_batch_size_gets_a_lossless_cell(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "batches.json"
+    args = ["--workloads", "code,chat", "--batches", "1,3", "--requests", "3", "--max-new-tokens", "10"]
+    args += ["--json", str(out)]
+    subprocess.run([*cli_argv("bench", "batches"), *args], env=env, check=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["outputs_identical"] is True
+    assert set(result["cells"]) == {"code", "chat"}
+    assert all(set(rows) == {"1", "3"} for rows in result["cells"].values())
+    ratios = [cell["spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()]
+    assert result["min_spec_over_target_only"] == min(ratios) > 0

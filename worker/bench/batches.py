@@ -1,0 +1,96 @@
+"""``borealis bench batches``: is speculation ever slower than target-only decoding, at any batch size?
+
+For each workload and batch size, the same prompts go through a target-only engine and the
+speculative engine (tree, n-gram lookup, the draft, the adaptive controller) with ``max_batch`` set to
+that size and every request submitted at once, so the engine decodes full batches. Greedy outputs
+must be identical; the ratio of tokens per second is the number. One process, arms back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from borealis.settings import get_settings
+from worker.bench.report import emit
+from worker.bench.speedup import make_draft, run_engine
+from worker.draft.runner import DraftRunner
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.llama import LlamaModel
+from worker.engine.types import SamplingParams
+from worker.workloads import build_prompts, encode_prompt
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis bench batches", description=__doc__)
+    parser.add_argument("--workloads", default="code,prose,chat")
+    parser.add_argument("--batches", default="1,2,4,8")
+    parser.add_argument("--requests", type=int, default=16, help="test-split prompts per workload")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--draft", default="random", help="'random' (day-0 draft) or a draft artifact directory"
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.max_new_tokens < 1:
+        parser.error("--requests and --max-new-tokens must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import AutoTokenizer
+
+    args = parse_args(argv)
+    settings = get_settings()
+    threads = args.threads or settings.threads
+    torch.set_num_threads(threads)
+    model_dir = settings.resolved_model_path
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    target = LlamaModel.load(model_dir)
+    batches = [int(b) for b in args.batches.split(",") if b]
+    eos = int(tokenizer.eos_token_id)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
+    cells: dict[str, dict[str, Any]] = {}
+    identical = True
+    for workload in [w for w in args.workloads.split(",") if w]:
+        prompts = [encode_prompt(p, tokenizer) for p in build_prompts(workload, "test", args.requests)]
+        train = [encode_prompt(p, tokenizer) for p in build_prompts(workload, "train", 400)]
+        draft, name = make_draft(args.draft, target, train)
+        max_len = max(map(len, prompts)) + args.max_new_tokens + 8
+        cells[workload] = {}
+        for batch in batches:
+            off = SpecEngine(target, EngineConfig(batch, max_len, spec=SpecConfig(mode="off")))
+            spec = SpecEngine(
+                target, EngineConfig(batch, max_len), DraftRunner(draft, target.embed, version=name)
+            )
+            for engine in (off, spec):  # warm: kernels for this batch size, the controller's first costs
+                run_engine(engine, prompts[:batch], SamplingParams(8, stop_token_ids=(eos,)))
+            off_out, _, off_s = run_engine(off, prompts, params)
+            spec_out, stats, spec_s = run_engine(spec, prompts, params)
+            identical = identical and spec_out == off_out
+            accepted = sum(s.num_accepted_tokens for s in stats)
+            steps = sum(s.num_steps for s in stats)
+            cells[workload][str(batch)] = {
+                "target_only_tok_s": sum(map(len, off_out)) / off_s,
+                "spec_tok_s": sum(map(len, spec_out)) / spec_s,
+                "spec_over_target_only": (off_s / spec_s) * sum(map(len, spec_out)) / sum(map(len, off_out)),
+                "mean_acceptance_length": (accepted + steps) / max(steps, 1),
+                "seconds": off_s + spec_s,
+            }
+    ratios = [cell["spec_over_target_only"] for rows in cells.values() for cell in rows.values()]
+    result = {
+        "cells": cells,
+        "min_spec_over_target_only": min(ratios),
+        "outputs_identical": identical,
+        "draft": args.draft,
+        "threads": threads,
+        "requests_per_workload": args.requests,
+        "max_new_tokens": args.max_new_tokens,
+        "batches": batches,
+    }
+    emit(result, Path(args.json_path) if args.json_path else None)
+    return 0 if identical else 1
