@@ -131,10 +131,20 @@ class SpeculationController:
 
     @staticmethod
     def _lookup(table: dict[int, _Ema], rows: int, default: float, slope: float) -> float:
-        """Measured cost for ``rows``, else scaled from the nearest measured row count."""
+        """Measured cost for ``rows``; else interpolated between the measured row counts around it,
+        extrapolated along the two nearest, or (one or none measured) scaled by ``slope`` per row.
+
+        A fixed slope from one measurement under-estimated wide verification steps by up to 1.6x
+        (64 rows at batch 8), so the controller kept trying unmeasured widths at a loss."""
         if rows in table:
             return table[rows].value
         if not table:
             return default * (1.0 + slope * (rows - 1))
-        nearest = min(table, key=lambda known: abs(known - rows))
-        return table[nearest].value * (1.0 + slope * (rows - 1)) / (1.0 + slope * (nearest - 1))
+        known = sorted(table)
+        if len(known) == 1 or rows < known[0]:
+            near = known[0]
+            return table[near].value * (1.0 + slope * (rows - 1)) / (1.0 + slope * (near - 1))
+        above = next((k for k in known if k > rows), None)
+        lo, hi = (known[-2], known[-1]) if above is None else (known[known.index(above) - 1], above)
+        per_row = max((table[hi].value - table[lo].value) / (hi - lo), 0.0)
+        return table[lo].value + per_row * (rows - lo)
