@@ -16,7 +16,7 @@ import torch
 
 from borealis.settings import get_settings
 from worker.bench.report import emit
-from worker.bench.speedup import make_draft, run_engine
+from worker.bench.speedup import acceptance_length, make_draft, run_engine
 from worker.draft.runner import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
@@ -72,13 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             off_out, _, off_s = run_engine(off, prompts, params)
             spec_out, stats, spec_s = run_engine(spec, prompts, params)
             identical = identical and spec_out == off_out
-            accepted = sum(s.num_accepted_tokens for s in stats)
-            steps = sum(s.num_steps for s in stats)
             cells[workload][str(batch)] = {
                 "target_only_tok_s": sum(map(len, off_out)) / off_s,
                 "spec_tok_s": sum(map(len, spec_out)) / spec_s,
                 "spec_over_target_only": (off_s / spec_s) * sum(map(len, spec_out)) / sum(map(len, off_out)),
-                "mean_acceptance_length": (accepted + steps) / max(steps, 1),
+                "mean_acceptance_length": acceptance_length(stats),
                 "seconds": off_s + spec_s,
             }
     ratios = [cell["spec_over_target_only"] for rows in cells.values() for cell in rows.values()]

@@ -248,9 +248,9 @@ class SpecEngine:
         seq = self._active[slot]
         tree, draft_nodes = prop.tree, prop.draft_nodes
         verdict = verify_tree(tree, logits, seq.request.params, seq.generator, prop.samples, prop.ngram_nodes)
-        if prop.draft_rule_drew is not None:
+        if draft_nodes and not is_greedy(seq.request.params):  # draws were recorded iff this step drew
             from_draft = sum(node in draft_nodes for node in verdict.accepted)
-            self.controller.observe_draft_rule(prop.draft_rule_drew, from_draft)
+            self.controller.observe_draft_rule(bool(prop.samples), from_draft)
         self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes)
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
@@ -312,9 +312,8 @@ class SpecEngine:
                 seq.draft_len = seq.kv_len
             rows = len(proposals) * width
             self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
-            for prop, proposal, is_sampled in zip(proposals, drafted, sampled, strict=True):
+            for prop, proposal in zip(proposals, drafted, strict=True):
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
-                prop.draft_rule_drew = draw if is_sampled else None
         return proposals
 
     def _draws_this_step(self) -> bool:

@@ -56,7 +56,6 @@ class Proposals:
     ngram_nodes: set[int] = field(default_factory=set)
     draft_nodes: dict[int, float] = field(default_factory=dict)  # node -> draft probability given parent
     samples: dict[int, DraftSample] = field(default_factory=dict)  # node -> the draft's draws below it
-    draft_rule_drew: bool | None = None  # a sampled sequence's rule this step (None: greedy, or no draft)
 
     def add_draft(self, proposal: DraftProposal, budget: int) -> None:
         """Insert the draft's paths while the tree has fewer than ``budget`` nodes; keep its draws."""
