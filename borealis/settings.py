@@ -66,13 +66,25 @@ class TrainerSettings:
 
 
 @dataclass(frozen=True)
+class SGLangSettings:
+    """How an SGLang-backed inference worker starts its ``sglang.Engine``."""
+
+    device: Literal["auto", "cpu", "cuda"]
+    mem_fraction: float
+    spec_steps: int
+    spec_topk: int
+    spec_draft_tokens: int
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     """What building an inference worker's engine reads (``engine``, ``spec_*``, limits, features)."""
 
-    engine: Literal["spec", "hf"]
+    engine: Literal["spec", "hf", "sglang"]
     dtype: Literal["float32", "bfloat16"]
     context_limit: int  # longest prompt plus the largest max_tokens
     max_batch: int
+    sglang: SGLangSettings
     spec_mode: Literal["tree", "chain", "off"]
     spec_adaptive: bool
     spec_ngram: bool
@@ -228,8 +240,23 @@ class Settings(BaseSettings):
     )
     require_api_key: bool = Field(default=False, description="Require an inference API key on /v1.")
 
-    engine: Literal["spec", "hf"] = Field(
-        default="spec", description="spec: lean speculative engine (Llama family); hf: reference HF decoding."
+    engine: Literal["spec", "hf", "sglang"] = Field(
+        default="spec",
+        description="spec: lean speculative engine (Llama family); hf: reference HF decoding; sglang: an "
+        "SGLang engine (EAGLE-3 speculation on CUDA; target-only on SGLang's light CPU install).",
+    )
+    sglang_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`engine=sglang`: where SGLang runs; auto: CUDA when present."
+    )
+    sglang_mem_fraction: float = Field(
+        default=0.3, gt=0.0, lt=1.0, description="`engine=sglang`: share of device memory for weights and KV."
+    )
+    sglang_spec_steps: int = Field(
+        default=3, ge=1, le=16, description="`engine=sglang`: EAGLE-3 draft steps per verify step."
+    )
+    sglang_spec_topk: int = Field(default=1, ge=1, le=16, description="`engine=sglang`: EAGLE-3 branching.")
+    sglang_spec_draft_tokens: int = Field(
+        default=4, ge=2, le=64, description="`engine=sglang`: draft tokens verified per step."
     )
     dtype: Literal["float32", "bfloat16"] = Field(
         default="float32",
@@ -437,6 +464,13 @@ class Settings(BaseSettings):
             dtype=self.dtype,
             context_limit=self.max_prompt_tokens + self.max_new_tokens_limit,
             max_batch=self.max_batch,
+            sglang=SGLangSettings(
+                device=self.sglang_device,
+                mem_fraction=self.sglang_mem_fraction,
+                spec_steps=self.sglang_spec_steps,
+                spec_topk=self.sglang_spec_topk,
+                spec_draft_tokens=self.sglang_spec_draft_tokens,
+            ),
             spec_mode=self.spec_mode,
             spec_adaptive=self.spec_adaptive,
             spec_ngram=self.spec_ngram,

@@ -86,8 +86,10 @@ class WorkerRegistration(WireModel):
     )
     rss_bytes: int = Field(default=0, ge=0, description="The worker's resident memory (0: unknown).")
     cpu_seconds: float = Field(default=0.0, ge=0.0, description="CPU time the worker process has used.")
-    engine: Literal["spec", "hf"] = Field(
-        default="spec", description="spec: the lean speculative engine; hf: reference decoding, no draft."
+    engine: Literal["spec", "hf", "sglang"] = Field(
+        default="spec",
+        description="spec: the lean speculative engine; hf: reference decoding, no draft; sglang: an "
+        "SGLang engine (EAGLE-3 drafts on CUDA).",
     )
     fallback_reason: str = Field(
         default="", max_length=300, description="Why the worker serves with hf though spec was asked for."

@@ -15,7 +15,7 @@ from worker.inference.engine_factory import build_engine
 
 def served(tiny_dir: Path, mode: str) -> tuple[dict[str, list[int]], int]:
     settings = Settings(spec_mode=mode, redis_url="", max_batch=2)  # type: ignore[arg-type]
-    engine = build_engine(settings.serving, tiny_dir).engine
+    engine = build_engine(settings.serving, tiny_dir, settings.home).engine
     assert isinstance(engine, SpecEngine) and engine.config.spec.mode == mode
     requests = [greedy_request(f"r{i}", p, 16) for i, p in enumerate(prompts(3, seed=5))]
     outputs, stats = run_all(engine, requests)

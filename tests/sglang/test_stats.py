@@ -6,7 +6,7 @@ Fixtures are final ``meta_info`` dictionaries in the shape SGLang 0.5.23's Token
 
 from __future__ import annotations
 
-from worker.sglang.stats import reconstruct_steps, spec_decode_stats
+from worker.sglang.stats import reconstruct_steps, spec_stats, step_traces
 
 # 10 completion tokens: 1 from prefill, then steps committing 3, 1, 4, 1 (accepted 2, 0, 3, 0)
 META = {
@@ -19,16 +19,16 @@ META = {
 }
 
 
-def test_meta_info_maps_onto_spec_decode_with_the_cpu_engines_convention() -> None:
-    stats = spec_decode_stats(META, "v0003", decode_seconds=0.5)
+def test_meta_info_maps_onto_spec_stats_with_the_cpu_engines_convention() -> None:
+    stats = spec_stats(META, decode_seconds=0.5)
     assert (stats.num_steps, stats.num_drafts, stats.num_draft_tokens) == (4, 4, 12)
-    assert stats.num_accepted_tokens == 5 and stats.accepted_by_source.draft == 5
-    assert stats.accepted_by_source.ngram == 0
+    assert stats.num_accepted_tokens == 5 and stats.accepted_from_draft == 5
+    assert stats.accepted_from_ngram == 0
     assert stats.mean_acceptance_length == (5 + 4) / 4  # per verify step; SGLang's 2.5 counts prefill
     assert stats.accepted_per_position == [2, 2, 1]  # steps that accepted at least 1, 2, 3 drafts
     assert sum(stats.accepted_per_position) == stats.num_accepted_tokens
-    assert stats.draft_version == "v0003"
-    assert spec_decode_stats({"completion_tokens": 4}, None).num_steps == 0  # not speculated
+    assert stats.decode_seconds == 0.5
+    assert spec_stats({"completion_tokens": 4}).num_steps == 0  # not speculated
 
 
 def test_one_chunk_per_step_reconstructs_exactly() -> None:
@@ -58,3 +58,12 @@ def test_disagreeing_histograms_are_never_called_exact() -> None:
     assert not reconstruct_steps([1, 2, 2, 2, 2], META).exact  # four steps of 1, histogram says otherwise
     assert not reconstruct_steps([1, 3, 1, 4, 1], {**META, "spec_correct_drafts_histogram": []}).exact
     assert not reconstruct_steps([], META).exact
+
+
+def test_exact_steps_become_accepted_chains_after_the_prefill_token() -> None:
+    output = list(range(100, 110))  # 1 prefill token, then steps committing 3, 1, 4, 1
+    traces = step_traces(output, reconstruct_steps([1, 3, 1, 4, 1], META))
+    assert [t.position for t in traces] == [1, 4, 5, 9]
+    assert [t.tokens for t in traces] == [(101, 102), (), (105, 106, 107), ()]
+    assert traces[2].parents == (-1, 0, 1) and traces[2].accepted == 3
+    assert step_traces(output, reconstruct_steps([1, 4, 4, 1], META)) == ()  # not exact: no steps

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import torch
 
@@ -22,24 +22,50 @@ from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.hf_plain import PlainHFEngine, load_hf_model
 from worker.engine.llama import LlamaModel, UnsupportedModelError
 from worker.engine.types import Drafter, Engine
+from worker.sglang.engine import SGLangEngine
+from worker.sglang.serving import (
+    SGLangDrafts,
+    engine_arguments,
+    launcher,
+    put_cpu_stand_ins_on_path,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
+D = TypeVar("D")  # a loaded draft as the engine takes it: a Drafter here, EAGLE-3 tensors for SGLang
+
 
 @dataclass
-class ServingEngine:
+class ServingEngine(Generic[D]):
     engine: Engine
     max_context_tokens: int
-    load_draft: Callable[[Path], Drafter] | None  # None: this engine cannot use a draft
-    install_draft: Callable[[Drafter | None], None] | None
-    kind: Literal["spec", "hf"] = "spec"
-    fallback_reason: str = ""  # why hf serves though spec was configured
+    load_draft: Callable[[Path], D] | None  # None: this engine cannot use a draft
+    install_draft: Callable[[D | None], None] | None
+    kind: Literal["spec", "hf", "sglang"] = "spec"
+    fallback_reason: str = ""  # why this engine serves without a draft though one was configured
+    close: Callable[[], None] | None = None  # releases what the engine started (SGLang's processes)
 
 
-def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine:
+def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine[Any]:
     model = load_hf_model(model_dir)
     context = min(int(getattr(model.config, "max_position_embeddings", 2048)), context_limit)
     return ServingEngine(PlainHFEngine(model), context, None, None, kind="hf")
+
+
+def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> ServingEngine[Any]:
+    """Starts target-only: the control plane's live draft arrives through the swap protocol."""
+    device = resolve_device(settings.sglang.device)
+    if device == "cpu":
+        put_cpu_stand_ins_on_path()
+    engine = SGLangEngine(launcher(engine_arguments(settings, model_dir, device, None)))
+    if device == "cpu":
+        reason = "SGLang on CPU serves target-only: its EAGLE-3 kernels need CUDA"
+        return ServingEngine(engine, settings.context_limit, None, None, "sglang", reason, engine.shutdown)
+    drafts = SGLangDrafts(engine, settings, model_dir, home / "sglang-drafts")
+    return ServingEngine(
+        engine, settings.context_limit, drafts.load, drafts.install, "sglang", close=engine.shutdown
+    )
 
 
 def serving_dtype(settings: ServingSettings) -> torch.dtype:
@@ -50,10 +76,13 @@ def serving_dtype(settings: ServingSettings) -> torch.dtype:
     return torch.bfloat16
 
 
-def build_engine(settings: ServingSettings, model_dir: Path) -> ServingEngine:
+def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> ServingEngine[Any]:
+    """``home``: where an engine keeps files of its own (SGLang's EAGLE-3 exports of drafts)."""
     context_limit = settings.context_limit
     if settings.engine == "hf":
         return _hf_engine(model_dir, context_limit)
+    if settings.engine == "sglang":
+        return _sglang_engine(settings, model_dir, home)
     try:
         target = LlamaModel.load(model_dir, dtype=serving_dtype(settings))
     except UnsupportedModelError as exc:

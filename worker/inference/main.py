@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import torch
 import uvicorn
@@ -33,9 +34,9 @@ def run_inference_worker(settings: Settings) -> None:
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"no model at {model_dir}: run `borealis model prepare` or set BOREALIS_MODEL_PATH")
 
-    def build() -> ServingEngine:
+    def build() -> ServingEngine[Any]:
         torch.set_num_threads(settings.threads)  # on the engine thread, like every torch op (see runner)
-        return build_engine(settings.serving, model_dir)
+        return build_engine(settings.serving, model_dir, settings.home)
 
     runner = EngineRunner()
     serving = runner.start(build, lambda built: built.engine)
@@ -106,5 +107,7 @@ def run_inference_worker(settings: Settings) -> None:
         if listener is not None:
             listener.stop()
         runner.stop()
+        if serving.close is not None:
+            serving.close()
         if exporter is not None:
             exporter.close()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from pydantic import ValidationError
@@ -26,7 +27,6 @@ from pydantic import ValidationError
 from borealis.control_client import ControlPlaneClient, ControlPlaneError
 from borealis.settings import Settings
 from borealis.wire import SwapAck, SwapCommand
-from worker.engine.types import Drafter
 from worker.inference.engine_factory import ServingEngine
 from worker.inference.runner import EngineRunner
 from worker.inference.server import WorkerState
@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FAILED_AFTER_S = 30.0
 
-DraftLoader = Callable[[Path], Drafter]
+DraftLoader = Callable[[Path], Any]
 """Builds the engine's draft from an artifact directory (raises on a bad artifact)."""
-Installer = Callable[[str | None, Drafter | None, Callable[[BaseException | None], None]], None]
+Installer = Callable[[str | None, Any, Callable[[BaseException | None], None]], None]
 """Hands (version, draft or None) to the engine thread; calls back once it is installed or failed."""
 
 
@@ -119,7 +119,7 @@ class DraftSwapper:
         log.info("now serving draft %s (%.2f s)", version, time.monotonic() - started)
         self._ack(version, ok=True, error="", seconds=time.monotonic() - started)
 
-    def _load(self, version: str) -> Drafter:
+    def _load(self, version: str) -> Any:
         """Fetch and load; the files go once loaded (a worker would otherwise keep every version)."""
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=self._cache_dir))
@@ -186,7 +186,7 @@ def build_swapper(
     settings: Settings,
     state: WorkerState,
     runner: EngineRunner,
-    serving: ServingEngine,
+    serving: ServingEngine[Any],
     control: ControlPlaneClient,
 ) -> DraftSwapper | None:
     """The worker's swapper, installing drafts on the engine thread between two steps; None when the
@@ -195,9 +195,7 @@ def build_swapper(
     if load is None or install is None:
         return None
 
-    def installer(
-        version: str | None, draft: Drafter | None, done: Callable[[BaseException | None], None]
-    ) -> None:
+    def installer(version: str | None, draft: Any, done: Callable[[BaseException | None], None]) -> None:
         def apply() -> None:
             install(draft)
             state.draft_version = version

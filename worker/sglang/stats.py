@@ -22,28 +22,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from borealis.wire import AcceptedBySource, SpecDecodeStats
+from worker.engine.types import SpecStats, StepTrace
 
 
-def spec_decode_stats(
-    meta: Mapping[str, Any], draft_version: str | None, decode_seconds: float = 0.0
-) -> SpecDecodeStats:
-    """``spec_decode`` from a final ``meta_info`` (all zero when the request was not speculated)."""
+def spec_stats(meta: Mapping[str, Any], decode_seconds: float = 0.0) -> SpecStats:
+    """The request's ``SpecStats`` from its final ``meta_info`` (all zero when it was not speculated)."""
     steps = int(meta.get("spec_verify_ct") or 0)
     correct = int(meta.get("spec_num_correct_drafts") or 0)
     histogram = [int(n) for n in meta.get("spec_correct_drafts_histogram") or []]
     # position k was accepted in every step that accepted more than k drafts
     per_position = [sum(histogram[k + 1 :]) for k in range(max(0, len(histogram) - 1))]
-    return SpecDecodeStats(
+    return SpecStats(
         num_steps=steps,
         num_drafts=steps,
         num_draft_tokens=int(meta.get("spec_num_proposed_drafts") or 0),
         num_accepted_tokens=correct,
         accepted_per_position=per_position,
-        accepted_by_source=AcceptedBySource(draft=correct, ngram=0),
-        mean_acceptance_length=round((correct + steps) / steps, 4) if steps else 0.0,
-        draft_version=draft_version,
-        decode_seconds=round(decode_seconds, 6),
+        accepted_from_draft=correct,
+        decode_seconds=decode_seconds,
     )
 
 
@@ -80,3 +76,27 @@ def reconstruct_steps(chunk_tokens: Sequence[int], meta: Mapping[str, Any]) -> R
         if cut_from > last:
             return ReconstructedSteps([*accepted[:-1], cut_from], exact=True, truncated_last=True)
     return ReconstructedSteps(accepted, exact=False)
+
+
+def step_traces(output_ids: Sequence[int], steps: ReconstructedSteps) -> tuple[StepTrace, ...]:
+    """The accepted path of each verify step, for the trainer; none unless the steps are exact.
+
+    SGLang reports no rejected proposals, so each step is its accepted chain only (probabilities
+    unknown, 0.0); the first output token is the prefill's and belongs to no step.
+    """
+    if not steps.exact:
+        return ()
+    traces, position = [], 1
+    for accepted in steps.accepted:
+        tokens = tuple(output_ids[position : position + accepted])
+        traces.append(
+            StepTrace(
+                position=position,
+                tokens=tokens,
+                parents=tuple(range(-1, len(tokens) - 1)),
+                draft_probs=(0.0,) * len(tokens),
+                accepted=len(tokens),
+            )
+        )
+        position += accepted + 1
+    return tuple(traces)

@@ -57,11 +57,16 @@ class DraftWeights:
 
 
 class SGLangDraftSwapper:
-    def __init__(self, session: DraftWeightSession, serving: DraftWeights) -> None:
-        """``serving``: the draft the engine was started with (its map is the one it keeps)."""
+    def __init__(self, session: DraftWeightSession, serving: DraftWeights, selector: str = "draft") -> None:
+        """``serving``: the draft the engine was started with (its map is the one it keeps).
+
+        ``selector`` is always ``"draft"`` in serving; ``"target"`` moves target weights the same way,
+        which is how this path is exercised where SGLang cannot speculate (its light CPU install).
+        """
         self.session = session
         self.current = serving
         self.previous: DraftWeights | None = None
+        self.selector = selector
 
     async def install(self, new: DraftWeights) -> None:
         """Swap ``new`` in between scheduler steps; on success the old version becomes ``previous``."""
@@ -73,11 +78,11 @@ class SGLangDraftSwapper:
         weights = [(name, tensor) for name, tensor in new.tensors.items() if name not in MAP_KEYS]
         await self.session.pause_generation(mode="in_place")
         try:
-            ok, message = await self.session.begin_weight_update(selector="draft")
+            ok, message = await self.session.begin_weight_update(selector=self.selector)
             if ok:
                 try:
                     ok, message = await self.session.update_weights_from_tensor(
-                        weights, selector="draft", flush_cache=False, weight_version=new.version
+                        weights, selector=self.selector, flush_cache=False, weight_version=new.version
                     )
                 finally:
                     await self.session.end_weight_update()
