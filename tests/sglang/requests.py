@@ -1,0 +1,71 @@
+"""Requests through an ``EngineRunner`` as the worker's HTTP side makes them, for the SGLang tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from worker.engine.types import GenerationRequest, SamplingParams, TokenEvent
+from worker.inference.runner import EngineRunner
+
+
+def generate(
+    runner: EngineRunner, request_id: str, prompt: list[int], eos: int, max_new_tokens: int
+) -> list[TokenEvent]:
+    """Every event of one greedy request, up to and including its final one."""
+    done = threading.Event()
+    events: list[TokenEvent] = []
+
+    def sink(event: TokenEvent | BaseException) -> None:
+        assert isinstance(event, TokenEvent), event
+        events.append(event)
+        if event.finish_reason is not None:
+            done.set()
+
+    params = SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=(eos,))
+    runner.submit(GenerationRequest(request_id, prompt, params), sink)
+    assert done.wait(300), f"{request_id} did not finish"
+    return events
+
+
+def tokens(events: list[TokenEvent]) -> list[int]:
+    return [t for e in events for t in e.token_ids]
+
+
+class Traffic:
+    """Greedy requests one after another on a thread, each final finish reason kept."""
+
+    def __init__(self, runner: EngineRunner, prompts: list[list[int]], eos: int, max_new_tokens: int) -> None:
+        self.finished: list[str | None] = []
+        self._stop = threading.Event()
+        self._args = (runner, prompts, eos, max_new_tokens)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        runner, prompts, eos, max_new_tokens = self._args
+        n = 0
+        while not self._stop.is_set():
+            final = generate(runner, f"traffic-{n}", prompts[n % len(prompts)], eos, max_new_tokens)[-1]
+            self.finished.append(final.finish_reason)
+            n += 1
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=300)
+
+
+def call_between_steps(runner: EngineRunner, fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the engine thread between two steps; fail the test if it raised."""
+    done = threading.Event()
+    errors: list[BaseException | None] = []
+
+    def finished(error: BaseException | None) -> None:
+        errors.append(error)
+        done.set()
+
+    runner.call_between_steps(fn, finished)
+    assert done.wait(600) and errors == [None], errors
