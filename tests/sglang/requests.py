@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from borealis.settings import Settings
 from worker.engine.types import GenerationRequest, SamplingParams, TokenEvent
+from worker.inference.engine_factory import ServingEngine, build_engine
 from worker.inference.runner import EngineRunner
+
+PROMPTS = ["def fibonacci(n):", "The capital of France is", "Once upon a time, a small robot"]
+MAX_NEW = 24
+
+
+def require_sglang() -> None:
+    """Skip the module where SGLang is not installed, unless ``BOREALIS_REQUIRE_SGLANG=1`` (CI)."""
+    if os.environ.get("BOREALIS_REQUIRE_SGLANG") == "1":
+        import sglang  # noqa: F401  (a missing install fails here instead of skipping)
+    else:
+        pytest.importorskip("sglang")
 
 
 def generate(
@@ -69,3 +88,18 @@ def call_between_steps(runner: EngineRunner, fn: Callable[[], None]) -> None:
 
     runner.call_between_steps(fn, finished)
     assert done.wait(600) and errors == [None], errors
+
+
+@contextmanager
+def serving_sglang(settings: Settings, model_dir: Path) -> Iterator[tuple[EngineRunner, ServingEngine[Any]]]:
+    """The worker's engine for ``settings`` on a runner, as the inference worker builds it; closed after."""
+    runner = EngineRunner()
+    built: ServingEngine[Any] = runner.start(
+        lambda: build_engine(settings.serving, model_dir, settings.home), lambda s: s.engine
+    )
+    try:
+        yield runner, built
+    finally:
+        runner.stop()
+        assert built.close is not None
+        built.close()

@@ -20,12 +20,12 @@ import torch
 from transformers import AutoTokenizer
 
 from borealis.settings import Settings
-from tests.sglang.requests import Traffic, call_between_steps, generate, tokens
+from tests.sglang.requests import Traffic, call_between_steps, generate, serving_sglang, tokens
 from worker.draft.io import save_draft
 from worker.draft.model import new_draft
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
-from worker.inference.engine_factory import ServingEngine, build_engine
+from worker.inference.engine_factory import ServingEngine
 from worker.inference.runner import EngineRunner
 
 pytest.importorskip("sglang")
@@ -61,19 +61,13 @@ def draft_artifact(model_dir: Path, out: Path, version: str, vocab_from: range, 
 
 
 @pytest.fixture(scope="module")
-def serving(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EngineRunner, Any]]:
+def serving(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[EngineRunner, ServingEngine[Any]]]:
     home = tmp_path_factory.mktemp("sglang-gpu-home")
     settings = Settings(engine="sglang", sglang_device="cuda", home=home, max_batch=8)
-    runner = EngineRunner()
-    built: ServingEngine[Any] = runner.start(
-        lambda: build_engine(settings.serving, model_dir, home), lambda s: s.engine
-    )
-    try:
-        yield runner, built
-    finally:
-        runner.stop()
-        assert built.close is not None
-        built.close()
+    with serving_sglang(settings, model_dir) as served:
+        yield served
 
 
 def test_eagle3_with_borealis_drafts_is_lossless_reports_acceptance_and_swaps_under_traffic(

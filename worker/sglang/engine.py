@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STEP_WAIT_S = 0.02  # step() waits this long for a chunk: the runner's commands are read between waits
-FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
+FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 
 
 class SGLangRuntime(Protocol):
@@ -185,13 +185,18 @@ class SGLangEngine:
                 self._events.put(TokenEvent(live.request.request_id, ids))
             return
         live.ended = True
+        reason = FINISH_REASONS.get(str(finish.get("type")))
+        if reason is None:  # SGLang aborted it (our own aborts end the request before this)
+            message = str(finish.get("message") or finish)[:500]
+            self._events.put(TokenEvent(live.request.request_id, ids, "error", error=f"SGLang: {message}"))
+            return
         steps = reconstruct_steps(live.chunk_sizes, meta)
         stats = spec_stats(meta, decode_seconds=time.monotonic() - live.started)
         self._events.put(
             TokenEvent(
                 live.request.request_id,
                 ids,
-                FINISH_REASONS.get(str(finish.get("type")), "stop"),
+                reason,
                 stats=stats,
                 trace=step_traces(live.output_ids, steps),
             )
