@@ -8,6 +8,7 @@ these run before anything starts a subprocess (``test_sglang_worker.py``, the em
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from worker.engine.llama import LlamaModel
 from worker.inference.engine_factory import ServingEngine
 from worker.inference.runner import EngineRunner
 from worker.sglang.engine import SGLangEngine
+from worker.sglang.serving import SGLangDrafts
 from worker.sglang.session import TokenizerManagerSession
 from worker.sglang.swap import DraftWeights, SGLangDraftSwapper
 
@@ -80,4 +82,29 @@ def test_weights_move_through_the_swap_path_between_requests_with_no_failed_requ
     assert changed != baseline  # negated final norm: the target's logits flip, greedy picks differ
     assert restored == baseline
     assert swapper.current.version == "v1"
+    assert len(traffic.finished) >= 2 and set(traffic.finished) <= {"length", "stop"}
+
+
+def test_a_restart_drains_the_requests_in_flight_and_serves_the_queued_ones_on_the_new_engine(
+    serving: tuple[EngineRunner, Any],
+    prompt_ids: list[list[int]],
+    cpu_engine_outputs: list[list[int]],
+    tokenizer: Any,
+    smollm2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The path a new draft vocabulary takes on a GPU, here back to target-only (no draft on CPU)."""
+    runner, built = serving
+    engine: SGLangEngine = built.engine
+    settings = Settings(engine="sglang", sglang_device="cpu", home=tmp_path, threads=2, max_batch=4)
+    drafts = SGLangDrafts(engine, settings.serving, smollm2_dir, tmp_path / "sglang-drafts")
+    old_runtime = engine.runtime
+    eos = tokenizer.eos_token_id
+    with Traffic(runner, prompt_ids, eos, MAX_NEW) as traffic:
+        while not traffic.finished:  # the restart comes with requests in flight
+            time.sleep(0.05)
+        call_between_steps(runner, lambda: drafts.install(None))
+        after = tokens(generate(runner, "after-restart", prompt_ids[0], eos, MAX_NEW))
+    assert engine.runtime is not old_runtime
+    assert after == cpu_engine_outputs[0]
     assert len(traffic.finished) >= 2 and set(traffic.finished) <= {"length", "stop"}
