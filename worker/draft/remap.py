@@ -78,6 +78,7 @@ def apply_remap(
     draft.vocab = DraftVocab(ids, draft.vocab.target_vocab_size)
     eye = torch.eye(target.spec.hidden_size, dtype=target.dtype)
     fresh = target.logits(eye).T[torch.tensor(remap.new_tokens)].float()  # [n, H]: the target's head rows
+    fresh = fresh.to(draft.lm_head.device)  # the draft may train on a GPU
     scale = draft.lm_head.norm(dim=1).mean() / fresh.norm(dim=1).clamp_min(1e-6)
     draft.lm_head[rows] = fresh * scale.unsqueeze(1)
     if optimizer is not None:

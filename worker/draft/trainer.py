@@ -11,7 +11,7 @@ cost acceptance at serving, which is where a learned head is weakest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     bf16: bool = False  # bf16 autocast for the draft's matmuls (AVX512-BF16 / AMX CPUs); losses in fp32
+    device: str = "cpu"  # where the draft trains ("cuda" on a GPU training worker)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -57,6 +58,9 @@ class Batch:
     target_argmax: torch.Tensor  # [B, T]
     lengths: torch.Tensor  # [B]
     negatives: torch.Tensor  # [N, 4] (batch row, unroll step, row, draft id)
+
+    def to(self, device: torch.device) -> Batch:
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def collate(examples: Sequence[Example]) -> Batch:
@@ -99,11 +103,17 @@ def batches(examples: Sequence[Example], batch_tokens: int) -> list[list[Example
 
 
 class DraftTrainer:
-    """Owns the optimizer; ``lr_scale`` lets the online trainer raise the rate after a domain shift."""
+    """Owns the optimizer; ``lr_scale`` lets the online trainer raise the rate after a domain shift.
+
+    The draft and its optimizer live on ``config.device``; everything outside the training step
+    (shadow evaluation, checkpoints, publishing) takes ``snapshot()``, a CPU draft.
+    """
 
     def __init__(self, draft: Eagle3Draft, embed: torch.Tensor, config: TrainConfig):
-        self.draft = draft
-        self.embed = embed.detach().float()
+        self.device = torch.device(config.device)
+        self.draft = draft.to(self.device)
+        self.embed = embed.detach().float()  # on CPU, for evaluation
+        self._device_embed = self.embed.to(self.device)
         self.config = config
         self.lr_scale = 1.0
         draft.requires_grad_(True)
@@ -111,12 +121,22 @@ class DraftTrainer:
         self.optimizer = torch.optim.AdamW(draft.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_done = 0
 
+    def snapshot(self) -> Eagle3Draft:
+        """The draft as it stands, on CPU (the draft itself where it trains on CPU)."""
+        if self.device.type == "cpu":
+            return self.draft
+        copy = Eagle3Draft(self.draft.config, self.draft.vocab)
+        copy.load_state_dict(
+            {name: tensor.detach().cpu() for name, tensor in self.draft.state_dict().items()}
+        )
+        return copy
+
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
         config = self.config
         warmup = min(1.0, (self.steps_done + 1) / config.warmup_steps) if config.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * self.lr_scale * warmup
-        batch = collate(examples)
+        batch = collate(examples).to(self.device)
         loss, metrics = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -127,20 +147,23 @@ class DraftTrainer:
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, StepMetrics]:
         config = self.config
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        device = batch.tokens.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = [
                 step.float()
-                for step in unroll(self.draft, self.embed, batch.tokens, batch.features, config.ttt_steps)
+                for step in unroll(
+                    self.draft, self._device_embed, batch.tokens, batch.features, config.ttt_steps
+                )
             ]
         length = batch.tokens.shape[1]
-        rows = torch.arange(length).view(1, -1)
+        rows = torch.arange(length, device=device).view(1, -1)
         # row i is trained against the target's distribution at position i + 1
         target_ids = batch.target_ids[:, 1:]
         target_p = batch.target_logp[:, 1:].exp()
         target_argmax = batch.target_argmax[:, 1:]
         entropy = -(target_p * batch.target_logp[:, 1:]).sum(-1)
-        d2t = self.draft.vocab.draft_to_target
-        total = torch.zeros(())
+        d2t = self.draft.vocab.draft_to_target.to(device)
+        total = torch.zeros((), device=device)
         kls, top1s = [], []
         logps = []
         for step, step_logits in enumerate(logits):
@@ -172,7 +195,7 @@ class DraftTrainer:
         negatives = batch.negatives
         negatives = negatives[negatives[:, 1] < len(logps)]
         if not negatives.numel():
-            return torch.zeros(()), 0
+            return torch.zeros((), device=negatives.device), 0
         b, step, row, rejected = negatives.unbind(1)
         stacked = torch.stack(logps)  # [steps, B, T, V]
         chosen = batch.target_ids[b, row + 1, 0]  # the target's top token within the draft vocabulary

@@ -44,7 +44,7 @@ def unroll(
     config = draft.config
     next_tokens = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
     token_embeds = F.embedding(next_tokens, embed)
-    cos, sin = _rotary(config.head_dim, config.rope_theta, length)
+    cos, sin = (table.to(tokens.device) for table in _rotary(config.head_dim, config.rope_theta, length))
     hidden = draft.fuse(features.float())
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
@@ -57,7 +57,7 @@ def unroll(
             q.transpose(1, 2),
             torch.cat(keys, dim=2),
             torch.cat(values, dim=2),
-            attn_mask=ttt_mask(length, step),
+            attn_mask=ttt_mask(length, step).to(tokens.device),
             enable_gqa=True,
         )
         out = draft.after_attention(hidden, attn.transpose(1, 2).reshape(*tokens.shape, -1))

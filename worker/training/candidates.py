@@ -64,13 +64,14 @@ class Candidates:
         """
         paced, depth = self.pacer.paced, self.eval_depth
         records = self.heldout.for_evaluation()
-        examples = [paced(self.examples.get, r, trainer.draft.vocab) for r in records]
-        ours = paced(per_trace_counts, trainer.draft, trainer.embed, examples, depth)
+        draft = trainer.snapshot()
+        examples = [paced(self.examples.get, r, draft.vocab) for r in records]
+        ours = paced(per_trace_counts, draft, trainer.embed, examples, depth)
         live_draft = self.live_draft(live) if live else None
         if live_draft is None:
             theirs = [(s, s) for _, s in ours]  # no draft: one token per target step
         else:
-            if live_draft.vocab.same_as(trainer.draft.vocab):
+            if live_draft.vocab.same_as(draft.vocab):
                 live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
             else:
                 live_examples = [paced(self.examples.build, r, live_draft.vocab) for r in records]

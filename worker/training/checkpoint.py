@@ -158,7 +158,7 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     for index, slots in state_dict["state"].items():
         for name, value in slots.items():
             if isinstance(value, torch.Tensor) and value.ndim > 0:
-                tensors[f"{index}.{name}"] = value.contiguous()
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()  # from a GPU trainer too
             else:
                 scalars.setdefault(str(index), {})[name] = float(value)
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}

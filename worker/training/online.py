@@ -89,7 +89,11 @@ class OnlineTrainer:
     def _new_trainer(self, draft: Eagle3Draft) -> DraftTrainer:
         s = self.settings
         config = TrainConfig(
-            lr=s.lr, rejected_weight=s.rejected_weight, batch_tokens=s.batch_tokens, bf16=s.bf16
+            lr=s.lr,
+            rejected_weight=s.rejected_weight,
+            batch_tokens=s.batch_tokens,
+            bf16=s.bf16,
+            device=s.device,
         )
         return DraftTrainer(draft, self.target.embed, config)
 
@@ -248,7 +252,7 @@ class OnlineTrainer:
         save_checkpoint(
             self.root / "checkpoints",
             self.state,
-            self.trainer.draft,
+            self.trainer.snapshot(),
             self.trainer.optimizer,
             self.intake.replay.records(),
             self.intake.heldout.records(),
@@ -282,7 +286,7 @@ class OnlineTrainer:
         name = f"round-{state.round:08d}"
         try:
             result = self.candidates.publish(
-                self.trainer.draft, name, live, shadow, metrics, window, state.vocab_version
+                self.trainer.snapshot(), name, live, shadow, metrics, window, state.vocab_version
             )
         except (ControlPlaneError, OSError) as exc:
             log.warning("candidate from round %d not published: %s", state.round, exc)
