@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from worker.bench.ablation import parse_arm
+from worker.bench.ablation import paired_by_domain, parse_arm
 from worker.draft.trainer import TrainConfig
 
 
@@ -21,3 +23,13 @@ def test_an_arm_overrides_only_the_knobs_it_names() -> None:
 def test_misspelt_arms_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_arm(text, TrainConfig())
+
+
+def test_arms_are_compared_per_domain_on_the_same_traces() -> None:
+    held_out = [SimpleNamespace(domain=d) for d in ("code", "code", "code", "chat", "chat", "chat")]
+    first = [1.0, 1.2, 1.4, 2.0, 2.2, 2.4]
+    arm = [1.5, 1.7, 1.9, 2.0, 2.2, 2.4]  # better on code by 0.5 on every trace, equal on chat
+    report = paired_by_domain(held_out, arm, first)  # type: ignore[arg-type]
+    assert report["code"] == {"mean_diff": 0.5, "diff_low": 0.5, "diff_high": 0.5}
+    assert report["chat"] == {"mean_diff": 0.0, "diff_low": 0.0, "diff_high": 0.0}
+    assert report["all"]["mean_diff"] == 0.25 and report["all"]["diff_low"] > 0

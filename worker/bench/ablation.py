@@ -4,7 +4,10 @@ Serves the workload's train split through the speculative engine with the starti
 artifact, or a day-0 draft whose vocabulary comes from the train split), so the traces carry real
 accepted and rejected proposals; then trains one copy of the starting draft per arm, on the same
 batches in the same order, and reports simulated chain acceptance on the test split, per domain, at
-each of ``--eval-at`` optimizer steps.
+each of ``--eval-at`` optimizer steps. ``--also-eval W`` adds another workload's test prompts to the
+held-out set: started from a draft trained on ``W``, that measures forgetting of the old domain while
+the arms learn the new one. Every arm after the first gets the paired 95 % bootstrap interval of its
+per-trace difference from the first arm at the last step, per domain (same traces for both).
 
 An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr``,
 ``warmup_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``, ``batch_tokens``, ``bf16`` (all
@@ -34,7 +37,7 @@ from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft, initialise_from_target, new_draft
 from worker.draft.runner import DraftRunner
-from worker.draft.shadow import simulated_acceptance
+from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance, simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -87,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--eval-at", default="100,300", help="optimizer steps at which every arm is evaluated"
     )
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth")
+    parser.add_argument(
+        "--also-eval",
+        choices=["code", "prose", "chat", "mixed"],
+        help="held-out prompts of a second workload too (forgetting of a domain the start draft knew)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -141,12 +149,15 @@ def train_arm(
     curve: dict[str, dict[str, float]] = {}
     rejected_seen = 0
     started = time.monotonic()
+    counts: list[tuple[int, int]] = []
     for step in range(1, eval_at[-1] + 1):
         metrics = trainer.train_step(groups[(step - 1) % len(groups)])
         rejected_seen += metrics.rejected_count
         if step in eval_at:
-            curve[str(step)] = simulated_acceptance(draft, target.embed, held_out, depth)
+            counts = per_trace_counts(draft, target.embed, held_out, depth)
+            curve[str(step)] = pooled_acceptance(held_out, counts)
     return {
+        "per_trace": [emitted / steps if steps else 1.0 for emitted, steps in counts],
         "train_config": arm.config.to_dict(),
         "init": "target" if arm.init_from_target else "start",
         "before": before,
@@ -154,6 +165,20 @@ def train_arm(
         "train_seconds": round(time.monotonic() - started, 1),
         "rejected_proposals_used": rejected_seen,
     }
+
+
+def paired_by_domain(
+    held_out: list[Example], arm: list[float], first: list[float]
+) -> dict[str, dict[str, float]]:
+    """Per domain and ``all``: mean per-trace difference ``arm - first`` and its paired 95 % interval."""
+    out = {}
+    for domain in [*sorted({e.domain for e in held_out}), "all"]:
+        rows = [i for i, e in enumerate(held_out) if domain in ("all", e.domain)]
+        ours, theirs = [arm[i] for i in rows], [first[i] for i in rows]
+        low, high = paired_interval(ours, theirs)
+        mean = sum(a - b for a, b in zip(ours, theirs, strict=True)) / len(rows)
+        out[domain] = {"mean_diff": round(mean, 4), "diff_low": round(low, 4), "diff_high": round(high, 4)}
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,6 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if s.output
     ]
     test_prompts = build_prompts(args.workload, "test", args.eval_requests)
+    if args.also_eval:
+        test_prompts += build_prompts(args.also_eval, "test", args.eval_requests)
     test_ids = [encode_prompt(p, tokenizer) for p in test_prompts]
     test_outputs = greedy_outputs(target, test_ids, args.max_new_tokens, 8, eos)
     held_out = [
@@ -196,7 +223,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for arm in args.arms
     }
     last = str(args.eval_at[-1])
+    first, *others = arms
+    per_trace = {name: arm.pop("per_trace") for name, arm in arms.items()}
+    for name in others:
+        arms[name]["paired_vs_" + first] = paired_by_domain(held_out, per_trace[name], per_trace[first])
     return {
+        "also_eval": args.also_eval,
         "workload": args.workload,
         "init": str(args.init),
         "initial_simulated_acceptance": simulated_acceptance(start, target.embed, held_out, args.depth),

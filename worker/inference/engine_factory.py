@@ -6,6 +6,7 @@ reference Hugging Face engine (correct, slower, no draft).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,14 +59,15 @@ def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Se
     device = resolve_device(settings.sglang.device)
     if device == "cpu":
         put_cpu_stand_ins_on_path()
+    config = json.loads((model_dir / "config.json").read_text())
+    context = min(settings.context_limit, int(config.get("max_position_embeddings", settings.context_limit)))
+    settings = replace(settings, context_limit=context)  # SGLang refuses a context beyond the model's
     engine = SGLangEngine(launcher(engine_arguments(settings, model_dir, device, None)))
     if device == "cpu":
         reason = "SGLang on CPU serves target-only: its EAGLE-3 kernels need CUDA"
-        return ServingEngine(engine, settings.context_limit, None, None, "sglang", reason, engine.shutdown)
+        return ServingEngine(engine, context, None, None, "sglang", reason, engine.shutdown)
     drafts = SGLangDrafts(engine, settings, model_dir, home / "sglang-drafts")
-    return ServingEngine(
-        engine, settings.context_limit, drafts.load, drafts.install, "sglang", close=engine.shutdown
-    )
+    return ServingEngine(engine, context, drafts.load, drafts.install, "sglang", close=engine.shutdown)
 
 
 def serving_dtype(settings: ServingSettings) -> torch.dtype:
