@@ -333,6 +333,11 @@ class TraceRecord(WireModel):
     prompt_ids: list[TokenId] = Field(max_length=MAX_TRACE_PROMPT_TOKENS)
     output_ids: list[TokenId] = Field(max_length=MAX_TRACE_OUTPUT_TOKENS)
     steps: list[TraceStep] = Field(default_factory=list, max_length=MAX_TRACE_STEPS)
+    steps_exact: bool = Field(
+        default=True,
+        description="False: the engine could not tell step by step what it accepted (an SGLang worker "
+        "whose streamed chunks disagree with SGLang's own histogram), so `steps` is left empty.",
+    )
     features_key: str | None = Field(
         default=None,
         max_length=256,

@@ -90,6 +90,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     stats: SpecStats | None = None  # set on the final event
     trace: tuple[StepTrace, ...] | None = None  # set on the final event when the engine records traces
+    trace_exact: bool = True  # False: ``trace`` could not be rebuilt step by step and is empty
     error: str | None = None  # why this sequence failed (finish_reason "error"); its batch continues
     # set on the final event when the engine records features: [N, 4H] float16, the three draft
     # feature layers and the final normed hidden state of the first N tokens (prompt + output)

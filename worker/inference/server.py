@@ -124,6 +124,7 @@ async def _stream(
                         event.finish_reason,
                         state.draft_version,
                         event.features,
+                        event.trace_exact,
                     )
                 )
             chunk = GenerateChunk(

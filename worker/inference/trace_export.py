@@ -31,6 +31,7 @@ class FinishedRequest:
     finish_reason: FinishReason
     draft_version: str | None
     features: torch.Tensor | None = None  # [N, 4H] float16 from the engine, for the side store
+    steps_exact: bool = True  # False: the engine could not rebuild its steps (``steps`` empty)
 
 
 class TraceSink:
@@ -64,6 +65,7 @@ class TraceSink:
             prompt_ids=finished.prompt_ids,
             output_ids=finished.output_ids,
             steps=steps,
+            steps_exact=finished.steps_exact,
         )
         features = finished.features
         self.exporter.export(record, encode_features(features.numpy()) if features is not None else None)

@@ -142,6 +142,7 @@ class SGLangEngine:
 
     def shutdown(self) -> None:
         self.runtime.shutdown()
+        asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
@@ -199,5 +200,6 @@ class SGLangEngine:
                 reason,
                 stats=stats,
                 trace=step_traces(live.output_ids, steps),
+                trace_exact=steps.exact or not meta.get("spec_verify_ct"),  # target-only: no steps to rebuild
             )
         )
