@@ -19,7 +19,15 @@ def test_an_arm_overrides_only_the_knobs_it_names() -> None:
     assert plain.config == base and not plain.init_from_target
 
 
-@pytest.mark.parametrize("text", ["", ":lr=1", "x:learning_rate=1", "x:init=teacher", "x:ttt_steps=two"])
+def test_an_arm_may_replay_a_share_of_its_steps() -> None:
+    arm = parse_arm("replay25:replay=0.25,lr=3e-3", TrainConfig())
+    assert arm.replay == 0.25 and arm.config.lr == 3e-3
+    assert parse_arm("base", TrainConfig()).replay == 0.0
+
+
+@pytest.mark.parametrize(
+    "text", ["", ":lr=1", "x:learning_rate=1", "x:init=teacher", "x:ttt_steps=two", "x:replay=1.5"]
+)
 def test_misspelt_arms_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_arm(text, TrainConfig())

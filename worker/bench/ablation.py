@@ -13,8 +13,10 @@ An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr
 ``warmup_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``, ``batch_tokens``, ``bf16`` (all
 :class:`~worker.draft.trainer.TrainConfig` fields) and ``init=target`` (the draft's head from the
 target's output embedding of the draft vocabulary, its final norm from the target's). Unset knobs
-take the online trainer's defaults (``BOREALIS_TRAINER_*``). Default arms: the rejected-proposal
-term off and on.
+take the online trainer's defaults (``BOREALIS_TRAINER_*``), plus ``replay`` (the share of optimizer
+steps that train on replayed traces of the ``--also-eval`` workload, served like the others, instead
+of the new workload's: the online trainer's replay against forgetting). Default arms: the
+rejected-proposal term off and on.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.engine.tracelog import wire_steps
-from worker.workloads import build_prompts, encode_prompt
+from worker.workloads import Prompt, build_prompts, encode_prompt
 
 DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
 _FLOAT_KNOBS = {"lr", "step_decay", "rejected_weight"}
@@ -55,6 +57,7 @@ class Arm:
     name: str
     config: TrainConfig
     init_from_target: bool
+    replay: float = 0.0  # share of steps on the --also-eval workload's served traces
 
 
 def parse_arm(text: str, base: TrainConfig) -> Arm:
@@ -63,10 +66,13 @@ def parse_arm(text: str, base: TrainConfig) -> Arm:
         raise ValueError(f"arm {text!r} has no name")
     changes: dict[str, Any] = {}
     init_from_target = False
+    replay = 0.0
     for knob in filter(None, knobs.split(",")):
         key, _, value = knob.partition("=")
         if key == "init" and value in ("target", "random"):
             init_from_target = value == "target"
+        elif key == "replay" and 0.0 <= float(value) <= 1.0:
+            replay = float(value)
         elif key in _FLOAT_KNOBS:
             changes[key] = float(value)
         elif key in _INT_KNOBS:
@@ -75,7 +81,7 @@ def parse_arm(text: str, base: TrainConfig) -> Arm:
             changes[key] = value == "true"
         else:
             raise ValueError(f"unknown knob {knob!r} in arm {text!r}")
-    return Arm(name, dataclasses.replace(base, **changes), init_from_target)
+    return Arm(name, dataclasses.replace(base, **changes), init_from_target, replay)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -112,6 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if len({arm.name for arm in args.arms}) != len(args.arms) or args.eval_at[0] < 1:
         parser.error("arm names must be distinct and --eval-at steps positive")
+    if any(arm.replay for arm in args.arms) and not args.also_eval:
+        parser.error("an arm with replay needs --also-eval (the workload it replays)")
     return args
 
 
@@ -134,6 +142,7 @@ def train_arm(
     start: Eagle3Draft,
     target: LlamaModel,
     examples: list[Example],
+    replayed: list[Example],
     held_out: list[Example],
     eval_at: list[int],
     seed: int,
@@ -146,12 +155,19 @@ def train_arm(
     trainer = DraftTrainer(draft, target.embed, arm.config)
     groups = batches(examples, arm.config.batch_tokens)
     random.Random(seed).shuffle(groups)
+    replay_groups = batches(replayed, arm.config.batch_tokens) if arm.replay else []
+    random.Random(seed + 1).shuffle(replay_groups)
+    replay_draws = random.Random(seed + 2)
     curve: dict[str, dict[str, float]] = {}
     rejected_seen = 0
     started = time.monotonic()
     counts: list[tuple[int, int]] = []
     for step in range(1, eval_at[-1] + 1):
-        metrics = trainer.train_step(groups[(step - 1) % len(groups)])
+        if replay_groups and replay_draws.random() < arm.replay:
+            group = replay_groups[(step - 1) % len(replay_groups)]
+        else:
+            group = groups[(step - 1) % len(groups)]
+        metrics = trainer.train_step(group)
         rejected_seen += metrics.rejected_count
         if step in eval_at:
             counts = per_trace_counts(draft, target.embed, held_out, depth)
@@ -165,6 +181,30 @@ def train_arm(
         "train_seconds": round(time.monotonic() - started, 1),
         "rejected_proposals_used": rejected_seen,
     }
+
+
+def served_examples(
+    target: LlamaModel,
+    start: Eagle3Draft,
+    prompts: list[Prompt],
+    ids: list[list[int]],
+    max_new_tokens: int,
+    eos: tuple[int, ...],
+) -> list[Example]:
+    """The prompts served with the starting draft: traces with real accepted and rejected proposals."""
+    served = serve_traces(target, DraftRunner(start, target.embed, "start"), ids, max_new_tokens, eos)
+    return [
+        build_example(
+            target,
+            start.vocab,
+            s.prompt + s.output,
+            len(s.prompt),
+            prompt.domain,
+            wire_steps(s.steps, len(s.output)),
+        )
+        for prompt, s in zip(prompts, served, strict=True)
+        if s.output
+    ]
 
 
 def paired_by_domain(
@@ -195,19 +235,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ids = [encode_prompt(p, tokenizer) for p in train_prompts]
     start = starting_draft(args.init, target, ids, args.seed)
     vocab = start.vocab
-    served = serve_traces(target, DraftRunner(start, target.embed, "start"), ids, args.max_new_tokens, eos)
-    examples = [
-        build_example(
-            target,
-            vocab,
-            s.prompt + s.output,
-            len(s.prompt),
-            prompt.domain,
-            wire_steps(s.steps, len(s.output)),
-        )
-        for prompt, s in zip(train_prompts, served, strict=True)
-        if s.output
-    ]
+    examples = served_examples(target, start, train_prompts, ids, args.max_new_tokens, eos)
+    replayed: list[Example] = []
+    if any(arm.replay for arm in args.arms):
+        replay_prompts = build_prompts(args.also_eval, "train", args.requests)
+        replay_ids = [encode_prompt(p, tokenizer) for p in replay_prompts]
+        replayed = served_examples(target, start, replay_prompts, replay_ids, args.max_new_tokens, eos)
     test_prompts = build_prompts(args.workload, "test", args.eval_requests)
     if args.also_eval:
         test_prompts += build_prompts(args.also_eval, "test", args.eval_requests)
@@ -219,7 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if o
     ]
     arms = {
-        arm.name: train_arm(arm, start, target, examples, held_out, args.eval_at, args.seed, args.depth)
+        arm.name: train_arm(
+            arm, start, target, examples, replayed, held_out, args.eval_at, args.seed, args.depth
+        )
         for arm in args.arms
     }
     last = str(args.eval_at[-1])
