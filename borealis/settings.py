@@ -508,6 +508,7 @@ class Settings(BaseSettings):
 
     @property
     def trainer(self) -> TrainerSettings:
+        device = self.resolved_trainer_device
         return TrainerSettings(
             root=self.home / "trainer",
             allowed_domains=self.allowed_domains,
@@ -524,8 +525,8 @@ class Settings(BaseSettings):
             max_caller_share=self.trainer_max_caller_share,
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,
-            bf16=self._trainer_bf16(),
-            device=self.resolved_trainer_device,
+            bf16=self._trainer_bf16(device),
+            device=device,
             rejected_weight=self.trainer_rejected_weight,
             batch_tokens=self.trainer_batch_tokens,
             shift_lr_boost=self.trainer_shift_lr_boost,
@@ -546,11 +547,11 @@ class Settings(BaseSettings):
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def _trainer_bf16(self) -> bool:
+    def _trainer_bf16(self, device: str) -> bool:
         """auto: on CUDA, and on CPUs that compute bf16 natively."""
         if self.trainer_bf16 != "auto":
             return self.trainer_bf16 == "true"
-        return self.resolved_trainer_device == "cuda" or bf16_native()
+        return device == "cuda" or bf16_native()
 
     @property
     def resolved_trainer_threads(self) -> int:

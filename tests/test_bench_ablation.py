@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.bench.ablation import paired_by_domain, parse_arm
+from worker.bench.ablation import paired_report, parse_arm
 from worker.draft.trainer import TrainConfig
 
 
@@ -35,9 +35,10 @@ def test_misspelt_arms_are_refused(text: str) -> None:
 
 def test_arms_are_compared_per_domain_on_the_same_traces() -> None:
     held_out = [SimpleNamespace(domain=d) for d in ("code", "code", "code", "chat", "chat", "chat")]
-    first = [1.0, 1.2, 1.4, 2.0, 2.2, 2.4]
-    arm = [1.5, 1.7, 1.9, 2.0, 2.2, 2.4]  # better on code by 0.5 on every trace, equal on chat
-    report = paired_by_domain(held_out, arm, first)  # type: ignore[arg-type]
+    # (tokens emitted, verification steps): acceptance 1.0 1.2 1.4 2.0 2.2 2.4 per trace
+    first = [(10, 10), (12, 10), (14, 10), (20, 10), (22, 10), (24, 10)]
+    arm = [(15, 10), (17, 10), (19, 10), (20, 10), (22, 10), (24, 10)]  # code +0.5 on every trace
+    report = paired_report(held_out, arm, first)  # type: ignore[arg-type]
     assert report["code"] == {"mean_diff": 0.5, "diff_low": 0.5, "diff_high": 0.5}
     assert report["chat"] == {"mean_diff": 0.0, "diff_low": 0.0, "diff_high": 0.0}
     assert report["all"]["mean_diff"] == 0.25 and report["all"]["diff_low"] > 0

@@ -97,7 +97,7 @@ def test_a_restart_drains_the_requests_in_flight_and_serves_the_queued_ones_on_t
     runner, built = serving
     engine: SGLangEngine = built.engine
     settings = Settings(engine="sglang", sglang_device="cpu", home=tmp_path, threads=2, max_batch=4)
-    drafts = SGLangDrafts(engine, settings.serving, smollm2_dir, tmp_path / "sglang-drafts")
+    drafts = SGLangDrafts(engine, settings.serving, smollm2_dir, "cpu", tmp_path / "sglang-drafts")
     old_runtime = engine.runtime
     eos = tokenizer.eos_token_id
     with Traffic(runner, prompt_ids, eos, MAX_NEW) as traffic:

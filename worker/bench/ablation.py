@@ -39,7 +39,7 @@ from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft, initialise_from_target, new_draft
 from worker.draft.runner import DraftRunner
-from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance, simulated_acceptance
+from worker.draft.shadow import paired_by_domain, per_trace_counts, pooled_acceptance, simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -131,12 +131,6 @@ def starting_draft(init: str, target: LlamaModel, train_ids: list[list[int]], se
     return draft
 
 
-def copy_draft(draft: Eagle3Draft) -> Eagle3Draft:
-    copy = Eagle3Draft(draft.config, draft.vocab)
-    copy.load_state_dict(draft.state_dict())
-    return copy
-
-
 def train_arm(
     arm: Arm,
     start: Eagle3Draft,
@@ -148,7 +142,7 @@ def train_arm(
     seed: int,
     depth: int,
 ) -> dict[str, Any]:
-    draft = copy_draft(start)
+    draft = start.copy()
     if arm.init_from_target:
         initialise_from_target(draft, target)
     before = simulated_acceptance(draft, target.embed, held_out, depth)
@@ -173,7 +167,7 @@ def train_arm(
             counts = per_trace_counts(draft, target.embed, held_out, depth)
             curve[str(step)] = pooled_acceptance(held_out, counts)
     return {
-        "per_trace": [emitted / steps if steps else 1.0 for emitted, steps in counts],
+        "per_trace": counts,
         "train_config": arm.config.to_dict(),
         "init": "target" if arm.init_from_target else "start",
         "before": before,
@@ -207,18 +201,14 @@ def served_examples(
     ]
 
 
-def paired_by_domain(
-    held_out: list[Example], arm: list[float], first: list[float]
+def paired_report(
+    held_out: list[Example], arm: list[tuple[int, int]], first: list[tuple[int, int]]
 ) -> dict[str, dict[str, float]]:
     """Per domain and ``all``: mean per-trace difference ``arm - first`` and its paired 95 % interval."""
-    out = {}
-    for domain in [*sorted({e.domain for e in held_out}), "all"]:
-        rows = [i for i, e in enumerate(held_out) if domain in ("all", e.domain)]
-        ours, theirs = [arm[i] for i in rows], [first[i] for i in rows]
-        low, high = paired_interval(ours, theirs)
-        mean = sum(a - b for a, b in zip(ours, theirs, strict=True)) / len(rows)
-        out[domain] = {"mean_diff": round(mean, 4), "diff_low": round(low, 4), "diff_high": round(high, 4)}
-    return out
+    return {
+        domain: {"mean_diff": round(d.mean, 4), "diff_low": round(d.low, 4), "diff_high": round(d.high, 4)}
+        for domain, d in paired_by_domain(held_out, arm, first).items()
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -261,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first, *others = arms
     per_trace = {name: arm.pop("per_trace") for name, arm in arms.items()}
     for name in others:
-        arms[name]["paired_vs_" + first] = paired_by_domain(held_out, per_trace[name], per_trace[first])
+        arms[name]["paired_vs_" + first] = paired_report(held_out, per_trace[name], per_trace[first])
     return {
         "also_eval": args.also_eval,
         "workload": args.workload,

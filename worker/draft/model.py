@@ -97,6 +97,12 @@ class Eagle3Draft(nn.Module):
             for weight in (self.fc, self.qkv, self.out, self.gate_up, self.down, self.lm_head):
                 weight.normal_(0.0, 1.0 / math.sqrt(weight.shape[1]), generator=generator)
 
+    def copy(self) -> Eagle3Draft:
+        """The same weights and vocabulary in a new draft on CPU (from a draft on any device)."""
+        copy = Eagle3Draft(self.config, self.vocab)
+        copy.load_state_dict(self.state_dict())
+        return copy
+
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
         """Target features ``[..., 3H]`` to the draft's hidden width."""
         return F.linear(features, self.fc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,3 +90,27 @@ def paired_interval(
     means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    traces: int  # traces with at least one verification step
+    mean: float  # mean per-trace acceptance difference, ours - theirs
+    low: float  # its paired 95 % bootstrap interval
+    high: float
+
+
+def paired_by_domain(
+    examples: Sequence[Example], ours: Sequence[tuple[int, int]], theirs: Sequence[tuple[int, int]]
+) -> dict[str, PairedDiff]:
+    """Per domain and ``"all"``: two drafts' per-trace acceptance (``per_trace_counts`` of each on the
+    same examples) compared trace by trace."""
+    report = {}
+    for domain in [*sorted({e.domain for e in examples}), "all"]:
+        rows = [i for i, e in enumerate(examples) if domain in ("all", e.domain) and ours[i][1]]
+        a = [ours[i][0] / ours[i][1] for i in rows]
+        b = [theirs[i][0] / theirs[i][1] for i in rows]
+        low, high = paired_interval(a, b)
+        mean = sum(x - y for x, y in zip(a, b, strict=True)) / len(rows)
+        report[domain] = PairedDiff(len(rows), mean, low, high)
+    return report

@@ -123,13 +123,7 @@ class DraftTrainer:
 
     def snapshot(self) -> Eagle3Draft:
         """The draft as it stands, on CPU (the draft itself where it trains on CPU)."""
-        if self.device.type == "cpu":
-            return self.draft
-        copy = Eagle3Draft(self.draft.config, self.draft.vocab)
-        copy.load_state_dict(
-            {name: tensor.detach().cpu() for name, tensor in self.draft.state_dict().items()}
-        )
-        return copy
+        return self.draft if self.device.type == "cpu" else self.draft.copy()
 
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
         config = self.config

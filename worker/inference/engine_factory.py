@@ -24,13 +24,7 @@ from worker.engine.hf_plain import PlainHFEngine, load_hf_model
 from worker.engine.llama import LlamaModel, UnsupportedModelError
 from worker.engine.types import Drafter, Engine
 from worker.sglang.engine import SGLangEngine
-from worker.sglang.serving import (
-    SGLangDrafts,
-    engine_arguments,
-    launcher,
-    put_cpu_stand_ins_on_path,
-    resolve_device,
-)
+from worker.sglang.serving import SGLangDrafts, launcher, put_cpu_stand_ins_on_path, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +56,11 @@ def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Se
     config = json.loads((model_dir / "config.json").read_text())
     context = min(settings.context_limit, int(config.get("max_position_embeddings", settings.context_limit)))
     settings = replace(settings, context_limit=context)  # SGLang refuses a context beyond the model's
-    engine = SGLangEngine(launcher(engine_arguments(settings, model_dir, device, None)))
+    engine = SGLangEngine(launcher(settings, model_dir, device, None))
     if device == "cpu":
         reason = "SGLang on CPU serves target-only: its EAGLE-3 kernels need CUDA"
         return ServingEngine(engine, context, None, None, "sglang", reason, engine.shutdown)
-    drafts = SGLangDrafts(engine, settings, model_dir, home / "sglang-drafts")
+    drafts = SGLangDrafts(engine, settings, model_dir, device, home / "sglang-drafts")
     return ServingEngine(engine, context, drafts.load, drafts.install, "sglang", close=engine.shutdown)
 
 

@@ -58,7 +58,7 @@ def put_cpu_stand_ins_on_path() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([path, *paths])
 
 
-def engine_arguments(
+def _engine_arguments(
     settings: ServingSettings, model_dir: Path, device: str, draft_dir: Path | None
 ) -> dict[str, Any]:
     """``sglang.Engine`` keyword arguments (names as in SGLang 0.5.23's ``ServerArgs``)."""
@@ -88,7 +88,12 @@ def engine_arguments(
     return arguments
 
 
-def launcher(arguments: dict[str, Any]) -> Callable[[], SGLangRuntime]:
+def launcher(
+    settings: ServingSettings, model_dir: Path, device: str, draft_dir: Path | None
+) -> Callable[[], SGLangRuntime]:
+    """Starts SGLang on ``device``, speculating with the EAGLE-3 export in ``draft_dir`` if given."""
+    arguments = _engine_arguments(settings, model_dir, device, draft_dir)
+
     def launch() -> SGLangRuntime:
         import sglang
 
@@ -101,10 +106,13 @@ def launcher(arguments: dict[str, Any]) -> Callable[[], SGLangRuntime]:
 class SGLangDrafts:
     """Loads drafts off the engine thread and installs them on it (in place, or by a restart)."""
 
-    def __init__(self, engine: SGLangEngine, settings: ServingSettings, model_dir: Path, root: Path) -> None:
+    def __init__(
+        self, engine: SGLangEngine, settings: ServingSettings, model_dir: Path, device: str, root: Path
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.model_dir = model_dir
+        self.device = device
         self.root = root
         shutil.rmtree(root, ignore_errors=True)  # exports a crash left behind
         self.current: SGLangDraft | None = None
@@ -130,9 +138,8 @@ class SGLangDrafts:
         self._restart(draft)
 
     def _restart(self, draft: SGLangDraft | None) -> None:
-        device = resolve_device(self.settings.sglang.device)
         directory = draft.directory if draft is not None else None
-        self.engine.restart(launcher(engine_arguments(self.settings, self.model_dir, device, directory)))
+        self.engine.restart(launcher(self.settings, self.model_dir, self.device, directory))
         self.swapper = None
         if draft is not None:
             session = TokenizerManagerSession(self.engine.runtime.tokenizer_manager)

@@ -17,7 +17,7 @@ from borealis.control_client import ControlPlaneError
 from borealis.wire import UploadResult
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft
-from worker.draft.shadow import paired_interval, per_trace_counts, pooled_acceptance
+from worker.draft.shadow import paired_by_domain, per_trace_counts, pooled_acceptance
 from worker.draft.trainer import DraftTrainer
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -77,20 +77,17 @@ class Candidates:
                 live_examples = [paced(self.examples.build, r, live_draft.vocab) for r in records]
             theirs = paced(per_trace_counts, live_draft, trainer.embed, live_examples, depth)
         candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
-        report = {}
-        for domain, value in candidate.items():
-            rows = [i for i, e in enumerate(examples) if domain in ("all", e.domain) and ours[i][1]]
-            low, high = paired_interval(
-                [ours[i][0] / ours[i][1] for i in rows], [theirs[i][0] / theirs[i][1] for i in rows]
-            )
-            report[domain] = {
+        paired = paired_by_domain(examples, ours, theirs)
+        return {
+            domain: {
                 "candidate": value,
                 "live": baseline.get(domain, 1.0),
-                "traces": float(len(rows)),
-                "diff_low": low,
-                "diff_high": high,
+                "traces": float(paired[domain].traces),
+                "diff_low": paired[domain].low,
+                "diff_high": paired[domain].high,
             }
-        return report
+            for domain, value in candidate.items()
+        }
 
     def coverage(self, vocab: DraftVocab) -> dict[str, float]:
         """Per domain, the share of held-out output tokens the draft's vocabulary can propose at all:

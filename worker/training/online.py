@@ -102,7 +102,7 @@ class OnlineTrainer:
         if live is not None:
             draft = self.candidates.live_draft(live)
             if draft is not None:
-                self.trainer = self._new_trainer(self._copy(draft))
+                self.trainer = self._new_trainer(draft.copy())
                 self.state.live_version = live
                 return
         replay = self.intake.replay
@@ -112,11 +112,6 @@ class OnlineTrainer:
         vocab = DraftVocab.from_outputs(outputs, self.settings.draft_vocab_size, self.target.spec.vocab_size)
         self.intake.take_recent()  # the new vocabulary was chosen from these very outputs
         self.trainer = self._new_trainer(new_draft(self.target.spec, vocab))
-
-    def _copy(self, draft: Eagle3Draft) -> Eagle3Draft:
-        copy = Eagle3Draft(draft.config, draft.vocab)
-        copy.load_state_dict(draft.state_dict())
-        return copy
 
     # -- one round ------------------------------------------------------------------------------
 
