@@ -16,6 +16,7 @@ from worker.bench.shift import (
     Served,
     acceptance_length,
     phase_prompts,
+    repeated_requests,
     recovery_requests,
     summarize,
     window_slices,
@@ -64,10 +65,13 @@ def test_recovery_counts_requests_until_within_ten_percent_of_the_pre_shift_leve
 
 
 def test_phases_serve_distinct_prompts_and_never_the_reserved_ones() -> None:
-    items, reserved = phase_prompts(["chat", "humaneval", "prose"], 64, 8)
-    assert [phase for phase, _ in items] == ["chat"] * 64 + ["humaneval"] * 64 + ["prose"] * 64
-    for start in (0, 64, 128):
-        assert len({p.key for _, p in items[start : start + 64]}) == 64
+    items, reserved = phase_prompts(["chat", "humaneval", "prose"], [32, 64, 64], 8)
+    assert [phase for phase, _ in items] == ["chat"] * 32 + ["humaneval"] * 64 + ["prose"] * 64
+    for start, stop in ((0, 32), (32, 96), (96, 160)):
+        assert len({p.key for _, p in items[start:stop]}) == stop - start
+    assert repeated_requests(items) == {"chat": 0, "humaneval": 0, "prose": 0}
+    longer, _ = phase_prompts(["chat", "humaneval"], [8, 200], 8)  # HumanEval: 164 problems, 8 reserved
+    assert repeated_requests(longer) == {"chat": 0, "humaneval": 200 - 156}
     served_keys = {p.key for _, p in items}
     assert all(len(prompts) == 8 for prompts in reserved.values())
     assert not served_keys & {p.key for prompts in reserved.values() for p in prompts}
@@ -129,6 +133,7 @@ def test_summary_reports_the_issue_keys_from_both_taus(scorer: DraftScorer) -> N
         phases=["code", "prose"],
         window=2,
         requests_per_phase=4,
+        phase_requests=[4, 4],
         trainer="dedicated",
         train_steps_per_request=1.0,
     )

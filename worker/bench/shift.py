@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--requests-per-phase", type=int, default=48)
     parser.add_argument(
+        "--first-phase-requests",
+        type=int,
+        default=None,
+        help="requests of the first phase, the static draft's own domain (default: --requests-per-phase)",
+    )
+    parser.add_argument(
         "--eval-per-phase", type=int, default=16, help="reserved prompts per phase, never served"
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"subset of {','.join(ARMS)}")
@@ -125,6 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     args.phases = [p for p in args.phases.split(",") if p]
+    first = args.requests_per_phase if args.first_phase_requests is None else args.first_phase_requests
+    args.phase_requests = [first] + [args.requests_per_phase] * (len(args.phases) - 1)
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [p for p in args.phases if p not in WORKLOADS] + [a for a in args.arms if a not in ARMS]
     if unknown or not args.phases or not args.arms or len(set(args.phases)) != len(args.phases):
@@ -133,26 +141,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def phase_prompts(
-    phases: list[str], per_phase: int, eval_per_phase: int
+    phases: list[str], per_phase: list[int], eval_per_phase: int
 ) -> tuple[list[tuple[str, Prompt]], dict[str, list[Prompt]]]:
     """(phase, prompt) to serve in order, and each phase's reserved evaluation prompts.
 
     The first phase draws from the test split (the static draft trained on the train split), the
     others from both splits (the static draft never saw those workloads). The last
     ``eval_per_phase`` prompts of each pool are reserved; the rest are served without repeats
-    while any is left, so a learning arm does not score on memorised answers.
+    while any is left (then again in order: ``repeated_requests`` counts them), so a learning arm's
+    draft-only tau never scores memorised answers. ``per_phase``: requests of each phase, in order.
     """
     served: list[tuple[str, Prompt]] = []
     reserved: dict[str, list[Prompt]] = {}
-    for phase in phases:
+    for phase, count in zip(phases, per_phase, strict=True):
         pool = build_prompts(phase, "test")
         if phase != phases[0]:
             pool += build_prompts(phase, "train")
         if len(pool) <= eval_per_phase:
             raise ValueError(f"workload {phase} has {len(pool)} prompts, too few to reserve {eval_per_phase}")
         reserved[phase], pool = pool[len(pool) - eval_per_phase :], pool[: len(pool) - eval_per_phase]
-        served += [(phase, pool[i % len(pool)]) for i in range(per_phase)]
+        served += [(phase, pool[i % len(pool)]) for i in range(count)]
     return served, reserved
+
+
+def repeated_requests(items: list[tuple[str, Prompt]]) -> dict[str, int]:
+    """Per phase, requests whose prompt the phase had already served (a pool smaller than the phase)."""
+    seen: set[tuple[str, str]] = set()
+    repeats: dict[str, int] = {}
+    for phase, prompt in items:
+        repeats[phase] = repeats.get(phase, 0) + ((phase, prompt.key) in seen)
+        seen.add((phase, prompt.key))
+    return repeats
 
 
 def window_slices(served: list[tuple[str, Prompt]], size: int) -> list[slice]:
@@ -484,6 +503,8 @@ def summarize(
     summary: dict[str, Any] = {
         "phases": phases,
         "requests_per_phase": args.requests_per_phase,
+        "phase_requests": args.phase_requests,
+        "repeated_requests": repeated_requests(items),
         "trainer_mode": args.trainer,
         "train_steps_per_request": args.train_steps_per_request if args.trainer == "dedicated" else None,
         "arms": arms,
@@ -582,7 +603,7 @@ def build_scorer(reserved: dict[str, list[Prompt]], args: argparse.Namespace) ->
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    items, reserved = phase_prompts(args.phases, args.requests_per_phase, args.eval_per_phase)
+    items, reserved = phase_prompts(args.phases, args.phase_requests, args.eval_per_phase)
     started = time.monotonic()
     scorer = build_scorer(reserved, args)
     static_draft = args.static_draft

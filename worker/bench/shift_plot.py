@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             row=2,
             col=1,
         )
-    per_phase = summary["requests_per_phase"]
+    counts = summary.get("phase_requests") or [summary["requests_per_phase"]] * len(summary["phases"])
+    bounds = [0, *itertools.accumulate(counts)]
     for index, phase in enumerate(summary["phases"]):
         labels = {"annotation_text": phase, "annotation_position": "top left"}
         for row in (1, 2):
             figure.add_vrect(
-                x0=index * per_phase,
-                x1=(index + 1) * per_phase,
+                x0=bounds[index],
+                x1=bounds[index + 1],
                 fillcolor="grey" if index % 2 else "white",
                 opacity=0.12,
                 line_width=0,
