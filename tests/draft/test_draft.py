@@ -13,6 +13,7 @@ from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
+from worker.engine.engine import catch_up_input
 from worker.engine.llama import LlamaSpec, causal_step_input, rotary_tables
 
 SPEC = LlamaSpec(
@@ -113,6 +114,41 @@ def test_runner_matches_module_reference() -> None:
         torch.cat([logp_a, logp_b], 1), torch.log_softmax(reference, -1), atol=1e-4, rtol=1e-4
     )
     assert first.shape == (1, 4, SPEC.hidden_size)
+
+
+def test_batched_catch_up_writes_the_cache_rows_one_sequence_at_a_time_would() -> None:
+    """The engine's one batched catch-up pass (ragged counts, padding rows) equals per-sequence passes
+    on every row a later pass reads: the committed rows below each sequence's pending row."""
+    runner = DraftRunner(
+        small_draft(seed=3), torch.randn(SPEC.vocab_size, SPEC.hidden_size), max_positions=32
+    )
+    tokens = [torch.randint(0, SPEC.vocab_size, (20,)).tolist() for _ in range(3)]
+    features = torch.randn(3, 20, 3 * SPEC.hidden_size)
+    starts, counts = [4, 9, 6], [5, 0, 2]
+    alone, batched = runner.new_cache(3, 32), runner.new_cache(3, 32)
+    for slot, start in enumerate(starts):  # both caches hold the same history before the catch-up
+        ids = torch.tensor([tokens[slot][1 : start + 1]])
+        for cache in (alone, batched):
+            runner.advance(
+                causal_step_input(ids, [0]), runner.fuse(features[slot : slot + 1, :start]), cache, slot
+            )
+    for slot, (start, count) in enumerate(zip(starts, counts, strict=True)):
+        if count:
+            ids = torch.tensor([tokens[slot][start + 1 : start + 1 + count]])
+            hidden = runner.fuse(features[slot : slot + 1, start : start + count])
+            runner.advance(causal_step_input(ids, [start]), hidden, alone, slot)
+    step = catch_up_input(tokens, starts, counts)
+    assert step.tokens.shape == (3, 5)
+    runner.advance(step, runner.fuse(features[torch.arange(3).unsqueeze(1), step.positions]), batched)
+    for slot, (start, count) in enumerate(zip(starts, counts, strict=True)):
+        rows = slice(0, start + count)
+        torch.testing.assert_close(
+            batched.k[0, slot, :, rows], alone.k[0, slot, :, rows], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            batched.v[0, slot, :, rows], alone.v[0, slot, :, rows], atol=1e-5, rtol=1e-5
+        )
+        assert step.write_index[slot].tolist() == [start + min(j, count) for j in range(5)]
 
 
 def test_config_mismatch_is_refused() -> None:

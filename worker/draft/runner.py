@@ -71,6 +71,17 @@ class DraftRunner:
         self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab."""
+        h = self._layer(step, hidden, cache, first_slot)
+        eps, size = self.config.rms_norm_eps, (self.config.hidden_size,)
+        logits = linear(F.rms_norm(h, size, self.final_norm, eps), self.lm_head)
+        return h, torch.log_softmax(logits.float(), dim=-1)
+
+    @torch.inference_mode()
+    def advance(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0) -> None:
+        """The same pass for its cache rows alone: catching up proposes nothing, so no head."""
+        self._layer(step, hidden, cache, first_slot)
+
+    def _layer(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int) -> torch.Tensor:
         eps, size = self.config.rms_norm_eps, (self.config.hidden_size,)
         x = torch.cat(
             [
@@ -88,6 +99,4 @@ class DraftRunner:
             x, self.layer, self.spec, cache.k[0, slots], cache.v[0, slots], cos, sin, flat_index, mask
         )
         h = hidden + attn
-        h = h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)
-        logits = linear(F.rms_norm(h, size, self.final_norm, eps), self.lm_head)
-        return h, torch.log_softmax(logits.float(), dim=-1)
+        return h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)

@@ -31,6 +31,8 @@ DraftRule = Literal["auto", "sampled", "point_mass"]
 
 log = logging.getLogger(__name__)
 
+BATCHED_CATCH_UP_ROWS = 16  # a sequence further behind than this catches up alone first
+
 
 @dataclass(frozen=True)
 class SpecConfig:
@@ -322,21 +324,34 @@ class SpecEngine:
         return self.controller.draft_rule_draws() if rule == "auto" else rule == "sampled"
 
     def _draft_catch_up(self) -> None:
-        """Bring every draft cache to one position short of the target's, in chunks, one sequence at a time.
+        """Bring every draft cache to one position short of the target's.
 
         The last pending position is left for :func:`draft_paths`, whose batched pass over it also
-        yields the first proposal.
+        yields the first proposal. A sequence far behind (a new prompt) first catches up alone, in
+        chunks; then one batched pass, without the head, covers every sequence's last few positions
+        (the tokens accepted since its previous draft): one pass per step, not one per sequence.
         """
         assert self.draft is not None and self.draft_cache is not None
         chunk = self.config.prefill_chunk
         for slot, seq in enumerate(self._active):
-            while seq.kv_len - seq.draft_len > 1:
+            while seq.kv_len - 1 - seq.draft_len > BATCHED_CATCH_UP_ROWS:
                 start = seq.draft_len
                 count = min(chunk, seq.kv_len - 1 - start)
                 ids = torch.tensor([seq.tokens[start + 1 : start + 1 + count]])
                 hidden = self.draft.fuse(self.features[slot : slot + 1, start : start + count])
-                self.draft.forward(causal_step_input(ids, [start]), hidden, self.draft_cache, slot)
+                self.draft.advance(causal_step_input(ids, [start]), hidden, self.draft_cache, slot)
                 seq.draft_len = start + count
+        pending = [max(0, seq.kv_len - 1 - seq.draft_len) for seq in self._active]
+        if not any(pending):
+            return
+        step = catch_up_input(
+            [seq.tokens for seq in self._active], [seq.draft_len for seq in self._active], pending
+        )
+        slots = torch.arange(len(pending)).unsqueeze(1)
+        hidden = self.draft.fuse(self.features[slots, step.positions])
+        self.draft.advance(step, hidden, self.draft_cache)
+        for seq, count in zip(self._active, pending, strict=True):
+            seq.draft_len += count
 
     def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``."""
@@ -460,6 +475,21 @@ class SpecEngine:
                 self.draft_cache.move_slot(last, slot, moved.draft_len + 1)
             self._active[slot] = moved
         self._active.pop()
+
+
+def catch_up_input(tokens: list[list[int]], starts: list[int], counts: list[int]) -> StepInput:
+    """Sequence ``b`` extends its draft cache by ``counts[b]`` rows from ``starts[b]`` (row ``i`` reads
+    token ``i + 1``). Padding rows sit at the sequence's first pending row ``starts[b] + counts[b]``,
+    which no real row attends to and the proposal pass rewrites before anything reads it."""
+    width = max(counts)
+    offsets = torch.arange(width).unsqueeze(0)
+    start = torch.tensor(starts).unsqueeze(1)
+    count = torch.tensor(counts).unsqueeze(1)
+    positions = start + torch.minimum(offsets, count)
+    ids = [[seq[p + 1] for p in row] for seq, row in zip(tokens, positions.tolist(), strict=True)]
+    span = int(positions.max()) + 1
+    mask = torch.arange(span).view(1, 1, span) <= positions.unsqueeze(2)
+    return StepInput(tokens=torch.tensor(ids), positions=positions, write_index=positions, mask=mask)
 
 
 def _failed(request_id: str, stats: SpecStats, exc: Exception) -> TokenEvent:

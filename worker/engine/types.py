@@ -137,3 +137,7 @@ class Drafter(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]``."""
         ...
+
+    def advance(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0) -> None:
+        """The same pass writing only its cache rows (catching up on committed positions)."""
+        ...
