@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.bench.clients import Outcome
+from worker.bench.clients import Outcome, prompt_request
 from worker.bench.shift import (
     ArmRun,
     Served,
     acceptance_length,
+    parse_args,
     phase_prompts,
-    repeated_requests,
     recovery_requests,
+    repeated_requests,
     summarize,
     window_slices,
 )
@@ -194,3 +195,14 @@ def test_the_trainer_environment_follows_the_mode() -> None:
         "BOREALIS_TRAINER_STEPS_PER_TRACE" not in colocated
         and "BOREALIS_TRAINER_HELDOUT_FRACTION" not in colocated
     )
+
+
+def test_sampled_requests_carry_the_temperature_and_a_seed_per_request() -> None:
+    chat, code = Prompt("chat", "c", "hi", chat=True), Prompt("code", "k", "def f():", chat=False)
+    greedy = prompt_request("m", code, 16)
+    assert greedy.path == "/v1/completions" and greedy.body["temperature"] == 0
+    assert "seed" not in greedy.body
+    sampled = prompt_request("m", chat, 16, temperature=0.7, seed=41)
+    assert sampled.path == "/v1/chat/completions"
+    assert (sampled.body["temperature"], sampled.body["seed"]) == (0.7, 41)
+    assert parse_args(["--temperature", "0.7", "--json", "x.json"]).temperature == 0.7

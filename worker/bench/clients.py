@@ -44,14 +44,19 @@ class Outcome:
         return self.finished - self.started
 
 
-def prompt_request(model: str, prompt: Prompt, max_tokens: int) -> Request:
-    """A greedy OpenAI request for a workload prompt: chat prompts as messages, the rest as completions."""
-    common = {
+def prompt_request(
+    model: str, prompt: Prompt, max_tokens: int, temperature: float = 0.0, seed: int | None = None
+) -> Request:
+    """An OpenAI request for a workload prompt (greedy unless ``temperature``): chat prompts as
+    messages, the rest as completions."""
+    common: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
-        "temperature": 0,
+        "temperature": temperature,
         "metadata": {"domain": prompt.domain},
     }
+    if seed is not None:
+        common["seed"] = seed
     if prompt.chat:
         messages = [{"role": "user", "content": prompt.text}]
         return Request("/v1/chat/completions", {**common, "messages": messages})

@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-steps-per-request", type=float, default=1.0, help="dedicated mode's S")
     parser.add_argument("--window", type=int, default=16, help="requests per window (a decision point)")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature of the served requests (seeded per request; draft-only tau stays greedy)",
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth of draft-only tau")
     parser.add_argument("--static-draft", type=Path, default=None, help="offline draft (default: train one)")
@@ -254,9 +260,14 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def serve(
-    base_url: str, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace
+    base_url: str, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace, first: int = 0
 ) -> list[Served]:
-    requests = [prompt_request(model, prompt, args.max_tokens) for _, prompt in items]
+    """``items`` through the API; request ``i`` is the run's ``first + i``-th (its sampling seed)."""
+    temperature = args.temperature
+    requests = [
+        prompt_request(model, prompt, args.max_tokens, temperature, seed=first + i if temperature else None)
+        for i, (_, prompt) in enumerate(items)
+    ]
     return [Served(o, items[o.index][0]) for o in run_all(base_url, requests, args.concurrency)]
 
 
@@ -352,7 +363,7 @@ def run_arm(
         started = time.monotonic()
         timeouts = 0
         for index, window in enumerate(window_slices(items, args.window)):
-            result.served += serve(appliance.base_url, model, items[window], args)
+            result.served += serve(appliance.base_url, model, items[window], args, window.start)
             if dedicated:
                 ok = sum(1 for s in result.served if s.outcome.ok)
                 timeouts += not await_decision(client, ok, args.trainer_wait_seconds)
@@ -615,6 +626,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary |= {
         "eval_traces_per_phase": {p: len(scorer.phase_rows(p)) for p in args.phases},
         "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
         "concurrency": args.concurrency,
         "window": args.window,
         "depth": args.depth,
