@@ -16,8 +16,11 @@ from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.train import main
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate
+from worker.draft.ttt import unroll
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
+
+FIELDS = ("tokens", "features", "target_ids", "target_logp", "target_argmax")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,31 @@ def test_short_training_raises_held_out_acceptance(
     assert last.loss < 0.6 * first.loss
     assert after["all"] >= before["all"] + 0.05, (before, after)
     assert simulated_acceptance(draft, target.embed, train, depth=4)["all"] > after["all"]
+
+
+def test_the_loss_is_the_decayed_kl_over_every_row_that_trains_and_no_other(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    """The packed, log-sum-exp loss equals a plain full-softmax KL over the padded batch, masked: rows
+    of padding and rows before their unroll step change nothing."""
+    vocab, examples = data
+    short = Example(**{**examples[1].__dict__, **{k: getattr(examples[1], k)[:40] for k in FIELDS}})
+    group = [examples[0], short]  # 64 and 40 tokens: the second is padded
+    trainer = DraftTrainer(new_draft(target.spec, vocab, seed=2), target.embed, TrainConfig(ttt_steps=3))
+    batch = collate(group)
+    loss, metrics = trainer.loss(batch)
+    with torch.no_grad():
+        logits = unroll(trainer.draft, target.embed, batch.tokens, batch.features, 3)
+    expected = torch.zeros(())
+    for step, step_logits in enumerate(logits):
+        logq = torch.log_softmax(step_logits[:, :-1], dim=-1).gather(-1, batch.target_ids[:, 1:])
+        p = batch.target_logp[:, 1:].exp()
+        rows = torch.arange(batch.tokens.shape[1] - 1).view(1, -1)
+        valid = (rows >= step) & (rows < batch.lengths.view(-1, 1) - 1)
+        kl = ((p * (batch.target_logp[:, 1:] - logq)).sum(-1) * valid).sum() / valid.sum()
+        assert metrics.kl[step] == pytest.approx(float(kl), rel=1e-5)
+        expected = expected + 0.8**step * kl
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_rejected_term_widens_the_margin_it_targets(

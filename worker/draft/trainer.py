@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from worker.draft.examples import Example
 from worker.draft.model import Eagle3Draft
-from worker.draft.ttt import unroll
+from worker.draft.ttt import unroll_hidden
 
 
 @dataclass(frozen=True)
@@ -140,38 +140,35 @@ class DraftTrainer:
         return metrics
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, StepMetrics]:
+        """The head runs on the rows that train alone (no padding, no row before its unroll step), and
+        the KL comes from the logits' log-sum-exp: no full log-softmax is kept for the backward pass."""
         config = self.config
         device = batch.tokens.device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            logits = [
-                step.float()
-                for step in unroll(
-                    self.draft, self._device_embed, batch.tokens, batch.features, config.ttt_steps
-                )
-            ]
-        length = batch.tokens.shape[1]
-        rows = torch.arange(length, device=device).view(1, -1)
-        # row i is trained against the target's distribution at position i + 1
-        target_ids = batch.target_ids[:, 1:]
-        target_p = batch.target_logp[:, 1:].exp()
-        target_argmax = batch.target_argmax[:, 1:]
-        entropy = -(target_p * batch.target_logp[:, 1:]).sum(-1)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+        with autocast:
+            outputs = unroll_hidden(
+                self.draft, self._device_embed, batch.tokens, batch.features, config.ttt_steps
+            )
+        rows = torch.arange(batch.tokens.shape[1] - 1, device=device).view(1, -1)
         d2t = self.draft.vocab.draft_to_target.to(device)
         total = torch.zeros((), device=device)
         kls, top1s = [], []
-        logps = []
-        for step, step_logits in enumerate(logits):
-            logp = torch.log_softmax(step_logits, dim=-1)
-            logps.append(logp)
-            valid = ((rows >= step) & (rows < batch.lengths.view(-1, 1) - 1))[:, : length - 1]
-            count = valid.sum().clamp(min=1)
-            cross = -(target_p * logp[:, :-1].gather(-1, target_ids)).sum(-1)
-            kl = ((cross - entropy) * valid).sum() / count
+        for step, out in enumerate(outputs):
+            # row i is trained against the target's distribution at position i + 1
+            where = ((rows >= step) & (rows < batch.lengths.view(-1, 1) - 1)).nonzero(as_tuple=True)
+            with autocast:
+                logits = self.draft.logits(out[:, :-1][where]).float()  # [N, V_draft]
+            target_logp = batch.target_logp[:, 1:][where]  # [N, k], renormalised: sums to one
+            picked = logits.gather(-1, batch.target_ids[:, 1:][where])
+            # KL(p || q) = sum_k p_k (log p_k - z_k) + logsumexp(z), as sum_k p_k = 1
+            kl_rows = (target_logp.exp() * (target_logp - picked)).sum(-1) + logits.logsumexp(-1)
+            count = max(1, kl_rows.numel())
+            kl = kl_rows.sum() / count
             total = total + config.step_decay**step * kl
-            hits = d2t[logp[:, :-1].argmax(-1)] == target_argmax
+            hits = d2t[logits.detach().argmax(-1)] == batch.target_argmax[:, 1:][where]
             kls.append(float(kl.detach()))
-            top1s.append(float((hits & valid).sum() / count))
-        rejected, used = self._rejected_term(batch, logps)
+            top1s.append(float(hits.sum()) / count)
+        rejected, used = self._rejected_term(batch, outputs, autocast)
         if config.rejected_weight > 0 and used:
             total = total + config.rejected_weight * rejected
         metrics = StepMetrics(
@@ -184,14 +181,20 @@ class DraftTrainer:
         )
         return total, metrics
 
-    def _rejected_term(self, batch: Batch, logps: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Hinge on ``margin - (log q(target's choice) - log q(rejected))`` at each rejected proposal."""
+    def _rejected_term(
+        self, batch: Batch, outputs: list[torch.Tensor], autocast: torch.autocast
+    ) -> tuple[torch.Tensor, int]:
+        """Hinge on ``margin - (log q(target's choice) - log q(rejected))`` at each rejected proposal
+        (the head runs again on those few rows)."""
         negatives = batch.negatives
-        negatives = negatives[negatives[:, 1] < len(logps)]
+        negatives = negatives[negatives[:, 1] < len(outputs)]
         if not negatives.numel():
             return torch.zeros((), device=negatives.device), 0
         b, step, row, rejected = negatives.unbind(1)
-        stacked = torch.stack(logps)  # [steps, B, T, V]
+        hidden = torch.stack(outputs)[step, b, row]  # [N, H]
+        with autocast:
+            logp = torch.log_softmax(self.draft.logits(hidden).float(), dim=-1)
         chosen = batch.target_ids[b, row + 1, 0]  # the target's top token within the draft vocabulary
-        gap = stacked[step, b, row, chosen] - stacked[step, b, row, rejected]
+        picks = torch.arange(len(negatives), device=logp.device)
+        gap = logp[picks, chosen] - logp[picks, rejected]
         return F.relu(self.config.rejected_margin - gap).mean(), int(negatives.shape[0])

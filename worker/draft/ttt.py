@@ -40,6 +40,14 @@ def unroll(
 
     Row ``T - 1`` has no next token and is padding; callers mask it (and rows ``i < k`` at step ``k``).
     """
+    return [draft.logits(out) for out in unroll_hidden(draft, embed, tokens, features, steps)]
+
+
+def unroll_hidden(
+    draft: Eagle3Draft, embed: torch.Tensor, tokens: torch.Tensor, features: torch.Tensor, steps: int
+) -> list[torch.Tensor]:
+    """The draft's output hidden states ``[B, T, H]`` per unroll step, before its head: the trainer
+    applies the head to the rows it trains on only (the head is most of a step's work)."""
     length = tokens.shape[1]
     config = draft.config
     next_tokens = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
@@ -48,7 +56,7 @@ def unroll(
     hidden = draft.fuse(features.float())
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
-    logits = []
+    outputs = []
     for step in range(steps):
         q, k, v = draft.project_qkv(draft.layer_input(token_embeds, hidden), cos, sin)
         keys.append(k.transpose(1, 2))
@@ -61,6 +69,6 @@ def unroll(
             enable_gqa=True,
         )
         out = draft.after_attention(hidden, attn.transpose(1, 2).reshape(*tokens.shape, -1))
-        logits.append(draft.logits(out))
+        outputs.append(out)
         hidden = F.pad(out[:, :-1], (0, 0, 1, 0))
-    return logits
+    return outputs
