@@ -17,15 +17,17 @@ import torch
 
 from worker.draft.examples import Example
 from worker.draft.model import Eagle3Draft
-from worker.draft.ttt import unroll
+from worker.draft.ttt import unroll_hidden
 
 
 @torch.no_grad()
 def chain_counts(draft: Eagle3Draft, embed: torch.Tensor, example: Example, depth: int) -> tuple[int, int]:
     """(tokens emitted, verification steps) over the example's output."""
-    logits = unroll(draft, embed, example.tokens.unsqueeze(0), example.features.unsqueeze(0), depth)
+    outputs = unroll_hidden(draft, embed, example.tokens.unsqueeze(0), example.features.unsqueeze(0), depth)
     d2t = draft.vocab.draft_to_target
-    guesses = [d2t[step[0].argmax(-1)].tolist() for step in logits]  # guesses[k][i]: predicts token i + 2
+    # guesses[k][i]: predicts token i + 2; only rows from the first root on are read (no head on the prompt)
+    first = max(0, example.prompt_len - 1)
+    guesses = [[0] * first + d2t[draft.logits(out[0, first:]).argmax(-1)].tolist() for out in outputs]
     tokens = example.tokens.tolist()
     argmax = example.target_argmax.tolist()
     last = len(tokens) - 1
