@@ -152,6 +152,8 @@ def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:
     else:
         with pytest.raises(SystemExit):
             parse_args(argv)
+    assert parse_args(argv[:-1]).bf16 == bf16_native()  # by default as the online trainer does
+    assert parse_args([*argv[:-1], "--no-bf16"]).bf16 is False
 
 
 @pytest.mark.gpu

@@ -56,7 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rejected-weight", type=float, default=TrainConfig.rejected_weight)
     parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens)
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16 or AMX)")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: BOREALIS_TRAINER_BF16, auto: on where the CPU computes bf16 natively)",
+    )
     parser.add_argument("--eval-requests", type=int, default=8, help="test-split prompts for the final eval")
     parser.add_argument("--eval-depth", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
@@ -67,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.bf16 and not bf16_native():
         # emulated bf16 matmuls measured 30x slower than fp32 on such a CPU (93 s vs 2.7 s a step)
         parser.error("--bf16 needs a CPU that computes bf16 natively (AVX512-BF16 or AMX); this one does not")
+    if args.bf16 is None:  # the online trainer's choice, so offline and online drafts train alike
+        args.bf16 = get_settings().trainer.bf16
     return args
 
 
