@@ -299,3 +299,54 @@ def test_a_live_draft_made_for_another_target_is_refused_not_trained(target: Lla
     other = dataclasses.replace(target.spec, hidden_size=target.spec.hidden_size * 2, head_dim=32)
     with pytest.raises(DraftArtifactError, match="hidden size"):
         check_fits(new_draft(other, vocab), target)
+
+
+def test_the_live_drafts_held_out_counts_are_computed_once_per_version(
+    tmp_path: Path, target: LlamaModel, records: list[TraceRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates after the first re-score only new held-out traces with the live draft, and judge
+    exactly as an evaluation from scratch would."""
+    from worker.draft.io import save_draft
+    from worker.draft.model import new_draft
+    from worker.draft.trainer import DraftTrainer, TrainConfig
+    from worker.draft.vocab import DraftVocab
+    from worker.training import candidates as candidates_module
+    from worker.training.examples_cache import ExampleCache
+    from worker.training.heldout import HeldOut
+    from worker.training.pacing import Pacer
+
+    vocab = DraftVocab.from_sequences(
+        [r.prompt_ids + r.output_ids for r in records], 256, target.spec.vocab_size
+    )
+    live = new_draft(target.spec, vocab, seed=4)
+
+    class WithLiveDraft(FakeControlPlane):
+        def fetch_draft(self, version: str, out_dir: Path) -> None:
+            save_draft(live, out_dir, version=version)
+
+    def judge(heldout: HeldOut) -> candidates_module.Candidates:
+        examples = ExampleCache(target, 100_000)
+        return candidates_module.Candidates(
+            tmp_path / uuid.uuid4().hex, target, WithLiveDraft(), examples, heldout, Pacer(1.0), 3
+        )
+
+    scored: list[int] = []
+    real = candidates_module.per_trace_counts
+
+    def counting(draft: Any, embed: Any, examples: list[Any], depth: int) -> list[tuple[int, int]]:
+        scored.append(len(examples))
+        return real(draft, embed, examples, depth)
+
+    monkeypatch.setattr(candidates_module, "per_trace_counts", counting)
+    heldout = HeldOut(1.0, 64, 1.0)
+    for record in records[:6]:
+        heldout.add(record)
+    trainer = DraftTrainer(new_draft(target.spec, vocab, seed=5), target.embed, TrainConfig())
+    candidates = judge(heldout)
+    candidates.shadow_eval(trainer, "v1")
+    assert scored == [6, 6]  # the candidate, then the live draft
+    for record in records[6:8]:
+        heldout.add(record)
+    second = candidates.shadow_eval(trainer, "v1")
+    assert scored[2:] == [8, 2]  # the live draft: the two new traces only
+    assert second == judge(heldout).shadow_eval(trainer, "v1")

@@ -13,8 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from borealis.control_client import ControlPlaneError
-from borealis.wire import UploadResult
+from borealis.wire import TraceRecord, UploadResult
+from worker.draft.examples import Example
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft
 from worker.draft.shadow import paired_by_domain, per_trace_counts, pooled_acceptance
@@ -51,6 +54,7 @@ class Candidates:
         self.pacer = pacer
         self.eval_depth = eval_depth
         self._live: tuple[str, Eagle3Draft] | None = None
+        self._live_scores: tuple[str | None, dict[str, tuple[int, int]]] = (None, {})
         # A trainer killed while publishing leaves its candidate's files behind; it is never published.
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -68,14 +72,10 @@ class Candidates:
         examples = [paced(self.examples.get, r, draft.vocab) for r in records]
         ours = paced(per_trace_counts, draft, trainer.embed, examples, depth)
         live_draft = self.live_draft(live) if live else None
-        if live_draft is None:
+        if live is None or live_draft is None:
             theirs = [(s, s) for _, s in ours]  # no draft: one token per target step
         else:
-            if live_draft.vocab.same_as(draft.vocab):
-                live_examples = examples  # one lineage, one vocabulary: no second prefill per trace
-            else:
-                live_examples = [paced(self.examples.build, r, live_draft.vocab) for r in records]
-            theirs = paced(per_trace_counts, live_draft, trainer.embed, live_examples, depth)
+            theirs = self._live_counts(live, live_draft, draft, records, examples, trainer.embed)
         candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
         paired = paired_by_domain(examples, ours, theirs)
         return {
@@ -88,6 +88,33 @@ class Candidates:
             }
             for domain, value in candidate.items()
         }
+
+    def _live_counts(
+        self,
+        live: str,
+        live_draft: Eagle3Draft,
+        draft: Eagle3Draft,
+        records: list[TraceRecord],
+        examples: list[Example],
+        embed: torch.Tensor,
+    ) -> list[tuple[int, int]]:
+        """The live draft's counts per held-out trace, each computed once per live version: it does not
+        change between candidates, and the held-out set moves by a few traces a round."""
+        if self._live_scores[0] != live:
+            self._live_scores = (live, {})
+        known = self._live_scores[1]
+        missing = [i for i, record in enumerate(records) if record.request_id not in known]
+        if missing:
+            if live_draft.vocab.same_as(draft.vocab):
+                fresh = [examples[i] for i in missing]  # one lineage, one vocabulary: no second prefill
+            else:
+                fresh = [self.pacer.paced(self.examples.build, records[i], live_draft.vocab) for i in missing]
+            counts = self.pacer.paced(per_trace_counts, live_draft, embed, fresh, self.eval_depth)
+            known.update((records[i].request_id, c) for i, c in zip(missing, counts, strict=True))
+        current = {record.request_id for record in records}
+        for request_id in [r for r in known if r not in current]:
+            del known[request_id]  # left the held-out window: never judged again
+        return [known[record.request_id] for record in records]
 
     def coverage(self, vocab: DraftVocab) -> dict[str, float]:
         """Per domain, the share of held-out output tokens the draft's vocabulary can propose at all:
