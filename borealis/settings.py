@@ -52,6 +52,7 @@ class TrainerSettings:
     max_caller_share: float
     eval_depth: int
     lr: float
+    warmup_steps: int
     bf16: bool
     device: str  # "cpu" or "cuda": where the draft trains
     rejected_weight: float
@@ -375,6 +376,14 @@ class Settings(BaseSettings):
     )
     trainer_eval_depth: int = Field(default=4, ge=1, le=16, description="Simulated acceptance depth.")
     trainer_lr: float = Field(default=1e-3, gt=0, description="Online learning rate of the draft.")
+    trainer_warmup_steps: int = Field(
+        default=20,
+        ge=0,
+        le=10_000,
+        description="Linear learning-rate warmup, in optimizer steps, each time the trainer starts from a "
+        "draft with a fresh optimizer; 0: none. `bench ablation` (chat draft learning code, 100 steps): "
+        "20 steps forgot less chat (+0.05) and learned code as fast (README).",
+    )
     trainer_bf16: Literal["auto", "true", "false"] = Field(
         default="auto",
         description="bf16 autocast for the draft's training matmuls; auto: where the CPU computes bf16 "
@@ -525,6 +534,7 @@ class Settings(BaseSettings):
             max_caller_share=self.trainer_max_caller_share,
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,
+            warmup_steps=self.trainer_warmup_steps,
             bf16=self._trainer_bf16(device),
             device=device,
             rejected_weight=self.trainer_rejected_weight,

@@ -105,12 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = get_settings().trainer
-    base = TrainConfig(
-        lr=settings.lr,
-        rejected_weight=settings.rejected_weight,
-        batch_tokens=settings.batch_tokens,
-        bf16=settings.bf16,
-    )
+    base = TrainConfig.online(settings)
     try:
         args.arms = [parse_arm(text, base) for text in args.arms or DEFAULT_ARMS]
         args.eval_at = sorted({int(step) for step in args.eval_at.split(",")})

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from borealis.settings import TrainerSettings
 from worker.draft.examples import Example
 from worker.draft.model import Eagle3Draft
 from worker.draft.ttt import unroll_hidden
@@ -37,6 +38,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def online(cls, settings: TrainerSettings) -> TrainConfig:
+        """The online trainer's recipe (``BOREALIS_TRAINER_*``); other knobs keep these defaults."""
+        return cls(
+            lr=settings.lr,
+            warmup_steps=settings.warmup_steps,
+            rejected_weight=settings.rejected_weight,
+            batch_tokens=settings.batch_tokens,
+            bf16=settings.bf16,
+            device=settings.device,
+        )
 
 
 @dataclass(frozen=True)

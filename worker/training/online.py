@@ -87,15 +87,7 @@ class OnlineTrainer:
         log.info("trainer resumed at round %d", self.state.round)
 
     def _new_trainer(self, draft: Eagle3Draft) -> DraftTrainer:
-        s = self.settings
-        config = TrainConfig(
-            lr=s.lr,
-            rejected_weight=s.rejected_weight,
-            batch_tokens=s.batch_tokens,
-            bf16=s.bf16,
-            device=s.device,
-        )
-        return DraftTrainer(draft, self.target.embed, config)
+        return DraftTrainer(draft, self.target.embed, TrainConfig.online(self.settings))
 
     def _start_draft(self, live: str | None) -> None:
         """The live draft if there is one (learning continues from what serves), else day-0 weights."""
