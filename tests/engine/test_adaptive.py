@@ -1,10 +1,17 @@
-"""The speculation controller alone: the draft rule for sampled requests, costs of unmeasured widths."""
+"""The speculation controller: the draft rule for sampled requests, costs of unmeasured widths, and
+what the engine charges it for drafting."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from tests.engine.helpers import greedy_request, random_runner, run_all
+from tests.engine.test_engine_greedy import MODES
 from worker.engine.adaptive import SpeculationController
+from worker.engine.engine import EngineConfig, SpecEngine
+from worker.engine.llama import LlamaModel
 
 
 def test_the_rule_that_accepted_more_lately_is_chosen_and_the_other_probed() -> None:
@@ -27,3 +34,35 @@ def test_unmeasured_widths_are_costed_from_the_measured_ones_around_them() -> No
     assert controller.target_ms(32) == pytest.approx(75 + (231 - 75) * 24 / 56)
     assert controller.target_ms(96) == pytest.approx(231 + (231 - 75) / 56 * 32)  # the measured slope
     assert controller.target_ms(4) < controller.target_ms(8)
+
+
+def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
+    tiny_model: LlamaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-off catch-up (a new prompt; likewise a new draft or steps taken without it) charged to the
+    draft made probes after steps without the draft look dear, which kept the draft off for whole runs.
+    Here a one-off catch-up is made to cost a second; no drafting cost the controller sees may hold it."""
+    engine = SpecEngine(
+        tiny_model,
+        EngineConfig(max_batch=1, max_seq_len=256, spec=MODES["draft_chain"]),
+        random_runner(tiny_model, 48),
+    )
+    steady_flags: list[bool] = []
+    catch_up = engine._draft_catch_up
+
+    def slow_one_offs() -> bool:
+        steady = catch_up()
+        steady_flags.append(steady)
+        if not steady:
+            time.sleep(1.0)
+        return steady
+
+    charged: list[float] = []
+    observe = engine.controller.observe_draft
+    monkeypatch.setattr(engine, "_draft_catch_up", slow_one_offs)
+    monkeypatch.setattr(
+        engine.controller, "observe_draft", lambda rows, s: (charged.append(s), observe(rows, s))
+    )
+    run_all(engine, [greedy_request("r", list(range(3, 43)), 24)])
+    assert steady_flags[0] is False and all(steady_flags[1:])  # the 40-token prompt, then steady steps
+    assert len(charged) == len(steady_flags) and max(charged) < 0.1

@@ -296,7 +296,8 @@ class SpecEngine:
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape()
             started = time.perf_counter()
-            self._draft_catch_up()
+            steady = self._draft_catch_up()
+            proposing = time.perf_counter()
             sampled = [not is_greedy(seq.request.params) for seq in self._active]
             draw = any(sampled) and self._draws_this_step()
             batch = DraftBatch(
@@ -312,8 +313,12 @@ class SpecEngine:
             drafted = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width)
             for seq in self._active:
                 seq.draft_len = seq.kv_len
+            # A catch-up over more rows than one step commits (a new prompt, a new draft, steps taken
+            # without the draft) is a one-off, not the cost of drafting: counted, it made every probe
+            # after steps without the draft look dear, which kept the draft off for whole runs.
             rows = len(proposals) * width
-            self.controller.observe_draft(rows, (time.perf_counter() - started) / plan.draft_depth)
+            since = started if steady else proposing
+            self.controller.observe_draft(rows, (time.perf_counter() - since) / plan.draft_depth)
             for prop, proposal in zip(proposals, drafted, strict=True):
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
         return proposals
@@ -323,8 +328,9 @@ class SpecEngine:
         rule = self.config.spec.draft_rule
         return self.controller.draft_rule_draws() if rule == "auto" else rule == "sampled"
 
-    def _draft_catch_up(self) -> None:
-        """Bring every draft cache to one position short of the target's.
+    def _draft_catch_up(self) -> bool:
+        """Bring every draft cache to one position short of the target's; whether that was steady
+        state (no sequence further behind than one step commits).
 
         The last pending position is left for :func:`draft_paths`, whose batched pass over it also
         yields the first proposal. A sequence far behind (a new prompt) first catches up alone, in
@@ -332,6 +338,11 @@ class SpecEngine:
         (the tokens accepted since its previous draft): one pass per step, not one per sequence.
         """
         assert self.draft is not None and self.draft_cache is not None
+        spec = self.config.spec
+        steady = all(
+            seq.kv_len - 1 - seq.draft_len <= max(spec.max_draft_depth, spec.max_ngram_tokens)
+            for seq in self._active
+        )
         chunk = self.config.prefill_chunk
         for slot, seq in enumerate(self._active):
             while seq.kv_len - 1 - seq.draft_len > BATCHED_CATCH_UP_ROWS:
@@ -343,7 +354,7 @@ class SpecEngine:
                 seq.draft_len = start + count
         pending = [max(0, seq.kv_len - 1 - seq.draft_len) for seq in self._active]
         if not any(pending):
-            return
+            return steady
         step = catch_up_input(
             [seq.tokens for seq in self._active], [seq.draft_len for seq in self._active], pending
         )
@@ -352,6 +363,7 @@ class SpecEngine:
         self.draft.advance(step, hidden, self.draft_cache)
         for seq, count in zip(self._active, pending, strict=True):
             seq.draft_len += count
+        return steady
 
     def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``."""
