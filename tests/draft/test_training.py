@@ -193,6 +193,8 @@ def test_on_cpu_the_snapshot_is_the_draft_itself(
 def test_the_online_recipe_follows_the_trainer_settings() -> None:
     from borealis.settings import Settings
 
-    settings = Settings(trainer_lr=2e-4, trainer_warmup_steps=7, trainer_batch_tokens=512, trainer_device="cpu")
+    settings = Settings(
+        trainer_lr=2e-4, trainer_warmup_steps=7, trainer_batch_tokens=512, trainer_device="cpu"
+    )
     config = TrainConfig.online(settings.trainer)
     assert (config.lr, config.warmup_steps, config.batch_tokens, config.device) == (2e-4, 7, 512, "cpu")
