@@ -40,7 +40,7 @@ def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
     tiny_model: LlamaModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A one-off catch-up (a new prompt; likewise a new draft or steps taken without it) charged to the
-    draft made probes after steps without the draft look dear, which kept the draft off for whole runs.
+    draft made probes after steps without the draft look dear, which can keep the draft off for a run.
     Here a one-off catch-up is made to cost a second; no drafting cost the controller sees may hold it."""
     engine = SpecEngine(
         tiny_model,

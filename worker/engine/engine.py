@@ -315,7 +315,7 @@ class SpecEngine:
                 seq.draft_len = seq.kv_len
             # A catch-up over more rows than one step commits (a new prompt, a new draft, steps taken
             # without the draft) is a one-off, not the cost of drafting: counted, it made every probe
-            # after steps without the draft look dear, which kept the draft off for whole runs.
+            # after steps without the draft look dear, which can keep the draft off for a whole run.
             rows = len(proposals) * width
             since = started if steady else proposing
             self.controller.observe_draft(rows, (time.perf_counter() - since) / plan.draft_depth)
