@@ -35,6 +35,7 @@ from worker.workloads import Prompt, build_prompts
 
 LLAMA_NGRAM_MODES = ("ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 DEFAULT_WORKLOADS = ("humaneval", "code", "chat")
+DTYPES = ("float32", "bfloat16")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,11 +55,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--build-cache", default=None, help="where llama.cpp is built and kept (default: $BOREALIS_HOME/peer)"
     )
+    parser.add_argument(
+        "--dtypes",
+        default="float32",
+        help="Borealis weight dtypes to serve, each in its own arms (float32, bfloat16)",
+    )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1:
         parser.error("--requests and --max-new-tokens must be positive")
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    if not args.dtypes or any(d not in DTYPES for d in args.dtypes):
+        parser.error(f"--dtypes takes a comma list of {', '.join(DTYPES)}")
     return args
+
+
+def borealis_modes(dtypes: list[str]) -> dict[str, dict[str, str]]:
+    """Target-only and speculative arms per dtype; fp32's keep their plain names."""
+    decoding = {
+        "target-only": {"BOREALIS_SPEC_MODE": "off"},
+        "speculative": {"BOREALIS_SPEC_MODE": "tree", "BOREALIS_SPEC_NGRAM": "true"},
+    }
+    return {
+        mode_name(name, dtype): {**env, "BOREALIS_DTYPE": dtype}
+        for dtype in dtypes
+        for name, env in decoding.items()
+    }
+
+
+def mode_name(decoding: str, dtype: str) -> str:
+    return decoding if dtype == "float32" else f"{decoding}:{dtype}"
+
+
+def own_target_only(mode: str) -> str:
+    """The target-only arm of ``mode``'s dtype: speculation is lossless relative to that one."""
+    _, _, dtype = mode.partition(":")
+    return mode_name("target-only", dtype or "float32")
 
 
 def llama_args(mode: str, eagle3_gguf: Path | None) -> list[str]:
@@ -121,12 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             llama[mode] = {w: time_completions(url, "gguf", prompts[w], args.max_new_tokens) for w in names}
 
     base_env = {"BOREALIS_THREADS": str(threads)}
-    borealis_modes = {
-        "target-only": {"BOREALIS_SPEC_MODE": "off"},
-        "speculative": {"BOREALIS_SPEC_MODE": "tree", "BOREALIS_SPEC_NGRAM": "true"},
-    }
     ours: dict[str, dict[str, Any]] = {}
-    for mode, env in borealis_modes.items():
+    for mode, env in borealis_modes(args.dtypes).items():
         with serving_draft(draft, {**base_env, **env}, trainer=False) as served:
             ours[mode] = {
                 w: time_completions(served.base_url, served.model, prompts[w], args.max_new_tokens)
@@ -136,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     def texts(arms: dict[str, Any]) -> dict[str, list[str]]:
         return {w: arms[w]["texts"] for w in names}
 
-    reference = texts(ours["target-only"])
+    reference = texts(ours[mode_name("target-only", args.dtypes[0])])
     llama_tok_s = {mode: pooled(arms) for mode, arms in llama.items()}
     ours_tok_s = {mode: pooled(arms) for mode, arms in ours.items()}
     result = {
@@ -147,12 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             "llama_cpp": {m: {w: a[w]["tok_s"] for w in names} for m, a in llama.items()},
             "borealis": {m: {w: a[w]["tok_s"] for w in names} for m, a in ours.items()},
         },
-        # how often each arm's completion equals Borealis target-only decoding (fp32 weights
-        # dequantized from the GGUF; llama.cpp computes with Q4_1 weights and Q8 activations)
+        # how often each arm's completion equals Borealis target-only decoding in the first dtype
+        # (weights dequantized from the GGUF; llama.cpp computes with Q4_1 weights, Q8 activations)
         "same_text_as_borealis_target_only": {
             **{f"llama_cpp:{m}": same_share(texts(a), reference) for m, a in llama.items()},
             **{f"borealis:{m}": same_share(texts(a), reference) for m, a in ours.items()},
         },
+        # each Borealis arm against target-only decoding of its own dtype (the lossless claim)
+        "same_text_as_own_dtype_target_only": {
+            m: same_share(texts(a), texts(ours[own_target_only(m)])) for m, a in ours.items()
+        },
+        "dtypes": args.dtypes,
         "threads": threads,
         "prompts": {w: len(p) for w, p in prompts.items()},
         "max_new_tokens": args.max_new_tokens,
