@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from borealis.cpu import bf16_native
 from tests.kernel_memory import first_and_second_pass_mib
 from worker.engine.linear import EXACT_ROWS, linear, onednn_available, pack, padded_rows
 
@@ -40,6 +41,7 @@ from tests.kernel_memory import malloc_in_use_mib
 from worker.native_memory import limit_kernel_caches
 if len(sys.argv) > 1:
     limit_kernel_caches(int(sys.argv[1]))
+from borealis.cpu import bf16_native
 from tests.kernel_memory import first_and_second_pass_mib
 from worker.engine.linear import linear, pack
 
@@ -64,3 +66,15 @@ def test_every_row_count_costs_bounded_kernel_memory_once() -> None:
     assert second < 2, "a second pass over the same row counts built new kernels"
     capped_first, _ = first_and_second_pass_mib(KERNEL_MEMORY_SCRIPT, "4")
     assert capped_first < 12, f"{capped_first:.1f} MiB with the caches capped at 4 kernels"
+
+
+@needs_onednn
+@pytest.mark.skipif(not bf16_native(), reason="this CPU has no native bfloat16")
+def test_a_bf16_row_rounds_alike_alone_and_among_other_rows() -> None:
+    # 1536 input features: the shape (SmolLM2's down projection) where a lone row used to round apart
+    generator = torch.Generator().manual_seed(0)
+    weight = pack((torch.randn(576, 1536, generator=generator) * 0.05).to(torch.bfloat16))
+    x = torch.randn(24, 1536, generator=generator).to(torch.bfloat16)
+    alone = torch.cat([linear(x[i : i + 1], weight) for i in range(24)])
+    for rows in (2, 3, 8, 17, 24):
+        assert torch.equal(linear(x[:rows], weight), alone[:rows])

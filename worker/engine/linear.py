@@ -10,6 +10,11 @@ oneDNN builds and caches a kernel for every distinct row count (about 0.6 MB eac
 tails), so those caches grew worker memory by hundreds of MB over hours. Row counts above
 ``EXACT_ROWS`` are therefore padded up to one of eight sizes per power of two (at most 12.5% extra
 rows), which keeps the set of kernels small and fixed.
+
+bfloat16 products are padded to at least ``BF16_MIN_ROWS`` rows: oneDNN reduces a one-row bf16
+product over a long input (1536 features and up, the MLP's down projection) in another order than
+two or more rows, and bf16 output rounding makes that visible, so one-row decoding and multi-row
+verification of the same token disagreed (see :mod:`worker.engine.llama` for attention).
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 EXACT_ROWS = 16  # decoding's row counts: padding them would cost up to 2x on the hottest path
+BF16_MIN_ROWS = 2  # one extra row costs nothing measurable: the step streams the same weight bytes
 
 
-def padded_rows(rows: int) -> int:
+def padded_rows(rows: int, dtype: torch.dtype = torch.float32) -> int:
     """``rows`` rounded up to a kernel size: exact up to ``EXACT_ROWS``, then 8 sizes per doubling."""
+    if dtype == torch.bfloat16 and rows < BF16_MIN_ROWS:
+        return BF16_MIN_ROWS
     if rows <= EXACT_ROWS:
         return rows
     step = (1 << (rows.bit_length() - 1)) // 8
@@ -50,7 +58,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
-    padded = padded_rows(rows)
+    padded = padded_rows(rows, flat.dtype)
     if padded != rows:
         flat = F.pad(flat, (0, 0, 0, padded - rows))
     out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), weight, None, "none", [], "")

@@ -144,6 +144,8 @@ class KVCache:
     """
 
     def __init__(self, spec: LlamaSpec, num_layers: int, batch: int, max_len: int, dtype: torch.dtype):
+        if dtype == torch.bfloat16:
+            max_len = bf16_span(max_len)  # room for the padded key span of the last positions
         shape = (num_layers, batch, spec.num_kv_heads, max_len, spec.head_dim)
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
@@ -239,9 +241,34 @@ def attention_block(
     cache_v.view(rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
     span = mask.shape[-1]
     q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
-    attn = F.scaled_dot_product_attention(q, cache_k[:, :, :span], cache_v[:, :, :span], attn_mask=mask)
+    attn = attention(q, cache_k[:, :, :span], cache_v[:, :, :span], mask)
     attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
     return linear(attn, layer.out)
+
+
+BF16_MIN_QUERY_ROWS = 4  # torch's CPU attention rounds bf16 differently below this many query rows
+BF16_SPAN_MULTIPLE = 16  # ... and when the key span is not a multiple of this
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA whose bf16 result for a query row does not depend on how many rows share the call.
+
+    A token decoded alone (3 query rows: its head groups) and the same token verified inside a tree
+    (many rows) must round alike, or bf16 speculation drifts from bf16 target-only decoding; so
+    bf16 calls get at least ``BF16_MIN_QUERY_ROWS`` rows (the key span is padded in
+    :meth:`LlamaModel.forward`). Measured bitwise on torch 2.13 CPU; fp32 is left as it was.
+    """
+    rows = q.shape[2]
+    if q.dtype != torch.bfloat16 or rows >= BF16_MIN_QUERY_ROWS:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    extra = BF16_MIN_QUERY_ROWS - rows
+    padded_q = F.pad(q, (0, 0, 0, extra))
+    padded_mask = F.pad(mask, (0, 0, 0, extra))
+    return F.scaled_dot_product_attention(padded_q, k, v, attn_mask=padded_mask)[:, :, :rows]
+
+
+def bf16_span(span: int) -> int:
+    return -(-span // BF16_SPAN_MULTIPLE) * BF16_SPAN_MULTIPLE
 
 
 def mlp_block(x: torch.Tensor, layer: LayerWeights) -> torch.Tensor:
@@ -350,6 +377,9 @@ class LlamaModel:
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
         mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, self.dtype)
+        if self.dtype == torch.bfloat16:
+            span = mask.shape[-1]
+            mask = F.pad(mask, (0, bf16_span(span) - span), value=float("-inf"))
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
