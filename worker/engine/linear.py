@@ -11,10 +11,11 @@ tails), so those caches grew worker memory by hundreds of MB over hours. Row cou
 ``EXACT_ROWS`` are therefore padded up to one of eight sizes per power of two (at most 12.5% extra
 rows), which keeps the set of kernels small and fixed.
 
-bfloat16 products are padded to at least ``BF16_MIN_ROWS`` rows: oneDNN reduces a one-row bf16
-product over a long input (1536 features and up, the MLP's down projection) in another order than
-two or more rows, and bf16 output rounding makes that visible, so one-row decoding and multi-row
-verification of the same token disagreed (see :mod:`worker.engine.llama` for attention).
+A one-row bfloat16 product over more than ``BF16_ONE_ROW_MAX_FEATURES`` inputs (SmolLM2's down
+projection) is padded to two rows: oneDNN reduces such a row in another order than two or more
+rows, bf16 output rounding makes that visible, and one-row decoding and multi-row verification of
+the same token disagreed (see :mod:`worker.engine.llama` for attention). Up to 1024 inputs a lone
+row rounds alike (measured), and padding the 49k-row head costs time, so those stay one row.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 EXACT_ROWS = 16  # decoding's row counts: padding them would cost up to 2x on the hottest path
-BF16_MIN_ROWS = 2  # one extra row costs nothing measurable: the step streams the same weight bytes
+BF16_ONE_ROW_MAX_FEATURES = 1024
 
 
-def padded_rows(rows: int, dtype: torch.dtype = torch.float32) -> int:
+def padded_rows(rows: int, dtype: torch.dtype = torch.float32, features: int = 0) -> int:
     """``rows`` rounded up to a kernel size: exact up to ``EXACT_ROWS``, then 8 sizes per doubling."""
-    if dtype == torch.bfloat16 and rows < BF16_MIN_ROWS:
-        return BF16_MIN_ROWS
+    if rows == 1 and dtype == torch.bfloat16 and features > BF16_ONE_ROW_MAX_FEATURES:
+        return 2
     if rows <= EXACT_ROWS:
         return rows
     step = (1 << (rows.bit_length() - 1)) // 8
@@ -58,7 +59,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
-    padded = padded_rows(rows, flat.dtype)
+    padded = padded_rows(rows, flat.dtype, flat.shape[-1])
     if padded != rows:
         flat = F.pad(flat, (0, 0, 0, padded - rows))
     out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), weight, None, "none", [], "")

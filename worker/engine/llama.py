@@ -256,7 +256,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     A token decoded alone (3 query rows: its head groups) and the same token verified inside a tree
     (many rows) must round alike, or bf16 speculation drifts from bf16 target-only decoding; so
     bf16 calls get at least ``BF16_MIN_QUERY_ROWS`` rows (the key span is padded in
-    :meth:`LlamaModel.forward`). Measured bitwise on torch 2.13 CPU; fp32 is left as it was.
+    :meth:`LlamaModel.forward`). Measured bitwise on torch 2.13 CPU for steps of up to 16 tokens
+    per sequence at contexts under about 200; a 64-token step, multi-token steps past that context
+    and a batch neighbour with a far longer span still round apart, so bf16 greedy output can still
+    drift there. fp32 is left as it was and stays the lossless default.
     """
     rows = q.shape[2]
     if q.dtype != torch.bfloat16 or rows >= BF16_MIN_QUERY_ROWS:
