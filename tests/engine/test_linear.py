@@ -41,7 +41,6 @@ from tests.kernel_memory import malloc_in_use_mib
 from worker.native_memory import limit_kernel_caches
 if len(sys.argv) > 1:
     limit_kernel_caches(int(sys.argv[1]))
-from borealis.cpu import bf16_native
 from tests.kernel_memory import first_and_second_pass_mib
 from worker.engine.linear import linear, pack
 

@@ -251,7 +251,7 @@ BF16_SPAN_MULTIPLE = 16  # ... and when the key span is not a multiple of this
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """SDPA whose bf16 result for a query row does not depend on how many rows share the call.
+    """SDPA padded so a bf16 query row rounds alike alone and among a short step's rows.
 
     A token decoded alone (3 query rows: its head groups) and the same token verified inside a tree
     (many rows) must round alike, or bf16 speculation drifts from bf16 target-only decoding; so
