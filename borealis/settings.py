@@ -49,6 +49,7 @@ class TrainerSettings:
     candidate_every_rounds: int
     heldout_fraction: float
     heldout_max_records: int
+    judge_fresh_traces: int
     max_caller_share: float
     eval_depth: int
     lr: float
@@ -367,6 +368,14 @@ class Settings(BaseSettings):
     trainer_heldout_max_records: int = Field(
         default=64, ge=1, description="Held-out traces kept per domain; the latest this many are evaluated."
     )
+    trainer_judge_fresh_traces: int = Field(
+        default=16,
+        ge=0,
+        le=4096,
+        description="Test, then train: a due candidate waits (at most trainer_candidate_every_rounds more "
+        "rounds) until this many traces have arrived that no draft has trained on; it is judged on them "
+        "with the held-out ones, and only then are they trained on. 0: judge on the held-out traces alone.",
+    )
     trainer_max_caller_share: float = Field(
         default=0.5,
         gt=0.0,
@@ -531,6 +540,7 @@ class Settings(BaseSettings):
             candidate_every_rounds=self.trainer_candidate_every_rounds,
             heldout_fraction=self.trainer_heldout_fraction,
             heldout_max_records=self.trainer_heldout_max_records,
+            judge_fresh_traces=self.trainer_judge_fresh_traces,
             max_caller_share=self.trainer_max_caller_share,
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,

@@ -112,6 +112,7 @@ def settings(tmp_path: Path, redis_url: str, key_prefix: str, tiny_model_dir: Pa
         trainer_steps_per_round=3,
         trainer_candidate_every_rounds=2,
         trainer_heldout_fraction=0.25,
+        trainer_judge_fresh_traces=4,
         trainer_read_batch=12,
         trainer_batch_tokens=512,
         draft_vocab_size=256,
@@ -157,6 +158,7 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert first["status"] == "trained" and first["read"] == 11
     assert pending(settings) == 0  # acked, and only after the checkpoint below was written
     assert (settings.home / "trainer" / "checkpoints" / LATEST).is_file()
+    after_first = control.progress[-1]
     second = trainer.run_round()
     assert second["status"] == "trained"
     assert trainer.consumer.stats().dead_lettered["bad_json"] == 1
@@ -164,17 +166,22 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     assert published["files"] == ["draft.safetensors", "manifest.json"]
     assert not published["dir"].exists(), "a published candidate's files stay on the trainer's disk"
     shadow = published["shadow_eval"]
-    assert set(shadow) >= {"all", "code"} and shadow["all"]["live"] == 1.0 and shadow["all"]["traces"] > 0
+    assert set(shadow) >= {"all", "code"} and shadow["all"]["live"] == 1.0
     assert shadow["all"]["candidate"] >= 1.0
+    # test, then train: round 2's candidate (the draft of round 1) is judged on every held-out trace and
+    # on every trace round 2 read, which it trains on only after
+    fresh = control.progress[-1].trained_records - after_first.trained_records
+    assert fresh > 0 and shadow["all"]["traces"] == control.progress[-1].heldout_records + fresh
+    assert len(trainer.intake.replay) == control.progress[-1].trained_records and not trainer.intake.probation
     metrics = published["metrics"]
-    assert metrics["round"] == 2 and metrics["loss"] > 0 and 0 <= metrics["top1"] <= 1  # mean of rounds 1-2
+    assert metrics["round"] == 1 and metrics["loss"] > 0 and 0 <= metrics["top1"] <= 1  # round 1's draft
     assert set(metrics["vocab_coverage"]) == {"code"} and 0 < metrics["vocab_coverage"]["code"] <= 1
     progress = control.progress[-1]  # one report per round, the counters a benchmark waits on
     assert [p.round for p in control.progress] == [1, 2]
     assert progress.optimizer_steps == trainer.trainer.steps_done == 2 * settings.trainer_steps_per_round
     assert progress.acked_records == 23  # every valid trace read; the bad one went to the dead letters
     assert progress.trained_records + progress.heldout_records == 23 and progress.heldout_records > 0
-    assert progress.last_candidate == "v1" and progress.last_candidate_round == 2
+    assert progress.last_candidate == "v1" and progress.last_candidate_round == 1
     assert progress.cpu_seconds > 0 and progress.rss_bytes > 0 and progress.trained_rows > 0
 
     control.paused = True
@@ -195,6 +202,36 @@ def test_rounds_checkpoint_ack_publish_and_resume(
     report = after_crash.run_round()
     assert report["read"] == len(records) - 24 and report["round"] == 2
     assert pending(settings) == 0
+
+
+def test_a_due_candidate_waits_for_fresh_traces_and_they_wait_untrained_across_a_restart(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    """Too few unseen traces to judge on: they stay on probation (checkpointed, never trained on) until
+    enough arrive, or traffic stops; then the candidate is judged on them, and only then trained on."""
+    control = FakeControlPlane()
+    update = {"trainer_judge_fresh_traces": 14, "trainer_candidate_every_rounds": 1}
+    waiting = settings.model_copy(update=update)
+    push(settings, records[:12])
+    trainer = new_trainer(waiting, target, control)
+    assert trainer.run_round()["status"] == "trained" and not trainer.intake.probation
+    trained = len(trainer.intake.replay)
+    push(settings, records[12:20])
+    held = trainer.run_round()
+    assert "candidate" not in held and not control.published
+    on_probation = [r.request_id for r in trainer.intake.probation]
+    assert on_probation and len(trainer.intake.replay) == trained  # read, kept out of training
+    assert pending(settings) == 0  # acked: the checkpoint holds them
+
+    resumed = new_trainer(waiting, target, control)
+    assert [r.request_id for r in resumed.intake.probation] == on_probation
+    resumed._round_losses = trainer._round_losses  # trained since its last candidate (in memory only)
+    report = resumed.run_round()  # nothing more arrives: judged on what waits
+    assert report["read"] == 0 and report["candidate"]["published"]
+    (published,) = control.published
+    heldout = len(resumed.intake.heldout.records())
+    assert published["shadow_eval"]["all"]["traces"] == heldout + len(on_probation)
+    assert not resumed.intake.probation and len(resumed.intake.replay) == trained + len(on_probation)
 
 
 def test_steps_per_trace_ties_optimizer_steps_to_the_traces_trained(
@@ -243,7 +280,8 @@ def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
     assert second["status"] == "trained"  # tokens still outside, another remap)
     (published,) = control.published
     metrics = published["metrics"]
-    assert metrics["vocab_version"] == trainer.state.vocab_version == 1 + ("remap" in second)
+    assert metrics["vocab_version"] == 1  # judged before round 2's traces were learned (and remapped for)
+    assert trainer.state.vocab_version == 1 + ("remap" in second)
     assert metrics["rows_remapped"] >= 3
     resumed = new_trainer(settings, target, control)
     assert resumed.trainer is not None and resumed.trainer.draft.vocab.same_as(trainer.trainer.draft.vocab)
@@ -343,10 +381,10 @@ def test_the_live_drafts_held_out_counts_are_computed_once_per_version(
         heldout.add(record)
     trainer = DraftTrainer(new_draft(target.spec, vocab, seed=5), target.embed, TrainConfig())
     candidates = judge(heldout)
-    candidates.shadow_eval(trainer, "v1")
+    candidates.shadow_eval(trainer, "v1", [])
     assert scored == [6, 6]  # the candidate, then the live draft
     for record in records[6:8]:
         heldout.add(record)
-    second = candidates.shadow_eval(trainer, "v1")
+    second = candidates.shadow_eval(trainer, "v1", [])
     assert scored[2:] == [8, 2]  # the live draft: the two new traces only
-    assert second == judge(heldout).shadow_eval(trainer, "v1")
+    assert second == judge(heldout).shadow_eval(trainer, "v1", [])

@@ -1,9 +1,9 @@
 """How a trained draft becomes a candidate: judged against the live draft, then published.
 
 Shadow evaluation scores the candidate and the live draft by simulated chain acceptance on the same
-held-out traces (paired per trace, so the approval policy can ask for an interval above zero);
-publishing uploads the artifact with its training metrics and data window, and never leaves the
-candidate's files behind.
+traces neither has trained on, the newest of those on probation and held out (paired per trace, so
+the approval policy can ask for an interval above zero); publishing uploads the artifact with its
+training metrics and data window, and never leaves the candidate's files behind.
 """
 
 from __future__ import annotations
@@ -58,16 +58,17 @@ class Candidates:
         # A trainer killed while publishing leaves its candidate's files behind; it is never published.
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def shadow_eval(self, trainer: DraftTrainer, live: str | None) -> ShadowEval:
-        """Simulated acceptance of the candidate and of the live draft on the same held-out traces.
+    def shadow_eval(self, trainer: DraftTrainer, live: str | None, fresh: list[TraceRecord]) -> ShadowEval:
+        """Simulated acceptance of the candidate and of the live draft on the same unseen traces.
 
-        The most recent held-out traces, whatever their domain: after a shift the candidate is
-        judged on the traffic it will serve, not on a domain that no longer arrives. Per domain and
+        The most recent of ``fresh`` (traces on probation, read since the last candidate and trained
+        on by no draft yet) and the held-out ones, whatever their domain: after a shift the candidate
+        is judged on the traffic it will serve, not on a domain that no longer arrives. Per domain and
         ``all``: both pooled means, the trace count, and the paired 95 % interval of the per-trace
         difference (``diff_low``, ``diff_high``) that the approval policy judges by.
         """
         paced, depth = self.pacer.paced, self.eval_depth
-        records = self.heldout.for_evaluation()
+        records = self.heldout.for_evaluation(fresh)
         draft = trainer.snapshot()
         examples = [paced(self.examples.get, r, draft.vocab) for r in records]
         ours = paced(per_trace_counts, draft, trainer.embed, examples, depth)

@@ -1,4 +1,5 @@
-"""Round checkpoints: draft weights, optimizer moments, replay and held-out traces, and trainer state.
+"""Round checkpoints: draft weights, optimizer moments, replay, held-out and probation traces, and
+trainer state.
 
 Each checkpoint is a fresh ``round-N`` directory made complete and fsynced before ``LATEST`` (replaced
 atomically) points at it, so a trainer killed at any instant, even by a power loss, resumes from the
@@ -56,6 +57,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None
     replay: list[TraceRecord]
     heldout: list[TraceRecord]
+    probation: list[TraceRecord]
 
 
 def save_checkpoint(
@@ -65,6 +67,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     replay: list[TraceRecord],
     heldout: list[TraceRecord],
+    probation: list[TraceRecord],
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"round-{state.round:08d}"
@@ -78,6 +81,7 @@ def save_checkpoint(
     (work / "optimizer.json").write_text(json.dumps(meta))
     _write_records(work / "replay.jsonl", replay)
     _write_records(work / "heldout.jsonl", heldout)
+    _write_records(work / "probation.jsonl", probation)
     (work / "state.json").write_text(json.dumps(state.__dict__))
     _fsync_tree(work)
     os.replace(work, target)
@@ -113,6 +117,7 @@ def load_checkpoint(root: Path) -> Checkpoint | None:
 
 
 def _load(directory: Path) -> Checkpoint:
+    """A checkpoint written before traces waited on probation has no ``probation.jsonl``: none wait."""
     draft, _ = load_draft(directory / "draft")
     meta = json.loads((directory / "optimizer.json").read_text())
     tensors = load_file(str(directory / "optimizer.safetensors"))
@@ -122,6 +127,7 @@ def _load(directory: Path) -> Checkpoint:
         optimizer=_unflatten_optimizer(tensors, meta),
         replay=_read_records(directory / "replay.jsonl"),
         heldout=_read_records(directory / "heldout.jsonl"),
+        probation=_read_records(path) if (path := directory / "probation.jsonl").is_file() else [],
     )
 
 

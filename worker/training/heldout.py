@@ -1,4 +1,4 @@
-"""The held-out traces that decide promotion: a stable share of traffic, never trained on.
+"""The held-out traces that help decide promotion: a stable share of traffic, never trained on.
 
 Kept per domain (the newest ``max_per_domain`` of each); shadow evaluation reads the newest overall,
 with no caller filling more than its share while others have traces to offer.
@@ -60,6 +60,7 @@ class HeldOut:
         """Every record held (for checkpoints)."""
         return [r for records in self._by_domain.values() for r in records]
 
-    def for_evaluation(self) -> list[TraceRecord]:
-        """What shadow evaluation judges: the newest, whatever their domain, callers capped."""
-        return newest_with_caller_cap(self.records(), self.max_per_domain, self.max_caller_share)
+    def for_evaluation(self, fresh: list[TraceRecord]) -> list[TraceRecord]:
+        """What shadow evaluation judges: the newest of these and ``fresh`` (unseen traces not held
+        out), whatever their domain, callers capped."""
+        return newest_with_caller_cap(self.records() + fresh, self.max_per_domain, self.max_caller_share)

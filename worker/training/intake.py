@@ -2,8 +2,9 @@
 
 A delivery's domain is mapped onto the operator's allowlist; a trace with token ids outside the
 target's vocabulary goes to the dead letters; drift is observed on every trace (a shift arms the
-learning-rate boost); a stable hash sends a share to the held-out set that judges candidates, the
-rest to the replay buffer. Entry ids wait in ``unacked`` until ``commit`` has saved the checkpoint
+learning-rate boost); a stable hash sends a share to the held-out set, the rest wait on probation:
+the next candidate is judged on them before any draft trains on them (test, then train), and only
+then do they enter the replay buffer. Entry ids wait in ``unacked`` until ``commit`` has saved the checkpoint
 that contains them: a trainer killed before that gets them again.
 """
 
@@ -49,6 +50,7 @@ class TraceIntake:
             settings.heldout_fraction, settings.heldout_max_records, settings.max_caller_share
         )
         self.drift = DriftMonitor.from_settings(settings.drift)
+        self.probation: list[TraceRecord] = []  # read, not yet trained on: judged first, then learned
         self.unacked: list[str] = []  # entry ids read since the last checkpoint
         self.seen: set[str] = set()  # entry ids in the last checkpoint: a redelivery is not learned twice
         self.fresh = 0  # traces put in the replay buffer since ``take_fresh``
@@ -61,6 +63,7 @@ class TraceIntake:
             self.replay.add(record)
         for record in checkpoint.heldout:
             self.heldout.add(record)
+        self.probation = list(checkpoint.probation)
         self.seen = set(checkpoint.state.acked_ids)
         self.consumer.ack(checkpoint.state.acked_ids)
 
@@ -98,8 +101,14 @@ class TraceIntake:
                 self.heldout.add(record)
                 state.heldout_records += 1
             else:
-                self._learn(record, state)
+                self.probation.append(record)
         return len(deliveries)
+
+    def release(self, state: TrainerState) -> None:
+        """The traces on probation into the replay buffer: judged on (or not needed for that), now learned."""
+        for record in self.probation:
+            self._learn(record, state)
+        self.probation = []
 
     def _observe_drift(self, record: TraceRecord, state: TrainerState) -> None:
         window = self.drift.observe(record)

@@ -1,11 +1,15 @@
 """Online training rounds: traces in, a better draft out, without losing acknowledged work.
 
 One round: ask the control plane whether learning is on; read traces (``intake.py``: own unacked
-backlog first, a share held out, drift observed); remap cold vocabulary rows if the round's outputs
-fall outside the draft's vocabulary; train a few steps (a detected shift raises the learning rate
-for a while); checkpoint; only then ack what was read. Every ``trainer_candidate_every_rounds``
-rounds the draft becomes a candidate (``candidates.py``: shadow-evaluated against the live draft on
-the held-out traces, then published to the control plane).
+backlog first, a share held out, drift observed, the rest on probation); when a candidate is due, the
+draft as it stands is judged against the live one on the probation traces and the held-out ones
+(``candidates.py``) and published; then the probation traces are learned: remap cold vocabulary rows
+if their outputs fall outside the draft's vocabulary, train a few steps (a detected shift raises the
+learning rate for a while); checkpoint; only then ack what was read.
+
+Test, then train (prequential): every trace judges one candidate before any draft trains on it, so
+right after a shift a candidate is judged on the whole of the new traffic since the last one, not on
+the held-out share of it (a tenth: two or three traces a window, too few for the paired interval).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class OnlineTrainer:
         self.trainer: DraftTrainer | None = None
         self._round_losses: list[tuple[float, float]] = []  # (loss, top-1) of rounds since the last candidate
         self._step_credit = 0.0  # steps owed under ``steps_per_trace``, fractions carried over
+        self._last_judged_round = 0  # the round whose candidate was judged last
+        self._held_rounds = 0  # rounds a due candidate has waited for fresh traces
         self._resume()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -83,6 +89,7 @@ class OnlineTrainer:
         if checkpoint.optimizer is not None:
             self.trainer.optimizer.load_state_dict(checkpoint.optimizer)
         self.trainer.steps_done = self.state.optimizer_steps
+        self._last_judged_round = (self.state.last_candidate_round or 0) + 1
         self.intake.restore(checkpoint)
         log.info("trainer resumed at round %d", self.state.round)
 
@@ -114,9 +121,20 @@ class OnlineTrainer:
         if self.state.live_version is None and live is not None:
             self.state.live_version = live
         read = self.intake.read(self.state)
-        if self.trainer is None:
-            self._start_draft(live)
         report: RoundReport = {"status": "idle", "round": self.state.round, "read": read}
+        if self.trainer is None:
+            self.intake.release(self.state)  # no draft to judge yet: learn to start one
+            self._start_draft(live)
+        elif self._candidate_due() and (read or self.intake.probation):
+            if self._enough_to_judge(read):
+                report["candidate"] = self.candidate(live)
+                self._last_judged_round = self.state.round + 1
+                self._held_rounds = 0
+                self.intake.release(self.state)
+            else:
+                self._held_rounds += 1  # wait for more traces no draft has seen; replay trains meanwhile
+        else:
+            self.intake.release(self.state)
         sources = self._examples.sources
         report["examples"] = {"from_features": sources.from_features, "by_prefill": sources.by_prefill}
         recent = self.intake.take_recent()
@@ -132,12 +150,21 @@ class OnlineTrainer:
         if self.trainer is not None and self.intake.unacked:
             self.state.round += 1
             self.intake.commit(self.state, self._save_checkpoint)
-            due = self.state.round % self.settings.candidate_every_rounds == 0
-            if due and self._round_losses:  # nothing trained since the last candidate: nothing new
-                report["candidate"] = self.candidate(live)
         if read or report["status"] != "idle":
             self.control.report_progress(self.progress(report["status"]))
         return report
+
+    def _candidate_due(self) -> bool:
+        """Every ``candidate_every_rounds`` rounds, if the draft trained since the last candidate."""
+        every = self.settings.candidate_every_rounds
+        return bool(self._round_losses) and self.state.round + 1 - self._last_judged_round >= every
+
+    def _enough_to_judge(self, read: int) -> bool:
+        """Enough fresh traces on probation, or waited long enough for them, or traffic has stopped."""
+        waiting = len(self.intake.probation)
+        if waiting >= self.settings.judge_fresh_traces or not read:
+            return True
+        return self._held_rounds >= self.settings.candidate_every_rounds
 
     def progress(self, status: str) -> TrainerProgress:
         """The counters an operator (or a benchmark waiting on the trainer) reads after a round."""
@@ -243,16 +270,18 @@ class OnlineTrainer:
             self.trainer.optimizer,
             self.intake.replay.records(),
             self.intake.heldout.records(),
+            self.intake.probation,
         )
 
     # -- candidates -----------------------------------------------------------------------------
 
     def candidate(self, live: str | None) -> CandidateReport:
-        """The draft as it stands, judged against ``live`` on held-out traces and published."""
+        """The draft as it stands, judged against ``live`` on the traces it has not trained on (on
+        probation and held out) and published."""
         assert self.trainer is not None
-        if not self.intake.heldout:
-            return {"published": False, "reason": "no held-out traces yet"}
-        shadow = self.candidates.shadow_eval(self.trainer, live)
+        if not self.intake.heldout and not self.intake.probation:
+            return {"published": False, "reason": "no traces to judge on yet"}
+        shadow = self.candidates.shadow_eval(self.trainer, live, self.intake.probation)
         state = self.state
         metrics: dict[str, Any] = {
             "round": state.round,
