@@ -15,7 +15,7 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
     env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
     out = tmp_path / "batches.json"
     args = ["--workloads", "code,chat", "--batches", "1,3", "--requests", "3", "--max-new-tokens", "10"]
-    args += ["--json", str(out)]
+    args += ["--repeats", "3", "--json", str(out)]
     subprocess.run([*cli_argv("bench", "batches"), *args], env=env, check=True, timeout=300)
     result = json.loads(out.read_text())
     assert result["outputs_identical"] is True
@@ -23,3 +23,6 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
     assert all(set(rows) == {"1", "3"} for rows in result["cells"].values())
     ratios = [cell["spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()]
     assert result["min_spec_over_target_only"] == min(ratios) > 0
+    for cell in (cell for rows in result["cells"].values() for cell in rows.values()):
+        low, high = cell["spec_over_target_only_range"]
+        assert cell["repeats"] == 3 and low <= cell["spec_over_target_only"] <= high  # the median repeat
