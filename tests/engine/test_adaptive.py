@@ -1,5 +1,5 @@
-"""The speculation controller: the draft rule for sampled requests, costs of unmeasured widths, the
-draft's shape per batch size, and what the engine charges it for drafting."""
+"""The speculation controller: the draft rule for sampled requests, costs of unmeasured widths, and
+what the engine charges it for drafting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
-from worker.engine.adaptive import Plan, SpeculationController
+from worker.engine.adaptive import SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 
@@ -34,27 +34,6 @@ def test_unmeasured_widths_are_costed_from_the_measured_ones_around_them() -> No
     assert controller.target_ms(32) == pytest.approx(75 + (231 - 75) * 24 / 56)
     assert controller.target_ms(96) == pytest.approx(231 + (231 - 75) / 56 * 32)  # the measured slope
     assert controller.target_ms(4) < controller.target_ms(8)
-
-
-def test_a_chain_where_tree_rows_cost_more_than_they_gain_the_tree_where_rows_are_cheap() -> None:
-    """Costs shaped like this CPU's (batch 1: rows nearly free; batch 8: every row costs), acceptance
-    like a chat draft's: the tree accepts more per depth than its top-1 chain."""
-    controller = SpeculationController(3, 0, 3)
-    for rows, ms in [(1, 20.0), (4, 21.0), (10, 23.0), (8, 40.0), (16, 55.0), (32, 85.0), (80, 175.0)]:
-        controller.observe_target(rows, ms / 1000)
-    for rows, ms in [(1, 1.0), (3, 1.2), (8, 2.0), (24, 4.0)]:
-        controller.observe_draft(rows, ms / 1000)
-    for _ in range(200):
-        controller.observe_acceptance(True, 3, 2, width=3)  # the tree: two of three depths accepted
-        controller.observe_acceptance(True, 3, 1, width=1)  # its chain: one
-    small = controller.plan(1, 0, has_draft=True)
-    assert small.draft_width == 3 and small.draft_depth >= 2
-    assert controller.plan(8, 0, has_draft=True) == Plan(1, 0, 1)  # 16 rows: 2 tokens for 1.4x the cost
-    for _ in range(200):
-        controller.observe_acceptance(True, 3, 0, width=1)  # the chain's guesses stop being accepted
-    probes = [controller.plan(8, 0, has_draft=True) for _ in range(64)]
-    assert {p.draft_width for p in probes if p.draft_depth} == {1, 3}  # both shapes probed
-    assert sum(p.draft_depth > 0 for p in probes) == 64 // controller.probe_every
 
 
 def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(

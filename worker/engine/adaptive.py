@@ -1,11 +1,8 @@
-"""When, how far and how wide to speculate, from measured costs and recent acceptance.
+"""When and how far to speculate, from measured costs and recent acceptance.
 
 Speculating pays only when the expected tokens per step outgrow the extra cost of drafting and of
 verifying a wider forward. Both sides are measured online (per batch size and row count), so the
 same rule gives long drafts on repetitive code, short ones on chat, and none for a useless draft.
-The draft's shape is chosen too: the configured tree where verification rows are cheap (small
-batches), a chain of its top-1 guesses where they are not (at batch 8 a width-3 tree cost more than
-it gained and the draft went unused, while a chain paid).
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ EMA = 0.1
 class Plan:
     draft_depth: int  # draft forwards this step (0: no learned draft)
     ngram_tokens: int  # longest n-gram proposal to include (0: none)
-    draft_width: int = 0  # draft nodes kept per depth: 1 (a chain) or the configured tree's width
 
 
 class _Ema:
@@ -43,16 +39,15 @@ class SpeculationController:
     ):
         self.max_draft_depth = max_draft_depth
         self.max_ngram_tokens = max_ngram_tokens
+        self.draft_width = draft_width
         self.probe_every = probe_every
         self.baseline_every = baseline_every
         self._steps_since_baseline = 0
-        self.widths = sorted({1, draft_width})
-        self.draft_accept = {width: [_Ema(0.5) for _ in range(max_draft_depth)] for width in self.widths}
+        self.draft_accept = [_Ema(0.5) for _ in range(max_draft_depth)]
         self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
         self._target_ms: dict[int, _Ema] = {}
         self._draft_ms: dict[int, _Ema] = {}
         self._steps_without_draft = 0
-        self._probes = 0
         # accepted draft tokens per sampled sequence-step, verifying the draft's draws (True) or its top-k
         self.draft_rule_accept = {True: _Ema(1.0), False: _Ema(1.0)}
         self._rule_choices = 0
@@ -63,10 +58,9 @@ class SpeculationController:
     def observe_draft(self, rows: int, seconds: float) -> None:
         self._observe(self._draft_ms, rows, seconds * 1000)
 
-    def observe_acceptance(self, draft: bool, proposed: int, accepted: int, width: int = 1) -> None:
-        """One proposal chain of ``proposed`` tokens of which the first ``accepted`` were accepted
-        (a draft's: from a tree of ``width`` nodes per depth)."""
-        rates = self.draft_accept[width] if draft else self.ngram_accept
+    def observe_acceptance(self, draft: bool, proposed: int, accepted: int) -> None:
+        """One proposal chain of ``proposed`` tokens of which the first ``accepted`` were accepted."""
+        rates = self.draft_accept if draft else self.ngram_accept
         for depth in range(min(proposed, len(rates))):
             rates[depth].update(1.0 if depth < accepted else 0.0)
             if depth >= accepted:
@@ -93,25 +87,23 @@ class SpeculationController:
         return True
 
     def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
-        """Pick the draft depth and width and the n-gram length with the best expected tokens per
-        millisecond."""
+        """Pick the draft depth and n-gram length with the best expected tokens per millisecond."""
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
         max_depth = self.max_draft_depth if has_draft else 0
-        shapes = [(0, 0)] + [(d, w) for w in self.widths for d in range(1, max_depth + 1)]
-        for depth, width in shapes:
-            drafted = self._expected(self.draft_accept[width], depth) if depth else 0.0
+        for depth in range(max_depth + 1):
             for ngram in range(min(ngram_available, self.max_ngram_tokens) + 1):
-                rows = batch * (1 + depth * width + ngram)
-                cost = self.target_ms(rows) + depth * self.draft_ms(batch * width)
-                tokens = 1.0 + max(drafted, self._expected(self.ngram_accept, ngram))
+                rows = batch * (1 + depth * self.draft_width + ngram)
+                cost = self.target_ms(rows) + depth * self.draft_ms(batch * self.draft_width)
+                tokens = 1.0 + max(
+                    self._expected(self.draft_accept, depth), self._expected(self.ngram_accept, ngram)
+                )
                 if tokens / cost > best_value:
-                    best, best_value = Plan(depth, ngram, width), tokens / cost
+                    best, best_value = Plan(depth, ngram), tokens / cost
         if has_draft and best.draft_depth == 0:
             self._steps_without_draft += 1
-            if self._steps_without_draft >= self.probe_every:  # keep the acceptance estimates fresh
+            if self._steps_without_draft >= self.probe_every:  # keep the acceptance estimate fresh
                 self._steps_without_draft = 0
-                self._probes += 1
-                return Plan(1, best.ngram_tokens, self.widths[self._probes % len(self.widths)])
+                return Plan(1, best.ngram_tokens)
         else:
             self._steps_without_draft = 0
         return best

@@ -253,7 +253,7 @@ class SpecEngine:
         if draft_nodes and not is_greedy(seq.request.params):  # draws were recorded iff this step drew
             from_draft = sum(node in draft_nodes for node in verdict.accepted)
             self.controller.observe_draft_rule(bool(prop.samples), from_draft)
-        self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes, prop.draft_width)
+        self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes)
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
         event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
@@ -283,7 +283,7 @@ class SpecEngine:
         ngram = spec.max_ngram_tokens if spec.use_ngram else 0
         has_draft = self.draft is not None
         if not spec.adaptive:
-            return Plan(spec.max_draft_depth if has_draft else 0, ngram, spec.draft_shape()[1])
+            return Plan(spec.max_draft_depth if has_draft else 0, ngram)
         return self.controller.plan(len(self._active), ngram, has_draft)
 
     def _propose(self, plan: Plan) -> list[Proposals]:
@@ -295,8 +295,6 @@ class SpecEngine:
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape()
-            if plan.draft_width == 1:
-                topk, width = 1, 1  # the controller chose a chain of the draft's top-1 guesses
             started = time.perf_counter()
             steady = self._draft_catch_up()
             proposing = time.perf_counter()
@@ -323,7 +321,6 @@ class SpecEngine:
             self.controller.observe_draft(rows, (time.perf_counter() - since) / plan.draft_depth)
             for prop, proposal in zip(proposals, drafted, strict=True):
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
-                prop.draft_width = width
         return proposals
 
     def _draws_this_step(self) -> bool:
@@ -419,7 +416,6 @@ class SpecEngine:
         verdict: Verdict,
         draft_nodes: dict[int, float],
         ngram_nodes: set[int],
-        draft_width: int,
     ) -> None:
         stats = seq.stats
         stats.num_steps += 1
@@ -444,9 +440,7 @@ class SpecEngine:
                 accepted = 0
                 while accepted < len(verdict.accepted) and verdict.accepted[accepted] in nodes:
                     accepted += 1
-                self.controller.observe_acceptance(
-                    source, max(tree.depths[n] for n in nodes), accepted, draft_width
-                )
+                self.controller.observe_acceptance(source, max(tree.depths[n] for n in nodes), accepted)
 
     # -- output and bookkeeping ----------------------------------------------------------------
 

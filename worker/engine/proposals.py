@@ -56,7 +56,6 @@ class Proposals:
     ngram_nodes: set[int] = field(default_factory=set)
     draft_nodes: dict[int, float] = field(default_factory=dict)  # node -> draft probability given parent
     samples: dict[int, DraftSample] = field(default_factory=dict)  # node -> the draft's draws below it
-    draft_width: int = 0  # draft nodes kept per depth this step (1: a chain)
 
     def add_draft(self, proposal: DraftProposal, budget: int) -> None:
         """Insert the draft's paths while the tree has fewer than ``budget`` nodes; keep its draws."""
