@@ -374,7 +374,7 @@ class Settings(BaseSettings):
         le=4096,
         description="Test, then train: a due candidate waits (at most trainer_candidate_every_rounds more "
         "rounds) until this many traces have arrived that no draft has trained on; it is judged on them "
-        "with the held-out ones, and only then are they trained on. 0: judge on the held-out traces alone.",
+        "with the held-out ones, and only then are they trained on. 0: never wait, judge on what there is.",
     )
     trainer_max_caller_share: float = Field(
         default=0.5,
