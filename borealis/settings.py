@@ -84,7 +84,7 @@ class ServingSettings:
     """What building an inference worker's engine reads (``engine``, ``spec_*``, limits, features)."""
 
     engine: Literal["spec", "hf", "sglang"]
-    dtype: Literal["float32", "bfloat16"]
+    dtype: Literal["float32", "bfloat16", "int4"]
     context_limit: int  # longest prompt plus the largest max_tokens
     max_batch: int
     sglang: SGLangSettings
@@ -261,10 +261,12 @@ class Settings(BaseSettings):
     sglang_spec_draft_tokens: int = Field(
         default=4, ge=2, le=64, description="`engine=sglang`: draft tokens verified per step."
     )
-    dtype: Literal["float32", "bfloat16"] = Field(
+    dtype: Literal["float32", "bfloat16", "int4"] = Field(
         default="float32",
         description="Weights and activations of the target and the draft in the lean engine; bfloat16 "
-        "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see README).",
+        "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see README); "
+        "int4: bfloat16 with the target's layer projections on 4-bit group-wise weights (the shipped "
+        "Q4_1 codes), a quarter of bf16's bytes per step.",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
     worker_max_queued: int = Field(

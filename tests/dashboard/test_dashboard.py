@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -157,7 +158,10 @@ def test_session_cookie_is_strict_and_actions_need_the_csrf_token(stack: Stack) 
 def test_operator_flow(dashboard: Dashboard, stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
     page = dashboard.page
     dashboard.sign_in(ADMIN_TOKEN)
-    page.wait_for_url("**/dashboard")
+    # The login URL ends in "?next=/dashboard" too, so a glob would match before the sign-in is done:
+    # wait for the overview's path and its first refresh, which only a signed-in page makes.
+    page.wait_for_url(lambda url: urlsplit(url).path == "/dashboard")
+    page.wait_for_selector("#updated:has-text('updated')")
 
     # The first draft goes live under the default auto policy: a version to roll back to later.
     first = ControlPlaneClient(stack.base_url, CLUSTER_TOKEN).publish(

@@ -71,11 +71,13 @@ def test_a_bf16_token_rounds_alike_alone_and_in_short_steps(smollm2_bf16: LlamaM
 
 
 @pytest.mark.slow
-def test_bf16_speculation_on_real_text_is_bf16_target_only_decoding(
-    smollm2_bf16: LlamaModel, smollm2_dir: Path
+@pytest.mark.parametrize("dtype", ["bfloat16", "int4"])
+def test_speculation_on_real_text_is_target_only_decoding_of_its_dtype(
+    dtype: str, smollm2_dir: Path
 ) -> None:
     from transformers import AutoTokenizer
 
+    model = LlamaModel.load_named(smollm2_dir, dtype)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     texts = [
         "def fibonacci(n):\n    ",
@@ -85,9 +87,9 @@ def test_bf16_speculation_on_real_text_is_bf16_target_only_decoding(
     ]
     requests = [greedy_request(f"r{i}", tokenizer(t)["input_ids"], 48) for i, t in enumerate(texts)]
     config = EngineConfig(max_batch=2, max_seq_len=256, spec=MODES["target_only"])
-    plain = SpecEngine(smollm2_bf16, config)
+    plain = SpecEngine(model, config)
     spec_config = EngineConfig(max_batch=2, max_seq_len=256, spec=MODES["hybrid_tree"])
-    spec = SpecEngine(smollm2_bf16, spec_config, random_runner(smollm2_bf16, 48))
+    spec = SpecEngine(model, spec_config, random_runner(model, 48))
     expected, _ = run_all(plain, requests)
     outputs, stats = run_all(spec, requests)
     assert outputs == expected

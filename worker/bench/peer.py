@@ -35,7 +35,7 @@ from worker.workloads import Prompt, build_prompts
 
 LLAMA_NGRAM_MODES = ("ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 DEFAULT_WORKLOADS = ("humaneval", "code", "chat")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "int4")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dtypes",
         default="float32",
-        help="Borealis weight dtypes to serve, each in its own arms (float32, bfloat16)",
+        help="Borealis weight dtypes to serve, each in its own arms (float32, bfloat16, int4)",
     )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
 from worker.engine.engine import DraftRule, EngineConfig, SpecConfig, SpecEngine
-from worker.engine.llama import LlamaModel
+from worker.engine.llama import SERVING_DTYPES, LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats
 from worker.workloads import build_prompts, encode_prompt
 
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
+        choices=list(SERVING_DTYPES),
         default="float32",
         help="the engine arms' dtype; HF arms stay float32, the reference greedy output",
     )
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     train_ids = [encode_prompt(p, tokenizer) for p in build_prompts(args.workload, "train", 400)]
     eos = int(tokenizer.eos_token_id)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
-    target = LlamaModel.load(model_dir, dtype=getattr(torch, args.dtype))
+    target = LlamaModel.load_named(model_dir, args.dtype)
     hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))

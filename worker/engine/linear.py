@@ -16,12 +16,73 @@ projection) is padded to two rows: oneDNN reduces such a row in another order th
 rows, bf16 output rounding makes that visible, and one-row decoding and multi-row verification of
 the same token disagreed (see :mod:`worker.engine.llama` for attention). Up to 1024 inputs a lone
 row rounds alike (measured), and padding the 49k-row head costs time, so those stay one row.
+
+:class:`Int4Weight` serves 4-bit group-wise weights (the layout of the shipped GGUF's Q4_1 blocks)
+through torch's CPU int4 kernel: a quarter of bf16's bytes per decoding step. That kernel computes
+each output row alone (measured: a row's result does not depend on how many rows share the call), so
+it needs no padding.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+INT4_GROUP = 32  # inputs per scale and minimum: Q4_1's block
+INT4_LEVELS = 15  # codes 0..15
+INT4_OFFSET = 8  # torch's kernel reads a code q as (q - 8) * scale + zero
+
+
+@dataclass(frozen=True)
+class Int4Weight:
+    """An ``[out, in]`` weight as 4-bit codes with a bf16 scale and minimum per group of 32 inputs."""
+
+    packed: torch.Tensor  # torch's CPU int4 layout of the codes
+    scales_and_zeros: torch.Tensor  # [in / 32, out, 2] bf16: scale, and the value of code 8
+    out_features: int
+
+
+def int4_supported(weight: torch.Tensor) -> bool:
+    return weight.dim() == 2 and weight.shape[1] % INT4_GROUP == 0
+
+
+def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q4_1's rule per group of 32 inputs: codes round((w - min) / scale), scale (max - min) / 15.
+
+    Returns codes ``[out, in / 32, 32]`` and fp32 scale and minimum ``[out, in / 32, 1]``. On
+    weights dequantized from a Q4_1 file these are the file's own codes, scales and minimums (its
+    quantizer gave each group's minimum code 0 and its maximum code 15).
+    """
+    out_features, in_features = weight.shape
+    groups = weight.detach().float().reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
+    low = groups.amin(dim=-1, keepdim=True)
+    scale = (groups.amax(dim=-1, keepdim=True) - low) / INT4_LEVELS
+    codes = torch.round((groups - low) / torch.where(scale > 0, scale, 1.0)).clamp(0, INT4_LEVELS)
+    return codes.to(torch.int32), scale, low
+
+
+def quantize_int4(weight: torch.Tensor) -> Int4Weight:
+    """:func:`int4_groups` packed for the kernel, scale and minimum rounded to bf16 (what it takes)."""
+    codes, scale, low = int4_groups(weight)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.reshape(weight.shape), 1)
+    zero = low + INT4_OFFSET * scale
+    scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
+    return Int4Weight(packed, scales_and_zeros, weight.shape[0])
+
+
+def dequantize_int4(weight: Int4Weight) -> torch.Tensor:
+    """The bf16 ``[out, in]`` weight the kernel multiplies by (for tests and checks)."""
+    in_features = weight.scales_and_zeros.shape[0] * INT4_GROUP
+    eye = torch.eye(in_features, dtype=torch.bfloat16)
+    return _int4_product(eye, weight).t().contiguous()
+
+
+def _int4_product(flat: torch.Tensor, weight: Int4Weight) -> torch.Tensor:
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(
+        flat.contiguous(), weight.packed, INT4_GROUP, weight.scales_and_zeros
+    )
 
 
 def onednn_available() -> bool:
@@ -53,8 +114,11 @@ def padded_rows(rows: int, dtype: torch.dtype = torch.float32, features: int = 0
     return -(-rows // step) * step
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` for a weight produced by :func:`pack` (or any plain tensor)."""
+def linear(x: torch.Tensor, weight: torch.Tensor | Int4Weight) -> torch.Tensor:
+    """``x @ weight.T`` for a weight from :func:`pack` or :func:`quantize_int4` (or any plain tensor)."""
+    if isinstance(weight, Int4Weight):
+        out = _int4_product(x.reshape(-1, x.shape[-1]), weight)
+        return out.view(*x.shape[:-1], weight.out_features)
     if not weight.is_mkldnn:
         return F.linear(x, weight)
     flat = x.reshape(-1, x.shape[-1])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from worker.engine.linear import linear, pack
+from worker.engine.linear import Int4Weight, int4_supported, linear, pack, quantize_int4
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
 
@@ -128,11 +128,11 @@ class LayerWeights:
     """One decoder layer, with q/k/v and gate/up fused so each is a single matmul (weights packed)."""
 
     input_norm: torch.Tensor
-    qkv: torch.Tensor
-    out: torch.Tensor
+    qkv: torch.Tensor | Int4Weight
+    out: torch.Tensor | Int4Weight
     post_norm: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    gate_up: torch.Tensor | Int4Weight
+    down: torch.Tensor | Int4Weight
     qkv_bias: torch.Tensor | None = None  # [(heads + 2 x kv_heads) x head_dim] where the model has one
 
 
@@ -296,6 +296,14 @@ def group_mask(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Ten
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
 
 
+# ``BOREALIS_DTYPE`` -> (dtype of activations and unquantized weights, int4 layer projections)
+SERVING_DTYPES: dict[str, tuple[torch.dtype, bool]] = {
+    "float32": (torch.float32, False),
+    "bfloat16": (torch.bfloat16, False),
+    "int4": (torch.bfloat16, True),
+}
+
+
 class LlamaModel:
     """Inference-only Llama forward with a caller-managed static KV cache."""
 
@@ -322,24 +330,49 @@ class LlamaModel:
         return self.embed.dtype
 
     @classmethod
-    def load(cls, model_dir: Path | str, dtype: torch.dtype = torch.float32) -> LlamaModel:
+    def load(
+        cls, model_dir: Path | str, dtype: torch.dtype = torch.float32, int4: bool = False
+    ) -> LlamaModel:
         """Load ``config.json`` + ``model.safetensors`` from a local Hugging Face directory."""
         model_dir = Path(model_dir)
         config = json.loads((model_dir / "config.json").read_text())
         spec = LlamaSpec.from_config(config)
         state = load_file(str(model_dir / "model.safetensors"))
-        return cls.from_state_dict(spec, state, dtype)
+        return cls.from_state_dict(spec, state, dtype, int4)
+
+    @classmethod
+    def load_named(cls, model_dir: Path | str, name: str) -> LlamaModel:
+        """Load in one of :data:`SERVING_DTYPES` (the ``BOREALIS_DTYPE`` values)."""
+        dtype, int4 = SERVING_DTYPES[name]
+        return cls.load(model_dir, dtype, int4)
 
     @classmethod
     def from_state_dict(
-        cls, spec: LlamaSpec, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+        cls,
+        spec: LlamaSpec,
+        state: dict[str, torch.Tensor],
+        dtype: torch.dtype = torch.float32,
+        int4: bool = False,
     ) -> LlamaModel:
-        """Build from HF ``LlamaForCausalLM`` parameter names (fusing projections once, here)."""
+        """Build from HF ``LlamaForCausalLM`` parameter names (fusing projections once, here).
+
+        ``int4``: the decoder layers' projections become 4-bit group-wise weights (quantized from the
+        checkpoint's own values, so the shipped Q4_1 codes come back exactly); embedding, norms and
+        the head stay in ``dtype``, which must then be bfloat16, the activations the int4 kernel takes.
+        """
+        if int4 and dtype != torch.bfloat16:
+            raise ValueError("int4 weights compute with bfloat16 activations")
 
         def get(name: str) -> torch.Tensor:
             # A copy: ``load_file`` tensors are views of the whole mapped file, so keeping any of
             # them (embedding, norms) would keep every weight's pages resident a second time.
             return state[name].to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+
+        def projection(*names: str) -> torch.Tensor | Int4Weight:
+            weight = torch.cat([state[name] for name in names])
+            if int4 and int4_supported(weight):
+                return quantize_int4(weight)
+            return pack(weight.to(dtype=dtype, memory_format=torch.contiguous_format))
 
         layers = []
         for i in range(spec.num_layers):
@@ -347,11 +380,11 @@ class LlamaModel:
             layers.append(
                 LayerWeights(
                     input_norm=get(p + "input_layernorm.weight"),
-                    qkv=pack(torch.cat([get(p + f"self_attn.{n}_proj.weight") for n in ("q", "k", "v")])),
-                    out=pack(get(p + "self_attn.o_proj.weight")),
+                    qkv=projection(*(p + f"self_attn.{n}_proj.weight" for n in ("q", "k", "v"))),
+                    out=projection(p + "self_attn.o_proj.weight"),
                     post_norm=get(p + "post_attention_layernorm.weight"),
-                    gate_up=pack(torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")])),
-                    down=pack(get(p + "mlp.down_proj.weight")),
+                    gate_up=projection(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
+                    down=projection(p + "mlp.down_proj.weight"),
                     qkv_bias=torch.cat([get(p + f"self_attn.{n}_proj.bias") for n in ("q", "k", "v")])
                     if spec.qkv_bias
                     else None,

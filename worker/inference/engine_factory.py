@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-import torch
-
 from borealis.cpu import bf16_native
 from borealis.settings import ServingSettings
 from worker.draft.io import load_draft
@@ -50,6 +48,8 @@ def _hf_engine(model_dir: Path, context_limit: int) -> ServingEngine[Any]:
 
 def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> ServingEngine[Any]:
     """Starts target-only: the control plane's live draft arrives through the swap protocol."""
+    if settings.dtype == "int4":
+        raise SystemExit("BOREALIS_DTYPE=int4 is the lean engine's; with BOREALIS_ENGINE=sglang use bfloat16")
     device = resolve_device(settings.sglang.device)
     if device == "cpu":
         put_cpu_stand_ins_on_path()
@@ -64,12 +64,11 @@ def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Se
     return ServingEngine(engine, context, drafts.load, drafts.install, "sglang", close=engine.shutdown)
 
 
-def serving_dtype(settings: ServingSettings) -> torch.dtype:
-    if settings.dtype == "float32":
-        return torch.float32
-    if not bf16_native():
-        raise SystemExit("BOREALIS_DTYPE=bfloat16 needs a CPU with AVX512-BF16 or AMX; use float32 here")
-    return torch.bfloat16
+def check_dtype(settings: ServingSettings) -> None:
+    if settings.dtype != "float32" and not bf16_native():
+        raise SystemExit(
+            f"BOREALIS_DTYPE={settings.dtype} needs a CPU with AVX512-BF16 or AMX; use float32 here"
+        )
 
 
 def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> ServingEngine[Any]:
@@ -80,7 +79,8 @@ def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Serv
     if settings.engine == "sglang":
         return _sglang_engine(settings, model_dir, home)
     try:
-        target = LlamaModel.load(model_dir, dtype=serving_dtype(settings))
+        check_dtype(settings)
+        target = LlamaModel.load_named(model_dir, settings.dtype)
     except UnsupportedModelError as exc:
         log.warning(
             "lean engine unavailable for %s (%s); serving with the reference HF engine, WITHOUT "
