@@ -72,9 +72,7 @@ def test_a_bf16_token_rounds_alike_alone_and_in_short_steps(smollm2_bf16: LlamaM
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "int4"])
-def test_speculation_on_real_text_is_target_only_decoding_of_its_dtype(
-    dtype: str, smollm2_dir: Path
-) -> None:
+def test_speculation_on_real_text_is_target_only_decoding_of_its_dtype(dtype: str, smollm2_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     model = LlamaModel.load_named(smollm2_dir, dtype)

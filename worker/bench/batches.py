@@ -22,7 +22,7 @@ from worker.bench.report import emit
 from worker.bench.speedup import acceptance_length, make_draft, run_engine
 from worker.draft.runner import DraftRunner
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
-from worker.engine.llama import LlamaModel
+from worker.engine.llama import SERVING_DTYPES, LlamaModel
 from worker.engine.types import SamplingParams
 from worker.workloads import build_prompts, encode_prompt
 
@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--draft", default="random", help="'random' (day-0 draft) or a draft artifact directory"
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of both arms per cell")
+    parser.add_argument("--dtype", choices=list(SERVING_DTYPES), default="float32", help="both arms' dtype")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     model_dir = settings.resolved_model_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    target = LlamaModel.load(model_dir)
+    target = LlamaModel.load_named(model_dir, args.dtype)
     batches = [int(b) for b in args.batches.split(",") if b]
     eos = int(tokenizer.eos_token_id)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "min_spec_over_target_only": min(ratios),
         "outputs_identical": identical,
         "draft": args.draft,
+        "dtype": args.dtype,
         "threads": threads,
         "requests_per_workload": args.requests,
         "max_new_tokens": args.max_new_tokens,

