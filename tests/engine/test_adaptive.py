@@ -9,7 +9,7 @@ import pytest
 
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
-from worker.engine.adaptive import SpeculationController
+from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 
@@ -34,6 +34,27 @@ def test_unmeasured_widths_are_costed_from_the_measured_ones_around_them() -> No
     assert controller.target_ms(32) == pytest.approx(75 + (231 - 75) * 24 / 56)
     assert controller.target_ms(96) == pytest.approx(231 + (231 - 75) / 56 * 32)  # the measured slope
     assert controller.target_ms(4) < controller.target_ms(8)
+
+
+def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> None:
+    cheap, dear = SpeculationController(4, 4, 3), SpeculationController(4, 4, 3)
+    for controller, wide_ms in ((cheap, 0.0105), (dear, 0.040)):
+        controller.observe_target(1, 0.010)
+        controller.observe_target(4, wide_ms)
+        controller.observe_draft(3, 0.0001)
+        for _ in range(200):  # the draft never accepts: it is off
+            controller.observe_acceptance(True, 4, 0)
+    for controller in (cheap, dear):
+        plans = [controller.plan(1, 0, has_draft=True) for _ in range(400)]
+        probes = [i for i, plan in enumerate(plans) if plan.draft_depth]
+        interval = controller.probe_interval(1, plans[probes[0]])
+        assert probes == [k * interval - 1 for k in range(1, len(probes) + 1)] and probes
+    assert cheap.probe_interval(1, Plan(1, 0)) == 16  # the floor: probes here cost little
+    assert dear.probe_interval(1, Plan(1, 0)) == 151  # (40 + 0.1 - 10) ms extra / (2 % of 10 ms)
+    dear.plan(1, 0, has_draft=True)
+    dear.draft_changed()  # a new draft is probed at once, whatever the interval
+    assert dear.plan(1, 0, has_draft=True).draft_depth == 1
+    assert dear.plan(1, 0, has_draft=True).draft_depth == 0
 
 
 def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(

@@ -169,6 +169,7 @@ class SpecEngine:
                 self.draft_cache = self.draft.new_cache(*shape)
         for seq in getattr(self, "_active", []):
             seq.draft_len = 0
+        self.controller.draft_changed()
 
     # -- admission and prefill ---------------------------------------------------------------
 
