@@ -1,4 +1,4 @@
-"""bfloat16 serving: the lean engine and the draft run end to end in bf16 packed weights.
+"""bfloat16 and int4 serving: the lean engine and the draft run end to end in bf16 (int4 layer weights).
 
 The acceptance rule is the fp32 one. What bf16 could change is rounding: torch's CPU kernels round
 a one-row product and a few-row attention differently from many rows, so a verification forward
@@ -19,28 +19,31 @@ from borealis.cpu import bf16_native
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES, prompts
 from worker.engine.engine import EngineConfig, SpecEngine
+from worker.engine.linear import Int4Weight
 from worker.engine.llama import LlamaModel, causal_step_input
 
 pytestmark = pytest.mark.skipif(not bf16_native(), reason="this CPU has no native bfloat16")
 
 
-@pytest.fixture(scope="module")
-def tiny_bf16(tiny_dir: Path) -> LlamaModel:
-    return LlamaModel.load(tiny_dir, dtype=torch.bfloat16)
+@pytest.fixture(scope="module", params=["bfloat16", "int4"])
+def tiny_low_precision(request: pytest.FixtureRequest, tiny_dir: Path) -> LlamaModel:
+    return LlamaModel.load_named(tiny_dir, request.param)
 
 
 @pytest.mark.parametrize("mode", ["hybrid_tree", "draft_chain", "ngram_chain"])
-def test_bf16_speculation_matches_bf16_target_only(mode: str, tiny_bf16: LlamaModel) -> None:
+def test_speculation_matches_target_only_of_its_dtype(mode: str, tiny_low_precision: LlamaModel) -> None:
+    model = tiny_low_precision
     requests = [greedy_request(f"r{i}", p, 24) for i, p in enumerate(prompts(6, seed=11))]
-    plain = SpecEngine(tiny_bf16, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES["target_only"]))
+    plain = SpecEngine(model, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES["target_only"]))
     spec = SpecEngine(
-        tiny_bf16, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES[mode]), random_runner(tiny_bf16, 48)
+        model, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES[mode]), random_runner(model, 48)
     )
     expected, _ = run_all(plain, requests)
     outputs, stats = run_all(spec, requests)
     assert outputs == expected
     assert spec.draft is None or spec.draft.dtype == torch.bfloat16  # type: ignore[attr-defined]
-    assert tiny_bf16.layers[0].qkv.dtype == torch.bfloat16
+    weight = model.layers[0].gate_up
+    assert isinstance(weight, Int4Weight) or weight.dtype == torch.bfloat16
     if mode != "ngram_chain":
         assert sum(s.num_drafts for s in stats.values()) > 0
 

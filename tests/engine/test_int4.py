@@ -2,7 +2,7 @@
 
 What must hold: quantizing the prepared checkpoint gives back the GGUF's own codes, scales and
 minimums (so "the shipped weights, served natively" is literal); a row's product does not depend on
-how many rows share the call; and speculation reproduces int4 target-only decoding token for token.
+how many rows share the call. Speculation against int4 target-only decoding: `test_dtype.py`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from borealis.cpu import bf16_native
-from tests.engine.helpers import greedy_request, random_runner, run_all
-from tests.engine.test_engine_greedy import MODES, prompts
-from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.linear import (
     INT4_GROUP,
-    Int4Weight,
     dequantize_int4,
     int4_groups,
     linear,
@@ -74,26 +70,6 @@ def test_an_int4_row_is_the_same_alone_and_among_other_rows() -> None:
         assert torch.equal(linear(x[:rows], weight), alone[:rows])
     reference = F.linear(x.float(), dequantize_int4(weight).float())
     torch.testing.assert_close(alone.float(), reference, atol=0.05, rtol=0.02)
-
-
-@pytest.fixture(scope="module")
-def tiny_int4(tiny_dir: Path) -> LlamaModel:
-    return LlamaModel.load_named(tiny_dir, "int4")
-
-
-@pytest.mark.parametrize("mode", ["hybrid_tree", "draft_chain", "ngram_chain"])
-def test_int4_speculation_matches_int4_target_only(mode: str, tiny_int4: LlamaModel) -> None:
-    assert isinstance(tiny_int4.layers[0].gate_up, Int4Weight)
-    requests = [greedy_request(f"r{i}", p, 24) for i, p in enumerate(prompts(6, seed=12))]
-    plain = SpecEngine(tiny_int4, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES["target_only"]))
-    spec = SpecEngine(
-        tiny_int4, EngineConfig(max_batch=3, max_seq_len=256, spec=MODES[mode]), random_runner(tiny_int4, 48)
-    )
-    expected, _ = run_all(plain, requests)
-    outputs, stats = run_all(spec, requests)
-    assert outputs == expected
-    if mode != "ngram_chain":
-        assert sum(s.num_drafts for s in stats.values()) > 0
 
 
 def test_int4_needs_bfloat16_activations(tiny_dir: Path) -> None:
