@@ -30,12 +30,12 @@ from worker.bench.report import emit
 from worker.draft.eagle3_format import export_eagle3
 from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft
+from worker.engine.llama import SERVING_DTYPES
 from worker.model_prep import embedded_gguf_path
 from worker.workloads import Prompt, build_prompts
 
 LLAMA_NGRAM_MODES = ("ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 DEFAULT_WORKLOADS = ("humaneval", "code", "chat")
-DTYPES = ("float32", "bfloat16", "int4")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,15 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dtypes",
         default="float32",
-        help="Borealis weight dtypes to serve, each in its own arms (float32, bfloat16, int4)",
+        help=f"Borealis weight dtypes to serve, each in its own arms ({', '.join(SERVING_DTYPES)})",
     )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1:
         parser.error("--requests and --max-new-tokens must be positive")
     args.dtypes = [d for d in args.dtypes.split(",") if d]
-    if not args.dtypes or any(d not in DTYPES for d in args.dtypes):
-        parser.error(f"--dtypes takes a comma list of {', '.join(DTYPES)}")
+    if not args.dtypes or any(d not in SERVING_DTYPES for d in args.dtypes):
+        parser.error(f"--dtypes takes a comma list of {', '.join(SERVING_DTYPES)}")
     return args
 
 
