@@ -1,5 +1,5 @@
 """The speculation controller: the draft rule for sampled requests, costs of unmeasured widths, and
-what the engine charges it for drafting."""
+what the engine charges it for drafting and tells it about acceptance."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from tests.engine.test_engine_greedy import MODES
 from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel
+from worker.engine.proposals import Proposals
+from worker.engine.tree import ProposalTree
+from worker.engine.verify import Verdict
 
 
 def test_the_rule_that_accepted_more_lately_is_chosen_and_the_other_probed() -> None:
@@ -51,6 +54,9 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
         assert probes == [k * interval - 1 for k in range(1, len(probes) + 1)] and probes
     assert cheap.probe_interval(1, Plan(1, 0)) == 16  # the floor: probes here cost little
     assert dear.probe_interval(1, Plan(1, 0)) == 151  # (40 + 0.1 - 10) ms extra / (2 % of 10 ms)
+    cheap.observe_catch_up(1, 0.050)  # bringing the draft's caches up to date before a probe: 50 ms
+    assert cheap.probe_interval(1, Plan(1, 0)) == 253  # (10.5 + 0.1 + 50 - 10) ms / (2 % of 10 ms)
+    assert cheap.probe_interval(2, Plan(1, 0)) > 253  # a wider batch has more rows to catch up
     dear.plan(1, 0, has_draft=True)
     dear.draft_changed()  # a new draft is probed at once, whatever the interval
     assert dear.plan(1, 0, has_draft=True).draft_depth == 1
@@ -87,3 +93,17 @@ def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
     run_all(engine, [greedy_request("r", list(range(3, 43)), 24)])
     assert steady_flags[0] is False and all(steady_flags[1:])  # the 40-token prompt, then steady steps
     assert len(charged) == len(steady_flags) and max(charged) < 0.1
+
+
+def test_an_ngram_lookup_that_found_less_than_planned_counts_as_rejected(tiny_model: LlamaModel) -> None:
+    """A batch pays for the planned n-gram width whether or not a sequence's lookup found a chain;
+    rating the lookup on found chains only made it look worth its rows on chat, where most find none."""
+    engine = SpecEngine(tiny_model, EngineConfig(max_batch=1, max_seq_len=64, spec=MODES["ngram_chain"]))
+    rates = engine.controller.ngram_accept
+    engine._observe_acceptance(Proposals(ProposalTree.root(5), ngram_budget=4), Verdict([], 7))
+    assert rates[0].value < 0.5 and rates[1].value == 0.5  # nothing found: the first token rejected
+    found = Proposals(ProposalTree.root(5), ngram_budget=4)
+    found.ngram_nodes.update(found.tree.add_path([8, 9], budget=5))
+    engine._observe_acceptance(found, Verdict(sorted(found.ngram_nodes), 7))
+    assert rates[1].value > 0.5 and rates[2].value < 0.5  # two of the planned four: the third rejected
+    assert rates[3].value == 0.5

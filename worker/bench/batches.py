@@ -3,10 +3,11 @@
 For each workload and batch size, the same prompts go through a target-only engine and the
 speculative engine (tree, n-gram lookup, the draft, the adaptive controller) with ``max_batch`` set to
 that size and every request submitted at once, so the engine decodes full batches. Greedy outputs
-must be identical; the ratio of tokens per second is the number. One process, arms back to back,
-``--repeats`` times alternating (target-only, then speculative): each repeat's ratio is paired, and
-a cell reports their median with the lowest and highest (runs of 13 s on a shared 2-core VM differ
-by 10 % and more between repeats of the same arm).
+must be identical; the ratio of tokens per second is the number. One process, ``--repeats`` times
+both arms back to back (target-only first in even repeats, speculative first in odd ones, so a slow
+drift of the machine favours neither): each repeat's ratio is paired, and a cell reports their
+median with the lowest and highest (runs of 13 s on a shared 2-core VM differ by 10 % and more
+between repeats of the same arm).
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             for engine in (off, spec):  # warm: kernels for this batch size, the controller's first costs
                 run_engine(engine, prompts[:batch], SamplingParams(8, stop_token_ids=(eos,)))
             runs = []
-            for _ in range(args.repeats):
-                off_out, _, off_s = run_engine(off, prompts, params)
-                spec_out, stats, spec_s = run_engine(spec, prompts, params)
+            for repeat in range(args.repeats):
+                if repeat % 2:  # every other repeat runs speculation first: drift between runs cancels
+                    spec_out, stats, spec_s = run_engine(spec, prompts, params)
+                    off_out, _, off_s = run_engine(off, prompts, params)
+                else:
+                    off_out, _, off_s = run_engine(off, prompts, params)
+                    spec_out, stats, spec_s = run_engine(spec, prompts, params)
                 identical = identical and spec_out == off_out
                 off_tok_s, spec_tok_s = sum(map(len, off_out)) / off_s, sum(map(len, spec_out)) / spec_s
                 runs.append((spec_tok_s / off_tok_s, off_tok_s, spec_tok_s, acceptance_length(stats)))

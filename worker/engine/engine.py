@@ -255,6 +255,7 @@ class SpecEngine:
             from_draft = sum(node in draft_nodes for node in verdict.accepted)
             self.controller.observe_draft_rule(bool(prop.samples), from_draft)
         self._record(seq, tree, verdict, draft_nodes, prop.ngram_nodes)
+        self._observe_acceptance(prop, verdict)
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
         event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
@@ -294,6 +295,7 @@ class SpecEngine:
             for seq, prop in zip(self._active, proposals, strict=True):
                 guess = seq.ngram.propose(plan.ngram_tokens)
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
+                prop.ngram_budget = plan.ngram_tokens
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape()
             started = time.perf_counter()
@@ -320,6 +322,8 @@ class SpecEngine:
             rows = len(proposals) * width
             since = started if steady else proposing
             self.controller.observe_draft(rows, (time.perf_counter() - since) / plan.draft_depth)
+            if not steady:
+                self.controller.observe_catch_up(len(proposals), proposing - started)
             for prop, proposal in zip(proposals, drafted, strict=True):
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
         return proposals
@@ -432,16 +436,19 @@ class SpecEngine:
                 stats.accepted_per_position[position] += 1
             stats.accepted_from_draft += sum(node in draft_nodes for node in verdict.accepted)
             stats.accepted_from_ngram += sum(node in ngram_nodes for node in verdict.accepted)
-        sources: tuple[tuple[bool, dict[int, float] | set[int]], ...] = (
-            (True, draft_nodes),
-            (False, ngram_nodes),
-        )
-        for source, nodes in sources:
-            if nodes:
-                accepted = 0
-                while accepted < len(verdict.accepted) and verdict.accepted[accepted] in nodes:
-                    accepted += 1
-                self.controller.observe_acceptance(source, max(tree.depths[n] for n in nodes), accepted)
+
+    def _observe_acceptance(self, prop: Proposals, verdict: Verdict) -> None:
+        """Tell the controller how far each proposer's chain was accepted.
+
+        The n-gram chain counts as the planned length even where the lookup found less (or nothing):
+        tokens it did not propose were not accepted. Counting only found chains over-rated the lookup
+        on chat, where many sequences find none, and a batch pays for the widest tree either way."""
+        if prop.draft_nodes:
+            depth = max(prop.tree.depths[n] for n in prop.draft_nodes)
+            self.controller.observe_acceptance(True, depth, _accepted_run(verdict, prop.draft_nodes))
+        if prop.ngram_budget:
+            accepted = _accepted_run(verdict, prop.ngram_nodes)
+            self.controller.observe_acceptance(False, prop.ngram_budget, accepted)
 
     # -- output and bookkeeping ----------------------------------------------------------------
 
@@ -503,6 +510,14 @@ def catch_up_input(tokens: list[list[int]], starts: list[int], counts: list[int]
     span = int(positions.max()) + 1
     mask = torch.arange(span).view(1, 1, span) <= positions.unsqueeze(2)
     return StepInput(tokens=torch.tensor(ids), positions=positions, write_index=positions, mask=mask)
+
+
+def _accepted_run(verdict: Verdict, nodes: set[int] | dict[int, float]) -> int:
+    """How many of the accepted path's first tokens came from ``nodes`` (one proposer's chain)."""
+    accepted = 0
+    while accepted < len(verdict.accepted) and verdict.accepted[accepted] in nodes:
+        accepted += 1
+    return accepted
 
 
 def _failed(request_id: str, stats: SpecStats, exc: Exception) -> TokenEvent:

@@ -54,6 +54,7 @@ class Proposals:
 
     tree: ProposalTree
     ngram_nodes: set[int] = field(default_factory=set)
+    ngram_budget: int = 0  # the n-gram length planned this step (the lookup may have found fewer)
     draft_nodes: dict[int, float] = field(default_factory=dict)  # node -> draft probability given parent
     samples: dict[int, DraftSample] = field(default_factory=dict)  # node -> the draft's draws below it
 
