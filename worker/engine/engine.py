@@ -290,12 +290,14 @@ class SpecEngine:
 
     def _propose(self, plan: Plan) -> list[Proposals]:
         """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes."""
-        proposals = [Proposals(ProposalTree.root(seq.tokens[seq.kv_len])) for seq in self._active]
+        proposals = [
+            Proposals(ProposalTree.root(seq.tokens[seq.kv_len]), ngram_budget=plan.ngram_tokens)
+            for seq in self._active
+        ]
         if plan.ngram_tokens:
             for seq, prop in zip(self._active, proposals, strict=True):
                 guess = seq.ngram.propose(plan.ngram_tokens)
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
-                prop.ngram_budget = plan.ngram_tokens
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape()
             started = time.perf_counter()
