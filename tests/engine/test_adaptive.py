@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
 from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
-from worker.engine.llama import LlamaModel
-from worker.engine.proposals import Proposals
+from worker.engine.llama import LlamaModel, causal_step_input
+from worker.engine.proposals import DraftBatch, Proposals, draft_paths
 from worker.engine.tree import ProposalTree
 from worker.engine.verify import Verdict
 
@@ -45,18 +46,19 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
         controller.observe_target(1, 0.010)
         controller.observe_target(4, wide_ms)
         controller.observe_draft(3, 0.0001)
-        for _ in range(200):  # the draft never accepts: it is off
-            controller.observe_acceptance(True, 4, 0)
+        for _ in range(200):  # the draft never accepts, as a tree nor as a chain: it is off
+            controller.observe_draft_acceptance(3, 4, 0)
+            controller.observe_draft_acceptance(1, 4, 0)
     for controller in (cheap, dear):
         plans = [controller.plan(1, 0, has_draft=True) for _ in range(400)]
         probes = [i for i, plan in enumerate(plans) if plan.draft_depth]
         interval = controller.probe_interval(1, plans[probes[0]])
         assert probes == [k * interval - 1 for k in range(1, len(probes) + 1)] and probes
-    assert cheap.probe_interval(1, Plan(1, 0)) == 16  # the floor: probes here cost little
-    assert dear.probe_interval(1, Plan(1, 0)) == 151  # (40 + 0.1 - 10) ms extra / (2 % of 10 ms)
+    assert cheap.probe_interval(1, Plan(1, 0, 3)) == 16  # the floor: probes here cost little
+    assert dear.probe_interval(1, Plan(1, 0, 3)) == 151  # (40 + 0.1 - 10) ms extra / (2 % of 10 ms)
     cheap.observe_catch_up(1, 0.050)  # bringing the draft's caches up to date before a probe: 50 ms
-    assert cheap.probe_interval(1, Plan(1, 0)) == 253  # (10.5 + 0.1 + 50 - 10) ms / (2 % of 10 ms)
-    assert cheap.probe_interval(2, Plan(1, 0)) > 253  # a wider batch has more rows to catch up
+    assert cheap.probe_interval(1, Plan(1, 0, 3)) == 253  # (10.5 + 0.1 + 50 - 10) ms / (2 % of 10 ms)
+    assert cheap.probe_interval(2, Plan(1, 0, 3)) > 253  # a wider batch has more rows to catch up
     dear.plan(1, 0, has_draft=True)
     dear.draft_changed()  # a new draft is probed at once, whatever the interval
     assert dear.plan(1, 0, has_draft=True).draft_depth == 1
@@ -107,3 +109,104 @@ def test_an_ngram_lookup_that_found_less_than_planned_counts_as_rejected(tiny_mo
     engine._observe_acceptance(found, Verdict(sorted(found.ngram_nodes), 7))
     assert rates[1].value > 0.5 and rates[2].value < 0.5  # two of the planned four: the third rejected
     assert rates[3].value == 0.5
+
+
+def _flat_costs(controller: SpeculationController) -> None:
+    """Every width costs the same: plans differ only in the tokens they are expected to accept."""
+    controller.observe_target(1, 0.010)
+    controller.observe_target(64, 0.010)
+    controller.observe_draft(3, 0.0001)
+
+
+def test_a_draft_that_accepts_where_the_lookup_misses_is_planned_beside_it() -> None:
+    """Half the steps the lookup's four tokens are all accepted, the other half none, and there the
+    draft's first two are: together they accept 3 tokens a step, either alone at most 2."""
+    controller = SpeculationController(4, 4, 3)
+    _flat_costs(controller)
+    for _ in range(300):
+        for ngram_run, draft_run in ((4, 0), (0, 2)):
+            controller.observe_both(3, 4, ngram_run, draft_run)
+            controller.observe_draft_acceptance(3, 4, draft_run)
+            controller.observe_ngram_acceptance(4, ngram_run)
+    assert controller.expected_tokens(0, 4, 3) == pytest.approx(2.0, abs=0.2)
+    assert controller.expected_tokens(4, 0, 3) == pytest.approx(1.0, abs=0.2)
+    assert controller.expected_tokens(2, 4, 3) == pytest.approx(3.0, abs=0.2)
+    plan = controller.plan(1, 4, has_draft=True)
+    assert plan.draft_depth >= 2 and plan.ngram_tokens == 4
+
+
+def test_a_draft_that_accepts_only_where_the_lookup_does_adds_nothing_beside_it() -> None:
+    controller = SpeculationController(4, 4, 3)
+    _flat_costs(controller)
+    controller.observe_target(64, 0.012)  # wider steps cost a little more
+    for _ in range(300):
+        for ngram_run, draft_run in ((4, 2), (0, 0)):
+            controller.observe_both(3, 4, ngram_run, draft_run)
+            controller.observe_draft_acceptance(3, 4, draft_run)
+            controller.observe_ngram_acceptance(4, ngram_run)
+    assert controller.expected_tokens(2, 4, 3) == pytest.approx(controller.expected_tokens(0, 4, 3), abs=0.05)
+    assert controller.plan(1, 4, has_draft=True) == Plan(0, 4)
+
+
+def test_a_chain_of_first_choices_is_planned_where_rows_cost_and_the_tree_where_they_do_not() -> None:
+    """At batch 8 a width-3 tree verifies 3 rows per sequence per depth; a chain of the draft's first
+    choices accepts less per depth but for a third of the rows."""
+    controller = SpeculationController(4, 0, 3)
+    for rows, ms in ((1, 10.0), (13, 11.0), (8, 20.0), (40, 30.0), (104, 100.0)):
+        controller.observe_target(rows, ms / 1000)
+    for rows, ms in ((1, 0.1), (3, 0.1), (8, 0.2), (24, 0.3)):
+        controller.observe_draft(rows, ms / 1000)
+    for _ in range(300):
+        controller.observe_draft_acceptance(3, 4, 4)  # the tree accepts every depth 4 times in 5
+        controller.observe_draft_acceptance(3, 4, 3)
+        controller.observe_draft_acceptance(3, 4, 2)
+        controller.observe_draft_acceptance(3, 4, 1)
+        controller.observe_draft_acceptance(3, 4, 0)
+        controller.observe_draft_acceptance(1, 4, 1)  # the chain of first choices accepts less
+        controller.observe_draft_acceptance(1, 4, 0)
+    assert controller.expected_tokens(4, 0, 3) > controller.expected_tokens(4, 0, 1)
+    assert controller.plan(1, 0, has_draft=True).draft_width == 3
+    assert controller.plan(8, 0, has_draft=True).draft_width == 1
+
+
+def test_a_tree_step_also_rates_the_chain_of_the_drafts_first_choices(tiny_model: LlamaModel) -> None:
+    engine = SpecEngine(tiny_model, EngineConfig(max_batch=1, max_seq_len=64), random_runner(tiny_model, 48))
+    tree_rates, chain_rates = engine.controller.draft_accept[3], engine.controller.draft_accept[1]
+    prop = Proposals(ProposalTree.root(5), draft_width=3)
+    first, second = prop.tree.add_path([8, 9], budget=8)  # the draft's first choice at depths 1 and 2
+    other = prop.tree.add(0, 11)  # its second choice at depth 1
+    prop.draft_nodes.update({first: 0.5, second: 0.5, other: 0.3})
+    prop.top_chain.update({first, second})
+    engine._observe_acceptance(prop, Verdict([other], 7))
+    assert tree_rates[0].value > 0.5 and tree_rates[1].value < 0.5  # the tree's second choice was right
+    assert chain_rates[0].value < 0.5 and chain_rates[1].value == 0.5  # the chain's first token was not
+    engine._observe_acceptance(prop, Verdict([first, second], 7))
+    assert chain_rates[1].value > 0.5
+
+
+def test_the_chain_of_first_choices_in_a_tree_is_what_a_chain_proposes(tiny_model: LlamaModel) -> None:
+    """A tree step rates the chain by the nodes of the tree a chain would have proposed: the draft's
+    first choice below the root, then below that, as far as the tree kept them."""
+    runner = random_runner(tiny_model, 48)
+    prompt = list(range(3, 15))
+    _, features = tiny_model.forward(
+        causal_step_input(torch.tensor([prompt]), [0]), tiny_model.new_cache(1, 64)
+    )
+    root = len(prompt) - 1
+    proposals = {}
+    for topk, width in ((3, 3), (1, 1)):
+        cache = runner.new_cache(1, 64)
+        runner.forward(
+            causal_step_input(torch.tensor([prompt[1:root]]), [0]),
+            runner.fuse(features[:, : root - 1]),
+            cache,
+        )
+        batch = DraftBatch(kv_lens=[root], roots=[prompt[root]], features=features)
+        proposals[width] = draft_paths(runner, cache, batch, 4, topk, width)[0]
+    (chain,) = proposals[1].paths
+    prop = Proposals(ProposalTree.root(prompt[root]))
+    prop.add_draft(proposals[3], budget=1 + 4 * 3)
+    depths = sorted(prop.tree.depths[node] for node in prop.top_chain)
+    assert depths == list(range(1, len(depths) + 1)) and depths
+    for node in prop.top_chain:
+        assert prop.tree.tokens[node] == chain.tokens[prop.tree.depths[node] - 1]

@@ -19,6 +19,7 @@ PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reach
 class Plan:
     draft_depth: int  # draft forwards this step (0: no learned draft)
     ngram_tokens: int  # longest n-gram proposal to include (0: none)
+    draft_width: int = 0  # draft nodes per depth: 1 a chain of the draft's top choice, more a tree
 
 
 class _Ema:
@@ -30,7 +31,8 @@ class _Ema:
 
 
 class SpeculationController:
-    """Keeps conditional acceptance rates per depth and per source, and cost tables per row count."""
+    """Keeps conditional acceptance rates per depth, per source and per draft width (the configured
+    tree and the chain of the draft's first choices), and cost tables per row count."""
 
     def __init__(
         self,
@@ -43,11 +45,17 @@ class SpeculationController:
         self.max_draft_depth = max_draft_depth
         self.max_ngram_tokens = max_ngram_tokens
         self.draft_width = draft_width
+        # the configured tree, and its top-1 chain: a fraction of the rows where rows cost (batch 8)
+        self.widths = sorted({1, draft_width})
         self.probe_every = probe_every
         self.baseline_every = baseline_every
         self._steps_since_baseline = 0
-        self.draft_accept = [_Ema(0.5) for _ in range(max_draft_depth)]
+        self.draft_accept = {width: [_Ema(0.5) for _ in range(max_draft_depth)] for width in self.widths}
         self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
+        # the draft's accepted tokens where the n-gram chain fell short, and what its overall rates
+        # predicted there: their ratio rates the draft beside the lookup (see :meth:`expected_tokens`)
+        self._draft_after_miss = _Ema(0.5)
+        self._draft_after_miss_predicted = _Ema(1.0)
         self._target_ms: dict[int, _Ema] = {}
         self._draft_ms: dict[int, _Ema] = {}
         self._catch_up_ms: dict[int, _Ema] = {}  # per batch: bringing the draft's caches up to date
@@ -66,13 +74,56 @@ class SpeculationController:
         """A one-off catch-up of the draft caches (after steps without the draft, or a new prompt)."""
         self._observe(self._catch_up_ms, batch, seconds * 1000)
 
-    def observe_acceptance(self, draft: bool, proposed: int, accepted: int) -> None:
-        """One proposal chain of ``proposed`` tokens of which the first ``accepted`` were accepted."""
-        rates = self.draft_accept if draft else self.ngram_accept
+    def observe_draft_acceptance(self, width: int, proposed: int, accepted: int) -> None:
+        """The draft's ``proposed`` levels at ``width``, of which the first ``accepted`` were accepted."""
+        self._observe_chain(self.draft_accept[width], proposed, accepted)
+
+    def observe_ngram_acceptance(self, proposed: int, accepted: int) -> None:
+        self._observe_chain(self.ngram_accept, proposed, accepted)
+
+    @staticmethod
+    def _observe_chain(rates: list[_Ema], proposed: int, accepted: int) -> None:
         for depth in range(min(proposed, len(rates))):
             rates[depth].update(1.0 if depth < accepted else 0.0)
             if depth >= accepted:
                 break
+
+    def observe_both(self, width: int, draft_depth: int, ngram_run: int, draft_run: int) -> None:
+        """A step that proposed from both: at each depth the n-gram chain did not reach, whether the
+        draft's chain did, against what the draft's overall rates predicted."""
+        hits = predicted = 0.0
+        survive = 1.0
+        for depth in range(draft_depth):
+            survive *= self.draft_accept[width][depth].value
+            if ngram_run <= depth:
+                hits += 1.0 if draft_run > depth else 0.0
+                predicted += survive
+        if predicted > 0.0:
+            self._draft_after_miss.update(hits)
+            self._draft_after_miss_predicted.update(predicted)
+
+    def expected_tokens(self, draft_depth: int, ngram_tokens: int, width: int) -> float:
+        """Accepted tokens expected from a plan, the bonus token aside.
+
+        Tokens both proposers put in the tree count once, so proposing from both accepts the n-gram
+        chain plus, at each depth it does not reach, the draft's chance of reaching it. Where the
+        lookup falls short the draft accepts less than on average (the tokens are harder), so that
+        chance is its overall one scaled by how it measured beside the lookup (more where the two miss
+        different tokens, less where they miss the same ones), never more than the draft alone. Rating
+        a plan with both by the better proposer alone kept a learned draft off wherever the lookup was
+        good (code)."""
+        ngram = self._expected(self.ngram_accept, ngram_tokens)
+        rates = self.draft_accept[width]
+        draft = self._expected(rates, draft_depth)
+        if not ngram_tokens or not draft_depth:
+            return ngram + draft
+        scale = self._draft_after_miss.value / self._draft_after_miss_predicted.value
+        extra, ngram_survive, draft_survive = 0.0, 1.0, 1.0
+        for depth in range(draft_depth):
+            ngram_survive *= self.ngram_accept[depth].value if depth < ngram_tokens else 0.0
+            draft_survive *= rates[depth].value
+            extra += (1.0 - ngram_survive) * draft_survive
+        return ngram + min(scale * extra, draft)
 
     def observe_draft_rule(self, drew: bool, accepted_from_draft: int) -> None:
         self.draft_rule_accept[drew].update(float(accepted_from_draft))
@@ -95,21 +146,23 @@ class SpeculationController:
         return True
 
     def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
-        """Pick the draft depth and n-gram length with the best expected tokens per millisecond."""
+        """Pick the draft's depth and width and the n-gram length with the best expected tokens per
+        millisecond."""
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
-        max_depth = self.max_draft_depth if has_draft else 0
-        for depth in range(max_depth + 1):
-            for ngram in range(min(ngram_available, self.max_ngram_tokens) + 1):
-                rows = batch * (1 + depth * self.draft_width + ngram)
-                cost = self.target_ms(rows) + depth * self.draft_ms(batch * self.draft_width)
-                tokens = 1.0 + max(
-                    self._expected(self.draft_accept, depth), self._expected(self.ngram_accept, ngram)
-                )
-                if tokens / cost > best_value:
-                    best, best_value = Plan(depth, ngram), tokens / cost
+        for ngram in range(min(ngram_available, self.max_ngram_tokens) + 1):
+            value = (1.0 + self.expected_tokens(0, ngram, 1)) / self.target_ms(batch * (1 + ngram))
+            if value > best_value:
+                best, best_value = Plan(0, ngram), value
+            for width in self.widths if has_draft else []:
+                for depth in range(1, self.max_draft_depth + 1):
+                    rows = batch * (1 + depth * width + ngram)
+                    cost = self.target_ms(rows) + depth * self.draft_ms(batch * width)
+                    value = (1.0 + self.expected_tokens(depth, ngram, width)) / cost
+                    if value > best_value:
+                        best, best_value = Plan(depth, ngram, width), value
         if has_draft and best.draft_depth == 0:
             self._steps_without_draft += 1
-            probe = Plan(1, best.ngram_tokens)
+            probe = Plan(1, best.ngram_tokens, self.draft_width)
             if self._steps_without_draft >= self.probe_interval(batch, probe):  # keep acceptance fresh
                 self._steps_without_draft = 0
                 return probe
@@ -131,9 +184,9 @@ class SpeculationController:
         draft's caches over every position decoded without it: at batch 8 on chat that catch-up
         (170 ms) cost three plain steps more than the probe's own forward."""
         plain = self.target_ms(batch)
-        rows = batch * (1 + probe.draft_depth * self.draft_width + probe.ngram_tokens)
+        rows = batch * (1 + probe.draft_depth * probe.draft_width + probe.ngram_tokens)
         catch_up = self._lookup(self._catch_up_ms, batch, default=0.0, slope=1.0)  # ~ rows to catch up
-        extra = self.target_ms(rows) + self.draft_ms(batch * self.draft_width) + catch_up - plain
+        extra = self.target_ms(rows) + self.draft_ms(batch * probe.draft_width) + catch_up - plain
         return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))
 
     def target_ms(self, rows: int) -> float:

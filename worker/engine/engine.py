@@ -285,7 +285,7 @@ class SpecEngine:
         ngram = spec.max_ngram_tokens if spec.use_ngram else 0
         has_draft = self.draft is not None
         if not spec.adaptive:
-            return Plan(spec.max_draft_depth if has_draft else 0, ngram)
+            return Plan(spec.max_draft_depth, ngram, spec.draft_shape()[1]) if has_draft else Plan(0, ngram)
         return self.controller.plan(len(self._active), ngram, has_draft)
 
     def _propose(self, plan: Plan) -> list[Proposals]:
@@ -299,7 +299,7 @@ class SpecEngine:
                 guess = seq.ngram.propose(plan.ngram_tokens)
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
-            topk, width = self.config.spec.draft_shape()
+            topk, width = self.config.spec.draft_shape() if plan.draft_width > 1 else (1, 1)
             started = time.perf_counter()
             steady = self._draft_catch_up()
             proposing = time.perf_counter()
@@ -327,6 +327,7 @@ class SpecEngine:
             if not steady:
                 self.controller.observe_catch_up(len(proposals), proposing - started)
             for prop, proposal in zip(proposals, drafted, strict=True):
+                prop.draft_width = width
                 prop.add_draft(proposal, budget=len(prop.tree) + plan.draft_depth * width)
         return proposals
 
@@ -445,12 +446,18 @@ class SpecEngine:
         The n-gram chain counts as the planned length even where the lookup found less (or nothing):
         tokens it did not propose were not accepted. Counting only found chains over-rated the lookup
         on chat, where many sequences find none, and a batch pays for the widest tree either way."""
-        if prop.draft_nodes:
-            depth = max(prop.tree.depths[n] for n in prop.draft_nodes)
-            self.controller.observe_acceptance(True, depth, _accepted_run(verdict, prop.draft_nodes))
+        draft_depth = max((prop.tree.depths[n] for n in prop.draft_nodes), default=0)
+        draft_run = _accepted_run(verdict, prop.draft_nodes)
+        ngram_run = _accepted_run(verdict, prop.ngram_nodes)
+        if draft_depth and prop.ngram_budget:
+            self.controller.observe_both(prop.draft_width, draft_depth, ngram_run, draft_run)
+        if draft_depth:
+            self.controller.observe_draft_acceptance(prop.draft_width, draft_depth, draft_run)
+        if draft_depth and prop.draft_width > 1:  # what the chain of first choices would have accepted
+            chain_run = _accepted_run(verdict, prop.top_chain)
+            self.controller.observe_draft_acceptance(1, draft_depth, chain_run)
         if prop.ngram_budget:
-            accepted = _accepted_run(verdict, prop.ngram_nodes)
-            self.controller.observe_acceptance(False, prop.ngram_budget, accepted)
+            self.controller.observe_ngram_acceptance(prop.ngram_budget, ngram_run)
 
     # -- output and bookkeeping ----------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class DraftPath:
 class DraftProposal:
     paths: list[DraftPath]
     samples: dict[int, DraftSample]  # candidate id (-1: the root) -> the draft's draws below it
+    top_chain: frozenset[int] = frozenset()  # candidate ids of the draft's first choice at each depth
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Proposals:
     ngram_budget: int = 0  # the n-gram length planned this step (the lookup may have found fewer)
     draft_nodes: dict[int, float] = field(default_factory=dict)  # node -> draft probability given parent
     samples: dict[int, DraftSample] = field(default_factory=dict)  # node -> the draft's draws below it
+    draft_width: int = 0  # the draft's width this step (0: no draft)
+    top_chain: set[int] = field(default_factory=set)  # draft nodes a chain of its first choices holds
 
     def add_draft(self, proposal: DraftProposal, budget: int) -> None:
         """Insert the draft's paths while the tree has fewer than ``budget`` nodes; keep its draws."""
@@ -66,6 +69,7 @@ class Proposals:
             self.draft_nodes.update(zip(nodes, path.probs, strict=False))
             node_of.update(zip(path.nodes, nodes, strict=False))
         self.samples = {node_of[c]: drawn for c, drawn in proposal.samples.items() if c in node_of}
+        self.top_chain = {node_of[c] for c in proposal.top_chain if c in node_of}
 
 
 @dataclass
@@ -75,12 +79,16 @@ class _Candidates:
     scores: list[float]
     parents: list[int]
     tokens: list[int]
+    top_chain: set[int] = field(default_factory=set)  # first children of the root and of each other
 
-    def add(self, score: float, parent: int, token: int) -> int:
+    def add(self, score: float, parent: int, token: int, first: bool) -> int:
         self.scores.append(score)
         self.parents.append(parent)
         self.tokens.append(token)
-        return len(self.scores) - 1
+        node = len(self.scores) - 1
+        if first and (parent < 0 or parent in self.top_chain):
+            self.top_chain.add(node)
+        return node
 
     def best_paths(self, count: int) -> list[DraftPath]:
         """Paths to the leaves of the ``count`` best candidates, best leaf first."""
@@ -153,7 +161,9 @@ def draft_paths(
         scores_list, tokens_list = child_scores.tolist(), child_tokens.tolist()
         child_ids = [
             [
-                candidates[b].add(scores_list[b][j], frontier_ids[b][j // topk], tokens_list[b][j])
+                candidates[b].add(
+                    scores_list[b][j], frontier_ids[b][j // topk], tokens_list[b][j], j % topk == 0
+                )
                 for j in range(len(scores_list[b]))
             ]
             for b in range(size)
@@ -184,4 +194,7 @@ def draft_paths(
         hidden, logp = runner.forward(step, parent_hidden, cache)
         frontier_ids = [[child_ids[b][j] for j in picked_list[b]] for b in range(size)]
         frontier_rows = new_rows
-    return [DraftProposal(c.best_paths(depth * width), s) for c, s in zip(candidates, samples, strict=True)]
+    return [
+        DraftProposal(c.best_paths(depth * width), s, frozenset(c.top_chain))
+        for c, s in zip(candidates, samples, strict=True)
+    ]
