@@ -19,7 +19,7 @@ PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reach
 class Plan:
     draft_depth: int  # draft forwards this step (0: no learned draft)
     ngram_tokens: int  # longest n-gram proposal to include (0: none)
-    draft_width: int = 0  # draft nodes per depth: 1 a chain of the draft's top choice, more a tree
+    draft_width: int = 0  # draft nodes per depth: 1 a chain of its first choices, more a tree (0: no draft)
 
 
 class _Ema:
