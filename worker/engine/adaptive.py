@@ -8,7 +8,10 @@ same rule gives long drafts on repetitive code, short ones on chat, and none for
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import mul
 
 EMA = 0.1
 PROBE_BUDGET = 0.02  # share of decoding time that probing a switched-off draft may add
@@ -53,7 +56,7 @@ class SpeculationController:
         self.draft_accept = {width: [_Ema(0.5) for _ in range(max_draft_depth)] for width in self.widths}
         self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
         # the draft's accepted tokens where the n-gram chain fell short, and what its overall rates
-        # predicted there: their ratio rates the draft beside the lookup (see :meth:`expected_tokens`)
+        # predicted there: their ratio rates the draft beside the lookup (see :meth:`rated_plans`)
         self._draft_after_miss = _Ema(0.5)
         self._draft_after_miss_predicted = _Ema(1.0)
         self._target_ms: dict[int, _Ema] = {}
@@ -102,8 +105,9 @@ class SpeculationController:
             self._draft_after_miss.update(hits)
             self._draft_after_miss_predicted.update(predicted)
 
-    def expected_tokens(self, draft_depth: int, ngram_tokens: int, width: int) -> float:
-        """Accepted tokens expected from a plan, the bonus token aside.
+    def rated_plans(self, max_ngram: int, widths: list[int]) -> Iterator[tuple[int, int, int, float]]:
+        """Every plan up to ``max_ngram`` n-gram tokens and the controller's draft depth at ``widths``,
+        as ``(draft_depth, ngram_tokens, draft_width, accepted tokens expected, the bonus aside)``.
 
         Tokens both proposers put in the tree count once, so proposing from both accepts the n-gram
         chain plus, at each depth it does not reach, the draft's chance of reaching it. Where the
@@ -111,19 +115,23 @@ class SpeculationController:
         chance is its overall one scaled by how it measured beside the lookup (more where the two miss
         different tokens, less where they miss the same ones), never more than the draft alone. Rating
         a plan with both by the better proposer alone kept a learned draft off wherever the lookup was
-        good (code)."""
-        ngram = self._expected(self.ngram_accept, ngram_tokens)
-        rates = self.draft_accept[width]
-        draft = self._expected(rates, draft_depth)
-        if not ngram_tokens or not draft_depth:
-            return ngram + draft
+        good (code). Built incrementally over depths: the planner rates ~100 plans every step."""
+        ngram_survive = list(accumulate((rate.value for rate in self.ngram_accept[:max_ngram]), mul))
+        ngram_expected = [0.0, *accumulate(ngram_survive)]
         scale = self._draft_after_miss.value / self._draft_after_miss_predicted.value
-        extra, ngram_survive, draft_survive = 0.0, 1.0, 1.0
-        for depth in range(draft_depth):
-            ngram_survive *= self.ngram_accept[depth].value if depth < ngram_tokens else 0.0
-            draft_survive *= rates[depth].value
-            extra += (1.0 - ngram_survive) * draft_survive
-        return ngram + min(scale * extra, draft)
+        drafts = {w: list(accumulate((rate.value for rate in self.draft_accept[w]), mul)) for w in widths}
+        for ngram in range(max_ngram + 1):
+            yield 0, ngram, 0, ngram_expected[ngram]
+            for width, draft_survive in drafts.items():
+                draft = extra = 0.0
+                for depth, survive in enumerate(draft_survive, start=1):
+                    draft += survive
+                    if not ngram:
+                        yield depth, 0, width, draft
+                        continue
+                    reached = ngram_survive[depth - 1] if depth <= ngram else 0.0
+                    extra += (1.0 - reached) * survive
+                    yield depth, ngram, width, ngram_expected[ngram] + min(scale * extra, draft)
 
     def observe_draft_rule(self, drew: bool, accepted_from_draft: int) -> None:
         self.draft_rule_accept[drew].update(float(accepted_from_draft))
@@ -148,18 +156,17 @@ class SpeculationController:
     def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
         """Pick the draft's depth and width and the n-gram length with the best expected tokens per
         millisecond."""
+        target_ms: dict[int, float] = {}  # each row count's cost looked up once per step
+        draft_ms = {width: self.draft_ms(batch * width) for width in self.widths}
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
-        for ngram in range(min(ngram_available, self.max_ngram_tokens) + 1):
-            value = (1.0 + self.expected_tokens(0, ngram, 1)) / self.target_ms(batch * (1 + ngram))
+        max_ngram = min(ngram_available, self.max_ngram_tokens)
+        for depth, ngram, width, tokens in self.rated_plans(max_ngram, self.widths if has_draft else []):
+            rows = batch * (1 + depth * width + ngram)
+            if rows not in target_ms:
+                target_ms[rows] = self.target_ms(rows)
+            value = (1.0 + tokens) / (target_ms[rows] + (depth * draft_ms[width] if depth else 0.0))
             if value > best_value:
-                best, best_value = Plan(0, ngram), value
-            for width in self.widths if has_draft else []:
-                for depth in range(1, self.max_draft_depth + 1):
-                    rows = batch * (1 + depth * width + ngram)
-                    cost = self.target_ms(rows) + depth * self.draft_ms(batch * width)
-                    value = (1.0 + self.expected_tokens(depth, ngram, width)) / cost
-                    if value > best_value:
-                        best, best_value = Plan(depth, ngram, width), value
+                best, best_value = Plan(depth, ngram, width), value
         if has_draft and best.draft_depth == 0:
             self._steps_without_draft += 1
             probe = Plan(1, best.ngram_tokens, self.draft_width)
