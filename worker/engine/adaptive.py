@@ -203,14 +203,6 @@ class SpeculationController:
         return self._lookup(self._draft_ms, rows, default=2.0, slope=0.05)
 
     @staticmethod
-    def _expected(rates: list[_Ema], depth: int) -> float:
-        total, survive = 0.0, 1.0
-        for rate in rates[:depth]:
-            survive *= rate.value
-            total += survive
-        return total
-
-    @staticmethod
     def _observe(table: dict[int, _Ema], rows: int, ms: float) -> None:
         if rows in table:
             table[rows].update(ms)
