@@ -156,11 +156,12 @@ class SpeculationController:
     def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
         """Pick the draft's depth and width and the n-gram length with the best expected tokens per
         millisecond."""
+        widths = self.widths if has_draft else []
         target_ms: dict[int, float] = {}  # each row count's cost looked up once per step
-        draft_ms = {width: self.draft_ms(batch * width) for width in self.widths}
+        draft_ms = {width: self.draft_ms(batch * width) for width in widths}
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
         max_ngram = min(ngram_available, self.max_ngram_tokens)
-        for depth, ngram, width, tokens in self.rated_plans(max_ngram, self.widths if has_draft else []):
+        for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths):
             rows = batch * (1 + depth * width + ngram)
             if rows not in target_ms:
                 target_ms[rows] = self.target_ms(rows)
