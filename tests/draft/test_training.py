@@ -183,6 +183,30 @@ def test_the_draft_trains_on_cuda_as_on_cpu_and_snapshots_to_cpu(
     assert saved == simulated_acceptance(snapshot, target.embed, held_out, depth=4)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (`make test-gpu`)")
+def test_the_draft_trains_on_cuda_under_bf16_autocast_as_a_gpu_trainer_does(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    """A GPU training worker autocasts to bf16 by default: the loss starts where fp32's does (bf16
+    rounding aside), falls as fast, and the snapshot a worker publishes stays fp32 on the CPU."""
+    vocab, examples = data
+    groups = batches(examples[:64], 1024)
+    config = TrainConfig(lr=3e-3, batch_tokens=1024, device="cuda")
+    exact = DraftTrainer(new_draft(target.spec, vocab), target.embed, config)
+    autocast = DraftTrainer(new_draft(target.spec, vocab), target.embed, replace(config, bf16=True))
+    first_exact, first = exact.train_step(groups[0]), autocast.train_step(groups[0])
+    assert first.loss == pytest.approx(first_exact.loss, rel=2e-2)
+    for i in range(1, 120):
+        last = autocast.train_step(groups[i % len(groups)])
+    assert last.loss < 0.6 * first.loss
+    snapshot = autocast.snapshot()
+    assert {(p.device.type, p.dtype) for p in snapshot.parameters()} == {("cpu", torch.float32)}
+    held_out = examples[64:]
+    untrained = simulated_acceptance(new_draft(target.spec, vocab), target.embed, held_out, depth=4)
+    assert simulated_acceptance(snapshot, target.embed, held_out, depth=4)["all"] > untrained["all"]
+
+
 def test_on_cpu_the_snapshot_is_the_draft_itself(
     target: LlamaModel, data: tuple[DraftVocab, list[Example]]
 ) -> None:
