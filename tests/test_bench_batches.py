@@ -26,3 +26,9 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
     for cell in (cell for rows in result["cells"].values() for cell in rows.values()):
         low, high = cell["spec_over_target_only_range"]
         assert cell["repeats"] == 3 and low <= cell["spec_over_target_only"] <= high  # the median repeat
+        decode = cell["decode_spec_over_target_only_runs"]
+        assert len(decode) == 3 and cell["decode_spec_over_target_only"] == sorted(decode)[1] > 0
+    decode_ratios = [
+        cell["decode_spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()
+    ]
+    assert result["min_decode_spec_over_target_only"] == min(decode_ratios)
