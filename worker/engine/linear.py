@@ -16,6 +16,12 @@ projection) is padded to two rows: oneDNN reduces such a row in another order th
 rows, bf16 output rounding makes that visible, and one-row decoding and multi-row verification of
 the same token disagreed (see :mod:`worker.engine.llama` for attention). Up to 1024 inputs a lone
 row rounds alike (measured), and padding the 49k-row head costs time, so those stay one row.
+On CPUs with AMX (Intel Sapphire Rapids and later) oneDNN multiplies bf16 products of more than
+``BF16_MAX_ROWS`` rows in AMX tiles, which round apart from the vector kernel that smaller products
+use (measured on such a Xeon: every row count from 33 up differed from the same rows in a two-row
+product; for the down projection they differed among themselves too), so bf16 products are split
+into calls of at most that many rows. That costs AMX's speed on long prefills (a 150-row prefill's
+projections 29 -> 53 ms there) and on verification steps past 32 rows.
 
 :class:`Int4Weight` serves 4-bit group-wise weights (the layout of the shipped GGUF's Q4_1 blocks)
 through torch's CPU int4 kernel: a quarter of bf16's bytes per decoding step. That kernel computes
@@ -102,6 +108,7 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 EXACT_ROWS = 16  # decoding's row counts: padding them would cost up to 2x on the hottest path
 BF16_ONE_ROW_MAX_FEATURES = 1024
+BF16_MAX_ROWS = 32  # rows per bf16 product: above this oneDNN takes AMX tiles where the CPU has them
 
 
 def padded_rows(rows: int, dtype: torch.dtype = torch.float32, features: int = 0) -> int:
@@ -123,6 +130,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor | Int4Weight) -> torch.Tensor:
         return F.linear(x, weight)
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
+    if flat.dtype == torch.bfloat16 and rows > BF16_MAX_ROWS:
+        parts = [linear(part, weight) for part in flat.split(BF16_MAX_ROWS)]
+        return torch.cat(parts).view(*x.shape[:-1], -1)
     padded = padded_rows(rows, flat.dtype, flat.shape[-1])
     if padded != rows:
         flat = F.pad(flat, (0, 0, 0, padded - rows))
