@@ -50,7 +50,7 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
             controller.observe_draft_acceptance(3, 4, 0)
             controller.observe_draft_acceptance(1, 4, 0)
     for controller in (cheap, dear):
-        plans = [controller.plan(1, 0, has_draft=True) for _ in range(400)]
+        plans = [controller.plan(1, [0], has_draft=True) for _ in range(400)]
         probes = [i for i, plan in enumerate(plans) if plan.draft_depth]
         interval = controller.probe_interval(1, plans[probes[0]])
         assert probes == [k * interval - 1 for k in range(1, len(probes) + 1)] and probes
@@ -59,10 +59,10 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
     cheap.observe_catch_up(1, 0.050)  # bringing the draft's caches up to date before a probe: 50 ms
     assert cheap.probe_interval(1, Plan(1, 0, 3)) == 253  # (10.5 + 0.1 + 50 - 10) ms / (2 % of 10 ms)
     assert cheap.probe_interval(2, Plan(1, 0, 3)) > 253  # a wider batch has more rows to catch up
-    dear.plan(1, 0, has_draft=True)
+    dear.plan(1, [0], has_draft=True)
     dear.draft_changed()  # a new draft is probed at once, whatever the interval
-    assert dear.plan(1, 0, has_draft=True).draft_depth == 1
-    assert dear.plan(1, 0, has_draft=True).draft_depth == 0
+    assert dear.plan(1, [0], has_draft=True).draft_depth == 1
+    assert dear.plan(1, [0], has_draft=True).draft_depth == 0
 
 
 def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
@@ -97,18 +97,30 @@ def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
     assert len(charged) == len(steady_flags) and max(charged) < 0.1
 
 
-def test_an_ngram_lookup_that_found_less_than_planned_counts_as_rejected(tiny_model: LlamaModel) -> None:
-    """A batch pays for the planned n-gram width whether or not a sequence's lookup found a chain;
-    rating the lookup on found chains only made it look worth its rows on chat, where most find none."""
+def test_an_ngram_lookup_is_rated_on_the_tokens_it_found(tiny_model: LlamaModel) -> None:
+    """The planner sees each lookup's length and pays only for found rows, so a lookup that found
+    nothing tells nothing, and one that found two of four planned tokens is rated on those two."""
     engine = SpecEngine(tiny_model, EngineConfig(max_batch=1, max_seq_len=64, spec=MODES["ngram_chain"]))
     rates = engine.controller.ngram_accept
     engine._observe_acceptance(Proposals(ProposalTree.root(5), ngram_budget=4), Verdict([], 7))
-    assert rates[0].value < 0.5 and rates[1].value == 0.5  # nothing found: the first token rejected
+    assert [rate.value for rate in rates] == [0.5] * len(rates)
     found = Proposals(ProposalTree.root(5), ngram_budget=4)
     found.ngram_nodes.update(found.tree.add_path([8, 9], budget=5))
     engine._observe_acceptance(found, Verdict(sorted(found.ngram_nodes), 7))
-    assert rates[1].value > 0.5 and rates[2].value < 0.5  # two of the planned four: the third rejected
-    assert rates[3].value == 0.5
+    assert rates[0].value > 0.5 and rates[1].value > 0.5 and rates[2].value == 0.5
+
+
+def test_a_batch_pays_for_the_lookups_found_not_for_the_length_planned() -> None:
+    """Batch 8, one sequence's lookup found four tokens it always gets accepted: verifying them costs
+    4 more rows (12), not 4 per sequence (40), and adds half a token per sequence on average."""
+    controller = SpeculationController(4, 4, 3)
+    for rows, ms in ((8, 20.0), (12, 21.0), (40, 40.0)):
+        controller.observe_target(rows, ms / 1000)
+    for _ in range(100):
+        controller.observe_ngram_acceptance(4, 4)
+    assert _expected(controller, 0, 4, 0, coverage=[1 / 8] * 4) == pytest.approx(0.5, abs=0.01)
+    assert controller.plan(8, [4, 0, 0, 0, 0, 0, 0, 0], has_draft=False) == Plan(0, 4)  # 1.5 / 21 > 1 / 20
+    assert controller.plan(8, [0] * 8, has_draft=False) == Plan(0, 0)
 
 
 def _flat_costs(controller: SpeculationController) -> None:
@@ -118,10 +130,17 @@ def _flat_costs(controller: SpeculationController) -> None:
     controller.observe_draft(3, 0.0001)
 
 
-def _expected(controller: SpeculationController, draft_depth: int, ngram_tokens: int, width: int) -> float:
+def _expected(
+    controller: SpeculationController,
+    draft_depth: int,
+    ngram_tokens: int,
+    width: int,
+    coverage: list[float] | None = None,
+) -> float:
     """The accepted tokens the controller expects from one plan."""
     widths = [width] if draft_depth else []
-    rated = {(d, n, w): tokens for d, n, w, tokens in controller.rated_plans(ngram_tokens, widths)}
+    plans = controller.rated_plans(ngram_tokens, widths, coverage)
+    rated = {(d, n, w): tokens for d, n, w, tokens in plans}
     return rated[(draft_depth, ngram_tokens, width if draft_depth else 0)]
 
 
@@ -138,7 +157,7 @@ def test_a_draft_that_accepts_where_the_lookup_misses_is_planned_beside_it() -> 
     assert _expected(controller, 0, 4, 3) == pytest.approx(2.0, abs=0.2)
     assert _expected(controller, 4, 0, 3) == pytest.approx(1.0, abs=0.2)
     assert _expected(controller, 2, 4, 3) == pytest.approx(3.0, abs=0.2)
-    plan = controller.plan(1, 4, has_draft=True)
+    plan = controller.plan(1, [4], has_draft=True)
     assert plan.draft_depth >= 2 and plan.ngram_tokens == 4
 
 
@@ -152,7 +171,7 @@ def test_a_draft_that_accepts_only_where_the_lookup_does_adds_nothing_beside_it(
             controller.observe_draft_acceptance(3, 4, draft_run)
             controller.observe_ngram_acceptance(4, ngram_run)
     assert _expected(controller, 2, 4, 3) == pytest.approx(_expected(controller, 0, 4, 3), abs=0.05)
-    assert controller.plan(1, 4, has_draft=True) == Plan(0, 4)
+    assert controller.plan(1, [4], has_draft=True) == Plan(0, 4)
 
 
 def test_a_chain_of_first_choices_is_planned_where_rows_cost_and_the_tree_where_they_do_not() -> None:
@@ -172,8 +191,8 @@ def test_a_chain_of_first_choices_is_planned_where_rows_cost_and_the_tree_where_
         controller.observe_draft_acceptance(1, 4, 1)  # the chain of first choices accepts less
         controller.observe_draft_acceptance(1, 4, 0)
     assert _expected(controller, 4, 0, 3) > _expected(controller, 4, 0, 1)
-    assert controller.plan(1, 0, has_draft=True).draft_width == 3
-    assert controller.plan(8, 0, has_draft=True).draft_width == 1
+    assert controller.plan(1, [0], has_draft=True).draft_width == 3
+    assert controller.plan(8, [0] * 8, has_draft=True).draft_width == 1
 
 
 def test_a_tree_step_also_rates_the_chain_of_the_drafts_first_choices(tiny_model: LlamaModel) -> None:

@@ -203,3 +203,31 @@ def test_qwen2_biased_projections_match_hf(tmp_path: Path) -> None:
     )
     outputs, _ = run_all(engine, [greedy_request("r", ids[:20], 30)])
     assert outputs["r"] == hf_greedy(hf, ids[:20], 30)
+
+
+def test_only_the_rows_asked_for_are_computed_and_they_match_the_padded_step(tiny_model: LlamaModel) -> None:
+    """Trees of one batch padded to the widest: computing the real rows alone gives those rows'
+    logits and features as the padded step does, and leaves the cache as real rows need it."""
+    prompts = [[3, 9, 27, 81], [11, 22, 33, 44, 55, 66, 77], [5, 6]]
+    sizes = [4, 1, 2]  # real tokens per sequence this step; the rest of each row of 4 is padding
+    nxt = torch.tensor([[12, 13, 14, 15], [16, 0, 0, 0], [17, 18, 0, 0]])
+    step = causal_step_input(nxt, [len(p) for p in prompts])
+    caches, outputs = [], []
+    for rows in (None, torch.cat([b * 4 + torch.arange(n) for b, n in enumerate(sizes)])):
+        cache = tiny_model.new_cache(3, 32)
+        for slot, ids in enumerate(prompts):
+            tiny_model.forward(causal_step_input(torch.tensor([ids]), [0]), cache, first_slot=slot)
+        hidden, features = tiny_model.forward(step, cache, rows=rows)
+        caches.append(cache)
+        outputs.append(
+            (tiny_model.logits(hidden).view(-1, tiny_model.spec.vocab_size), features.flatten(0, 1))
+        )
+    (padded_logits, padded_features), (logits, features) = outputs
+    real = torch.cat([b * 4 + torch.arange(n) for b, n in enumerate(sizes)])
+    assert logits.shape[0] == features.shape[0] == sum(sizes)
+    torch.testing.assert_close(logits, padded_logits[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(features, padded_features[real], atol=1e-5, rtol=1e-5)
+    for slot, (ids, size) in enumerate(zip(prompts, sizes, strict=True)):
+        kept = len(ids) + size  # the prompt and this step's real tokens
+        torch.testing.assert_close(caches[1].k[:, slot, :, :kept], caches[0].k[:, slot, :, :kept])
+        torch.testing.assert_close(caches[1].v[:, slot, :, :kept], caches[0].v[:, slot, :, :kept])

@@ -105,9 +105,13 @@ class SpeculationController:
             self._draft_after_miss.update(hits)
             self._draft_after_miss_predicted.update(predicted)
 
-    def rated_plans(self, max_ngram: int, widths: list[int]) -> Iterator[tuple[int, int, int, float]]:
+    def rated_plans(
+        self, max_ngram: int, widths: list[int], coverage: list[float] | None = None
+    ) -> Iterator[tuple[int, int, int, float]]:
         """Every plan up to ``max_ngram`` n-gram tokens and the controller's draft depth at ``widths``,
         as ``(draft_depth, ngram_tokens, draft_width, accepted tokens expected, the bonus aside)``.
+        ``coverage[d - 1]``: the share of sequences whose lookup found at least ``d`` tokens (all, if
+        not given); the n-gram rates are per token found.
 
         Tokens both proposers put in the tree count once, so proposing from both accepts the n-gram
         chain plus, at each depth it does not reach, the draft's chance of reaching it. Where the
@@ -116,7 +120,8 @@ class SpeculationController:
         different tokens, less where they miss the same ones), never more than the draft alone. Rating
         a plan with both by the better proposer alone kept a learned draft off wherever the lookup was
         good (code). Built incrementally over depths: the planner rates ~100 plans every step."""
-        ngram_survive = list(accumulate((rate.value for rate in self.ngram_accept[:max_ngram]), mul))
+        survive = accumulate((rate.value for rate in self.ngram_accept[:max_ngram]), mul)
+        ngram_survive = [s * c for s, c in zip(survive, coverage or [1.0] * max_ngram, strict=True)]
         ngram_expected = [0.0, *accumulate(ngram_survive)]
         scale = self._draft_after_miss.value / self._draft_after_miss_predicted.value
         drafts = {w: list(accumulate((rate.value for rate in self.draft_accept[w]), mul)) for w in widths}
@@ -153,16 +158,20 @@ class SpeculationController:
         self._steps_since_baseline = 0
         return True
 
-    def plan(self, batch: int, ngram_available: int, has_draft: bool) -> Plan:
+    def plan(self, batch: int, ngram_found: list[int], has_draft: bool) -> Plan:
         """Pick the draft's depth and width and the n-gram length with the best expected tokens per
-        millisecond."""
+        millisecond. ``ngram_found``: how many tokens each sequence's lookup found (the verification
+        forward computes found tokens only, so a plan's rows count those, not the planned length)."""
         widths = self.widths if has_draft else []
         target_ms: dict[int, float] = {}  # each row count's cost looked up once per step
         draft_ms = {width: self.draft_ms(batch * width) for width in widths}
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
-        max_ngram = min(ngram_available, self.max_ngram_tokens)
-        for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths):
-            rows = batch * (1 + depth * width + ngram)
+        max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
+        reaching = [sum(found >= d for found in ngram_found) for d in range(1, max_ngram + 1)]
+        coverage = [count / batch for count in reaching]
+        ngram_rows = [0, *accumulate(reaching)]  # rows the lookups add at each planned length
+        for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths, coverage):
+            rows = batch * (1 + depth * width) + ngram_rows[ngram]
             if rows not in target_ms:
                 target_ms[rows] = self.target_ms(rows)
             value = (1.0 + tokens) / (target_ms[rows] + (depth * draft_ms[width] if depth else 0.0))

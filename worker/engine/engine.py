@@ -226,10 +226,12 @@ class SpecEngine:
         """Propose, verify in one target forward, accept losslessly, roll caches to the accepted path."""
         active = self._active
         started = time.perf_counter()
-        plan = self._plan()
-        proposals = self._propose(plan)
+        lookups = self._lookups()
+        plan = self._plan([len(lookup) for lookup in lookups])
+        proposals = self._propose(plan, lookups)
         verify_started = time.perf_counter()
-        logits, features, hidden = self._verify_forward([prop.tree for prop in proposals])
+        trees = [prop.tree for prop in proposals]
+        logits, features, hidden = self._verify_forward(trees)
         events = []
         for slot, seq in enumerate(active):
             try:
@@ -239,8 +241,7 @@ class SpecEngine:
             events.append(event)
         # the cost of verifying these rows is the forward plus accepting and committing every sequence:
         # wider trees cost Python work too, and a cost model without it speculated at a loss at batch 8
-        rows = len(proposals) * max(len(prop.tree) for prop in proposals)
-        self.controller.observe_target(rows, time.perf_counter() - verify_started)
+        self.controller.observe_target(sum(map(len, trees)), time.perf_counter() - verify_started)
         self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
         return self._drop_finished(events)
 
@@ -278,7 +279,13 @@ class SpecEngine:
             seq.stats.decode_seconds += seconds / batch
             seq.stats.target_only_seconds += tokens * plain_seconds / batch
 
-    def _plan(self) -> Plan:
+    def _lookups(self) -> list[list[int]]:
+        """Each sequence's n-gram continuation at the longest length a plan may use (planned from)."""
+        spec = self.config.spec
+        use = spec.use_ngram and spec.mode != "off"
+        return [seq.ngram.propose(spec.max_ngram_tokens) if use else [] for seq in self._active]
+
+    def _plan(self, ngram_found: list[int]) -> Plan:
         spec = self.config.spec
         if spec.mode == "off" or self.controller.baseline_due(len(self._active)):
             return Plan(0, 0)  # a plain step now and then keeps the target-only cost measured
@@ -286,17 +293,17 @@ class SpecEngine:
         has_draft = self.draft is not None
         if not spec.adaptive:
             return Plan(spec.max_draft_depth, ngram, spec.draft_shape()[1]) if has_draft else Plan(0, ngram)
-        return self.controller.plan(len(self._active), ngram, has_draft)
+        return self.controller.plan(len(self._active), ngram_found, has_draft)
 
-    def _propose(self, plan: Plan) -> list[Proposals]:
+    def _propose(self, plan: Plan, lookups: list[list[int]]) -> list[Proposals]:
         """One tree per sequence: the n-gram continuation and the draft's best paths, sharing prefixes."""
         proposals = [
             Proposals(ProposalTree.root(seq.tokens[seq.kv_len]), ngram_budget=plan.ngram_tokens)
             for seq in self._active
         ]
         if plan.ngram_tokens:
-            for seq, prop in zip(self._active, proposals, strict=True):
-                guess = seq.ngram.propose(plan.ngram_tokens)
+            for lookup, prop in zip(lookups, proposals, strict=True):
+                guess = lookup[: plan.ngram_tokens]
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape() if plan.draft_width > 1 else (1, 1)
@@ -373,8 +380,14 @@ class SpecEngine:
             seq.draft_len += count
         return steady
 
-    def _verify_forward(self, trees: list[ProposalTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``."""
+    def _verify_forward(
+        self, trees: list[ProposalTree]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """All trees in one target forward: node ``i`` of slot ``b`` sits at cache row ``kv_len + i``.
+
+        Returns each slot's logits, features and final hidden states, one row per tree node. Trees
+        are padded to the widest for attention only: the projections and the head run on real nodes.
+        """
         kv_lens = [seq.kv_len for seq in self._active]
         width = max(len(tree) for tree in trees)
         span = max(kv_lens) + width
@@ -391,8 +404,16 @@ class SpecEngine:
             mask[b, :size, kv_len : kv_len + size] = tree.ancestor_mask()
             mask[b, size:, kv_len + size : kv_len + width] = torch.eye(width - size, dtype=torch.bool)
         write = torch.tensor(kv_lens).unsqueeze(1) + torch.arange(width)
-        hidden, features = self.target.forward(StepInput(tokens, positions, write, mask), self.cache)
-        return self.target.logits(hidden), features, hidden
+        sizes = [len(tree) for tree in trees]
+        rows = None
+        if min(sizes) < width:
+            rows = torch.cat([b * width + torch.arange(size) for b, size in enumerate(sizes)])
+        step = StepInput(tokens, positions, write, mask)
+        hidden, features = self.target.forward(step, self.cache, rows=rows)
+        logits = self.target.logits(hidden)
+        if rows is None:
+            return list(logits), list(features), list(hidden)
+        return logits[0].split(sizes), features[0].split(sizes), hidden[0].split(sizes)
 
     def _commit(
         self, slot: int, tree: ProposalTree, verdict: Verdict, features: torch.Tensor, hidden: torch.Tensor
@@ -443,9 +464,9 @@ class SpecEngine:
     def _observe_acceptance(self, prop: Proposals, verdict: Verdict) -> None:
         """Tell the controller how far each proposer's chain was accepted.
 
-        The n-gram chain counts as the planned length even where the lookup found less (or nothing):
-        tokens it did not propose were not accepted. Counting only found chains over-rated the lookup
-        on chat, where many sequences find none, and a batch pays for the widest tree either way."""
+        The n-gram chain is rated on the tokens the lookup found: the planner knows each sequence's
+        lookup length before it plans, and the verification forward computes only the rows found (a
+        batch's trees are no longer padded to the widest but in attention)."""
         draft_depth = max((prop.tree.depths[n] for n in prop.draft_nodes), default=0)
         draft_run = _accepted_run(verdict, prop.draft_nodes)
         ngram_run = _accepted_run(verdict, prop.ngram_nodes)
@@ -456,8 +477,8 @@ class SpecEngine:
         if draft_depth and prop.draft_width > 1:  # what the chain of first choices would have accepted
             chain_run = _accepted_run(verdict, prop.top_chain)
             self.controller.observe_draft_acceptance(1, draft_depth, chain_run)
-        if prop.ngram_budget:
-            self.controller.observe_ngram_acceptance(prop.ngram_budget, ngram_run)
+        if prop.ngram_nodes:
+            self.controller.observe_ngram_acceptance(len(prop.ngram_nodes), ngram_run)
 
     # -- output and bookkeeping ----------------------------------------------------------------
 

@@ -220,29 +220,37 @@ def attention_block(
     sin: torch.Tensor,
     flat_index: torch.Tensor,
     mask: torch.Tensor,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Self-attention over cached history plus the new tokens (GQA by folding query groups).
 
     ``cache_k``/``cache_v`` are ``[B, kv_heads, max_len, head_dim]`` for one layer; queries of
     one KV group are stacked along the sequence axis so keys and values are never repeated.
+    With ``rows`` (see :meth:`LlamaModel.forward`) ``x`` holds only those rows of the ``[B, T]``
+    step, and so does the result: the projections skip the padding, attention runs padded.
     """
-    batch, count, _ = x.shape
+    batch, count = cos.shape[:2]
     heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     groups = heads // kv_heads
     qkv = linear(x, layer.qkv)
     if layer.qkv_bias is not None:
         qkv = qkv + layer.qkv_bias
+    if rows is not None:  # padding rows get zeros: only their own row attends to them
+        packed = qkv.view(-1, qkv.shape[-1])
+        qkv = packed.new_zeros(batch * count, packed.shape[-1]).index_copy_(0, rows, packed)
     qkv = qkv.view(batch, count, heads + 2 * kv_heads, dim)
     qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
     q, k = qk[:, :, :heads], qk[:, :, heads:]
     v = qkv[:, :, heads + kv_heads :]
-    rows = batch * kv_heads * cache_k.shape[2]
-    cache_k.view(rows, dim).index_copy_(0, flat_index, k.transpose(1, 2).reshape(-1, dim))
-    cache_v.view(rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
+    cache_rows = batch * kv_heads * cache_k.shape[2]
+    cache_k.view(cache_rows, dim).index_copy_(0, flat_index, k.transpose(1, 2).reshape(-1, dim))
+    cache_v.view(cache_rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
     span = mask.shape[-1]
     q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
     attn = attention(q, cache_k[:, :, :span], cache_v[:, :, :span], mask)
     attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
+    if rows is not None:
+        attn = attn.view(batch * count, -1).index_select(0, rows).view(x.shape)
     return linear(attn, layer.out)
 
 
@@ -400,15 +408,20 @@ class LlamaModel:
 
     @torch.inference_mode()
     def forward(
-        self, step: StepInput, cache: KVCache, first_slot: int = 0
+        self, step: StepInput, cache: KVCache, first_slot: int = 0, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run new tokens for cache slots ``first_slot...`` through the model, caching their keys/values.
 
         Returns the final normed hidden states ``[B, T, H]`` (feed to :meth:`logits`) and the
         draft features ``[B, T, 3H]`` (outputs of the low, middle and high feature layers).
+
+        ``rows``: ascending flat indices into ``B x T`` of the rows worth computing; the outputs are
+        then ``[1, len(rows), ...]``, those rows in that order. Trees of one batch differ in size and
+        are padded to the widest; every projection (and the head after) costs per row, so padding
+        rows skip all but attention, where they attend only to themselves.
         """
         spec = self.spec
-        x = F.embedding(step.tokens, self.embed)
+        x = F.embedding(step.tokens if rows is None else step.tokens.view(1, -1)[:, rows], self.embed)
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
@@ -421,7 +434,7 @@ class LlamaModel:
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (spec.hidden_size,), layer.input_norm, spec.rms_norm_eps)
             x = x + attention_block(
-                h, layer, spec, cache.k[i, slots], cache.v[i, slots], cos, sin, flat_index, mask
+                h, layer, spec, cache.k[i, slots], cache.v[i, slots], cos, sin, flat_index, mask, rows
             )
             h = F.rms_norm(x, (spec.hidden_size,), layer.post_norm, spec.rms_norm_eps)
             x = x + mlp_block(h, layer)
