@@ -167,11 +167,9 @@ def test_the_draft_trains_on_cuda_as_on_cpu_and_snapshots_to_cpu(
     on_cpu = DraftTrainer(new_draft(target.spec, vocab), target.embed, config)
     on_gpu = DraftTrainer(new_draft(target.spec, vocab), target.embed, replace(config, device="cuda"))
     assert next(on_gpu.draft.parameters()).device.type == "cuda"
-    first_cpu, first_gpu = on_cpu.train_step(groups[0]), on_gpu.train_step(groups[0])
-    assert first_gpu.loss == pytest.approx(first_cpu.loss, rel=1e-3)
-    for i in range(1, 120):
-        last = on_gpu.train_step(groups[i % len(groups)])
-    assert last.loss < 0.6 * first_gpu.loss
+    first_cpu, first_gpu, last = _first_and_last_losses(on_cpu, on_gpu, groups)
+    assert first_gpu == pytest.approx(first_cpu, rel=1e-3)
+    assert last < 0.6 * first_gpu
     snapshot = on_gpu.snapshot()
     for (name, kept), (_, trained) in zip(
         snapshot.named_parameters(), on_gpu.draft.named_parameters(), strict=True
@@ -195,16 +193,24 @@ def test_the_draft_trains_on_cuda_under_bf16_autocast_as_a_gpu_trainer_does(
     config = TrainConfig(lr=3e-3, batch_tokens=1024, device="cuda")
     exact = DraftTrainer(new_draft(target.spec, vocab), target.embed, config)
     autocast = DraftTrainer(new_draft(target.spec, vocab), target.embed, replace(config, bf16=True))
-    first_exact, first = exact.train_step(groups[0]), autocast.train_step(groups[0])
-    assert first.loss == pytest.approx(first_exact.loss, rel=2e-2)
-    for i in range(1, 120):
-        last = autocast.train_step(groups[i % len(groups)])
-    assert last.loss < 0.6 * first.loss
+    first_exact, first, last = _first_and_last_losses(exact, autocast, groups)
+    assert first == pytest.approx(first_exact, rel=2e-2)
+    assert last < 0.6 * first
     snapshot = autocast.snapshot()
     assert {(p.device.type, p.dtype) for p in snapshot.parameters()} == {("cpu", torch.float32)}
     held_out = examples[64:]
     untrained = simulated_acceptance(new_draft(target.spec, vocab), target.embed, held_out, depth=4)
     assert simulated_acceptance(snapshot, target.embed, held_out, depth=4)["all"] > untrained["all"]
+
+
+def _first_and_last_losses(
+    reference: DraftTrainer, trainer: DraftTrainer, groups: list[list[Example]]
+) -> tuple[float, float, float]:
+    """Both trainers' first-step losses on the same batch, then ``trainer``'s after 119 more steps."""
+    first_reference, first = reference.train_step(groups[0]).loss, trainer.train_step(groups[0]).loss
+    for i in range(1, 120):
+        last = trainer.train_step(groups[i % len(groups)]).loss
+    return first_reference, first, last
 
 
 def test_on_cpu_the_snapshot_is_the_draft_itself(
