@@ -6,7 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.procs import cli_argv
+from worker.bench.batches import parse_args
 
 
 def test_every_workload_and_batch_size_gets_a_lossless_cell(
@@ -32,3 +35,11 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
         cell["decode_spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()
     ]
     assert result["min_decode_spec_over_target_only"] == min(decode_ratios)
+
+
+def test_a_run_without_a_decoding_step_is_refused() -> None:
+    """One new token comes from prefill alone: no decoding step, so no decode-only ratio to report."""
+    assert parse_args(["--max-new-tokens", "2"]).max_new_tokens == 2
+    for bad in (["--max-new-tokens", "1"], ["--max-new-tokens", "0"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)

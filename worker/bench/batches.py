@@ -45,8 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.max_new_tokens < 1 or args.repeats < 1:
-        parser.error("--requests, --max-new-tokens and --repeats must be positive")
+    if args.requests < 1 or args.repeats < 1:
+        parser.error("--requests and --repeats must be positive")
+    if args.max_new_tokens < 2:  # the first token comes from prefill: the decode-only ratio needs one more
+        parser.error("--max-new-tokens must be at least 2")
     return args
 
 

@@ -280,7 +280,8 @@ class SpecEngine:
             seq.stats.target_only_seconds += tokens * plain_seconds / batch
 
     def _lookups(self) -> list[list[int]]:
-        """Each sequence's n-gram continuation at the longest length a plan may use (planned from)."""
+        """Each sequence's n-gram continuation at the longest length a plan may use, looked up before
+        planning so the planner knows how many rows each lookup adds."""
         spec = self.config.spec
         use = spec.use_ngram and spec.mode != "off"
         return [seq.ngram.propose(spec.max_ngram_tokens) if use else [] for seq in self._active]
