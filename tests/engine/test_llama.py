@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from worker.engine.llama import LlamaModel, StepInput, causal_step_input
+from worker.engine.llama import LlamaModel, StepInput, causal_step_input, real_rows
 
 
 def hf_logits(hf: LlamaForCausalLM, ids: list[int]) -> torch.Tensor:
@@ -212,8 +212,9 @@ def test_only_the_rows_asked_for_are_computed_and_they_match_the_padded_step(tin
     sizes = [4, 1, 2]  # real tokens per sequence this step; the rest of each row of 4 is padding
     nxt = torch.tensor([[12, 13, 14, 15], [16, 0, 0, 0], [17, 18, 0, 0]])
     step = causal_step_input(nxt, [len(p) for p in prompts])
+    real = real_rows(sizes, 4)
     caches, outputs = [], []
-    for rows in (None, torch.cat([b * 4 + torch.arange(n) for b, n in enumerate(sizes)])):
+    for rows in (None, real):
         cache = tiny_model.new_cache(3, 32)
         for slot, ids in enumerate(prompts):
             tiny_model.forward(causal_step_input(torch.tensor([ids]), [0]), cache, first_slot=slot)
@@ -223,7 +224,6 @@ def test_only_the_rows_asked_for_are_computed_and_they_match_the_padded_step(tin
             (tiny_model.logits(hidden).view(-1, tiny_model.spec.vocab_size), features.flatten(0, 1))
         )
     (padded_logits, padded_features), (logits, features) = outputs
-    real = torch.cat([b * 4 + torch.arange(n) for b, n in enumerate(sizes)])
     assert logits.shape[0] == features.shape[0] == sum(sizes)
     torch.testing.assert_close(logits, padded_logits[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(features, padded_features[real], atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from worker.engine.adaptive import Plan, SpeculationController
-from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input
+from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input, real_rows
 from worker.engine.ngram import NgramIndex
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
@@ -406,9 +406,7 @@ class SpecEngine:
             mask[b, size:, kv_len + size : kv_len + width] = torch.eye(width - size, dtype=torch.bool)
         write = torch.tensor(kv_lens).unsqueeze(1) + torch.arange(width)
         sizes = [len(tree) for tree in trees]
-        rows = None
-        if min(sizes) < width:
-            rows = torch.cat([b * width + torch.arange(size) for b, size in enumerate(sizes)])
+        rows = real_rows(sizes, width) if min(sizes) < width else None
         step = StepInput(tokens, positions, write, mask)
         hidden, features = self.target.forward(step, self.cache, rows=rows)
         logits = self.target.logits(hidden)

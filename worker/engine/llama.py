@@ -182,6 +182,12 @@ class StepInput:
     mask: torch.Tensor  # [B, T, span] bool
 
 
+def real_rows(sizes: list[int], width: int) -> torch.Tensor:
+    """Flat indices into ``B x width`` of each sequence's first ``sizes[b]`` rows: the ``rows`` to give
+    :meth:`LlamaModel.forward` for a step whose sequences are padded to ``width``."""
+    return torch.cat([b * width + torch.arange(size) for b, size in enumerate(sizes)])
+
+
 def causal_step_input(tokens: torch.Tensor, lengths: list[int]) -> StepInput:
     """Plain causal input: ``tokens[b]`` extend slot ``b`` contiguously from ``lengths[b]``."""
     count = tokens.shape[1]
