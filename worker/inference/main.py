@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -26,6 +27,16 @@ from worker.native_memory import configure_native_memory
 from worker.traces.exporter import TraceExporter
 
 log = logging.getLogger(__name__)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The worker's port, bound and listening before its first heartbeat.
+
+    The control plane routes to a worker as soon as it registers; a request sent before uvicorn had
+    bound the port was refused (a 503 to the user). Connections made now wait in the backlog instead.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def run_inference_worker(settings: Settings) -> None:
@@ -92,16 +103,14 @@ def run_inference_worker(settings: Settings) -> None:
 
         listener = SwapListener(settings.redis_url, swap_channel(settings.redis_key_prefix), on_command)
         listener.start()
+    sock = listening_socket(settings.worker_host, settings.worker_port)
     heartbeat.start()
     log.info("inference worker %s serving %s on %s", state.worker_id, model_dir, settings.resolved_worker_url)
     try:
-        uvicorn.run(
-            create_worker_app(state),
-            host=settings.worker_host,
-            port=settings.worker_port,
-            log_level="warning",
-        )
+        server = uvicorn.Server(uvicorn.Config(create_worker_app(state), log_level="warning"))
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         heartbeat.stop()
         control.close()
         if listener is not None:
