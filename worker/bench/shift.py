@@ -406,6 +406,10 @@ def arm_facts(client: httpx.Client, seconds: float, trainer_wait_timeouts: int |
             "rows_trained": progress["trained_rows"],
             "traces_trained": progress["trained_records"],
             "traces_held_out": progress["heldout_records"],
+            "trainer_rounds": progress["round"],
+            # where a co-located trainer's time goes: examples from shipped features, or a target prefill each
+            "examples_from_features": progress["examples_from_features"],
+            "examples_by_prefill": progress["examples_by_prefill"],
             "trainer_cpu_seconds": round(progress["cpu_seconds"], 1),
             "trainer_steps_per_cpu_minute": round(progress["optimizer_steps"] / cpu_minutes, 2)
             if cpu_minutes
