@@ -44,6 +44,7 @@ def run_inference_worker(settings: Settings) -> None:
     model_dir = settings.resolved_model_path
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"no model at {model_dir}: run `borealis model prepare` or set BOREALIS_MODEL_PATH")
+    sock = listening_socket(settings.worker_host, settings.worker_port)  # a taken port fails before the load
 
     def build() -> ServingEngine[Any]:
         torch.set_num_threads(settings.threads)  # on the engine thread, like every torch op (see runner)
@@ -103,7 +104,6 @@ def run_inference_worker(settings: Settings) -> None:
 
         listener = SwapListener(settings.redis_url, swap_channel(settings.redis_key_prefix), on_command)
         listener.start()
-    sock = listening_socket(settings.worker_host, settings.worker_port)
     heartbeat.start()
     log.info("inference worker %s serving %s on %s", state.worker_id, model_dir, settings.resolved_worker_url)
     try:
