@@ -19,7 +19,7 @@ import httpx
 
 from backend.db.migrate import upgrade
 from borealis.embedded_redis import start_embedded_redis
-from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, cli_argv, free_port
+from borealis.processes import COLOCATED_TRAINER_ENV, Child, cli_argv, free_port
 from borealis.secrets import resolve_cluster_token
 from borealis.settings import Settings
 
@@ -58,7 +58,7 @@ def run_appliance(settings: Settings, prepare_model: bool = True) -> int:
     api_port = settings.api_port or free_port()
     env["BOREALIS_API_PORT"] = str(api_port)
     env["BOREALIS_WORKER_PORT"] = str(settings.worker_port or free_port())
-    env.setdefault("BOREALIS_TRAINER_DUTY_CYCLE", COLOCATED_TRAINER_DUTY_CYCLE)
+    env = COLOCATED_TRAINER_ENV | env
     # Resolved once here so no two children race to generate different tokens.
     env["BOREALIS_CLUSTER_TOKEN"] = resolve_cluster_token(settings.security)
     redis_process = None

@@ -19,9 +19,13 @@ from borealis.rotating_log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLo
 
 log = logging.getLogger(__name__)
 
-# One machine serves and trains: the trainer computes a quarter of the time, since its matrix
-# products take the memory bandwidth decoding lives on (`borealis bench shift` measures the cost).
-COLOCATED_TRAINER_DUTY_CYCLE = "0.25"
+# One machine serves and trains (`borealis up`): the trainer computes a quarter of the time, since its
+# matrix products take the memory bandwidth decoding lives on, and judges a candidate on at most 24
+# traces, since on 2 cores it gets the CPU serving leaves (`borealis bench shift` measures both).
+COLOCATED_TRAINER_ENV = {
+    "BOREALIS_TRAINER_DUTY_CYCLE": "0.25",
+    "BOREALIS_TRAINER_JUDGE_MAX_TRACES": "24",
+}
 
 
 def rss_kib(pid: int | str = "self") -> int | None:

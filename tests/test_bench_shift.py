@@ -190,10 +190,12 @@ def test_the_trainer_environment_follows_the_mode() -> None:
     )
     assert dedicated["BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS"] == "1"
     assert dedicated["BOREALIS_TRAINER_HELDOUT_FRACTION"] == "0.25"
+    assert dedicated["BOREALIS_TRAINER_JUDGE_MAX_TRACES"] == "64"  # overrides the co-located 24
     colocated = bench_env(parse_args(["--json", "x.json", "--trainer", "colocated"]))
     assert (
         "BOREALIS_TRAINER_STEPS_PER_TRACE" not in colocated
         and "BOREALIS_TRAINER_HELDOUT_FRACTION" not in colocated
+        and "BOREALIS_TRAINER_JUDGE_MAX_TRACES" not in colocated  # `borealis up`'s: the appliance's default
     )
 
 

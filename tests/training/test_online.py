@@ -266,7 +266,7 @@ def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
 ) -> None:
     control = FakeControlPlane()
     push(settings, records[:12])
-    trainer = new_trainer(settings, target, control)
+    trainer = new_trainer(settings.model_copy(update={"trainer_remap_min_tokens": 12}), target, control)
     assert trainer.run_round()["status"] == "trained" and trainer.trainer is not None
     vocab = trainer.trainer.draft.vocab
     outside = [t for t in range(target.spec.vocab_size) if int(vocab.target_to_draft[t]) < 0][:3]
@@ -285,6 +285,27 @@ def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
     assert metrics["rows_remapped"] >= 3
     resumed = new_trainer(settings, target, control)
     assert resumed.trainer is not None and resumed.trainer.draft.vocab.same_as(trainer.trainer.draft.vocab)
+
+
+def test_a_remap_is_decided_only_once_enough_new_tokens_have_gathered(
+    settings: Settings, target: LlamaModel, records: list[TraceRecord]
+) -> None:
+    """One trace's words are noise: their coverage alone would remap a few rows every round."""
+    push(settings, records[:12])
+    trainer = new_trainer(
+        settings.model_copy(update={"trainer_remap_min_tokens": 24}), target, FakeControlPlane()
+    )
+    assert trainer.run_round()["status"] == "trained" and trainer.trainer is not None
+    vocab = trainer.trainer.draft.vocab
+    outside = [t for t in range(target.spec.vocab_size) if int(vocab.target_to_draft[t]) < 0][:3]
+    assert trainer._remap([outside * 4]) is None  # 12 tokens gathered: no decision yet
+    assert trainer.state.vocab_version == 0
+    remap = trainer._remap([outside * 4])  # 24: decided on both outputs together
+    assert remap is not None and remap["rows"] == 3 and remap["coverage_before"] == 0.0
+    vocab = trainer.trainer.draft.vocab
+    covered = [t for t in range(target.spec.vocab_size) if int(vocab.target_to_draft[t]) >= 0][:24]
+    assert trainer._remap([covered]) is None  # decided on 24 covered tokens: nothing to remap
+    assert trainer.state.vocab_version == 1
 
 
 def test_duty_cycle_paces_shadow_evaluation_work(settings: Settings, target: LlamaModel) -> None:
@@ -362,10 +383,10 @@ def test_the_live_drafts_held_out_counts_are_computed_once_per_version(
         def fetch_draft(self, version: str, out_dir: Path) -> None:
             save_draft(live, out_dir, version=version)
 
-    def judge(heldout: HeldOut) -> candidates_module.Candidates:
+    def judge(heldout: HeldOut, max_traces: int = 64) -> candidates_module.Candidates:
         examples = ExampleCache(target, 100_000)
         return candidates_module.Candidates(
-            tmp_path / uuid.uuid4().hex, target, WithLiveDraft(), examples, heldout, Pacer(1.0), 3
+            tmp_path / uuid.uuid4().hex, target, WithLiveDraft(), examples, heldout, Pacer(1.0), 3, max_traces
         )
 
     scored: list[int] = []
@@ -388,3 +409,5 @@ def test_the_live_drafts_held_out_counts_are_computed_once_per_version(
     second = candidates.shadow_eval(trainer, "v1", [])
     assert scored[2:] == [8, 2]  # the live draft: the two new traces only
     assert second == judge(heldout).shadow_eval(trainer, "v1", [])
+    capped = judge(heldout, max_traces=3).shadow_eval(trainer, "v1", records[8:10])
+    assert scored[6:] == [3, 3] and capped["all"]["traces"] == 3  # the newest three: judging is bounded

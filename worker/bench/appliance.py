@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from borealis.embedded_redis import start_embedded_redis
-from borealis.processes import COLOCATED_TRAINER_DUTY_CYCLE, Child, cli_argv, free_port
+from borealis.processes import COLOCATED_TRAINER_ENV, Child, cli_argv, free_port
 from borealis.secrets import generate_token
 from borealis.settings import Settings
 
@@ -83,7 +83,7 @@ def private_appliance(
     home = Path(tempfile.mkdtemp(prefix="borealis-bench-"))
     api_port = free_port()
     env = {
-        "BOREALIS_TRAINER_DUTY_CYCLE": COLOCATED_TRAINER_DUTY_CYCLE,  # like `borealis up`: one machine
+        **COLOCATED_TRAINER_ENV,  # like `borealis up`: one machine
         **os.environ,
         "BOREALIS_HOME": str(home),
         "BOREALIS_API_PORT": str(api_port),

@@ -247,6 +247,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
     if args.trainer == "dedicated":
         env |= {
             "BOREALIS_TRAINER_DUTY_CYCLE": "1.0",
+            "BOREALIS_TRAINER_JUDGE_MAX_TRACES": "64",  # a trainer of its own: the default, not co-located's
             "BOREALIS_TRAINER_STEPS_PER_TRACE": str(args.train_steps_per_request),
             "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "1",
             "BOREALIS_TRAINER_JUDGE_FRESH_TRACES": "1",  # each window judges the draft of the windows before

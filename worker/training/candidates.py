@@ -44,6 +44,7 @@ class Candidates:
         heldout: HeldOut,
         pacer: Pacer,
         eval_depth: int,
+        max_traces: int,
     ) -> None:
         self.dir = root / "candidates"
         self.live_dir = root / "live"
@@ -53,6 +54,7 @@ class Candidates:
         self.heldout = heldout
         self.pacer = pacer
         self.eval_depth = eval_depth
+        self.max_traces = max_traces
         self._live: tuple[str, Eagle3Draft] | None = None
         self._live_scores: tuple[str | None, dict[str, tuple[int, int]]] = (None, {})
         # A trainer killed while publishing leaves its candidate's files behind; it is never published.
@@ -61,14 +63,14 @@ class Candidates:
     def shadow_eval(self, trainer: DraftTrainer, live: str | None, fresh: list[TraceRecord]) -> ShadowEval:
         """Simulated acceptance of the candidate and of the live draft on the same unseen traces.
 
-        The most recent of ``fresh`` (traces on probation, read since the last candidate and trained
-        on by no draft yet) and the held-out ones, whatever their domain: after a shift the candidate
-        is judged on the traffic it will serve, not on a domain that no longer arrives. Per domain and
-        ``all``: both pooled means, the trace count, and the paired 95 % interval of the per-trace
-        difference (``diff_low``, ``diff_high``) that the approval policy judges by.
+        The most recent ``max_traces`` of ``fresh`` (traces on probation, read since the last candidate
+        and trained on by no draft yet) and the held-out ones, whatever their domain: after a shift the
+        candidate is judged on the traffic it will serve, not on a domain that no longer arrives. Per
+        domain and ``all``: both pooled means, the trace count, and the paired 95 % interval of the
+        per-trace difference (``diff_low``, ``diff_high``) that the approval policy judges by.
         """
         paced, depth = self.pacer.paced, self.eval_depth
-        records = self.heldout.for_evaluation(fresh)
+        records = self.heldout.for_evaluation(fresh, self.max_traces)
         draft = trainer.snapshot()
         examples = [paced(self.examples.get, r, draft.vocab) for r in records]
         ours = paced(per_trace_counts, draft, trainer.embed, examples, depth)

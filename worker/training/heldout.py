@@ -60,7 +60,7 @@ class HeldOut:
         """Every record held (for checkpoints)."""
         return [r for records in self._by_domain.values() for r in records]
 
-    def for_evaluation(self, fresh: list[TraceRecord]) -> list[TraceRecord]:
-        """What shadow evaluation judges: the newest of these and ``fresh`` (unseen traces not held
-        out), whatever their domain, callers capped."""
-        return newest_with_caller_cap(self.records() + fresh, self.max_per_domain, self.max_caller_share)
+    def for_evaluation(self, fresh: list[TraceRecord], count: int) -> list[TraceRecord]:
+        """What shadow evaluation judges: the newest ``count`` of these and ``fresh`` (unseen traces not
+        held out), whatever their domain, callers capped."""
+        return newest_with_caller_cap(self.records() + fresh, count, self.max_caller_share)

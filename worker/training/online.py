@@ -68,7 +68,14 @@ class OnlineTrainer:
         self.pacer = Pacer(settings.duty_cycle)
         self._examples = ExampleCache(target, settings.feature_cache_tokens, features)
         self.candidates = Candidates(
-            self.root, target, control, self._examples, self.intake.heldout, self.pacer, settings.eval_depth
+            self.root,
+            target,
+            control,
+            self._examples,
+            self.intake.heldout,
+            self.pacer,
+            settings.eval_depth,
+            settings.judge_max_traces,
         )
         self.state = TrainerState()
         self.trainer: DraftTrainer | None = None
@@ -76,6 +83,7 @@ class OnlineTrainer:
         self._step_credit = 0.0  # steps owed under ``steps_per_trace``, fractions carried over
         self._last_judged_round = 0  # the round whose candidate was judged last
         self._held_rounds = 0  # rounds a due candidate has waited for fresh traces
+        self._remap_pending: list[list[int]] = []  # outputs read since the last remap decision
         self._resume()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -189,12 +197,17 @@ class OnlineTrainer:
         )
 
     def _remap(self, recent: list[list[int]]) -> RemapReport | None:
-        """Cold vocabulary rows to the missing tokens of this round's outputs, when coverage is low."""
+        """Cold vocabulary rows to the missing tokens of the outputs read since the last decision, when
+        coverage is low; decided once ``remap_min_tokens`` have gathered (one trace is noise)."""
         assert self.trainer is not None
         s = self.settings
         vocab = self.trainer.draft.vocab
-        tokens = [t for output in recent for t in output]
-        if not s.remap_max_rows or not tokens or vocab.coverage(tokens) >= s.remap_below_coverage:
+        self._remap_pending += recent
+        tokens = [t for output in self._remap_pending for t in output]
+        if len(tokens) < s.remap_min_tokens:
+            return None
+        recent, self._remap_pending = self._remap_pending, []
+        if not s.remap_max_rows or vocab.coverage(tokens) >= s.remap_below_coverage:
             return None
         usage: Counter[int] = Counter()
         for record in self.intake.replay.records():
