@@ -15,7 +15,7 @@ from worker.draft.io import load_draft, save_draft
 from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
 from worker.draft.train import main
-from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate
+from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate, length_groups
 from worker.draft.ttt import unroll
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -81,6 +81,37 @@ def test_the_loss_is_the_decayed_kl_over_every_row_that_trains_and_no_other(
         assert metrics.kl[step] == pytest.approx(float(kl), rel=1e-5)
         expected = expected + 0.8**step * kl
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_step_in_parts_of_similar_length_has_the_gradient_of_the_whole_padded_batch(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    """Parts are divided by the whole step's row and rejected-proposal counts, so their gradients add
+    up to the padded batch's, rejected term included."""
+    vocab, examples = data
+
+    def cut(example: Example, length: int, rejected: int) -> Example:
+        kept = {k: getattr(example, k)[:length] for k in FIELDS}
+        rows = torch.arange(2, 2 + rejected)
+        negatives = torch.stack([rows % 3, rows, (example.target_ids[rows + 1, 0] + 1) % vocab.size], dim=1)
+        return Example(**{**example.__dict__, **kept, "negatives": negatives})
+
+    group = [cut(examples[0], 64, 6), cut(examples[1], 20, 0), cut(examples[2], 58, 3)]
+    group.append(cut(examples[3], 12, 2))
+    assert [len(part) for part in length_groups(group)] == [2, 1, 1]  # 64, 58 | 20 | 12
+    config = TrainConfig(ttt_steps=3, rejected_weight=0.5)
+    whole = DraftTrainer(new_draft(target.spec, vocab, seed=3), target.embed, config)
+    loss, expected = whole.loss(collate(group))
+    loss.backward()  # type: ignore[no-untyped-call]
+    parted = DraftTrainer(new_draft(target.spec, vocab, seed=3), target.embed, config)
+    metrics = parted.gradients(group)
+    assert metrics.loss == pytest.approx(expected.loss, rel=1e-5)
+    assert metrics.kl == pytest.approx(expected.kl, rel=1e-5) and metrics.top1 == pytest.approx(expected.top1)
+    assert metrics.rejected_count == expected.rejected_count == 11
+    assert metrics.rejected_loss == pytest.approx(expected.rejected_loss, rel=1e-5)
+    for (name, a), b in zip(whole.draft.named_parameters(), parted.draft.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_rejected_term_widens_the_margin_it_targets(

@@ -103,6 +103,53 @@ def collate(examples: Sequence[Example]) -> Batch:
     )
 
 
+@dataclass(frozen=True)
+class StepScale:
+    """What one optimizer step's loss terms are divided by: rows per unroll step (row ``i`` of an
+    example trains at step ``k`` when ``k <= i < len - 1``) and rejected proposals within the unroll,
+    over every example of the step, so parts of it can be computed apart and their losses summed."""
+
+    rows: list[int]  # per unroll step, at least 1
+    negatives: int  # at least 1
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], negative_steps: torch.Tensor, ttt_steps: int) -> StepScale:
+        """``negative_steps``: the unroll step of every rejected proposal."""
+        rows = [max(1, sum(max(0, n - 1 - step) for n in lengths)) for step in range(ttt_steps)]
+        return cls(rows, max(1, int((negative_steps < ttt_steps).sum())))
+
+
+LENGTH_GROUP_RATIO = 0.7  # an example joins a part while at least this share of its longest one
+
+
+def length_groups(examples: Sequence[Example]) -> list[list[Example]]:
+    """The examples of one step in parts of similar length, longest first.
+
+    A step samples traces of any length; padded to the longest, the draft's layer runs on every
+    padded row and its attention over ``ttt_steps`` x the padded length. Computed in parts whose
+    gradients add up (:class:`StepScale`), a step costs what its real rows cost.
+    """
+    groups: list[list[Example]] = []
+    for example in sorted(examples, key=len, reverse=True):
+        if groups and len(example) >= LENGTH_GROUP_RATIO * len(groups[-1][0]):
+            groups[-1].append(example)
+        else:
+            groups.append([example])
+    return groups
+
+
+def merged(parts: Sequence[StepMetrics]) -> StepMetrics:
+    """One step's metrics from its parts' (each already divided by the whole step's :class:`StepScale`)."""
+    return StepMetrics(
+        loss=sum(p.loss for p in parts),
+        kl=[sum(values) for values in zip(*(p.kl for p in parts), strict=True)],
+        top1=[sum(values) for values in zip(*(p.top1 for p in parts), strict=True)],
+        rejected_loss=sum(p.rejected_loss for p in parts),
+        rejected_count=sum(p.rejected_count for p in parts),
+        tokens=sum(p.tokens for p in parts),
+    )
+
+
 def batches(examples: Sequence[Example], batch_tokens: int) -> list[list[Example]]:
     """Group examples of similar length (less padding) under a padded-token budget."""
     ordered = sorted(examples, key=len)
@@ -143,19 +190,32 @@ class DraftTrainer:
         warmup = min(1.0, (self.steps_done + 1) / config.warmup_steps) if config.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * self.lr_scale * warmup
-        batch = collate(examples).to(self.device)
-        loss, metrics = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        metrics = self.gradients(examples)
         torch.nn.utils.clip_grad_norm_(self.draft.parameters(), config.grad_clip)
         self.optimizer.step()
         self.steps_done += 1
         return metrics
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, StepMetrics]:
+    def gradients(self, examples: Sequence[Example]) -> StepMetrics:
+        """Fresh gradients of one step's loss over ``examples``, computed in parts of similar length
+        (:func:`length_groups`): the gradient of the whole padded batch, without its padding."""
+        self.optimizer.zero_grad(set_to_none=True)
+        negative_steps = torch.cat([e.negatives[:, 0] for e in examples])
+        scale = StepScale.of([len(e) for e in examples], negative_steps, self.config.ttt_steps)
+        parts = []
+        for group in length_groups(examples):
+            loss, metrics = self.loss(collate(group).to(self.device), scale)
+            loss.backward()  # type: ignore[no-untyped-call]
+            parts.append(metrics)
+        return merged(parts)
+
+    def loss(self, batch: Batch, scale: StepScale | None = None) -> tuple[torch.Tensor, StepMetrics]:
         """The head runs on the rows that train alone (no padding, no row before its unroll step), and
-        the KL comes from the logits' log-sum-exp: no full log-softmax is kept for the backward pass."""
+        the KL comes from the logits' log-sum-exp: no full log-softmax is kept for the backward pass.
+        Terms are divided by ``scale`` (default: this batch's own rows and rejected proposals)."""
         config = self.config
+        if scale is None:
+            scale = StepScale.of(batch.lengths.tolist(), batch.negatives[:, 1], config.ttt_steps)
         device = batch.tokens.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
         with autocast:
@@ -175,13 +235,13 @@ class DraftTrainer:
             picked = logits.gather(-1, batch.target_ids[:, 1:][where])
             # KL(p || q) = sum_k p_k (log p_k - z_k) + logsumexp(z), as sum_k p_k = 1
             kl_rows = (target_logp.exp() * (target_logp - picked)).sum(-1) + logits.logsumexp(-1)
-            count = max(1, kl_rows.numel())
+            count = scale.rows[step]
             kl = kl_rows.sum() / count
             total = total + config.step_decay**step * kl
             hits = d2t[logits.detach().argmax(-1)] == batch.target_argmax[:, 1:][where]
             kls.append(float(kl.detach()))
             top1s.append(float(hits.sum()) / count)
-        rejected, used = self._rejected_term(batch, outputs, autocast)
+        rejected, used = self._rejected_term(batch, outputs, autocast, scale.negatives)
         if config.rejected_weight > 0 and used:
             total = total + config.rejected_weight * rejected
         metrics = StepMetrics(
@@ -195,10 +255,10 @@ class DraftTrainer:
         return total, metrics
 
     def _rejected_term(
-        self, batch: Batch, outputs: list[torch.Tensor], autocast: torch.autocast
+        self, batch: Batch, outputs: list[torch.Tensor], autocast: torch.autocast, total: int
     ) -> tuple[torch.Tensor, int]:
         """Hinge on ``margin - (log q(target's choice) - log q(rejected))`` at each rejected proposal
-        (the head runs again on those few rows)."""
+        (the head runs again on those few rows), summed and divided by the step's ``total``."""
         negatives = batch.negatives
         negatives = negatives[negatives[:, 1] < len(outputs)]
         if not negatives.numel():
@@ -210,4 +270,4 @@ class DraftTrainer:
         chosen = batch.target_ids[b, row + 1, 0]  # the target's top token within the draft vocabulary
         picks = torch.arange(len(negatives), device=logp.device)
         gap = logp[picks, chosen] - logp[picks, rejected]
-        return F.relu(self.config.rejected_margin - gap).mean(), int(negatives.shape[0])
+        return F.relu(self.config.rejected_margin - gap).sum() / total, int(negatives.shape[0])
