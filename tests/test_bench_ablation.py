@@ -17,6 +17,7 @@ def test_an_arm_overrides_only_the_knobs_it_names() -> None:
     assert (arm.config.lr, arm.config.warmup_steps, arm.config.batch_tokens) == (1e-4, 50, 2048)
     plain = parse_arm("base", base)
     assert plain.config == base and not plain.init_from_target
+    assert not parse_arm("outputs:prompt_rows=false", base).config.prompt_rows and base.prompt_rows
 
 
 def test_an_arm_may_replay_a_share_of_its_steps() -> None:

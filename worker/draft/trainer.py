@@ -34,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     bf16: bool = False  # bf16 autocast for the draft's matmuls (AVX512-BF16 / AMX CPUs); losses in fp32
+    prompt_rows: bool = True  # rows inside the prompt train too (serving drafts only after it)
     device: str = "cpu"  # where the draft trains ("cuda" on a GPU training worker)
 
     def to_dict(self) -> dict[str, object]:
@@ -71,6 +72,7 @@ class Batch:
     target_argmax: torch.Tensor  # [B, T]
     lengths: torch.Tensor  # [B]
     negatives: torch.Tensor  # [N, 4] (batch row, unroll step, row, draft id)
+    prompt_lengths: torch.Tensor  # [B]
 
     def to(self, device: torch.device) -> Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -100,22 +102,27 @@ def collate(examples: Sequence[Example]) -> Batch:
         target_argmax,
         torch.tensor([len(e) for e in examples]),
         torch.cat(negatives) if negatives else torch.zeros(0, 4, dtype=torch.long),
+        torch.tensor([e.prompt_len for e in examples]),
     )
 
 
 @dataclass(frozen=True)
 class StepScale:
     """What one optimizer step's loss terms are divided by: rows per unroll step (row ``i`` of an
-    example trains at step ``k`` when ``k <= i < len - 1``) and rejected proposals within the unroll,
-    over every example of the step, so parts of it can be computed apart and their losses summed."""
+    example trains at step ``k`` when ``max(k, first) <= i < len - 1``) and rejected proposals within
+    the unroll, over every example of the step, so parts of it can be computed apart and their losses
+    summed."""
 
     rows: list[int]  # per unroll step, at least 1
     negatives: int  # at least 1
 
     @classmethod
-    def of(cls, lengths: Sequence[int], negative_steps: torch.Tensor, ttt_steps: int) -> StepScale:
-        """``negative_steps``: the unroll step of every rejected proposal."""
-        rows = [max(1, sum(max(0, n - 1 - step) for n in lengths)) for step in range(ttt_steps)]
+    def of(cls, spans: Sequence[tuple[int, int]], negative_steps: torch.Tensor, ttt_steps: int) -> StepScale:
+        """``spans``: (first training row, length) per example; ``negative_steps``: the unroll step of
+        every rejected proposal."""
+        rows = [
+            max(1, sum(max(0, n - 1 - max(step, first)) for first, n in spans)) for step in range(ttt_steps)
+        ]
         return cls(rows, max(1, int((negative_steps < ttt_steps).sum())))
 
 
@@ -196,12 +203,17 @@ class DraftTrainer:
         self.steps_done += 1
         return metrics
 
+    def first_row(self, prompt_len: int) -> int:
+        """The first row that trains: 0, or without prompt rows the one predicting the first output."""
+        return 0 if self.config.prompt_rows else max(0, prompt_len - 1)
+
     def gradients(self, examples: Sequence[Example]) -> StepMetrics:
         """Fresh gradients of one step's loss over ``examples``, computed in parts of similar length
         (:func:`length_groups`): the gradient of the whole padded batch, without its padding."""
         self.optimizer.zero_grad(set_to_none=True)
         negative_steps = torch.cat([e.negatives[:, 0] for e in examples])
-        scale = StepScale.of([len(e) for e in examples], negative_steps, self.config.ttt_steps)
+        spans = [(self.first_row(e.prompt_len), len(e)) for e in examples]
+        scale = StepScale.of(spans, negative_steps, self.config.ttt_steps)
         parts = []
         for group in length_groups(examples):
             loss, metrics = self.loss(collate(group).to(self.device), scale)
@@ -214,8 +226,10 @@ class DraftTrainer:
         the KL comes from the logits' log-sum-exp: no full log-softmax is kept for the backward pass.
         Terms are divided by ``scale`` (default: this batch's own rows and rejected proposals)."""
         config = self.config
+        firsts = [self.first_row(n) for n in batch.prompt_lengths.tolist()]
         if scale is None:
-            scale = StepScale.of(batch.lengths.tolist(), batch.negatives[:, 1], config.ttt_steps)
+            spans = list(zip(firsts, batch.lengths.tolist(), strict=True))
+            scale = StepScale.of(spans, batch.negatives[:, 1], config.ttt_steps)
         device = batch.tokens.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
         with autocast:
@@ -223,12 +237,14 @@ class DraftTrainer:
                 self.draft, self._device_embed, batch.tokens, batch.features, config.ttt_steps
             )
         rows = torch.arange(batch.tokens.shape[1] - 1, device=device).view(1, -1)
+        first = torch.tensor(firsts, device=device).view(-1, 1)
         d2t = self.draft.vocab.draft_to_target.to(device)
         total = torch.zeros((), device=device)
         kls, top1s = [], []
         for step, out in enumerate(outputs):
             # row i is trained against the target's distribution at position i + 1
-            where = ((rows >= step) & (rows < batch.lengths.view(-1, 1) - 1)).nonzero(as_tuple=True)
+            trains = (rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)
+            where = trains.nonzero(as_tuple=True)
             with autocast:
                 logits = self.draft.logits(out[:, :-1][where]).float()  # [N, V_draft]
             target_logp = batch.target_logp[:, 1:][where]  # [N, k], renormalised: sums to one
