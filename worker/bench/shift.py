@@ -42,7 +42,7 @@ import numpy as np
 
 from borealis.control_client import ControlPlaneClient
 from borealis.processes import cli_argv
-from borealis.settings import get_settings
+from borealis.settings import Settings, get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
 from worker.bench.clients import Outcome, prompt_request, run_all
 from worker.bench.report import emit
@@ -232,6 +232,10 @@ def train_static_draft(first_phase: str, minutes: float, out: Path) -> Path:
     return out
 
 
+# A trainer of its own judges like one, not like the co-located trainer the appliance starts by default.
+OWN_MACHINE_JUDGE_MAX_TRACES = Settings.model_fields["trainer_judge_max_traces"].default
+
+
 def bench_env(args: argparse.Namespace) -> dict[str, str]:
     """Trainer cadence scaled to a benchmark of minutes, not a deployment of days."""
     env = {
@@ -247,7 +251,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
     if args.trainer == "dedicated":
         env |= {
             "BOREALIS_TRAINER_DUTY_CYCLE": "1.0",
-            "BOREALIS_TRAINER_JUDGE_MAX_TRACES": "64",  # a trainer of its own: the default, not co-located's
+            "BOREALIS_TRAINER_JUDGE_MAX_TRACES": str(OWN_MACHINE_JUDGE_MAX_TRACES),
             "BOREALIS_TRAINER_STEPS_PER_TRACE": str(args.train_steps_per_request),
             "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "1",
             "BOREALIS_TRAINER_JUDGE_FRESH_TRACES": "1",  # each window judges the draft of the windows before

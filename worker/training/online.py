@@ -201,18 +201,19 @@ class OnlineTrainer:
         coverage is low; decided once ``remap_min_tokens`` have gathered (one trace is noise)."""
         assert self.trainer is not None
         s = self.settings
-        vocab = self.trainer.draft.vocab
-        self._remap_pending += recent
-        tokens = [t for output in self._remap_pending for t in output]
-        if len(tokens) < s.remap_min_tokens:
+        if not s.remap_max_rows:
             return None
-        recent, self._remap_pending = self._remap_pending, []
-        if not s.remap_max_rows or vocab.coverage(tokens) >= s.remap_below_coverage:
+        self._remap_pending += recent
+        if sum(map(len, self._remap_pending)) < s.remap_min_tokens:
+            return None
+        outputs, self._remap_pending = self._remap_pending, []
+        vocab = self.trainer.draft.vocab
+        if vocab.coverage([t for output in outputs for t in output]) >= s.remap_below_coverage:
             return None
         usage: Counter[int] = Counter()
         for record in self.intake.replay.records():
             usage.update(record.output_ids)
-        plan = plan_remap(vocab, recent, usage, s.remap_max_rows)
+        plan = plan_remap(vocab, outputs, usage, s.remap_max_rows)
         if not plan.rows:
             return None
         apply_remap(self.trainer.draft, plan, self.target, self.trainer.optimizer)
