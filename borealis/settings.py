@@ -94,6 +94,7 @@ class ServingSettings:
     spec_adaptive: bool
     spec_ngram: bool
     record_features: bool  # final events carry target features for the trace side store
+    native_kernels: bool  # bf16 products through the engine's own compiled kernel where it builds
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,12 @@ class Settings(BaseSettings):
         "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see README); "
         "int4: bfloat16 with the target's layer projections on 4-bit group-wise weights (the shipped "
         "Q4_1 codes), a quarter of bf16's bytes per step.",
+    )
+    native_kernels: bool = Field(
+        default=True,
+        description="bfloat16 and int4: the lean engine's bf16 products through its own C++ kernel (built "
+        "once per machine with g++ on first use; needs AVX-512 with BF16), which rounds every row alike "
+        "however many share a step and streams one-row steps faster; false, or no compiler: oneDNN.",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
     worker_max_queued: int = Field(
@@ -522,6 +529,7 @@ class Settings(BaseSettings):
             spec_adaptive=self.spec_adaptive,
             spec_ngram=self.spec_ngram,
             record_features=self.trace_features and bool(self.redis_url),
+            native_kernels=self.native_kernels,
         )
 
     @property

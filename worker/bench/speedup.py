@@ -4,6 +4,9 @@ All arms run in one process on the same test-split prompts and thread count; gre
 every arm are compared token by token with HF greedy decoding. ``--through-api`` adds what a user
 gets: the same prompts and draft served afterwards by a private appliance through the OpenAI API
 (``through_api``: tokens/s, its ratio to the in-process speculative arm, identical completions).
+``--against-onednn`` (bf16 and int4) adds the engine's target-only and speculative arms with oneDNN
+products in place of the engine's own bf16 kernel, run between two passes of the native arms (A-B-A),
+so what the kernel buys is a ratio within one run.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
+from worker.engine import native
 from worker.engine.engine import DraftRule, EngineConfig, SpecConfig, SpecEngine
+from worker.engine.linear import NativeWeight
 from worker.engine.llama import SERVING_DTYPES, LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats
 from worker.workloads import build_prompts, encode_prompt
@@ -70,6 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="add an arm serving the same prompts and draft through a private appliance's OpenAI API",
     )
     parser.add_argument("--api-trainer", action="store_true", help="run a training worker in that appliance")
+    parser.add_argument(
+        "--against-onednn",
+        action="store_true",
+        help="bfloat16/int4: add target-only and speculative arms with oneDNN bf16 products instead of "
+        "the engine's compiled kernel (native arms run again after them)",
+    )
     parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
@@ -183,6 +194,67 @@ def sampled_arms(
     return arms
 
 
+def kernel_arms(
+    target: LlamaModel,
+    config: EngineConfig,
+    draft: Eagle3Draft,
+    draft_name: str,
+    prompts: list[list[int]],
+    params: SamplingParams,
+) -> dict[str, Any]:
+    """Target-only and speculative tokens/s of ``target`` (outputs kept for comparison)."""
+    off = SpecEngine(target, replace(config, spec=SpecConfig(mode="off")))
+    spec = SpecEngine(target, config, DraftRunner(draft, target.embed, version=draft_name))
+    short = replace(params, max_new_tokens=8)
+    for engine in (off, spec):
+        run_engine(engine, prompts[:1], short)
+    off_out, _, off_s = run_engine(off, prompts, params)
+    spec_out, stats, spec_s = run_engine(spec, prompts, params)
+    return {
+        "target_only_tok_s": sum(map(len, off_out)) / off_s,
+        "spec_tok_s": sum(map(len, spec_out)) / spec_s,
+        "mean_acceptance_length": acceptance_length(stats),
+        "outputs": (off_out, spec_out),
+    }
+
+
+def against_onednn(
+    model_dir: Path,
+    dtype: str,
+    config: EngineConfig,
+    draft: Eagle3Draft,
+    draft_name: str,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    native_target: LlamaModel,
+) -> dict[str, Any]:
+    """The engine's arms with oneDNN bf16 products, between two passes of the native ones."""
+    native.enable(False)
+    try:
+        onednn_target = LlamaModel.load_named(model_dir, dtype)
+    finally:
+        native.enable(True)
+    first = kernel_arms(native_target, config, draft, draft_name, prompts, params)
+    onednn = kernel_arms(onednn_target, config, draft, draft_name, prompts, params)
+    second = kernel_arms(native_target, config, draft, draft_name, prompts, params)
+    native_outputs = first.pop("outputs")
+    second.pop("outputs")
+    onednn_outputs = onednn.pop("outputs")
+    keys = ("target_only_tok_s", "spec_tok_s", "mean_acceptance_length")
+    native_arm = {key: (first[key] + second[key]) / 2 for key in keys}
+    return {
+        "native_passes": [first, second],
+        "native": native_arm,
+        "onednn": onednn,
+        "native_over_onednn_target_only": native_arm["target_only_tok_s"] / onednn["target_only_tok_s"],
+        "native_over_onednn_spec": native_arm["spec_tok_s"] / onednn["spec_tok_s"],
+        # each kernel is lossless against its own target-only decoding; across kernels bf16 rounds apart
+        "onednn_spec_identical_to_its_target_only": onednn_outputs[1] == onednn_outputs[0],
+        "native_spec_identical_to_its_target_only": native_outputs[1] == native_outputs[0],
+        "greedy_tokens_identical_across_kernels_share": prefix_share(native_outputs[0], onednn_outputs[0]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -274,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "spec_tokens_identical_to_target_only_share": prefix_share(spec_out, off_out),
         "greedy_tokens_identical_to_fp32_share": prefix_share(off_out, hf_out),
         "dtype": args.dtype,
+        "kernels": "native" if isinstance(target.lm_head, NativeWeight) else "onednn",
         "model": str(model_dir),
         "threads": threads,
         "batch": args.batch,
@@ -297,6 +370,18 @@ def main(argv: list[str] | None = None) -> int:
         result["over_random_draft_tok_s"] = result["spec_tok_s"] / random_arm["tok_s"]
         result["outputs_identical"] = (
             result["outputs_identical"] and random_arm["outputs_identical_to_target_only"]
+        )
+    if args.against_onednn:
+        if args.dtype == "float32":
+            raise SystemExit("--against-onednn compares bf16 kernels: use --dtype bfloat16 or int4")
+        kernels = against_onednn(
+            model_dir, args.dtype, spec_config, draft, draft_name, prompts, params, target
+        )
+        result["against_onednn"] = kernels
+        result["outputs_identical"] = (
+            result["outputs_identical"]
+            and kernels["onednn_spec_identical_to_its_target_only"]
+            and kernels["native_spec_identical_to_its_target_only"]
         )
     if args.through_api:
         if args.batch != 1 or args.mode != "tree":

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from worker.engine.linear import Int4Weight, int4_supported, linear, pack, quantize_int4
+from worker.engine.linear import Weight, int4_supported, linear, pack, quantize_int4
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
 
@@ -128,11 +128,11 @@ class LayerWeights:
     """One decoder layer, with q/k/v and gate/up fused so each is a single matmul (weights packed)."""
 
     input_norm: torch.Tensor
-    qkv: torch.Tensor | Int4Weight
-    out: torch.Tensor | Int4Weight
+    qkv: Weight
+    out: Weight
     post_norm: torch.Tensor
-    gate_up: torch.Tensor | Int4Weight
-    down: torch.Tensor | Int4Weight
+    gate_up: Weight
+    down: Weight
     qkv_bias: torch.Tensor | None = None  # [(heads + 2 x kv_heads) x head_dim] where the model has one
 
 
@@ -327,7 +327,7 @@ class LlamaModel:
         embed: torch.Tensor,
         layers: list[LayerWeights],
         norm: torch.Tensor,
-        lm_head: torch.Tensor,
+        lm_head: Weight,
         max_positions: int = 8192,
     ):
         self.spec = spec
@@ -382,7 +382,7 @@ class LlamaModel:
             # them (embedding, norms) would keep every weight's pages resident a second time.
             return state[name].to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
 
-        def projection(*names: str) -> torch.Tensor | Int4Weight:
+        def projection(*names: str) -> Weight:
             weight = torch.cat([state[name] for name in names])
             if int4 and int4_supported(weight):
                 return quantize_int4(weight)

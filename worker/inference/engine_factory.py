@@ -17,6 +17,7 @@ from borealis.cpu import bf16_native
 from borealis.settings import ServingSettings
 from worker.draft.io import load_draft
 from worker.draft.runner import DraftRunner
+from worker.engine import native
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.hf_plain import PlainHFEngine, load_hf_model
 from worker.engine.llama import LlamaModel, UnsupportedModelError
@@ -80,6 +81,7 @@ def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Serv
         return _sglang_engine(settings, model_dir, home)
     try:
         check_dtype(settings)
+        native.enable(settings.native_kernels)
         target = LlamaModel.load_named(model_dir, settings.dtype)
     except UnsupportedModelError as exc:
         log.warning(

@@ -1,0 +1,158 @@
+// Batch-invariant products x @ w.T for the skinny shapes of decoding and verification (AVX-512).
+//
+// Every output is one weight row's dot product with one input row, accumulated in the same order
+// whatever the number of rows in the call: 16 weight rows at a time, one input row at a time,
+// 16 fp32 lanes per weight row along K, then one fixed reduction tree across lanes. Decoding one
+// token and verifying it among many rows therefore round alike, bit for bit. A 16-row weight block
+// streams from memory once per call and stays in cache for the other input rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace {
+
+constexpr int64_t kBlock = 16;  // weight rows per block: one reduction tree, one 16-lane store
+
+// Lane sums of 16 vectors as one vector, lane j the sum of a[j]'s lanes (a fixed tree per lane).
+inline __m512 lane_sums(__m512 (&a)[kBlock]) {
+  __m512 t[8], u[4], v[2];
+  for (int i = 0; i < 8; ++i) {
+    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
+  }
+  for (int i = 0; i < 2; ++i) {
+    v[i] = _mm512_add_ps(_mm512_unpacklo_ps(u[2 * i], u[2 * i + 1]), _mm512_unpackhi_ps(u[2 * i], u[2 * i + 1]));
+  }
+  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // lane 4q + j of w holds output 4j + q
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  return _mm512_permutexvar_ps(order, w);
+}
+
+struct Float32 {
+  using Scalar = float;
+  static constexpr int64_t kStep = 16;  // K elements per vector
+  static inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline __m512 dot(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
+  static inline void store(float* out, __m512 v, __mmask16 live) { _mm512_mask_storeu_ps(out, live, v); }
+};
+
+#if defined(__AVX512BF16__)
+struct BFloat16 {
+  using Scalar = c10::BFloat16;
+  static constexpr int64_t kStep = 32;
+  static inline __m512bh load(const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); }
+  static inline __m512 dot(__m512 acc, __m512bh w, __m512bh x) { return _mm512_dpbf16_ps(acc, w, x); }
+  static inline void store(c10::BFloat16* out, __m512 v, __mmask16 live) {
+    _mm256_mask_storeu_epi16(out, live, (__m256i)_mm512_cvtneps_pbh(v));
+  }
+};
+#endif
+
+// acc = dot(acc, w[i], x[i]) along K for each (weight row, input row) pair of a tile.
+template <typename F, int RN, int RM>
+inline void tile(const typename F::Scalar* const (&w)[RN], const typename F::Scalar* const (&x)[RM], int64_t k,
+                 __m512 (&acc)[kBlock]) {
+  for (int a = 0; a < kBlock; ++a) acc[a] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; i += F::kStep) {
+    decltype(F::load(x[0])) xv[RM];
+#pragma GCC unroll 16
+    for (int b = 0; b < RM; ++b) xv[b] = F::load(x[b] + i);
+#pragma GCC unroll 16
+    for (int a = 0; a < RN; ++a) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[a] + RN * k + i), _MM_HINT_T0);  // the next RN rows
+      const auto wv = F::load(w[a] + i);
+#pragma GCC unroll 16
+      for (int b = 0; b < RM; ++b) acc[b * RN + a] = F::dot(acc[b * RN + a], wv, xv[b]);
+    }
+  }
+}
+
+// Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows four at a time against four weight rows at a
+// time, then the rest one at a time against all sixteen. Each output accumulates in the same order
+// and reduces through the same tree either way, so it does not depend on ``rows``.
+template <typename F>
+void block(const typename F::Scalar* w, const typename F::Scalar* x, typename F::Scalar* out, int64_t rows,
+           int64_t k, int64_t n, int64_t n0) {
+  using S = typename F::Scalar;
+  const int64_t width = std::min<int64_t>(kBlock, n - n0);
+  __m512 acc[kBlock];
+  alignas(64) S sums[kBlock];
+  int64_t m = 0;
+  if (width == kBlock) {
+    for (; m + 4 <= rows; m += 4) {
+      const S* const xs[4] = {x + m * k, x + (m + 1) * k, x + (m + 2) * k, x + (m + 3) * k};
+      for (int64_t a = 0; a < kBlock; a += 4) {
+        const S* const ws[4] = {w + (n0 + a) * k, w + (n0 + a + 1) * k, w + (n0 + a + 2) * k, w + (n0 + a + 3) * k};
+        tile<F, 4, 4>(ws, xs, k, acc);
+        F::store(sums, lane_sums(acc), 0xFFFF);
+        for (int b = 0; b < 4; ++b)
+          for (int j = 0; j < 4; ++j) out[(m + b) * n + n0 + a + j] = sums[b * 4 + j];
+      }
+    }
+  }
+  const S* ws[kBlock];
+  for (int a = 0; a < kBlock; ++a) ws[a] = w + (n0 + std::min<int64_t>(a, width - 1)) * k;
+  for (; m < rows; ++m) {
+    const S* const xs[1] = {x + m * k};
+    tile<F, kBlock, 1>(reinterpret_cast<const S* const (&)[kBlock]>(ws), xs, k, acc);
+    F::store(out + m * n + n0, lane_sums(acc), static_cast<__mmask16>((1u << width) - 1));
+  }
+}
+
+template <typename F>
+at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
+  const int64_t k = x.size(-1);
+  const int64_t n = weight.size(0);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == k && k % F::kStep == 0, "skinny: K must match and divide");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == x.scalar_type(), "skinny: contiguous, same dtype");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  using S = typename F::Scalar;
+  const S* w = reinterpret_cast<const S*>(weight.data_ptr());
+  const S* xp = reinterpret_cast<const S*>(flat.data_ptr());
+  S* o = reinterpret_cast<S*>(out.data_ptr());
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) block<F>(w, xp, o, rows, k, n, b * kBlock);
+  });
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return out.view(shape);
+}
+
+at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
+  if (x.scalar_type() == at::kFloat) return product<Float32>(x, weight);
+#if defined(__AVX512BF16__)
+  if (x.scalar_type() == at::kBFloat16) return product<BFloat16>(x, weight);
+#endif
+  TORCH_CHECK(false, "skinny: no kernel for ", x.scalar_type(), " on this build");
+}
+
+bool skinny_supports(at::ScalarType dtype) {
+#if defined(__AVX512BF16__)
+  if (dtype == at::kBFloat16) return true;
+#endif
+  return dtype == at::kFloat;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(borealis_skinny, m) {
+  m.def("linear(Tensor x, Tensor weight) -> Tensor");
+  m.def("supports(ScalarType dtype) -> bool");
+}
+
+TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) { m.impl("linear", &skinny_linear); }
+
+TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) { m.impl("supports", &skinny_supports); }
