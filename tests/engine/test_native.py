@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from worker.engine import native
 from worker.engine.linear import NativeWeight, linear, pack
+from worker.engine.llama import LlamaModel, causal_step_input
 
 pytestmark = pytest.mark.skipif(
     not native.supports(torch.bfloat16, 64), reason="no AVX-512 BF16 CPU or no C++ compiler here"
@@ -69,3 +71,66 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
     assert "build failed" in caplog.text
     monkeypatch.setenv("CXX", "no-such-compiler")
     assert native._library() is None
+
+
+def attention_inputs(rows: int, span: int, seed: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, n, 64, generator=generator).to(torch.bfloat16) for n in (rows, span, span))
+    allowed = torch.rand(2, 1, rows, span, generator=generator) > 0.3
+    allowed[..., 0] = True
+    mask = torch.zeros(2, 1, rows, span).masked_fill(~allowed, float("-inf")).to(torch.bfloat16)
+    return q, k, v, mask
+
+
+def test_native_attention_is_softmax_attention_within_bf16_rounding() -> None:
+    q, k, v, mask = attention_inputs(12, 70, seed=8)
+    got = native.attention(q, k, v, mask)
+    exact = torch.nn.functional.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=mask.double()
+    )
+    assert got.dtype == torch.bfloat16
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-3)
+
+
+def test_a_query_row_attends_alike_alone_among_rows_and_over_a_padded_span() -> None:
+    q, k, v, mask = attention_inputs(12, 70, seed=9)
+    together = native.attention(q, k, v, mask)
+    alone = torch.cat(
+        [native.attention(q[:, :, i : i + 1], k, v, mask[:, :, i : i + 1]) for i in range(12)], 2
+    )
+    assert torch.equal(alone, together)
+    pad = torch.zeros(2, 3, 10, 64, dtype=torch.bfloat16)
+    padded_mask = torch.nn.functional.pad(mask, (0, 10), value=float("-inf"))
+    padded = native.attention(q, torch.cat([k, pad + 1], 2), torch.cat([v, pad + 1], 2), padded_mask)
+    assert torch.equal(padded, together)
+
+
+def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_dir: Path) -> None:
+    # torch's attention and oneDNN rounded 64-token steps and steps past a context of ~200 apart
+    model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+    assert model.native_attention and isinstance(model.layers[0].down, NativeWeight)
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(100, 20000, (1, 260), generator=generator)
+    new = torch.randint(100, 20000, (1, 70), generator=generator)
+
+    def hidden(chunks: list[int], neighbour: int = 0) -> torch.Tensor:
+        """Hidden states of ``new`` fed in ``chunks``; with ``neighbour``, each step shares its forward
+        with a second sequence whose span is that many tokens longer."""
+        slots = 2 if neighbour else 1
+        cache = model.new_cache(slots, 512)
+        model.forward(causal_step_input(prompt.expand(slots, -1), [0] * slots), cache)
+        if neighbour:
+            model.forward(causal_step_input(new[:, :neighbour], [260]), cache, first_slot=1)
+        out, done = [], 0
+        for size in chunks:
+            tokens = new[:, done : done + size].expand(slots, -1)
+            lengths = [260 + done, 260 + neighbour + done][:slots]
+            h, _ = model.forward(causal_step_input(tokens, lengths), cache)
+            out.append(h[:1])
+            done += size
+        return torch.cat(out, dim=1)
+
+    one_by_one = hidden([1] * 70)
+    for chunks in ([64, 6], [16] * 4 + [6], [3, 67]):
+        assert torch.equal(hidden(chunks), one_by_one), chunks
+    assert torch.equal(hidden([1] * 10 + [4] * 15, neighbour=60)[:, :70], one_by_one)

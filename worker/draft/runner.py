@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from worker.draft.model import Eagle3Draft
+from worker.engine import native
 from worker.engine.linear import linear, pack
 from worker.engine.llama import (
     KVCache,
@@ -58,6 +59,7 @@ class DraftRunner:
             self.lm_head = pack(cast(draft.lm_head))
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
+        self.native_attention = native.serves(dtype) and config.head_dim % 32 == 0
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.spec, 1, batch, max_len, self.dtype)
@@ -96,7 +98,16 @@ class DraftRunner:
         mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, self.dtype)
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         attn = attention_block(
-            x, self.layer, self.spec, cache.k[0, slots], cache.v[0, slots], cos, sin, flat_index, mask
+            x,
+            self.layer,
+            self.spec,
+            cache.k[0, slots],
+            cache.v[0, slots],
+            cos,
+            sin,
+            flat_index,
+            mask,
+            native_attention=self.native_attention,
         )
         h = hidden + attn
         return h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)

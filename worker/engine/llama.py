@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from worker.engine import native
 from worker.engine.linear import Weight, int4_supported, linear, pack, quantize_int4
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
@@ -227,6 +228,7 @@ def attention_block(
     flat_index: torch.Tensor,
     mask: torch.Tensor,
     rows: torch.Tensor | None = None,
+    native_attention: bool = False,
 ) -> torch.Tensor:
     """Self-attention over cached history plus the new tokens (GQA by folding query groups).
 
@@ -253,7 +255,8 @@ def attention_block(
     cache_v.view(cache_rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
     span = mask.shape[-1]
     q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
-    attn = attention(q, cache_k[:, :, :span], cache_v[:, :, :span], mask)
+    keys, values = cache_k[:, :, :span], cache_v[:, :, :span]
+    attn = native.attention(q, keys, values, mask) if native_attention else attention(q, keys, values, mask)
     attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
     if rows is not None:
         attn = attn.view(batch * count, -1).index_select(0, rows).view(x.shape)
@@ -273,7 +276,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     :meth:`LlamaModel.forward`). Measured bitwise on torch 2.13 CPU for steps of up to 16 tokens
     per sequence at contexts under about 200; a 64-token step, multi-token steps past that context
     and a batch neighbour with a far longer span still round apart, so bf16 greedy output can still
-    drift there. fp32 is left as it was and stays the lossless default.
+    drift there. fp32 is left as it was and stays the lossless default. Where the engine's own
+    kernels serve bf16 (:mod:`worker.engine.native`), attention runs there instead and none of this
+    applies: every row rounds alike.
     """
     rows = q.shape[2]
     if q.dtype != torch.bfloat16 or rows >= BF16_MIN_QUERY_ROWS:
@@ -338,6 +343,8 @@ class LlamaModel:
         self.feature_layers = spec.feature_layers()
         self.cos, self.sin = rotary_tables(spec.head_dim, spec.rope_theta, max_positions, spec.rope_llama3)
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
+        # decided once, with the weights' packing: a model keeps the kernels it was loaded with
+        self.native_attention = native.serves(embed.dtype) and spec.head_dim % 32 == 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -432,7 +439,7 @@ class LlamaModel:
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
         mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, self.dtype)
-        if self.dtype == torch.bfloat16:
+        if self.dtype == torch.bfloat16 and not self.native_attention:
             span = mask.shape[-1]
             mask = F.pad(mask, (0, bf16_span(span) - span), value=float("-inf"))
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
@@ -440,7 +447,17 @@ class LlamaModel:
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (spec.hidden_size,), layer.input_norm, spec.rms_norm_eps)
             x = x + attention_block(
-                h, layer, spec, cache.k[i, slots], cache.v[i, slots], cos, sin, flat_index, mask, rows
+                h,
+                layer,
+                spec,
+                cache.k[i, slots],
+                cache.v[i, slots],
+                cos,
+                sin,
+                flat_index,
+                mask,
+                rows,
+                self.native_attention,
             )
             h = F.rms_norm(x, (spec.hidden_size,), layer.post_norm, spec.rms_norm_eps)
             x = x + mlp_block(h, layer)

@@ -1,8 +1,9 @@
-"""The engine's own C++ kernel (``native/skinny.cpp``), compiled once per machine and loaded into torch.
+"""The engine's own C++ kernels (``native/skinny.cpp``), compiled once per machine and loaded into torch.
 
-The kernel computes ``x @ w.T`` so that every output row depends on its own input row alone (see the
-source): bfloat16 decoding and verification then round alike without the padding tricks oneDNN
-needs, and a one-row bf16 step streams the weights faster than oneDNN's (measured in the README).
+For bfloat16 they compute ``x @ w.T`` and attention so that every output row depends on its own
+input row alone (see the source): bf16 decoding and verification then round alike however many rows
+share a step and however long the span, which oneDNN's products and torch's attention do not, and a
+one-row bf16 step streams the weights faster than oneDNN's (measured in the README).
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
 build fails, or the CPU lacks AVX-512, the engine keeps oneDNN and logs why once.
@@ -35,16 +36,27 @@ def enable(on: bool) -> None:
     _enabled = on
 
 
-def supports(dtype: torch.dtype, in_features: int) -> bool:
-    """Whether :func:`product` serves weights of this dtype and width here."""
-    if not _enabled or dtype != torch.bfloat16 or in_features % 32:
+def serves(dtype: torch.dtype) -> bool:
+    """Whether the kernels serve this dtype here (bfloat16 on AVX-512 BF16 CPUs), and are switched on."""
+    if not _enabled or dtype != torch.bfloat16:
         return False
     return _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
+
+
+def supports(dtype: torch.dtype, in_features: int) -> bool:
+    """Whether :func:`product` serves weights of this dtype and width here."""
+    return in_features % 32 == 0 and serves(dtype)
 
 
 def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for a contiguous ``[out, in]`` weight that :func:`supports` accepts."""
     return torch.ops.borealis_skinny.linear(x, weight)  # type: ignore[no-any-return]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of bf16 ``q [B, H, R, D]`` over ``k``, ``v [B, H, S, D]`` with an additive
+    ``mask [B, 1, R, S]`` (``-inf``: not allowed), each query row on its own (``D`` a multiple of 32)."""
+    return torch.ops.borealis_skinny.attention(q, k, v, mask)  # type: ignore[no-any-return]
 
 
 def cache_dir() -> Path:

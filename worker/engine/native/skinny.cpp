@@ -12,7 +12,9 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -82,7 +84,7 @@ inline void tile(const typename F::Scalar* const (&w)[RN], const typename F::Sca
 // time, then the rest one at a time against all sixteen. Each output accumulates in the same order
 // and reduces through the same tree either way, so it does not depend on ``rows``.
 template <typename F>
-void block(const typename F::Scalar* w, const typename F::Scalar* x, typename F::Scalar* out, int64_t rows,
+void block(const typename F::Scalar* wb, const typename F::Scalar* x, typename F::Scalar* out, int64_t rows,
            int64_t k, int64_t n, int64_t n0) {
   using S = typename F::Scalar;
   const int64_t width = std::min<int64_t>(kBlock, n - n0);
@@ -93,7 +95,7 @@ void block(const typename F::Scalar* w, const typename F::Scalar* x, typename F:
     for (; m + 4 <= rows; m += 4) {
       const S* const xs[4] = {x + m * k, x + (m + 1) * k, x + (m + 2) * k, x + (m + 3) * k};
       for (int64_t a = 0; a < kBlock; a += 4) {
-        const S* const ws[4] = {w + (n0 + a) * k, w + (n0 + a + 1) * k, w + (n0 + a + 2) * k, w + (n0 + a + 3) * k};
+        const S* const ws[4] = {wb + a * k, wb + (a + 1) * k, wb + (a + 2) * k, wb + (a + 3) * k};
         tile<F, 4, 4>(ws, xs, k, acc);
         F::store(sums, lane_sums(acc), 0xFFFF);
         for (int b = 0; b < 4; ++b)
@@ -102,7 +104,7 @@ void block(const typename F::Scalar* w, const typename F::Scalar* x, typename F:
     }
   }
   const S* ws[kBlock];
-  for (int a = 0; a < kBlock; ++a) ws[a] = w + (n0 + std::min<int64_t>(a, width - 1)) * k;
+  for (int a = 0; a < kBlock; ++a) ws[a] = wb + std::min<int64_t>(a, width - 1) * k;
   for (; m < rows; ++m) {
     const S* const xs[1] = {x + m * k};
     tile<F, kBlock, 1>(reinterpret_cast<const S* const (&)[kBlock]>(ws), xs, k, acc);
@@ -124,12 +126,82 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
   const S* xp = reinterpret_cast<const S*>(flat.data_ptr());
   S* o = reinterpret_cast<S*>(out.data_ptr());
   at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) block<F>(w, xp, o, rows, k, n, b * kBlock);
+    for (int64_t b = begin; b < end; ++b) block<F>(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
   });
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = n;
   return out.view(shape);
 }
+
+#if defined(__AVX512BF16__)
+// Attention for bf16 queries, keys and values, one query row at a time: scores in fp32 (each a 64-lane
+// dot product reduced by one fixed tree), a softmax over the allowed keys in key order, and the
+// weighted sum of values in key order, rounded to bf16 once. A row's result depends on its own query
+// and the keys its mask allows, never on how many rows share the call or how far the span is padded.
+inline float dot_bf16(const c10::BFloat16* a, const c10::BFloat16* b, int64_t d) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 32) {
+    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(b + i));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+inline __m512 widen(const c10::BFloat16* p) {  // 16 bf16 -> 16 fp32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+// q [B, H, R, D], k and v [B, H, S, D] (any strides but D's), mask [B, 1, R, S] additive (-inf: masked).
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+                  v.scalar_type() == at::kBFloat16, "attention: bf16 q, k, v");
+  const int64_t batch = q.size(0), heads = q.size(1), rows = q.size(2), d = q.size(3), span = k.size(2);
+  TORCH_CHECK(d % 32 == 0 && k.size(3) == d && v.size(3) == d && k.stride(3) == 1 && v.stride(3) == 1,
+              "attention: head dim a multiple of 32, contiguous");
+  TORCH_CHECK(mask.size(-1) == span && mask.size(-2) == rows, "attention: mask [B, 1, R, S]");
+  const at::Tensor qc = q.contiguous();
+  const at::Tensor m = mask.to(at::kFloat).expand({batch, 1, rows, span}).contiguous();
+  at::Tensor out = at::empty({batch, heads, rows, d}, q.options());
+  const auto* qp = qc.data_ptr<c10::BFloat16>();
+  const auto* kp = k.data_ptr<c10::BFloat16>();
+  const auto* vp = v.data_ptr<c10::BFloat16>();
+  const float* mp = m.data_ptr<float>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  at::parallel_for(0, batch * heads * rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> weights(span);
+    std::vector<__m512> acc(d / 16);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / (heads * rows), h = (item / rows) % heads, r = item % rows;
+      const c10::BFloat16* qr = qp + item * d;
+      const float* mr = mp + (b * rows + r) * span;
+      const c10::BFloat16* kh = kp + b * k.stride(0) + h * k.stride(1);
+      const c10::BFloat16* vh = vp + b * v.stride(0) + h * v.stride(1);
+      float top = -INFINITY;
+      for (int64_t j = 0; j < span; ++j) {
+        if (std::isinf(mr[j]) && mr[j] < 0) continue;
+        weights[j] = dot_bf16(qr, kh + j * k.stride(2), d) * scale + mr[j];
+        top = std::fmax(top, weights[j]);
+      }
+      for (auto& a : acc) a = _mm512_setzero_ps();
+      float total = 0.0f;
+      for (int64_t j = 0; j < span; ++j) {
+        if (std::isinf(mr[j]) && mr[j] < 0) continue;
+        const float p = std::exp(weights[j] - top);
+        total += p;
+        const __m512 pv = _mm512_set1_ps(p);
+        const c10::BFloat16* vr = vh + j * v.stride(2);
+        for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_fmadd_ps(pv, widen(vr + c * 16), acc[c]);
+      }
+      const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+      for (int64_t c = 0; c < d / 16; ++c) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + item * d + c * 16),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], norm)));
+      }
+    }
+  });
+  return out;
+}
+#endif
 
 at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
   if (x.scalar_type() == at::kFloat) return product<Float32>(x, weight);
@@ -150,9 +222,15 @@ bool skinny_supports(at::ScalarType dtype) {
 
 TORCH_LIBRARY(borealis_skinny, m) {
   m.def("linear(Tensor x, Tensor weight) -> Tensor");
+  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor mask) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
 }
 
-TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) { m.impl("linear", &skinny_linear); }
+TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
+  m.impl("linear", &skinny_linear);
+#if defined(__AVX512BF16__)
+  m.impl("attention", &attention);
+#endif
+}
 
 TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) { m.impl("supports", &skinny_supports); }
