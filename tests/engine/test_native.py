@@ -1,4 +1,4 @@
-"""The engine's compiled bf16 kernel: right products, each output row from its own input row alone."""
+"""The engine's compiled kernels: right products, each output row from its own input row alone."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.test_int4 import q4_1_dequantized
 from worker.engine import native
-from worker.engine.linear import NativeWeight, linear, pack
+from worker.engine.linear import NativeWeight, linear, pack, quantize_int4
 from worker.engine.llama import LlamaModel, causal_step_input
 
 pytestmark = pytest.mark.skipif(
@@ -134,3 +135,17 @@ def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_di
     for chunks in ([64, 6], [16] * 4 + [6], [3, 67]):
         assert torch.equal(hidden(chunks), one_by_one), chunks
     assert torch.equal(hidden([1] * 10 + [4] * 15, neighbour=60)[:, :70], one_by_one)
+
+
+def test_a_prompt_prefills_int4_weights_in_q4_1_layout_as_their_bf16_values() -> None:
+    weight = q4_1_dequantized(80, 1536, seed=10)  # values exact in bf16: the product is checkable
+    quantized = quantize_int4(weight)
+    assert quantized.prefill is not None
+    x = bf16(19, 1536, seed=11)
+    got = linear(x, quantized, prefill=True)
+    exact = x.double() @ weight.double().T
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+    alone = torch.cat([linear(x[i : i + 1], quantized, prefill=True) for i in range(19)])
+    assert torch.equal(alone, got)
+    # decoding keeps torch's int4 kernel: cheapest for one row
+    torch.testing.assert_close(linear(x, quantized).double(), exact, rtol=0.02, atol=0.05)

@@ -214,7 +214,8 @@ class SpecEngine:
         hidden = torch.empty(0)
         for start in range(0, len(prompt), chunk):
             ids = torch.tensor([prompt[start : start + chunk]])
-            hidden, features = self.target.forward(causal_step_input(ids, [start]), self.cache, slot)
+            step = causal_step_input(ids, [start])
+            hidden, features = self.target.forward(step, self.cache, slot, prefill=True)
             self.features[slot, start : start + ids.shape[1]] = features[0]
             if self.config.record_features:
                 self.final_hidden[slot, start : start + ids.shape[1]] = hidden[0]

@@ -49,12 +49,22 @@ INT4_OFFSET = 8  # torch's kernel reads a code q as (q - 8) * scale + zero
 
 
 @dataclass(frozen=True)
+class Q4Codes:
+    """The same codes in Q4_1's own block layout for :func:`worker.engine.native.product_q4`."""
+
+    codes: torch.Tensor  # [out, in / 2] uint8: per group, code i in byte i's low nibble, code i + 16 high
+    scales: torch.Tensor  # [out, in / 32] float16
+    mins: torch.Tensor  # [out, in / 32] float16
+
+
+@dataclass(frozen=True)
 class Int4Weight:
     """An ``[out, in]`` weight as 4-bit codes with a bf16 scale and minimum per group of 32 inputs."""
 
     packed: torch.Tensor  # torch's CPU int4 layout of the codes
     scales_and_zeros: torch.Tensor  # [in / 32, out, 2] bf16: scale, and the value of code 8
     out_features: int
+    prefill: Q4Codes | None = None  # where the native kernel is built: prompts' prefill runs there
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,22 @@ def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def quantize_int4(weight: torch.Tensor) -> Int4Weight:
-    """:func:`int4_groups` packed for the kernel, scale and minimum rounded to bf16 (what it takes)."""
+    """:func:`int4_groups` packed for the kernel, scale and minimum rounded to bf16 (what it takes);
+    and, where the native kernel serves bf16, in Q4_1's layout with fp16 scales and minimums too."""
     codes, scale, low = int4_groups(weight)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.reshape(weight.shape), 1)
     zero = low + INT4_OFFSET * scale
     scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
-    return Int4Weight(packed, scales_and_zeros, weight.shape[0])
+    prefill = None
+    if native.supports(torch.bfloat16, weight.shape[1]):
+        small = codes.to(torch.uint8)
+        nibbles = (small[..., : INT4_GROUP // 2] | (small[..., INT4_GROUP // 2 :] << 4)).reshape(
+            weight.shape[0], -1
+        )
+        prefill = Q4Codes(
+            nibbles.contiguous(), scale[..., 0].half().contiguous(), low[..., 0].half().contiguous()
+        )
+    return Int4Weight(packed, scales_and_zeros, weight.shape[0], prefill)
 
 
 def dequantize_int4(weight: Int4Weight) -> torch.Tensor:
@@ -140,10 +160,18 @@ def padded_rows(rows: int, dtype: torch.dtype = torch.float32, features: int = 0
     return -(-rows // step) * step
 
 
-def linear(x: torch.Tensor, weight: Weight) -> torch.Tensor:
-    """``x @ weight.T`` for a weight from :func:`pack` or :func:`quantize_int4` (or any plain tensor)."""
+def linear(x: torch.Tensor, weight: Weight, prefill: bool = False) -> torch.Tensor:
+    """``x @ weight.T`` for a weight from :func:`pack` or :func:`quantize_int4` (or any plain tensor).
+
+    ``prefill``: a prompt's rows. torch's int4 kernel is cheapest for one row but adds about as much
+    again per row, so a prompt's int4 products run in the native kernel where it is built (a prompt's
+    positions are computed by prefill alone, in speculative and target-only decoding alike).
+    """
     if isinstance(weight, NativeWeight):
         return native.product(x, weight.weight)
+    if isinstance(weight, Int4Weight) and prefill and weight.prefill is not None:
+        q4 = weight.prefill
+        return native.product_q4(x, q4.codes, q4.scales, q4.mins)
     if isinstance(weight, Int4Weight):
         out = _int4_product(x.reshape(-1, x.shape[-1]), weight)
         return out.view(*x.shape[:-1], weight.out_features)

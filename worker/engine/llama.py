@@ -229,6 +229,7 @@ def attention_block(
     mask: torch.Tensor,
     rows: torch.Tensor | None = None,
     native_attention: bool = False,
+    prefill: bool = False,
 ) -> torch.Tensor:
     """Self-attention over cached history plus the new tokens (GQA by folding query groups).
 
@@ -240,7 +241,7 @@ def attention_block(
     batch, count = cos.shape[:2]
     heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     groups = heads // kv_heads
-    qkv = linear(x, layer.qkv)
+    qkv = linear(x, layer.qkv, prefill)
     if layer.qkv_bias is not None:
         qkv = qkv + layer.qkv_bias
     if rows is not None:  # padding rows get zeros: only their own row attends to them
@@ -260,7 +261,7 @@ def attention_block(
     attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
     if rows is not None:
         attn = attn.view(batch * count, -1).index_select(0, rows).view(x.shape)
-    return linear(attn, layer.out)
+    return linear(attn, layer.out, prefill)
 
 
 BF16_MIN_QUERY_ROWS = 4  # torch's CPU attention rounds bf16 differently below this many query rows
@@ -293,9 +294,9 @@ def bf16_span(span: int) -> int:
     return -(-span // BF16_SPAN_MULTIPLE) * BF16_SPAN_MULTIPLE
 
 
-def mlp_block(x: torch.Tensor, layer: LayerWeights) -> torch.Tensor:
-    gate, up = linear(x, layer.gate_up).chunk(2, dim=-1)
-    return linear(F.silu(gate) * up, layer.down)
+def mlp_block(x: torch.Tensor, layer: LayerWeights, prefill: bool = False) -> torch.Tensor:
+    gate, up = linear(x, layer.gate_up, prefill).chunk(2, dim=-1)
+    return linear(F.silu(gate) * up, layer.down, prefill)
 
 
 def flat_cache_index(write_index: torch.Tensor, kv_heads: int, max_len: int) -> torch.Tensor:
@@ -421,7 +422,12 @@ class LlamaModel:
 
     @torch.inference_mode()
     def forward(
-        self, step: StepInput, cache: KVCache, first_slot: int = 0, rows: torch.Tensor | None = None
+        self,
+        step: StepInput,
+        cache: KVCache,
+        first_slot: int = 0,
+        rows: torch.Tensor | None = None,
+        prefill: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run new tokens for cache slots ``first_slot...`` through the model, caching their keys/values.
 
@@ -432,6 +438,9 @@ class LlamaModel:
         then ``[1, len(rows), ...]``, those rows in that order. Trees of one batch differ in size and
         are padded to the widest; every projection (and the head after) costs per row, so padding
         rows skip all but attention, where they attend only to themselves.
+
+        ``prefill``: the rows are a prompt's (see :func:`worker.engine.linear.linear`); a position
+        must be computed the same way in every decoding of it, so only prompts may say so.
         """
         spec = self.spec
         x = F.embedding(step.tokens if rows is None else step.tokens.view(1, -1)[:, rows], self.embed)
@@ -458,9 +467,10 @@ class LlamaModel:
                 mask,
                 rows,
                 self.native_attention,
+                prefill,
             )
             h = F.rms_norm(x, (spec.hidden_size,), layer.post_norm, spec.rms_norm_eps)
-            x = x + mlp_block(h, layer)
+            x = x + mlp_block(h, layer, prefill)
             if i in self.feature_layers:
                 outputs[i] = x
         hidden = F.rms_norm(x, (spec.hidden_size,), self.norm, spec.rms_norm_eps)

@@ -53,6 +53,14 @@ def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.borealis_skinny.linear(x, weight)  # type: ignore[no-any-return]
 
 
+def product_q4(
+    x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor
+) -> torch.Tensor:
+    """``x @ w.T`` for 4-bit weights in Q4_1's layout (see the source), each 16-row block dequantized
+    to bf16 once per call: cheap per extra row, so a prompt's prefill runs here."""
+    return torch.ops.borealis_skinny.linear_q4(x, codes, scales, mins)  # type: ignore[no-any-return]
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax attention of bf16 ``q [B, H, R, D]`` over ``k``, ``v [B, H, S, D]`` with an additive
     ``mask [B, 1, R, S]`` (``-inf``: not allowed), each query row on its own (``D`` a multiple of 32)."""

@@ -134,6 +134,71 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
 }
 
 #if defined(__AVX512BF16__)
+// 4-bit weights in Q4_1's layout: per group of 32 inputs an fp16 scale s and minimum m and 16 bytes of
+// codes q (code i in the low nibble of byte i, code i + 16 in its high nibble), w = s q + m. Each
+// 16-row block is dequantized to bf16 (the fp32 value s q + m, rounded once) and multiplied as a bf16
+// weight is: the same weight values and the same order of operations for any number of rows.
+constexpr int64_t kGroup = 32;
+
+void dequantize_block(const uint8_t* codes, const at::Half* scales, const at::Half* mins, int64_t k,
+                      int64_t width, c10::BFloat16* out) {
+  const int64_t groups = k / kGroup;
+  const __m128i low_nibbles = _mm_set1_epi8(0x0F);
+  alignas(64) float s[16], m[16];
+  for (int64_t a = 0; a < width; ++a) {
+    for (int64_t g0 = 0; g0 < groups; g0 += 16) {
+      const int64_t count = std::min<int64_t>(16, groups - g0);
+      const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
+      _mm512_store_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, scales + a * groups + g0)));
+      _mm512_store_ps(m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, mins + a * groups + g0)));
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t g = g0 + i;
+        const __m128i bytes =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + a * (k / 2) + g * (kGroup / 2)));
+        const __m512 scale = _mm512_set1_ps(s[i]), low = _mm512_set1_ps(m[i]);
+        const __m512 first =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, low_nibbles))), scale, low);
+        const __m512 second = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles))), scale,
+            low);
+        _mm512_storeu_si512(out + a * k + g * kGroup, (__m512i)_mm512_cvtne2ps_pbh(second, first));
+      }
+    }
+  }
+}
+
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins) {
+  const int64_t k = x.size(-1);
+  const int64_t n = codes.size(0);
+  const int64_t groups = k / kGroup;
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && k % kGroup == 0, "q4: bf16 input, K a multiple of 32");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.size(1) * 2 == k && codes.is_contiguous(), "q4: codes");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && mins.scalar_type() == at::kHalf && scales.size(1) == groups &&
+                  scales.is_contiguous() && mins.is_contiguous(), "q4: fp16 scales and minimums per group");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  auto* o = out.data_ptr<c10::BFloat16>();
+  const auto* c = codes.data_ptr<uint8_t>();
+  const auto* sc = scales.data_ptr<at::Half>();
+  const auto* mn = mins.data_ptr<at::Half>();
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    std::vector<c10::BFloat16> weights(kBlock * k);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n0 = b * kBlock;
+      const int64_t width = std::min<int64_t>(kBlock, n - n0);
+      dequantize_block(c + n0 * (k / 2), sc + n0 * groups, mn + n0 * groups, k, width, weights.data());
+      block<BFloat16>(weights.data(), xp, o, rows, k, n, n0);
+    }
+  });
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return out.view(shape);
+}
+#endif
+
+#if defined(__AVX512BF16__)
 // Attention for bf16 queries, keys and values, one query row at a time: scores in fp32 (each a 64-lane
 // dot product reduced by one fixed tree), a softmax over the allowed keys in key order, and the
 // weighted sum of values in key order, rounded to bf16 once. A row's result depends on its own query
@@ -222,6 +287,7 @@ bool skinny_supports(at::ScalarType dtype) {
 
 TORCH_LIBRARY(borealis_skinny, m) {
   m.def("linear(Tensor x, Tensor weight) -> Tensor");
+  m.def("linear_q4(Tensor x, Tensor codes, Tensor scales, Tensor mins) -> Tensor");
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor mask) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
 }
@@ -229,6 +295,7 @@ TORCH_LIBRARY(borealis_skinny, m) {
 TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear", &skinny_linear);
 #if defined(__AVX512BF16__)
+  m.impl("linear_q4", &q4_linear);
   m.impl("attention", &attention);
 #endif
 }
