@@ -1,4 +1,5 @@
-"""`borealis bench speedup` on a tiny model: every arm lossless, the random-draft arm beside the draft's."""
+"""`borealis bench speedup` on a tiny model: every arm lossless, the random-draft arm beside the draft's,
+the oneDNN arms beside the native kernel's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+import torch
+
+from borealis.cpu import bf16_native
 from tests.procs import cli_argv
+from worker.engine import native
 
 
 def test_the_random_draft_arm_runs_beside_the_drafts_own(
@@ -35,3 +41,22 @@ def test_the_temperature_arms_compare_the_two_sampling_rules(
     for rule in ("", "sampled_", "point_mass_"):
         assert sampled[f"{rule}mean_acceptance_length"] >= 1.0 and sampled[f"{rule}tok_s"] > 0
     assert sampled["over_greedy_acceptance_length"] > 0
+
+
+@pytest.mark.skipif(not bf16_native(), reason="bf16 arms need a CPU with native bfloat16")
+def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "speedup.json"
+    args = ["--requests", "2", "--max-new-tokens", "12", "--dtype", "bfloat16", "--against-onednn"]
+    subprocess.run(
+        [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
+    )
+    result = json.loads(out.read_text())
+    kernels = result["against_onednn"]
+    assert result["outputs_identical"] and kernels["onednn_spec_identical_to_its_target_only"]
+    assert len(kernels["native_passes"]) == 2 and kernels["onednn"]["target_only_tok_s"] > 0
+    native_mean = sum(p["spec_tok_s"] for p in kernels["native_passes"]) / 2
+    assert kernels["native_over_onednn_spec"] == native_mean / kernels["onednn"]["spec_tok_s"]
+    assert result["kernels"] == ("native" if native.serves(torch.bfloat16) else "onednn")

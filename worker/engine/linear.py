@@ -105,13 +105,9 @@ def quantize_int4(weight: torch.Tensor) -> Int4Weight:
     scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
     prefill = None
     if native.supports(torch.bfloat16, weight.shape[1]):
-        small = codes.to(torch.uint8)
-        nibbles = (small[..., : INT4_GROUP // 2] | (small[..., INT4_GROUP // 2 :] << 4)).reshape(
-            weight.shape[0], -1
-        )
-        prefill = Q4Codes(
-            nibbles.contiguous(), scale[..., 0].half().contiguous(), low[..., 0].half().contiguous()
-        )
+        small, half = codes.to(torch.uint8), INT4_GROUP // 2
+        nibbles = (small[..., :half] | (small[..., half:] << 4)).reshape(weight.shape[0], -1).contiguous()
+        prefill = Q4Codes(nibbles, scale[..., 0].half().contiguous(), low[..., 0].half().contiguous())
     return Int4Weight(packed, scales_and_zeros, weight.shape[0], prefill)
 
 
