@@ -1,4 +1,4 @@
-"""The engine's own C++ kernels (``native/skinny.cpp``), compiled once per machine and loaded into torch.
+"""The engine's own C++ kernels (``kernels/skinny.cpp``), compiled once per machine and loaded into torch.
 
 For bfloat16 they compute ``x @ w.T`` and attention so that every output row depends on its own
 input row alone (see the source): bf16 decoding and verification then round alike however many rows
@@ -24,7 +24,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("native") / "skinny.cpp"
+SOURCE = Path(__file__).with_name("kernels") / "skinny.cpp"
 BUILD_TIMEOUT_S = 600
 
 _enabled = True
