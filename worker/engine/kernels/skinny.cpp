@@ -1,10 +1,12 @@
-// Batch-invariant products x @ w.T for the skinny shapes of decoding and verification (AVX-512).
+// The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512): x @ w.T for
+// bf16 weights and for 4-bit Q4_1 weights, and attention. Every output row depends on its own input
+// row alone, bit for bit, so decoding a token and verifying it among many rows round alike.
 //
-// Every output is one weight row's dot product with one input row, accumulated in the same order
-// whatever the number of rows in the call: 16 weight rows at a time, one input row at a time,
-// 16 fp32 lanes per weight row along K, then one fixed reduction tree across lanes. Decoding one
-// token and verifying it among many rows therefore round alike, bit for bit. A 16-row weight block
-// streams from memory once per call and stays in cache for the other input rows.
+// A product computes each output as one weight row's dot product with one input row, accumulated
+// along K in 16 fp32 lanes in the same order whatever the number of rows (16-row weight blocks, as
+// 4 x 4 register tiles of weight and input rows or one input row against all 16), then reduced across
+// lanes by one fixed tree. A weight block streams from memory once per call and stays in cache for
+// the other input rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
