@@ -43,25 +43,16 @@ inline __m512 lane_sums(__m512 (&a)[kBlock]) {
   return _mm512_permutexvar_ps(order, w);
 }
 
-struct Float32 {
-  using Scalar = float;
-  static constexpr int64_t kStep = 16;  // K elements per vector
-  static inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
-  static inline __m512 dot(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
-  static inline void store(float* out, __m512 v, __mmask16 live) { _mm512_mask_storeu_ps(out, live, v); }
-};
-
 #if defined(__AVX512BF16__)
-struct BFloat16 {
+struct BFloat16 {  // the element type: how K is loaded, dotted and stored
   using Scalar = c10::BFloat16;
-  static constexpr int64_t kStep = 32;
+  static constexpr int64_t kStep = 32;  // K elements per vector
   static inline __m512bh load(const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); }
   static inline __m512 dot(__m512 acc, __m512bh w, __m512bh x) { return _mm512_dpbf16_ps(acc, w, x); }
   static inline void store(c10::BFloat16* out, __m512 v, __mmask16 live) {
     _mm256_mask_storeu_epi16(out, live, (__m256i)_mm512_cvtneps_pbh(v));
   }
 };
-#endif
 
 // acc = dot(acc, w[i], x[i]) along K for each (weight row, input row) pair of a tile.
 template <typename F, int RN, int RM>
@@ -135,7 +126,6 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
   return out.view(shape);
 }
 
-#if defined(__AVX512BF16__)
 // 4-bit weights in Q4_1's layout: per group of 32 inputs an fp16 scale s and minimum m and 16 bytes of
 // codes q (code i in the low nibble of byte i, code i + 16 in its high nibble), w = s q + m. Each
 // 16-row block is dequantized to bf16 (the fp32 value s q + m, rounded once) and multiplied as a bf16
@@ -198,9 +188,7 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   shape.back() = n;
   return out.view(shape);
 }
-#endif
 
-#if defined(__AVX512BF16__)
 // Attention for bf16 queries, keys and values, one query row at a time: scores in fp32 (each a 64-lane
 // dot product reduced by one fixed tree), a softmax over the allowed keys in key order, and the
 // weighted sum of values in key order, rounded to bf16 once. A row's result depends on its own query
@@ -268,21 +256,19 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   });
   return out;
 }
-#endif
 
 at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
-  if (x.scalar_type() == at::kFloat) return product<Float32>(x, weight);
-#if defined(__AVX512BF16__)
-  if (x.scalar_type() == at::kBFloat16) return product<BFloat16>(x, weight);
-#endif
-  TORCH_CHECK(false, "skinny: no kernel for ", x.scalar_type(), " on this build");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
+  return product<BFloat16>(x, weight);
 }
+#endif
 
 bool skinny_supports(at::ScalarType dtype) {
 #if defined(__AVX512BF16__)
-  if (dtype == at::kBFloat16) return true;
+  return dtype == at::kBFloat16;
+#else
+  return false;
 #endif
-  return dtype == at::kFloat;
 }
 
 }  // namespace
@@ -294,12 +280,12 @@ TORCH_LIBRARY(borealis_skinny, m) {
   m.def("supports(ScalarType dtype) -> bool");
 }
 
+#if defined(__AVX512BF16__)
 TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear", &skinny_linear);
-#if defined(__AVX512BF16__)
   m.impl("linear_q4", &q4_linear);
   m.impl("attention", &attention);
-#endif
 }
+#endif
 
 TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) { m.impl("supports", &skinny_supports); }
