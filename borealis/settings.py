@@ -273,9 +273,10 @@ class Settings(BaseSettings):
     )
     native_kernels: bool = Field(
         default=True,
-        description="bfloat16 and int4: the lean engine's bf16 products through its own C++ kernel (built "
-        "once per machine with g++ on first use; needs AVX-512 with BF16), which rounds every row alike "
-        "however many share a step and streams one-row steps faster; false, or no compiler: oneDNN.",
+        description="bfloat16 and int4: the lean engine's bf16 products and attention (and int4 prompts' "
+        "prefill) through its own C++ kernels (built once per machine with g++ on first use; needs "
+        "AVX-512 with BF16), which round every row alike however many share a step and stream one-row "
+        "steps faster; false, or no compiler: oneDNN and torch's attention.",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
     worker_max_queued: int = Field(

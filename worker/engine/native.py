@@ -31,7 +31,7 @@ _enabled = True
 
 
 def enable(on: bool) -> None:
-    """Whether weights packed from now on may use the kernel (``BOREALIS_NATIVE_KERNELS``)."""
+    """Whether models and drafts loaded from now on use the kernels (``BOREALIS_NATIVE_KERNELS``)."""
     global _enabled
     _enabled = on
 
