@@ -59,7 +59,7 @@ class DraftRunner:
             self.lm_head = pack(cast(draft.lm_head))
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
-        self.native_attention = native.serves(dtype) and config.head_dim % 32 == 0
+        self.native_attention = native.supports(dtype, config.head_dim)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.spec, 1, batch, max_len, self.dtype)
@@ -95,7 +95,8 @@ class DraftRunner:
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, self.spec.num_kv_heads, cache.max_len)
-        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, self.dtype)
+        mask_dtype = native.MASK_DTYPE if self.native_attention else self.dtype
+        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, mask_dtype)
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         attn = attention_block(
             x,

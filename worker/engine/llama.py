@@ -345,7 +345,7 @@ class LlamaModel:
         self.cos, self.sin = rotary_tables(spec.head_dim, spec.rope_theta, max_positions, spec.rope_llama3)
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
         # decided once, with the weights' packing: a model keeps the kernels it was loaded with
-        self.native_attention = native.serves(embed.dtype) and spec.head_dim % 32 == 0
+        self.native_attention = native.supports(embed.dtype, spec.head_dim)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -447,7 +447,8 @@ class LlamaModel:
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
-        mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, self.dtype)
+        mask_dtype = native.MASK_DTYPE if self.native_attention else self.dtype
+        mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, mask_dtype)
         if self.dtype == torch.bfloat16 and not self.native_attention:
             span = mask.shape[-1]
             mask = F.pad(mask, (0, bf16_span(span) - span), value=float("-inf"))

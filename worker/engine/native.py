@@ -43,9 +43,10 @@ def serves(dtype: torch.dtype) -> bool:
     return _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
 
 
-def supports(dtype: torch.dtype, in_features: int) -> bool:
-    """Whether :func:`product` serves weights of this dtype and width here."""
-    return in_features % 32 == 0 and serves(dtype)
+def supports(dtype: torch.dtype, width: int) -> bool:
+    """Whether the kernels serve rows of this dtype and width here (a product's inputs, attention's
+    head dimension: multiples of 32, one bf16 vector)."""
+    return width % 32 == 0 and serves(dtype)
 
 
 def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -59,6 +60,9 @@ def product_q4(
     """``x @ w.T`` for 4-bit weights in Q4_1's layout (see the source), each 16-row block dequantized
     to bf16 once per call: cheap per extra row, so a prompt's prefill runs here."""
     return torch.ops.borealis_skinny.linear_q4(x, codes, scales, mins)  # type: ignore[no-any-return]
+
+
+MASK_DTYPE = torch.float32  # what :func:`attention` reads its mask as: build it so, once per forward
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
