@@ -17,7 +17,7 @@ from backend.db.session import make_engine, make_session_factory
 from backend.services.registry import Registry, beats_live
 from backend.services.swaps import SwapPublisher
 from borealis.wire import DraftRegistration
-from worker.draft.shadow import paired_interval
+from worker.draft.shadow import paired_interval, traffic_weighted_diff, traffic_weights
 
 
 def scores(shift: float, traces: int = 64, seed: int = 0) -> tuple[list[float], list[float]]:
@@ -59,6 +59,64 @@ def test_a_pooled_mean_above_the_margin_is_not_enough_when_the_pairs_disagree() 
     judged = shadow(candidate, live)
     assert judged["all"]["candidate"] > judged["all"]["live"] * 1.05
     assert not beats_live(judged, margin=0.05)[0]
+
+
+Counts = list[tuple[int, int]]
+
+
+def counts(acceptance: np.ndarray) -> Counts:
+    """Per-trace (tokens emitted, verification steps) at these acceptance lengths, 100 steps each."""
+    return [(round(100 * a), 100) for a in acceptance]
+
+
+def shifted_judgement(new_gain: float, old_gain: float, seed: int = 0) -> tuple[list[str], Counts, Counts]:
+    """After a shift: 24 fresh traces of the domain now served (code) and 40 older held-out ones of the
+    domain that stopped arriving (chat), each with its own trace-to-trace noise."""
+    rng = np.random.default_rng(seed)
+    live = rng.uniform(1.2, 2.2, 64)
+    gain = np.concatenate([new_gain + rng.normal(0.0, 0.15, 24), old_gain + rng.normal(0.0, 0.25, 40)])
+    domains = ["code"] * 24 + ["chat"] * 40
+    return domains, counts(live + gain), counts(live)
+
+
+def weighted_shadow(
+    domains: list[str], ours: Counts, theirs: Counts, recent: list[str]
+) -> dict[str, dict[str, float]]:
+    judged = traffic_weighted_diff(domains, ours, theirs, traffic_weights(recent, domains))
+    return {"all": {"candidate": judged.candidate, "live": judged.live, "traces": float(judged.traces),
+                    "diff_low": judged.low, "diff_high": judged.high}}  # fmt: skip
+
+
+def test_weights_follow_recent_traffic_with_a_floor_for_a_domain_that_stopped() -> None:
+    weights = traffic_weights(["code"] * 24, ["code"] * 24 + ["chat"] * 40)
+    assert weights == pytest.approx({"code": 1 / 1.1, "chat": 0.1 / 1.1})
+    assert traffic_weights([], ["code"] * 1 + ["chat"] * 3) == pytest.approx({"code": 0.25, "chat": 0.75})
+    assert traffic_weights(["prose"] * 5, ["code", "chat"]) == pytest.approx({"chat": 0.5, "code": 0.5})
+
+
+def test_a_gain_on_what_is_served_now_passes_where_a_per_trace_pool_dilutes_it() -> None:
+    """A candidate better on the new domain and unchanged on the old one: pooled per trace, the 40
+    old traces hide the gain; weighted by recent traffic, it is better beyond doubt."""
+    domains, ours, theirs = shifted_judgement(new_gain=0.12, old_gain=0.0)
+    pooled = shadow([e / s for e, s in ours], [e / s for e, s in theirs])
+    assert not beats_live(pooled, margin=0.0)[0]
+    assert beats_live(weighted_shadow(domains, ours, theirs, ["code"] * 24), margin=0.0)[0]
+    # the same candidate judged while chat is what arrives: held
+    assert not beats_live(weighted_shadow(domains, ours, theirs, ["chat"] * 24), margin=0.0)[0]
+
+
+def test_a_candidate_better_only_on_a_domain_that_stopped_is_held() -> None:
+    domains, ours, theirs = shifted_judgement(new_gain=0.0, old_gain=0.3)
+    assert not beats_live(weighted_shadow(domains, ours, theirs, ["code"] * 24), margin=0.0)[0]
+
+
+def test_a_domain_with_too_few_traces_for_a_spread_is_pooled_not_trusted() -> None:
+    """Two traces of a new domain, both far ahead, cannot decide alone however much it is served."""
+    live = np.full(42, 1.5)
+    ours = counts(np.concatenate([[3.0, 3.0], live[2:] + np.random.default_rng(1).normal(-0.02, 0.2, 40)]))
+    domains = ["code"] * 2 + ["chat"] * 40
+    judged = traffic_weighted_diff(domains, ours, counts(live), traffic_weights(["code"] * 8, domains))
+    assert judged.low < 0.0 < judged.high and judged.traces == 42
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ every output position of a greedy trace). Decoding is walked as the engine does 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,3 +116,86 @@ def paired_by_domain(
         mean = sum(x - y for x, y in zip(a, b, strict=True)) / len(rows)
         report[domain] = PairedDiff(len(rows), mean, low, high)
     return report
+
+
+DOMAIN_WEIGHT_FLOOR = 0.1  # a judged domain absent from recent traffic still weighs this much: it may return
+MIN_STRATUM_TRACES = 5  # a domain judged on fewer traces joins the pooled rest (one trace shows no spread)
+
+
+def traffic_weights(recent: Sequence[str], judged: Sequence[str]) -> dict[str, float]:
+    """Each judged domain's weight in the promotion statistic: its share of ``recent`` traffic (the
+    domains of the traces read since the last candidate), at least :data:`DOMAIN_WEIGHT_FLOOR`,
+    normalised over the judged domains. No recent traffic: each domain by its judged traces."""
+    judged_domains = sorted(set(judged))
+    counts = Counter(d for d in recent if d in judged_domains) or Counter(judged)
+    total = sum(counts.values())
+    raw = {d: max(counts[d] / total, DOMAIN_WEIGHT_FLOOR) for d in judged_domains}
+    norm = sum(raw.values())
+    return {d: w / norm for d, w in raw.items()}
+
+
+@dataclass(frozen=True)
+class WeightedDiff:
+    candidate: float  # traffic-weighted pooled acceptance of each arm
+    live: float
+    traces: int
+    mean: float  # traffic-weighted mean per-trace difference, ours - theirs
+    low: float  # its stratified paired 95 % bootstrap interval
+    high: float
+
+
+def _strata(rows_by_domain: dict[str, list[int]], weights: dict[str, float]) -> list[tuple[float, list[int]]]:
+    """(weight, trace rows) per domain with enough traces; smaller domains pooled into one stratum,
+    which joins the largest one while it is still too small to show a spread."""
+    strata = [(weights[d], rows) for d, rows in rows_by_domain.items() if len(rows) >= MIN_STRATUM_TRACES]
+    small = [(weights[d], rows) for d, rows in rows_by_domain.items() if len(rows) < MIN_STRATUM_TRACES]
+    if small:
+        rest = (sum(w for w, _ in small), [i for _, rows in small for i in rows])
+        if len(rest[1]) >= MIN_STRATUM_TRACES or not strata:
+            strata.append(rest)
+        else:
+            largest = max(range(len(strata)), key=lambda s: len(strata[s][1]))
+            weight, rows = strata[largest]
+            strata[largest] = (weight + rest[0], rows + rest[1])
+    return strata
+
+
+def traffic_weighted_diff(
+    domains: Sequence[str],
+    ours: Sequence[tuple[int, int]],
+    theirs: Sequence[tuple[int, int]],
+    weights: dict[str, float],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> WeightedDiff:
+    """Two drafts' counts (``per_trace_counts``) on the same traces, whose domains are ``domains``,
+    compared trace by trace, each domain weighted by its share of the traffic (``weights``,
+    :func:`traffic_weights`) instead of by its count of judged traces.
+
+    After a shift the judged set holds the new domain's fresh traces beside older held-out ones of a
+    domain that no longer arrives; pooled per trace, those dilute a real gain on what is now served.
+    The interval is a stratified bootstrap: traces are resampled within their domain.
+    """
+    rows_by_domain: dict[str, list[int]] = defaultdict(list)
+    for i, domain in enumerate(domains):
+        if ours[i][1] and theirs[i][1]:
+            rows_by_domain[domain].append(i)
+    if not rows_by_domain:
+        raise ValueError("traffic_weighted_diff needs at least one trace with a verification step")
+    strata = _strata(rows_by_domain, weights)
+    total = sum(w for w, _ in strata)
+    rng = np.random.default_rng(seed)
+    mean = candidate = live = 0.0
+    boot = np.zeros(resamples)
+    for weight, rows in strata:
+        share = weight / total
+        a = np.array([ours[i][0] / ours[i][1] for i in rows])
+        b = np.array([theirs[i][0] / theirs[i][1] for i in rows])
+        diffs = a - b
+        mean += share * float(diffs.mean())
+        boot += share * diffs[rng.integers(0, len(rows), size=(resamples, len(rows)))].mean(axis=1)
+        candidate += share * sum(ours[i][0] for i in rows) / sum(ours[i][1] for i in rows)
+        live += share * sum(theirs[i][0] for i in rows) / sum(theirs[i][1] for i in rows)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    traces = sum(len(rows) for _, rows in strata)
+    return WeightedDiff(candidate, live, traces, mean, float(low), float(high))

@@ -20,7 +20,13 @@ from borealis.wire import TraceRecord, UploadResult
 from worker.draft.examples import Example
 from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import Eagle3Draft
-from worker.draft.shadow import paired_by_domain, per_trace_counts, pooled_acceptance
+from worker.draft.shadow import (
+    paired_by_domain,
+    per_trace_counts,
+    pooled_acceptance,
+    traffic_weighted_diff,
+    traffic_weights,
+)
 from worker.draft.trainer import DraftTrainer
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -66,8 +72,12 @@ class Candidates:
         The most recent ``max_traces`` of ``fresh`` (traces on probation, read since the last candidate
         and trained on by no draft yet) and the held-out ones, whatever their domain: after a shift the
         candidate is judged on the traffic it will serve, not on a domain that no longer arrives. Per
-        domain and ``all``: both pooled means, the trace count, and the paired 95 % interval of the
-        per-trace difference (``diff_low``, ``diff_high``) that the approval policy judges by.
+        domain: both pooled means, the trace count, the paired 95 % interval of the per-trace difference
+        (``diff_low``, ``diff_high``) and the domain's ``weight``, its share of the traffic read since
+        the last candidate (:func:`traffic_weights`). ``all``, which the approval policy judges by,
+        weighs each domain so (:func:`traffic_weighted_diff`): the candidate must be better beyond
+        doubt on what is served now, not on a per-trace pool in which older held-out traces of a domain
+        that stopped arriving dilute it.
         """
         paced, depth = self.pacer.paced, self.eval_depth
         records = self.heldout.for_evaluation(fresh, self.max_traces)
@@ -81,16 +91,29 @@ class Candidates:
             theirs = self._live_counts(live, live_draft, draft, records, examples, trainer.embed)
         candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
         paired = paired_by_domain(examples, ours, theirs)
-        return {
+        domains = [example.domain for example in examples]
+        weights = traffic_weights([record.domain for record in fresh], domains)
+        result = {
             domain: {
                 "candidate": value,
                 "live": baseline.get(domain, 1.0),
                 "traces": float(paired[domain].traces),
                 "diff_low": paired[domain].low,
                 "diff_high": paired[domain].high,
+                "weight": weights.get(domain, 0.0),
             }
             for domain, value in candidate.items()
+            if domain != "all"
         }
+        overall = traffic_weighted_diff(domains, ours, theirs, weights)
+        result["all"] = {
+            "candidate": overall.candidate,
+            "live": overall.live,
+            "traces": float(overall.traces),
+            "diff_low": overall.low,
+            "diff_high": overall.high,
+        }
+        return result
 
     def _live_counts(
         self,
