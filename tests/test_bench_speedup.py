@@ -43,7 +43,9 @@ def test_the_temperature_arms_compare_the_two_sampling_rules(
     assert sampled["over_greedy_acceptance_length"] > 0
 
 
-@pytest.mark.skipif(not bf16_native(), reason="bf16 arms need a CPU with native bfloat16")
+@pytest.mark.skipif(
+    not bf16_native() or not native.serves(torch.bfloat16), reason="needs the native bf16 kernels built here"
+)
 def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
     base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -59,4 +61,16 @@ def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
     assert len(kernels["native_passes"]) == 2 and kernels["onednn"]["target_only_tok_s"] > 0
     native_mean = sum(p["spec_tok_s"] for p in kernels["native_passes"]) / 2
     assert kernels["native_over_onednn_spec"] == native_mean / kernels["onednn"]["spec_tok_s"]
-    assert result["kernels"] == ("native" if native.serves(torch.bfloat16) else "onednn")
+    assert result["kernels"] == "native"
+
+
+def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict[str, str]) -> None:
+    """Switched off by the operator's setting (which the benchmark follows, as a worker does), or fp32."""
+    off = {**base_env, "BOREALIS_NATIVE_KERNELS": "false"}
+    for env, dtype, reason in (
+        (off, "bfloat16", "needs the native kernels"),
+        (base_env, "float32", "use --dtype"),
+    ):
+        argv = [*cli_argv("bench", "speedup"), "--dtype", dtype, "--against-onednn"]
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0 and reason in run.stderr

@@ -6,7 +6,8 @@ gets: the same prompts and draft served afterwards by a private appliance throug
 (``through_api``: tokens/s, its ratio to the in-process speculative arm, identical completions).
 ``--against-onednn`` (bf16 and int4) adds the engine's target-only and speculative arms with oneDNN
 products in place of the engine's own bf16 kernel, run between two passes of the native arms (A-B-A),
-so what the kernel buys is a ratio within one run.
+so what the kernel buys is a ratio within one run. The engine's kernels follow
+``BOREALIS_NATIVE_KERNELS`` as a worker's do (``kernels`` says which served).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1:
         parser.error("--requests, --max-new-tokens and --batch must be positive")
+    if args.against_onednn and args.dtype == "float32":
+        parser.error("--against-onednn compares bf16 kernels: use --dtype bfloat16 or int4")
     return args
 
 
@@ -233,7 +236,7 @@ def against_onednn(
     try:
         onednn_target = LlamaModel.load_named(model_dir, dtype)
     finally:
-        native.enable(True)
+        native.enable(True)  # main refused this comparison unless the kernels were on
     first = kernel_arms(native_target, config, draft, draft_name, prompts, params)
     onednn = kernel_arms(onednn_target, config, draft, draft_name, prompts, params)
     second = kernel_arms(native_target, config, draft, draft_name, prompts, params)
@@ -262,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     threads = args.threads or settings.threads
     torch.set_num_threads(threads)
+    native.enable(settings.native_kernels)  # as a worker would (BOREALIS_NATIVE_KERNELS)
+    if args.against_onednn and not native.serves(torch.bfloat16):
+        raise SystemExit("--against-onednn needs the native kernels: switched off, or not built for this CPU")
     model_dir = Path(args.model) if args.model else settings.resolved_model_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     test_prompts = build_prompts(args.workload, "test", args.requests)
@@ -372,8 +378,6 @@ def main(argv: list[str] | None = None) -> int:
             result["outputs_identical"] and random_arm["outputs_identical_to_target_only"]
         )
     if args.against_onednn:
-        if args.dtype == "float32":
-            raise SystemExit("--against-onednn compares bf16 kernels: use --dtype bfloat16 or int4")
         kernels = against_onednn(
             model_dir, args.dtype, spec_config, draft, draft_name, prompts, params, target
         )

@@ -137,7 +137,18 @@ def _library() -> Path | None:
             log.warning("native kernels: build failed (%s); using oneDNN\n%s", exc, stderr.decode()[-2000:])
             return None
         os.replace(built, target)  # atomic: a process building at the same time finds one whole file
+    _prune(target.parent)
     return target
+
+
+KEEP_BUILDS = 4  # builds for other sources, torches or compilers kept (another install may still use one)
+
+
+def _prune(directory: Path) -> None:
+    """Remove all but the newest :data:`KEEP_BUILDS` builds: each source change adds one."""
+    builds = sorted(directory.glob("skinny-*.so"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in builds[KEEP_BUILDS:]:
+        stale.unlink(missing_ok=True)  # a process that loaded it keeps its mapping
 
 
 @functools.cache
