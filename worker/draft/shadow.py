@@ -139,8 +139,7 @@ class WeightedDiff:
     candidate: float  # traffic-weighted pooled acceptance of each arm
     live: float
     traces: int
-    mean: float  # traffic-weighted mean per-trace difference, ours - theirs
-    low: float  # its stratified paired 95 % bootstrap interval
+    low: float  # stratified paired 95 % bootstrap interval of the weighted per-trace difference
     high: float
 
 
@@ -185,17 +184,16 @@ def traffic_weighted_diff(
     strata = _strata(rows_by_domain, weights)
     total = sum(w for w, _ in strata)
     rng = np.random.default_rng(seed)
-    mean = candidate = live = 0.0
+    candidate = live = 0.0
     boot = np.zeros(resamples)
     for weight, rows in strata:
         share = weight / total
         a = np.array([ours[i][0] / ours[i][1] for i in rows])
         b = np.array([theirs[i][0] / theirs[i][1] for i in rows])
         diffs = a - b
-        mean += share * float(diffs.mean())
         boot += share * diffs[rng.integers(0, len(rows), size=(resamples, len(rows)))].mean(axis=1)
         candidate += share * sum(ours[i][0] for i in rows) / sum(ours[i][1] for i in rows)
         live += share * sum(theirs[i][0] for i in rows) / sum(theirs[i][1] for i in rows)
     low, high = np.quantile(boot, [0.025, 0.975])
     traces = sum(len(rows) for _, rows in strata)
-    return WeightedDiff(candidate, live, traces, mean, float(low), float(high))
+    return WeightedDiff(candidate, live, traces, float(low), float(high))
