@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from borealis.cpu import bf16_native
 from tests.procs import cli_argv
 from worker.engine import native
 
@@ -43,9 +42,7 @@ def test_the_temperature_arms_compare_the_two_sampling_rules(
     assert sampled["over_greedy_acceptance_length"] > 0
 
 
-@pytest.mark.skipif(
-    not bf16_native() or not native.serves(torch.bfloat16), reason="needs the native bf16 kernels built here"
-)
+@pytest.mark.skipif(not native.serves(torch.bfloat16), reason="needs the native bf16 kernels built here")
 def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
     base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:

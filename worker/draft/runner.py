@@ -95,8 +95,8 @@ class DraftRunner:
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, self.spec.num_kv_heads, cache.max_len)
-        mask_dtype = native.MASK_DTYPE if self.native_attention else self.dtype
-        mask = group_mask(step.mask, self.spec.num_heads // self.spec.num_kv_heads, mask_dtype)
+        groups = self.spec.num_heads // self.spec.num_kv_heads
+        mask = group_mask(step.mask, groups, self.dtype, self.native_attention)
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         attn = attention_block(
             x,

@@ -306,13 +306,15 @@ def flat_cache_index(write_index: torch.Tensor, kv_heads: int, max_len: int) -> 
     return (base * max_len + write_index.unsqueeze(1)).reshape(-1)
 
 
-def group_mask(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+def group_mask(mask: torch.Tensor, groups: int, dtype: torch.dtype, native_attention: bool) -> torch.Tensor:
     """Additive ``[B, 1, groups*T, S]`` mask for the folded query groups, built once per forward.
 
-    Passing SDPA a float mask spares it converting a boolean one in every layer.
+    Passing SDPA (or the native kernel, in :data:`native.MASK_DTYPE`) a float mask of the dtype it
+    reads spares it converting one in every layer.
     """
     batch, count, span = mask.shape
     allowed = mask.unsqueeze(1).expand(batch, groups, count, span).reshape(batch, 1, groups * count, span)
+    dtype = native.MASK_DTYPE if native_attention else dtype
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
 
 
@@ -447,8 +449,7 @@ class LlamaModel:
         cos = self.cos[step.positions].unsqueeze(2)
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, spec.num_kv_heads, cache.max_len)
-        mask_dtype = native.MASK_DTYPE if self.native_attention else self.dtype
-        mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, mask_dtype)
+        mask = group_mask(step.mask, spec.num_heads // spec.num_kv_heads, self.dtype, self.native_attention)
         if self.dtype == torch.bfloat16 and not self.native_attention:
             span = mask.shape[-1]
             mask = F.pad(mask, (0, bf16_span(span) - span), value=float("-inf"))
