@@ -422,5 +422,6 @@ class TrainerProgress(WireModel):
     last_candidate_round: int | None = Field(default=None, ge=0)
     examples_from_features: int = Field(ge=0)
     examples_by_prefill: int = Field(ge=0)
+    examples_revocabulary: int = Field(default=0, ge=0)  # carried to a remapped vocabulary by the head
     cpu_seconds: float = Field(ge=0.0)
     rss_bytes: int = Field(ge=0)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from borealis.wire import TraceStep
 from tests.engine.helpers import greedy_request, run_all
-from worker.draft.examples import build_example
+from worker.draft.examples import build_example, for_vocab, head_rows
 from worker.draft.io import load_draft, save_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.remap import apply_remap, plan_remap
@@ -83,3 +84,32 @@ def test_greedy_output_with_a_remapped_draft_is_the_targets_own(target: LlamaMod
     speculative = SpecEngine(target, spec)
     speculative.swap_draft(DraftRunner(draft, target.embed, "remapped"))
     assert run_all(speculative, requests)[0] == plain
+
+
+def test_an_example_carried_to_a_remapped_vocabulary_equals_one_built_for_it(target: LlamaModel) -> None:
+    old = DraftVocab(torch.arange(0, 512), target.spec.vocab_size)
+    ids = old.draft_to_target.clone()
+    ids[[5, 7]] = torch.tensor([1500, 1600])  # tokens 5 and 7 leave, 1500 and 1600 enter
+    new = DraftVocab(ids, target.spec.vocab_size)
+    tokens = [*range(100, 112), 300, 301, 302, 303]
+    # after output[0] (token 300): 301 accepted; 5, 9 and 1600 rejected beside it, 7 below 301
+    step = TraceStep(
+        position=1,
+        proposed=[301, 5, 9, 1600, 7],
+        draft_probs=[0.5] * 5,
+        parents=[-1, -1, -1, -1, 0],
+        accepted=1,
+    )
+    built_old = build_example(target, old, tokens, 12, "code", [step])
+    carried = for_vocab(built_old, new, head_rows(target, new.draft_to_target))
+    built_new = build_example(target, new, tokens, 12, "code", [step])
+    assert carried.vocab is new and for_vocab(carried, new, torch.empty(0)) is carried
+    # the kept hidden state is float16 (as shipped features are): near-ties lower in the top-k may swap
+    assert torch.equal(carried.target_ids[:, 0], built_new.target_ids[:, 0])
+    torch.testing.assert_close(carried.target_logp[:, 0], built_new.target_logp[:, 0], atol=2e-2, rtol=0)
+    assert torch.equal(carried.target_argmax, built_new.target_argmax)
+    assert torch.equal(carried.features, built_new.features) and torch.equal(carried.hidden, built_new.hidden)
+    # 5 and 7 left the vocabulary; 9 kept its row; 1600 was outside it when the example was built
+    assert sorted(built_old.negatives[:, 2].tolist()) == [5, 7, 9]
+    assert carried.negatives.tolist() == [[0, 11, 9]]  # unroll step 0, predicted at row 11
+    assert sorted(built_new.negatives[:, 2].tolist()) == sorted([9, int(new.target_to_draft[1600])])

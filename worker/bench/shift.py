@@ -415,6 +415,7 @@ def arm_facts(client: httpx.Client, seconds: float, trainer_wait_timeouts: int |
             # where a co-located trainer's time goes: examples from shipped features, or a target prefill each
             "examples_from_features": progress["examples_from_features"],
             "examples_by_prefill": progress["examples_by_prefill"],
+            "examples_revocabulary": progress["examples_revocabulary"],
             "trainer_cpu_seconds": round(progress["cpu_seconds"], 1),
             "trainer_steps_per_cpu_minute": round(progress["optimizer_steps"] / cpu_minutes, 2)
             if cpu_minutes

@@ -4,13 +4,15 @@ Offline data and online traces become the same ``Example``: the target's three-l
 every position, its next-token distribution restricted to the draft vocabulary (top-k, renormalised:
 all the KL needs, at ~1% of the full row's memory), its greedy choice (for simulated acceptance),
 and the rejected proposals of the trace, placed where the draft made them. The target's view comes
-from one prefill forward, or, for a served trace, from the features its worker shipped.
+from one prefill forward, or, for a served trace, from the features its worker shipped. The final
+hidden state is kept too, so that when the draft's vocabulary changes (an online remap) an example
+is carried over by the target's head alone (:func:`for_vocab`), not rebuilt by a prefill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,6 +35,8 @@ class Example:
     prompt_len: int
     domain: str
     negatives: torch.Tensor  # [N, 3] (unroll step, row, draft id): proposals the target rejected
+    hidden: torch.Tensor  # [T, H] float16: the target's final normed hidden state
+    vocab: DraftVocab  # what the draft ids above index
 
     def __len__(self) -> int:
         return int(self.tokens.numel())
@@ -103,6 +107,41 @@ def _assemble(
         prompt_len=prompt_len,
         domain=domain,
         negatives=rejected_proposals(tokens, prompt_len, steps, vocab, argmax.tolist()),
+        hidden=hidden.to(torch.float16).clone(),
+        vocab=vocab,
+    )
+
+
+@torch.no_grad()
+def head_rows(target: LlamaModel, target_ids: torch.Tensor) -> torch.Tensor:
+    """``[n, H]`` float32: the target's output-embedding rows of ``target_ids``, whatever form its
+    head is packed in (the head applied to the identity)."""
+    eye = torch.eye(target.spec.hidden_size, dtype=target.dtype)
+    return target.logits(eye).T[target_ids].float()
+
+
+@torch.no_grad()
+def for_vocab(example: Example, vocab: DraftVocab, head: torch.Tensor, topk: int = DEFAULT_TOPK) -> Example:
+    """``example`` for another draft vocabulary; ``head`` is ``head_rows(target, vocab.draft_to_target)``.
+
+    The top-k is recomputed from the kept hidden state over the new vocabulary's rows (about a sixth
+    of the target's head, a few percent of a prefill). A rejected proposal keeps its place if its
+    token is still in the vocabulary; one whose token only now entered it was never recorded.
+    """
+    if example.vocab is vocab or example.vocab.same_as(vocab):
+        return example
+    restricted = torch.log_softmax(example.hidden.float() @ head.T, dim=-1)
+    top_logp, top_ids = restricted.topk(min(topk, vocab.size), dim=-1)
+    negatives = example.negatives
+    if negatives.numel():
+        moved = vocab.target_to_draft[example.vocab.draft_to_target[negatives[:, 2]]]
+        negatives = torch.cat([negatives[:, :2], moved.unsqueeze(1)], dim=1)[moved >= 0]
+    return replace(
+        example,
+        target_ids=top_ids,
+        target_logp=torch.log_softmax(top_logp, dim=-1),
+        negatives=negatives,
+        vocab=vocab,
     )
 
 

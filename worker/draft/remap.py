@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worker.draft.examples import head_rows
 from worker.draft.model import Eagle3Draft
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -76,8 +77,7 @@ def apply_remap(
     rows = torch.tensor(remap.rows)
     ids[rows] = torch.tensor(remap.new_tokens)
     draft.vocab = DraftVocab(ids, draft.vocab.target_vocab_size)
-    eye = torch.eye(target.spec.hidden_size, dtype=target.dtype)
-    fresh = target.logits(eye).T[torch.tensor(remap.new_tokens)].float()  # [n, H]: the target's head rows
+    fresh = head_rows(target, torch.tensor(remap.new_tokens))  # [n, H]: the target's head rows
     fresh = fresh.to(draft.lm_head.device)  # the draft may train on a GPU
     scale = draft.lm_head.norm(dim=1).mean() / fresh.norm(dim=1).clamp_min(1e-6)
     draft.lm_head[rows] = fresh * scale.unsqueeze(1)

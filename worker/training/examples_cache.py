@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from borealis.wire import TraceRecord
-from worker.draft.examples import Example, example_from_record
+from worker.draft.examples import Example, example_from_record, for_vocab, head_rows
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.traces.features import FeatureReader
@@ -16,14 +16,21 @@ from worker.traces.features import FeatureReader
 
 @dataclass
 class ExampleSources:
-    """How the examples built so far got the target's view: shipped features or a target prefill."""
+    """How the examples built so far got the target's view: shipped features or a target prefill.
+    ``revocabulary``: examples carried to a new draft vocabulary by the target's head alone."""
 
     from_features: int = 0
     by_prefill: int = 0
+    revocabulary: int = 0
 
 
 class ExampleCache:
-    """Least recently used first out, within a budget of tokens."""
+    """Least recently used first out, within a budget of tokens.
+
+    An example built for another vocabulary (the draft's rows were remapped since) is carried over
+    from its kept hidden state when it is next asked for, not thrown away: a remap costs the target's
+    head on the examples still used, never a prefill.
+    """
 
     def __init__(self, target: LlamaModel, max_tokens: int, features: FeatureReader | None = None) -> None:
         self.target = target
@@ -32,13 +39,16 @@ class ExampleCache:
         self.sources = ExampleSources()
         self._examples: OrderedDict[str, Example] = OrderedDict()
         self._tokens = 0
+        self._head: tuple[DraftVocab, torch.Tensor] | None = None
 
     def get(self, record: TraceRecord, vocab: DraftVocab) -> Example:
         key = record.request_id
         cached = self._examples.get(key)
         if cached is not None:
             self._examples.move_to_end(key)
-            return cached
+            example = self._carried(cached, vocab)
+            self._examples[key] = example
+            return example
         example = self.build(record, vocab)
         self._examples[key] = example
         self._tokens += len(example)
@@ -47,13 +57,12 @@ class ExampleCache:
             self._tokens -= len(dropped)
         return example
 
-    def clear(self) -> None:
-        """Forget every example: they were built for a vocabulary that has changed."""
-        self._examples.clear()
-        self._tokens = 0
-
     def build(self, record: TraceRecord, vocab: DraftVocab) -> Example:
-        """Uncached: from the side store when the record's features are still there, else a prefill."""
+        """Uncached: from a kept example of another vocabulary, else from the side store when the
+        record's features are still there, else a prefill."""
+        cached = self._examples.get(record.request_id)
+        if cached is not None:
+            return self._carried(cached, vocab)
         tokens = len(record.prompt_ids) + len(record.output_ids)
         stored = self.features.get(record.features_key, tokens) if self.features is not None else None
         if stored is None:
@@ -62,3 +71,11 @@ class ExampleCache:
             self.sources.from_features += 1
         features = torch.from_numpy(stored) if stored is not None else None
         return example_from_record(self.target, vocab, record, stored=features)
+
+    def _carried(self, example: Example, vocab: DraftVocab) -> Example:
+        if example.vocab is vocab or example.vocab.same_as(vocab):
+            return example
+        if self._head is None or not self._head[0].same_as(vocab):
+            self._head = (vocab, head_rows(self.target, vocab.draft_to_target))
+        self.sources.revocabulary += 1
+        return for_vocab(example, vocab, self._head[1])

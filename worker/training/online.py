@@ -192,6 +192,7 @@ class OnlineTrainer:
             last_candidate_round=state.last_candidate_round,
             examples_from_features=sources.from_features,
             examples_by_prefill=sources.by_prefill,
+            examples_revocabulary=sources.revocabulary,
             cpu_seconds=time.process_time(),
             rss_bytes=1024 * (rss_kib() or 0),
         )
@@ -217,7 +218,6 @@ class OnlineTrainer:
         if not plan.rows:
             return None
         apply_remap(self.trainer.draft, plan, self.target, self.trainer.optimizer)
-        self._examples.clear()  # built for the old vocabulary
         self.state.vocab_version += 1
         self.state.rows_remapped += len(plan.rows)
         log.info(
