@@ -144,7 +144,11 @@ class OnlineTrainer:
         else:
             self.intake.release(self.state)
         sources = self._examples.sources
-        report["examples"] = {"from_features": sources.from_features, "by_prefill": sources.by_prefill}
+        report["examples"] = {
+            "from_features": sources.from_features,
+            "by_prefill": sources.by_prefill,
+            "revocabulary": sources.revocabulary,
+        }
         recent = self.intake.take_recent()
         if self.trainer is not None and recent:
             remap = self._remap(recent)
@@ -308,6 +312,7 @@ class OnlineTrainer:
             "rejected_weight": self.settings.rejected_weight,
             "examples_from_features": self._examples.sources.from_features,
             "examples_by_prefill": self._examples.sources.by_prefill,
+            "examples_revocabulary": self._examples.sources.revocabulary,
         }
         if self._round_losses:
             metrics["loss"] = sum(loss for loss, _ in self._round_losses) / len(self._round_losses)

@@ -17,6 +17,7 @@ class TrainingReport(TypedDict):
 class ExampleSourceCounts(TypedDict):
     from_features: int  # examples built from features the inference worker shipped (no prefill)
     by_prefill: int  # examples that needed a target prefill (no features, or they expired)
+    revocabulary: int  # kept examples carried to a remapped draft vocabulary by the target's head
 
 
 class RemapReport(TypedDict):
