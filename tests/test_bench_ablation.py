@@ -26,8 +26,23 @@ def test_an_arm_may_replay_a_share_of_its_steps() -> None:
     assert parse_arm("base", TrainConfig()).replay == 0.0
 
 
+def test_an_arm_may_train_on_fewer_of_the_served_traces() -> None:
+    assert parse_arm("half:traces=24", TrainConfig()).traces == 24
+    assert parse_arm("base", TrainConfig()).traces is None
+
+
 @pytest.mark.parametrize(
-    "text", ["", ":lr=1", "x:learning_rate=1", "x:init=teacher", "x:ttt_steps=two", "x:replay=1.5"]
+    "text",
+    [
+        "",
+        ":lr=1",
+        "x:learning_rate=1",
+        "x:init=teacher",
+        "x:ttt_steps=two",
+        "x:replay=1.5",
+        "x:traces=0",
+        "x:traces=half",
+    ],
 )
 def test_misspelt_arms_are_refused(text: str) -> None:
     with pytest.raises(ValueError):

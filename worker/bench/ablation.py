@@ -15,7 +15,8 @@ An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr
 draft's head from the target's output embedding of the draft vocabulary, its final norm from the
 target's). Unset knobs take the online trainer's defaults (``BOREALIS_TRAINER_*``), plus ``replay``
 (the share of optimizer steps that train on replayed traces of the ``--also-eval`` workload, served
-like the others, instead of the new workload's: the online trainer's replay against forgetting).
+like the others, instead of the new workload's: the online trainer's replay against forgetting) and
+``traces`` (train on the first N served traces only: how acceptance grows with the text that arrived).
 Default arms: the rejected-proposal term off and on.
 """
 
@@ -58,6 +59,7 @@ class Arm:
     config: TrainConfig
     init_from_target: bool
     replay: float = 0.0  # share of steps on the --also-eval workload's served traces
+    traces: int | None = None  # train on the first N served traces only (None: all)
 
 
 def parse_arm(text: str, base: TrainConfig) -> Arm:
@@ -67,12 +69,15 @@ def parse_arm(text: str, base: TrainConfig) -> Arm:
     changes: dict[str, Any] = {}
     init_from_target = False
     replay = 0.0
+    traces: int | None = None
     for knob in filter(None, knobs.split(",")):
         key, _, value = knob.partition("=")
         if key == "init" and value in ("target", "random"):
             init_from_target = value == "target"
         elif key == "replay" and 0.0 <= float(value) <= 1.0:
             replay = float(value)
+        elif key == "traces" and value.isdigit() and int(value) > 0:
+            traces = int(value)
         elif key in _FLOAT_KNOBS:
             changes[key] = float(value)
         elif key in _INT_KNOBS:
@@ -81,7 +86,7 @@ def parse_arm(text: str, base: TrainConfig) -> Arm:
             changes[key] = value == "true"
         else:
             raise ValueError(f"unknown knob {knob!r} in arm {text!r}")
-    return Arm(name, dataclasses.replace(base, **changes), init_from_target, replay)
+    return Arm(name, dataclasses.replace(base, **changes), init_from_target, replay, traces)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,7 +147,8 @@ def train_arm(
         initialise_from_target(draft, target)
     before = simulated_acceptance(draft, target.embed, held_out, depth)
     trainer = DraftTrainer(draft, target.embed, arm.config)
-    groups = batches(examples, arm.config.batch_tokens)
+    trained = examples[: arm.traces]
+    groups = batches(trained, arm.config.batch_tokens)
     random.Random(seed).shuffle(groups)
     replay_groups = batches(replayed, arm.config.batch_tokens) if arm.replay else []
     random.Random(seed + 1).shuffle(replay_groups)
@@ -164,6 +170,8 @@ def train_arm(
     return {
         "per_trace": counts,
         "train_config": arm.config.to_dict(),
+        "traces_trained": len(trained),
+        "trace_tokens_trained": sum(len(e) for e in trained),
         "init": "target" if arm.init_from_target else "start",
         "before": before,
         "simulated_acceptance": curve,
