@@ -178,6 +178,19 @@ def test_warmup_ramps_the_learning_rate_linearly(
     assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
 
 
+def test_the_rate_may_decay_to_a_tenth_after_warmup(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    vocab, examples = data
+    config = TrainConfig(lr=1e-3, warmup_steps=2, decay_steps=5)
+    trainer = DraftTrainer(new_draft(target.spec, vocab), target.embed, config)
+    rates = []
+    for _ in range(7):
+        trainer.train_step(examples[:2])
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([5e-4, 1e-3, 7e-4, 4e-4, 1e-4, 1e-4, 1e-4])
+
+
 def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:
     from borealis.cpu import bf16_native
     from worker.draft.train import parse_args

@@ -26,6 +26,7 @@ from worker.draft.ttt import unroll_hidden
 class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 0  # linear learning-rate warmup from lr / warmup_steps
+    decay_steps: int = 0  # > 0: after warmup, linear decay to lr / 10 at this step (ablation knob)
     ttt_steps: int = 3
     step_decay: float = 0.8
     rejected_weight: float = 0.0  # > 0 switches the rejected-proposal term on (ablation: no gain yet)
@@ -188,15 +189,23 @@ class DraftTrainer:
         self.optimizer = torch.optim.AdamW(draft.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_done = 0
 
+    def _schedule(self, step: int) -> float:
+        """The learning rate's factor at ``step`` (from 1): warmup, then flat or a linear decay."""
+        warmup, decay = self.config.warmup_steps, self.config.decay_steps
+        if warmup and step < warmup:
+            return step / warmup
+        if decay <= warmup:
+            return 1.0
+        return 1.0 - 0.9 * min(1.0, (step - max(warmup, 1)) / (decay - max(warmup, 1)))
+
     def snapshot(self) -> Eagle3Draft:
         """The draft as it stands, on CPU (the draft itself where it trains on CPU)."""
         return self.draft if self.device.type == "cpu" else self.draft.copy()
 
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
         config = self.config
-        warmup = min(1.0, (self.steps_done + 1) / config.warmup_steps) if config.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * self.lr_scale * warmup
+            group["lr"] = config.lr * self.lr_scale * self._schedule(self.steps_done + 1)
         metrics = self.gradients(examples)
         torch.nn.utils.clip_grad_norm_(self.draft.parameters(), config.grad_clip)
         self.optimizer.step()
