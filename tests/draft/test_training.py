@@ -189,6 +189,10 @@ def test_the_rate_may_decay_to_a_tenth_after_warmup(
         trainer.train_step(examples[:2])
         rates.append(trainer.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([5e-4, 1e-3, 7e-4, 4e-4, 1e-4, 1e-4, 1e-4])
+    at_once = TrainConfig(lr=1e-3, decay_steps=1)
+    degenerate = DraftTrainer(new_draft(target.spec, vocab), target.embed, at_once)
+    degenerate.train_step(examples[:2])  # a decay that ends where it starts: no decay, no division by zero
+    assert degenerate.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
 def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:

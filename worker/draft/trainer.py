@@ -194,9 +194,10 @@ class DraftTrainer:
         warmup, decay = self.config.warmup_steps, self.config.decay_steps
         if warmup and step < warmup:
             return step / warmup
-        if decay <= warmup:
+        start = max(warmup, 1)
+        if decay <= start:
             return 1.0
-        return 1.0 - 0.9 * min(1.0, (step - max(warmup, 1)) / (decay - max(warmup, 1)))
+        return 1.0 - 0.9 * min(1.0, (step - start) / (decay - start))
 
     def snapshot(self) -> Eagle3Draft:
         """The draft as it stands, on CPU (the draft itself where it trains on CPU)."""
