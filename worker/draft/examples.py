@@ -121,17 +121,18 @@ def head_rows(target: LlamaModel, target_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def for_vocab(example: Example, vocab: DraftVocab, head: torch.Tensor, topk: int = DEFAULT_TOPK) -> Example:
+def for_vocab(example: Example, vocab: DraftVocab, head: torch.Tensor) -> Example:
     """``example`` for another draft vocabulary; ``head`` is ``head_rows(target, vocab.draft_to_target)``.
 
-    The top-k is recomputed from the kept hidden state over the new vocabulary's rows (about a sixth
-    of the target's head, a few percent of a prefill). A rejected proposal keeps its place if its
-    token is still in the vocabulary; one whose token only now entered it was never recorded.
+    The top-k (the example's own k) is recomputed from the kept hidden state over the new vocabulary's
+    rows (about a sixth of the target's head, a few percent of a prefill). A rejected proposal keeps
+    its place if its token is still in the vocabulary; one whose token only now entered it was never
+    recorded.
     """
     if example.vocab is vocab or example.vocab.same_as(vocab):
         return example
     restricted = torch.log_softmax(example.hidden.float() @ head.T, dim=-1)
-    top_logp, top_ids = restricted.topk(min(topk, vocab.size), dim=-1)
+    top_logp, top_ids = restricted.topk(min(example.target_ids.shape[1], vocab.size), dim=-1)
     negatives = example.negatives
     if negatives.numel():
         moved = vocab.target_to_draft[example.vocab.draft_to_target[negatives[:, 2]]]
