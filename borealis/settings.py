@@ -56,6 +56,7 @@ class TrainerSettings:
     eval_depth: int
     lr: float
     warmup_steps: int
+    weight_average: float
     bf16: bool
     device: str  # "cpu" or "cuda": where the draft trains
     rejected_weight: float
@@ -421,6 +422,14 @@ class Settings(BaseSettings):
         "draft with a fresh optimizer; 0: none. `bench ablation` (chat draft learning code, 100 steps): "
         "20 steps forgot less chat (+0.05) and learned code as fast (README).",
     )
+    trainer_weight_average: float = Field(
+        default=0.9,
+        ge=0.0,
+        lt=1.0,
+        description="Candidates are an exponential moving average of the trained weights with this decay "
+        "(about 1 / (1 - decay) steps); 0: the weights as they stand. `bench ablation` (chat draft "
+        "learning code, 100 steps): +0.056 code, +0.032 chat over the weights themselves (README).",
+    )
     trainer_bf16: Literal["auto", "true", "false"] = Field(
         default="auto",
         description="bf16 autocast for the draft's training matmuls; auto: where the CPU computes bf16 "
@@ -576,6 +585,7 @@ class Settings(BaseSettings):
             eval_depth=self.trainer_eval_depth,
             lr=self.trainer_lr,
             warmup_steps=self.trainer_warmup_steps,
+            weight_average=self.trainer_weight_average,
             bf16=self._trainer_bf16(device),
             device=device,
             rejected_weight=self.trainer_rejected_weight,

@@ -72,6 +72,24 @@ def test_applying_moves_only_the_remapped_rows_and_their_moments(target: LlamaMo
     assert loaded.vocab.same_as(draft.vocab)  # unsorted ids round-trip
 
 
+def test_the_weight_average_takes_the_remapped_rows_and_vocabulary(target: LlamaModel) -> None:
+    trainer = DraftTrainer(draft_of(target), target.embed, TrainConfig(batch_tokens=512, average=0.9))
+    draft, average = trainer.draft, trainer.candidate()
+    tokens = torch.randint(0, 512, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+    for _ in range(2):
+        trainer.train_step([build_example(target, draft.vocab, tokens, 8, "code")])
+    untouched = average.lm_head.detach().clone()
+    plan = plan_remap(draft.vocab, [[1500] * 4 + [1600] * 3], Counter(), max_rows=2)
+    apply_remap(draft, plan, target, trainer.optimizer)
+    trainer.follow_remap(plan.rows)
+    rows = torch.tensor(plan.rows)
+    assert average.vocab.same_as(draft.vocab)
+    assert torch.equal(average.lm_head[rows], draft.lm_head[rows])
+    kept = torch.ones(len(untouched), dtype=torch.bool)
+    kept[rows] = False
+    assert torch.equal(average.lm_head[kept], untouched[kept])  # every other row keeps its average
+
+
 def test_greedy_output_with_a_remapped_draft_is_the_targets_own(target: LlamaModel) -> None:
     draft = draft_of(target)
     apply_remap(draft, plan_remap(draft.vocab, [[700] * 5 + [800] * 5], Counter(), 64), target)

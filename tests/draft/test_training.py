@@ -195,6 +195,28 @@ def test_the_rate_may_decay_to_a_tenth_after_warmup(
     assert degenerate.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
+def test_candidates_are_the_moving_average_of_the_weights_when_asked(
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]]
+) -> None:
+    vocab, examples = data
+    plain = DraftTrainer(new_draft(target.spec, vocab), target.embed, TrainConfig(lr=3e-3))
+    averaging = DraftTrainer(new_draft(target.spec, vocab), target.embed, TrainConfig(lr=3e-3, average=0.5))
+    expected = {name: p.detach().clone() for name, p in averaging.draft.named_parameters()}
+    for step in range(3):
+        plain.train_step(examples[:2])
+        averaging.train_step(examples[:2])
+        keep = min(0.5, (1 + step + 1) / (10 + step + 1))  # t counts the steps done, this one included
+        for name, weight in averaging.draft.named_parameters():
+            expected[name] = keep * expected[name] + (1 - keep) * weight.detach()
+    assert plain.candidate() is plain.draft  # no average kept: the weights as they stand
+    candidate = averaging.candidate()
+    assert candidate is not averaging.draft and not candidate.fc.requires_grad
+    for name, mean in candidate.named_parameters():
+        assert torch.allclose(mean, expected[name], atol=1e-6), name
+        assert not torch.equal(mean, dict(averaging.draft.named_parameters())[name]), name
+    assert torch.equal(plain.draft.fc, averaging.draft.fc)  # the average never feeds back into training
+
+
 def test_bf16_is_refused_where_the_cpu_would_emulate_it() -> None:
     from borealis.cpu import bf16_native
     from worker.draft.train import parse_args
@@ -277,7 +299,12 @@ def test_the_online_recipe_follows_the_trainer_settings() -> None:
     from borealis.settings import Settings
 
     settings = Settings(
-        trainer_lr=2e-4, trainer_warmup_steps=7, trainer_batch_tokens=512, trainer_device="cpu"
+        trainer_lr=2e-4,
+        trainer_warmup_steps=7,
+        trainer_batch_tokens=512,
+        trainer_device="cpu",
+        trainer_weight_average=0.8,
     )
     config = TrainConfig.online(settings.trainer)
-    assert (config.lr, config.warmup_steps, config.batch_tokens, config.device) == (2e-4, 7, 512, "cpu")
+    recipe = (config.lr, config.warmup_steps, config.batch_tokens, config.device, config.average)
+    assert recipe == (2e-4, 7, 512, "cpu", 0.8)

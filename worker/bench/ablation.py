@@ -10,7 +10,7 @@ the arms learn the new one. Every arm after the first gets the paired 95 % boots
 per-trace difference from the first arm at the last step, per domain (same traces for both).
 
 An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr``,
-``warmup_steps``, ``decay_steps``, ``ttt_steps``, ``step_decay``, ``rejected_weight``,
+``warmup_steps``, ``decay_steps``, ``average``, ``ttt_steps``, ``step_decay``, ``rejected_weight``,
 ``batch_tokens``, ``bf16``, ``prompt_rows`` (all :class:`~worker.draft.trainer.TrainConfig`
 fields) and ``init=target`` (the draft's head from the target's output embedding of the draft
 vocabulary, its final norm from the target's). Unset knobs take the online trainer's defaults
@@ -49,7 +49,7 @@ from worker.engine.tracelog import wire_steps
 from worker.workloads import Prompt, build_prompts, encode_prompt
 
 DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
-_FLOAT_KNOBS = {"lr", "step_decay", "rejected_weight"}
+_FLOAT_KNOBS = {"lr", "average", "step_decay", "rejected_weight"}
 _INT_KNOBS = {"warmup_steps", "decay_steps", "ttt_steps", "batch_tokens"}
 _BOOL_KNOBS = {"bf16", "prompt_rows"}
 
@@ -166,7 +166,7 @@ def train_arm(
         metrics = trainer.train_step(group)
         rejected_seen += metrics.rejected_count
         if step in eval_at:
-            counts = per_trace_counts(draft, target.embed, held_out, depth)
+            counts = per_trace_counts(trainer.candidate(), target.embed, held_out, depth)
             curve[str(step)] = pooled_acceptance(held_out, counts)
     return {
         "per_trace": counts,

@@ -27,6 +27,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 0  # linear learning-rate warmup from lr / warmup_steps
     decay_steps: int = 0  # > 0: after warmup, linear decay to lr / 10 at this step (ablation knob)
+    average: float = 0.0  # > 0: candidates are an exponential moving average of the weights, this decay
     ttt_steps: int = 3
     step_decay: float = 0.8
     rejected_weight: float = 0.0  # > 0 switches the rejected-proposal term on (ablation: no gain yet)
@@ -47,6 +48,7 @@ class TrainConfig:
         return cls(
             lr=settings.lr,
             warmup_steps=settings.warmup_steps,
+            average=settings.weight_average,
             rejected_weight=settings.rejected_weight,
             batch_tokens=settings.batch_tokens,
             bf16=settings.bf16,
@@ -173,8 +175,11 @@ def batches(examples: Sequence[Example], batch_tokens: int) -> list[list[Example
 class DraftTrainer:
     """Owns the optimizer; ``lr_scale`` lets the online trainer raise the rate after a domain shift.
 
-    The draft and its optimizer live on ``config.device``; everything outside the training step
-    (shadow evaluation, checkpoints, publishing) takes ``snapshot()``, a CPU draft.
+    The draft and its optimizer live on ``config.device``; checkpoints take ``snapshot()``, a CPU
+    draft, and what is judged and published takes ``candidate()``: with ``config.average`` the
+    exponential moving average of the weights (Polyak averaging: a constant online learning rate leaves
+    the weights jittering around where a decayed one would settle; their average settles without
+    slowing the learning), else the same snapshot.
     """
 
     def __init__(self, draft: Eagle3Draft, embed: torch.Tensor, config: TrainConfig):
@@ -188,6 +193,7 @@ class DraftTrainer:
         draft.train()
         self.optimizer = torch.optim.AdamW(draft.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_done = 0
+        self.average = draft.copy().to(self.device).requires_grad_(False) if config.average else None
 
     def _schedule(self, step: int) -> float:
         """The learning rate's factor at ``step`` (from 1): warmup, then flat or a linear decay."""
@@ -203,6 +209,34 @@ class DraftTrainer:
         """The draft as it stands, on CPU (the draft itself where it trains on CPU)."""
         return self.draft if self.device.type == "cpu" else self.draft.copy()
 
+    def candidate(self) -> Eagle3Draft:
+        """The draft to judge and publish, on CPU: the weight average where one is kept."""
+        if self.average is None:
+            return self.snapshot()
+        return self.average if self.device.type == "cpu" else self.average.copy()
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Average with decay ``min(average, (1 + t) / (10 + t))``: early steps, and the first steps
+        after a restart from a checkpoint (which keeps the weights, not their average), follow the
+        weights closely instead of dragging the starting draft along."""
+        if self.average is None:
+            return
+        t = self.steps_done
+        keep = min(self.config.average, (1 + t) / (10 + t))
+        for mean, weight in zip(self.average.parameters(), self.draft.parameters(), strict=True):
+            mean.lerp_(weight, 1.0 - keep)
+
+    @torch.no_grad()
+    def follow_remap(self, rows: Sequence[int]) -> None:
+        """After ``apply_remap`` gave the draft's ``rows`` new tokens, the average takes them as they are:
+        an average of another token's row would propose the wrong token."""
+        if self.average is None or not rows:
+            return
+        index = torch.tensor(list(rows), device=self.device)
+        self.average.lm_head[index] = self.draft.lm_head[index]
+        self.average.vocab = self.draft.vocab
+
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
         config = self.config
         for group in self.optimizer.param_groups:
@@ -211,6 +245,7 @@ class DraftTrainer:
         torch.nn.utils.clip_grad_norm_(self.draft.parameters(), config.grad_clip)
         self.optimizer.step()
         self.steps_done += 1
+        self._update_average()
         return metrics
 
     def first_row(self, prompt_len: int) -> int:

@@ -81,7 +81,7 @@ class Candidates:
         """
         paced, depth = self.pacer.paced, self.eval_depth
         records = self.heldout.for_evaluation(fresh, self.max_traces)
-        draft = trainer.snapshot()
+        draft = trainer.candidate()
         examples = [paced(self.examples.get, r, draft.vocab) for r in records]
         ours = paced(per_trace_counts, draft, trainer.embed, examples, depth)
         live_draft = self.live_draft(live) if live else None

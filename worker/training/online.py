@@ -222,6 +222,7 @@ class OnlineTrainer:
         if not plan.rows:
             return None
         apply_remap(self.trainer.draft, plan, self.target, self.trainer.optimizer)
+        self.trainer.follow_remap(plan.rows)
         self.state.vocab_version += 1
         self.state.rows_remapped += len(plan.rows)
         log.info(
@@ -321,7 +322,7 @@ class OnlineTrainer:
         name = f"round-{state.round:08d}"
         try:
             result = self.candidates.publish(
-                self.trainer.snapshot(), name, live, shadow, metrics, window, state.vocab_version
+                self.trainer.candidate(), name, live, shadow, metrics, window, state.vocab_version
             )
         except (ControlPlaneError, OSError) as exc:
             log.warning("candidate from round %d not published: %s", state.round, exc)
