@@ -275,6 +275,7 @@ def test_a_round_whose_outputs_fall_outside_the_vocabulary_remaps_cold_rows(
     assert remap is not None and remap["rows"] == 3 and remap["vocab_version"] == 1
     assert remap["coverage_before"] == 0.0 and remap["coverage_after"] == 1.0
     assert all(int(trainer.trainer.draft.vocab.target_to_draft[t]) >= 0 for t in outside)
+    assert trainer.trainer.candidate().vocab.same_as(trainer.trainer.draft.vocab)  # what is published
     push(settings, records[12:23])
     second = trainer.run_round()  # examples rebuilt for the new vocabulary (and, if its outputs hold
     assert second["status"] == "trained"  # tokens still outside, another remap)

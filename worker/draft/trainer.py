@@ -217,9 +217,9 @@ class DraftTrainer:
 
     @torch.no_grad()
     def _update_average(self) -> None:
-        """Average with decay ``min(average, (1 + t) / (10 + t))``: early steps, and the first steps
-        after a restart from a checkpoint (which keeps the weights, not their average), follow the
-        weights closely instead of dragging the starting draft along."""
+        """Average with decay ``min(average, (1 + t) / (10 + t))``: a young average follows the weights
+        closely instead of dragging the starting draft along. A checkpoint keeps the weights, not their
+        average: after a restart the average starts again from the weights."""
         if self.average is None:
             return
         t = self.steps_done

@@ -12,6 +12,7 @@ from worker.draft.examples import Example, example_from_record, for_vocab, head_
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.traces.features import FeatureReader
+from worker.training.reports import ExampleSourceCounts
 
 
 @dataclass
@@ -22,6 +23,13 @@ class ExampleSources:
     from_features: int = 0
     by_prefill: int = 0
     revocabulary: int = 0
+
+    def counts(self) -> ExampleSourceCounts:
+        return {
+            "from_features": self.from_features,
+            "by_prefill": self.by_prefill,
+            "revocabulary": self.revocabulary,
+        }
 
 
 class ExampleCache:

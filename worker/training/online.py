@@ -143,12 +143,7 @@ class OnlineTrainer:
                 self._held_rounds += 1  # wait for more traces no draft has seen; replay trains meanwhile
         else:
             self.intake.release(self.state)
-        sources = self._examples.sources
-        report["examples"] = {
-            "from_features": sources.from_features,
-            "by_prefill": sources.by_prefill,
-            "revocabulary": sources.revocabulary,
-        }
+        report["examples"] = self._examples.sources.counts()
         recent = self.intake.take_recent()
         if self.trainer is not None and recent:
             remap = self._remap(recent)
@@ -311,9 +306,8 @@ class OnlineTrainer:
             "vocab_version": state.vocab_version,
             "rows_remapped": state.rows_remapped,
             "rejected_weight": self.settings.rejected_weight,
-            "examples_from_features": self._examples.sources.from_features,
-            "examples_by_prefill": self._examples.sources.by_prefill,
-            "examples_revocabulary": self._examples.sources.revocabulary,
+            "weight_average": self.settings.weight_average,
+            **{f"examples_{source}": n for source, n in self._examples.sources.counts().items()},
         }
         if self._round_losses:
             metrics["loss"] = sum(loss for loss, _ in self._round_losses) / len(self._round_losses)
