@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from borealis.settings import TrainerSettings
 from worker.draft.examples import Example
 from worker.draft.model import Eagle3Draft
+from worker.draft.remap import Remap, apply_remap
 from worker.draft.ttt import unroll_hidden
+from worker.engine.llama import LlamaModel
 
 
 @dataclass(frozen=True)
@@ -228,12 +230,14 @@ class DraftTrainer:
             mean.lerp_(weight, 1.0 - keep)
 
     @torch.no_grad()
-    def follow_remap(self, rows: Sequence[int]) -> None:
-        """After ``apply_remap`` gave the draft's ``rows`` new tokens, the average takes them as they are:
-        an average of another token's row would propose the wrong token."""
-        if self.average is None or not rows:
+    def remap(self, plan: Remap, target: LlamaModel) -> None:
+        """Give the plan's rows their new tokens in the draft and its optimizer moments
+        (:func:`apply_remap`), and in the average, which takes the new rows as they are: an average of
+        another token's row would propose the wrong token."""
+        apply_remap(self.draft, plan, target, self.optimizer)
+        if self.average is None or not plan.rows:
             return
-        index = torch.tensor(list(rows), device=self.device)
+        index = torch.tensor(plan.rows, device=self.device)
         self.average.lm_head[index] = self.draft.lm_head[index]
         self.average.vocab = self.draft.vocab
 

@@ -28,7 +28,7 @@ from borealis.settings import Settings, TrainerSettings
 from borealis.wire import TraceRecord, TrainerProgress
 from worker.draft.examples import Example
 from worker.draft.model import Eagle3Draft, new_draft
-from worker.draft.remap import apply_remap, plan_remap
+from worker.draft.remap import plan_remap
 from worker.draft.trainer import DraftTrainer, StepMetrics, TrainConfig
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
@@ -216,8 +216,7 @@ class OnlineTrainer:
         plan = plan_remap(vocab, outputs, usage, s.remap_max_rows)
         if not plan.rows:
             return None
-        apply_remap(self.trainer.draft, plan, self.target, self.trainer.optimizer)
-        self.trainer.follow_remap(plan.rows)
+        self.trainer.remap(plan, self.target)
         self.state.vocab_version += 1
         self.state.rows_remapped += len(plan.rows)
         log.info(
