@@ -83,7 +83,7 @@ def attention_inputs(rows: int, span: int, seed: int) -> tuple[torch.Tensor, ...
     return q, k, v, mask
 
 
-def test_native_attention_is_softmax_attention_within_bf16_rounding() -> None:
+def test_native_kernels_is_softmax_attention_within_bf16_rounding() -> None:
     q, k, v, mask = attention_inputs(12, 70, seed=8)
     got = native.attention(q, k, v, mask)
     exact = torch.nn.functional.scaled_dot_product_attention(
@@ -106,10 +106,23 @@ def test_a_query_row_attends_alike_alone_among_rows_and_over_a_padded_span() -> 
     assert torch.equal(padded, together)
 
 
+def test_the_norm_is_a_float64_rms_norm_rounded_to_bf16_and_each_row_its_own() -> None:
+    x, weight = bf16(70, 576, seed=12) * 40, bf16(576, seed=13) * 20
+    exact = x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-5) * weight.double()
+    got = native.rms_norm(x, weight, 1e-5)
+    assert got.dtype == torch.bfloat16 and got.shape == x.shape
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+    alone = torch.cat([native.rms_norm(x[i : i + 1], weight, 1e-5) for i in range(70)])
+    assert torch.equal(alone, got)
+    assert torch.equal(native.rms_norm(x.view(7, 10, 576), weight, 1e-5).view(70, 576), got)
+    zeros = native.rms_norm(torch.zeros(2, 576, dtype=torch.bfloat16), weight, 1e-5)
+    assert torch.equal(zeros, torch.zeros_like(zeros))  # eps keeps an all-zero row finite
+
+
 def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_dir: Path) -> None:
     # torch's attention and oneDNN rounded 64-token steps and steps past a context of ~200 apart
     model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
-    assert model.native_attention and isinstance(model.layers[0].down, NativeWeight)
+    assert model.native_kernels and isinstance(model.layers[0].down, NativeWeight)
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(100, 20000, (1, 260), generator=generator)
     new = torch.randint(100, 20000, (1, 70), generator=generator)

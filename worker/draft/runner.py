@@ -20,6 +20,7 @@ from worker.engine.llama import (
     flat_cache_index,
     group_mask,
     mlp_block,
+    rms_norm,
     rotary_tables,
 )
 
@@ -59,7 +60,7 @@ class DraftRunner:
             self.lm_head = pack(cast(draft.lm_head))
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
-        self.native_attention = native.supports(dtype, config.head_dim)
+        self.native_kernels = native.serves_model(dtype, config.head_dim, config.hidden_size)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.spec, 1, batch, max_len, self.dtype)
@@ -74,8 +75,7 @@ class DraftRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab."""
         h = self._layer(step, hidden, cache, first_slot)
-        eps, size = self.config.rms_norm_eps, (self.config.hidden_size,)
-        logits = linear(F.rms_norm(h, size, self.final_norm, eps), self.lm_head)
+        logits = linear(rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.native_kernels), self.lm_head)
         return h, torch.log_softmax(logits.float(), dim=-1)
 
     @torch.inference_mode()
@@ -84,11 +84,11 @@ class DraftRunner:
         self._layer(step, hidden, cache, first_slot)
 
     def _layer(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int) -> torch.Tensor:
-        eps, size = self.config.rms_norm_eps, (self.config.hidden_size,)
+        eps, native_kernels = self.config.rms_norm_eps, self.native_kernels
         x = torch.cat(
             [
-                F.rms_norm(F.embedding(step.tokens, self.embed), size, self.layer.input_norm, eps),
-                F.rms_norm(hidden, size, self.hidden_norm, eps),
+                rms_norm(F.embedding(step.tokens, self.embed), self.layer.input_norm, eps, native_kernels),
+                rms_norm(hidden, self.hidden_norm, eps, native_kernels),
             ],
             dim=-1,
         )
@@ -96,7 +96,7 @@ class DraftRunner:
         sin = self.sin[step.positions].unsqueeze(2)
         flat_index = flat_cache_index(step.write_index, self.spec.num_kv_heads, cache.max_len)
         groups = self.spec.num_heads // self.spec.num_kv_heads
-        mask = group_mask(step.mask, groups, self.dtype, self.native_attention)
+        mask = group_mask(step.mask, groups, self.dtype, self.native_kernels)
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         attn = attention_block(
             x,
@@ -108,7 +108,7 @@ class DraftRunner:
             sin,
             flat_index,
             mask,
-            native_attention=self.native_attention,
+            native_kernels=self.native_kernels,
         )
         h = hidden + attn
-        return h + mlp_block(F.rms_norm(h, size, self.layer.post_norm, eps), self.layer)
+        return h + mlp_block(rms_norm(h, self.layer.post_norm, eps, native_kernels), self.layer)

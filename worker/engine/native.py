@@ -1,6 +1,6 @@
 """The engine's own C++ kernels (``kernels/skinny.cpp``), compiled once per machine and loaded into torch.
 
-For bfloat16 they compute ``x @ w.T`` and attention so that every output row depends on its own
+For bfloat16 they compute ``x @ w.T``, attention and RMS norm so that every output row depends on its own
 input row alone (see the source): bf16 decoding and verification then round alike however many rows
 share a step and however long the span, which oneDNN's products and torch's attention do not, and a
 one-row bf16 step streams the weights faster than oneDNN's (measured in the README).
@@ -49,6 +49,11 @@ def supports(dtype: torch.dtype, width: int) -> bool:
     return width % 32 == 0 and serves(dtype)
 
 
+def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:
+    """Whether a model's attention and norms run here (its head and hidden widths both qualify)."""
+    return supports(dtype, head_dim) and supports(dtype, hidden_size)
+
+
 def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for a contiguous ``[out, in]`` weight that :func:`supports` accepts."""
     return torch.ops.borealis_skinny.linear(x, weight)  # type: ignore[no-any-return]
@@ -60,6 +65,11 @@ def product_q4(
     """``x @ w.T`` for 4-bit weights in Q4_1's layout (see the source), each 16-row block dequantized
     to bf16 once per call: cheap per extra row, so a prompt's prefill runs here."""
     return torch.ops.borealis_skinny.linear_q4(x, codes, scales, mins)  # type: ignore[no-any-return]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS norm of bf16 rows (width a multiple of 16) scaled by a bf16 ``weight``, in one call."""
+    return torch.ops.borealis_skinny.rms_norm(x, weight, eps)  # type: ignore[no-any-return]
 
 
 MASK_DTYPE = torch.float32  # what :func:`attention` reads its mask as: build it so, once per forward

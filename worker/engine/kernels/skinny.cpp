@@ -1,5 +1,5 @@
 // The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512): x @ w.T for
-// bf16 weights and for 4-bit Q4_1 weights, and attention. Every output row depends on its own input
+// bf16 weights and for 4-bit Q4_1 weights, attention and RMS norm. Every output row depends on its own input
 // row alone, bit for bit, so decoding a token and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row, accumulated
@@ -257,6 +257,38 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return out;
 }
 
+// RMS norm of bf16 rows: a row's mean square in fp32 (16 lanes in input order, one fixed reduction), then
+// x / sqrt(mean + eps) * w in fp32, rounded to bf16 once. One call instead of torch's half dozen ops per
+// norm, and a row's result depends on that row alone.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const int64_t d = x.size(-1);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && d % 16 == 0 &&
+                  weight.numel() == d && weight.is_contiguous(), "rms_norm: bf16 rows, width a multiple of 16");
+  const at::Tensor flat = x.reshape({-1, d}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty_like(flat);
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  const auto* wp = weight.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const c10::BFloat16* xr = xp + r * d;
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t c = 0; c < d; c += 16) {
+        const __m512 v = widen(xr + c);
+        squares = _mm512_fmadd_ps(v, v, squares);
+      }
+      const float mean = _mm512_reduce_add_ps(squares) / static_cast<float>(d);
+      const __m512 inverse = _mm512_set1_ps(1.0f / std::sqrt(mean + static_cast<float>(eps)));
+      for (int64_t c = 0; c < d; c += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(widen(xr + c), inverse), widen(wp + c));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + r * d + c), (__m256i)_mm512_cvtneps_pbh(v));
+      }
+    }
+  });
+  return out.view(x.sizes());
+}
+
 at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
   return product<BFloat16>(x, weight);
@@ -277,6 +309,7 @@ TORCH_LIBRARY(borealis_skinny, m) {
   m.def("linear(Tensor x, Tensor weight) -> Tensor");
   m.def("linear_q4(Tensor x, Tensor codes, Tensor scales, Tensor mins) -> Tensor");
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor mask) -> Tensor");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
 }
 
@@ -285,6 +318,7 @@ TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear", &skinny_linear);
   m.impl("linear_q4", &q4_linear);
   m.impl("attention", &attention);
+  m.impl("rms_norm", &rms_norm);
 }
 #endif
 
