@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BENCHMARKS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    benches = ["speedup", "batches", "swap", "load", "ablation", "shift", "trainer", "drift", "peer"]
+    benches = ["speedup", "batches", "swap", "load", "ablation", "shift", "trainer", "drift", "peer", "step"]
     bench.add_argument("name", choices=benches)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)
