@@ -11,7 +11,14 @@ import torch
 from tests.engine.test_int4 import q4_1_dequantized
 from worker.engine import native
 from worker.engine.linear import NativeWeight, linear, pack, quantize_int4
-from worker.engine.llama import LlamaModel, causal_step_input
+from worker.engine.llama import (
+    LlamaModel,
+    apply_rotary,
+    causal_step_input,
+    flat_cache_index,
+    group_mask,
+    rotary_tables,
+)
 
 pytestmark = pytest.mark.skipif(
     not native.supports(torch.bfloat16, 64), reason="no AVX-512 BF16 CPU or no C++ compiler here"
@@ -74,35 +81,87 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
     assert native._library() is None
 
 
-def attention_inputs(rows: int, span: int, seed: int) -> tuple[torch.Tensor, ...]:
+KV, GROUPS, DIM, LENGTH, PAST = 2, 3, 64, 96, 40  # a layer's attention: 6 query heads over 2 KV heads
+
+
+def attend_inputs(count: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """qkv of ``count`` new tokens per sequence (2 sequences), their rotary tables, a cache holding
+    ``PAST`` positions, and a mask letting token t see a random part of the history and itself."""
     generator = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(2, 3, n, 64, generator=generator).to(torch.bfloat16) for n in (rows, span, span))
-    allowed = torch.rand(2, 1, rows, span, generator=generator) > 0.3
-    allowed[..., 0] = True
-    mask = torch.zeros(2, 1, rows, span).masked_fill(~allowed, float("-inf")).to(torch.bfloat16)
-    return q, k, v, mask
-
-
-def test_native_kernels_is_softmax_attention_within_bf16_rounding() -> None:
-    q, k, v, mask = attention_inputs(12, 70, seed=8)
-    got = native.attention(q, k, v, mask)
-    exact = torch.nn.functional.scaled_dot_product_attention(
-        q.double(), k.double(), v.double(), attn_mask=mask.double()
+    qkv = torch.randn(2, count, KV * GROUPS + 2 * KV, DIM, generator=generator).to(torch.bfloat16)
+    cos, sin = rotary_tables(DIM, 10000.0, LENGTH)
+    positions = PAST + torch.arange(count).expand(2, count)
+    cache_k, cache_v = (
+        torch.randn(2, KV, LENGTH, DIM, generator=generator).to(torch.bfloat16) for _ in range(2)
     )
-    assert got.dtype == torch.bfloat16
-    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-3)
+    span = PAST + count
+    allowed = torch.rand(2, count, span, generator=generator) > 0.3
+    allowed[..., 0] = True
+    allowed[..., PAST:] = torch.eye(count, dtype=torch.bool)  # itself among the new tokens
+    bf = torch.bfloat16
+    return (
+        qkv,
+        cos[positions].unsqueeze(2).to(bf),
+        sin[positions].unsqueeze(2).to(bf),
+        cache_k,
+        cache_v,
+        allowed,
+    )
 
 
-def test_a_query_row_attends_alike_alone_among_rows_and_over_a_padded_span() -> None:
-    q, k, v, mask = attention_inputs(12, 70, seed=9)
-    together = native.attention(q, k, v, mask)
+def run_attend(qkv, cos, sin, cache_k, cache_v, allowed, rows: slice, span_pad: int = 0):  # type: ignore[no-untyped-def]
+    """``attend`` for the new tokens ``rows`` alone, writing at their own positions."""
+    count = qkv[:, rows].shape[1]
+    write = PAST + torch.arange(rows.start, rows.start + count).expand(2, count)
+    mask = torch.nn.functional.pad(allowed[:, rows], (0, span_pad), value=False)
+    return native.attend(
+        qkv[:, rows].contiguous(),
+        cos[:, rows].contiguous(),
+        sin[:, rows].contiguous(),
+        cache_k,
+        cache_v,
+        flat_cache_index(write, KV, LENGTH),
+        group_mask(mask, GROUPS, torch.bfloat16, native_kernels=True),
+    )
+
+
+def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding() -> None:
+    qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8)
+    old_k, old_v = cache_k.double(), cache_v.double()
+    got = run_attend(qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 5))
+    x = qkv.double()
+    heads = KV * GROUPS
+    q = apply_rotary(x[:, :, :heads], cos.double(), sin.double())
+    k = apply_rotary(x[:, :, heads : heads + KV], cos.double(), sin.double())
+    keys, values = old_k.clone(), old_v.clone()
+    keys[:, :, PAST : PAST + 5], values[:, :, PAST : PAST + 5] = (
+        k.transpose(1, 2),
+        x[:, :, heads + KV :].transpose(1, 2),
+    )
+    assert torch.allclose(
+        cache_k[:, :, PAST : PAST + 5].double(), keys[:, :, PAST : PAST + 5], rtol=2**-7, atol=1e-6
+    )
+    assert torch.equal(cache_v[:, :, PAST : PAST + 5].double(), values[:, :, PAST : PAST + 5])
+    assert torch.equal(cache_k[:, :, :PAST].double(), old_k[:, :, :PAST])  # history untouched
+    span = PAST + 5
+    expanded = [t.repeat_interleave(GROUPS, dim=1)[:, :, :span] for t in (keys, values)]
+    bias = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, float("-inf")).unsqueeze(1)
+    exact = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), *expanded, attn_mask=bias)
+    exact = exact.transpose(1, 2).reshape(2, 5, heads * DIM)
+    assert got.dtype == torch.bfloat16 and got.shape == exact.shape
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-2)
+
+
+def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span() -> None:
+    inputs = attend_inputs(12, seed=9)
+    qkv, cos, sin, cache_k, cache_v, allowed = inputs
+    together = run_attend(qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12))
+    k_alone, v_alone = cache_k.clone(), cache_v.clone()
     alone = torch.cat(
-        [native.attention(q[:, :, i : i + 1], k, v, mask[:, :, i : i + 1]) for i in range(12)], 2
+        [run_attend(qkv, cos, sin, k_alone, v_alone, allowed, slice(i, i + 1)) for i in range(12)], 1
     )
     assert torch.equal(alone, together)
-    pad = torch.zeros(2, 3, 10, 64, dtype=torch.bfloat16)
-    padded_mask = torch.nn.functional.pad(mask, (0, 10), value=float("-inf"))
-    padded = native.attention(q, torch.cat([k, pad + 1], 2), torch.cat([v, pad + 1], 2), padded_mask)
+    padded = run_attend(qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12), span_pad=10)
     assert torch.equal(padded, together)
 
 

@@ -75,7 +75,8 @@ class DraftRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab."""
         h = self._layer(step, hidden, cache, first_slot)
-        logits = linear(rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.native_kernels), self.lm_head)
+        normed = rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.native_kernels)
+        logits = linear(normed, self.lm_head)
         return h, torch.log_softmax(logits.float(), dim=-1)
 
     @torch.inference_mode()

@@ -236,7 +236,8 @@ def attention_block(
     ``cache_k``/``cache_v`` are ``[B, kv_heads, max_len, head_dim]`` for one layer; queries of
     one KV group are stacked along the sequence axis so keys and values are never repeated.
     With ``rows`` (see :meth:`LlamaModel.forward`) ``x`` holds only those rows of the ``[B, T]``
-    step, and so does the result: the projections skip the padding, attention runs padded.
+    step, and so does the result: the projections skip the padding, attention runs padded. With
+    ``native_kernels`` rotary, the cache writes and attention are one call of the engine's kernel.
     """
     batch, count = cos.shape[:2]
     heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -248,17 +249,20 @@ def attention_block(
         packed = qkv.view(-1, qkv.shape[-1])
         qkv = packed.new_zeros(batch * count, packed.shape[-1]).index_copy_(0, rows, packed)
     qkv = qkv.view(batch, count, heads + 2 * kv_heads, dim)
-    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
-    q, k = qk[:, :, :heads], qk[:, :, heads:]
-    v = qkv[:, :, heads + kv_heads :]
-    cache_rows = batch * kv_heads * cache_k.shape[2]
-    cache_k.view(cache_rows, dim).index_copy_(0, flat_index, k.transpose(1, 2).reshape(-1, dim))
-    cache_v.view(cache_rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
-    span = mask.shape[-1]
-    q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
-    keys, values = cache_k[:, :, :span], cache_v[:, :, :span]
-    attn = native.attention(q, keys, values, mask) if native_kernels else attention(q, keys, values, mask)
-    attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
+    if native_kernels:  # rotary, cache writes and attention in one call
+        attn = native.attend(qkv, cos, sin, cache_k, cache_v, flat_index, mask)
+    else:
+        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+        q, k = qk[:, :, :heads], qk[:, :, heads:]
+        v = qkv[:, :, heads + kv_heads :]
+        cache_rows = batch * kv_heads * cache_k.shape[2]
+        cache_k.view(cache_rows, dim).index_copy_(0, flat_index, k.transpose(1, 2).reshape(-1, dim))
+        cache_v.view(cache_rows, dim).index_copy_(0, flat_index, v.transpose(1, 2).reshape(-1, dim))
+        span = mask.shape[-1]
+        keys, values = cache_k[:, :, :span], cache_v[:, :, :span]
+        q = q.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4)
+        attn = attention(q.reshape(batch, kv_heads, -1, dim), keys, values, mask)
+        attn = attn.view(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4).reshape(batch, count, -1)
     if rows is not None:
         attn = attn.view(batch * count, -1).index_select(0, rows).view(x.shape)
     return linear(attn, layer.out, prefill)

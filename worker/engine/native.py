@@ -72,13 +72,24 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.ops.borealis_skinny.rms_norm(x, weight, eps)  # type: ignore[no-any-return]
 
 
-MASK_DTYPE = torch.float32  # what :func:`attention` reads its mask as: build it so, once per forward
+MASK_DTYPE = torch.float32  # what :func:`attend` reads its mask as: build it so, once per forward
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of bf16 ``q [B, H, R, D]`` over ``k``, ``v [B, H, S, D]`` with an additive
-    ``mask [B, 1, R, S]`` (``-inf``: not allowed), each query row on its own (``D`` a multiple of 32)."""
-    return torch.ops.borealis_skinny.attention(q, k, v, mask)  # type: ignore[no-any-return]
+def attend(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    flat_index: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """A layer's attention after its projection, in one call: rotary on bf16 ``qkv [B, T, H + 2 KV, D]``
+    (``cos``, ``sin`` ``[B, T, 1, D]``), the new keys and values written to the rows ``flat_index``
+    gives of ``cache_k``, ``cache_v [B, KV, L, D]`` viewed as ``[B KV L, D]`` (``[B, KV, T]`` order),
+    then softmax attention of each query row on its own over the keys its additive ``mask [B, 1, G T, S]``
+    allows (row ``g T + t``). Returns ``[B, T, H D]``, head ``kv G + g``."""
+    return torch.ops.borealis_skinny.attend(qkv, cos, sin, cache_k, cache_v, flat_index, mask)  # type: ignore[no-any-return]
 
 
 def cache_dir() -> Path:

@@ -205,53 +205,99 @@ inline __m512 widen(const c10::BFloat16* p) {  // 16 bf16 -> 16 fp32
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 
-// q [B, H, R, D], k and v [B, H, S, D] (any strides but D's), mask [B, 1, R, S] additive (-inf: masked).
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
-  TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
-                  v.scalar_type() == at::kBFloat16, "attention: bf16 q, k, v");
-  const int64_t batch = q.size(0), heads = q.size(1), rows = q.size(2), d = q.size(3), span = k.size(2);
-  TORCH_CHECK(d % 32 == 0 && k.size(3) == d && v.size(3) == d && k.stride(3) == 1 && v.stride(3) == 1,
-              "attention: head dim a multiple of 32, contiguous");
-  TORCH_CHECK(mask.size(-1) == span && mask.size(-2) == rows, "attention: mask [B, 1, R, S]");
-  const at::Tensor qc = q.contiguous();
-  const at::Tensor m = mask.to(at::kFloat).expand({batch, 1, rows, span}).contiguous();
-  at::Tensor out = at::empty({batch, heads, rows, d}, q.options());
-  const auto* qp = qc.data_ptr<c10::BFloat16>();
-  const auto* kp = k.data_ptr<c10::BFloat16>();
-  const auto* vp = v.data_ptr<c10::BFloat16>();
-  const float* mp = m.data_ptr<float>();
+// One query row's attention over keys kh and values vh (row strides ks, vs) under an additive mask row mr.
+inline void attend_row(const c10::BFloat16* qr, const c10::BFloat16* kh, int64_t ks, const c10::BFloat16* vh,
+                       int64_t vs, const float* mr, int64_t span, int64_t d, float scale, float* weights,
+                       __m512* acc, c10::BFloat16* out) {
+  float top = -INFINITY;
+  for (int64_t j = 0; j < span; ++j) {
+    if (std::isinf(mr[j]) && mr[j] < 0) continue;
+    weights[j] = dot_bf16(qr, kh + j * ks, d) * scale + mr[j];
+    top = std::fmax(top, weights[j]);
+  }
+  for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_setzero_ps();
+  float total = 0.0f;
+  for (int64_t j = 0; j < span; ++j) {
+    if (std::isinf(mr[j]) && mr[j] < 0) continue;
+    const float p = std::exp(weights[j] - top);
+    total += p;
+    const __m512 pv = _mm512_set1_ps(p);
+    const c10::BFloat16* vr = vh + j * vs;
+    for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_fmadd_ps(pv, widen(vr + c * 16), acc[c]);
+  }
+  const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+  for (int64_t c = 0; c < d / 16; ++c) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c * 16),
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], norm)));
+  }
+}
+
+// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
+inline void rotate(const c10::BFloat16* x, const c10::BFloat16* cos, const c10::BFloat16* sin, int64_t d,
+                   c10::BFloat16* out) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; i += 16) {
+    const __m512 a = widen(x + i), b = widen(x + half + i);
+    const __m512 first = _mm512_fmsub_ps(a, widen(cos + i), _mm512_mul_ps(b, widen(sin + i)));
+    const __m512 second = _mm512_fmadd_ps(b, widen(cos + half + i), _mm512_mul_ps(a, widen(sin + half + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(first));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + half + i), (__m256i)_mm512_cvtneps_pbh(second));
+  }
+}
+
+// A decoder layer's attention after its q/k/v projection, in one call: rotary on queries and keys, the
+// new keys and values written to the cache rows ``flat_index`` gives, then every query row attends as
+// one query row at a time does. qkv [B, T, H + 2 KV, D]; cos, sin [B, T, 1, D]; cache_k, cache_v
+// [B, KV, L, D] contiguous; flat_index [B, KV, T] rows of the cache viewed as [B KV L, D]; mask
+// [B, 1, G T, S] additive, query row g T + t. Returns [B, T, H D], head h = kv G + g.
+at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask) {
+  const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
+  const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
+  TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && cache_k.scalar_type() == at::kBFloat16 &&
+                  cos.scalar_type() == at::kBFloat16 && mask.scalar_type() == at::kFloat, "attend: bf16, fp32 mask");
+  TORCH_CHECK(d % 32 == 0 && heads % kv == 0 && cache_k.is_contiguous() && cache_v.is_contiguous() &&
+                  flat_index.numel() == batch * kv * count && mask.size(-2) == groups * count &&
+                  span <= cache_k.size(2), "attend: shapes");
+  const at::Tensor x = qkv.contiguous(), c = cos.contiguous(), sn = sin.contiguous(), m = mask.contiguous();
+  const at::Tensor index = flat_index.to(at::kLong).contiguous();
+  at::Tensor q = at::empty({batch, count, heads, d}, qkv.options());
+  const auto* xp = x.data_ptr<c10::BFloat16>();
+  const auto* cp = c.data_ptr<c10::BFloat16>();
+  const auto* sp = sn.data_ptr<c10::BFloat16>();
+  const auto* ip = index.data_ptr<int64_t>();
+  auto* qp = q.data_ptr<c10::BFloat16>();
+  auto* kp = cache_k.data_ptr<c10::BFloat16>();
+  auto* vp = cache_v.data_ptr<c10::BFloat16>();
+  const int64_t width = heads + 2 * kv;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < count; ++t) {
+      const c10::BFloat16* row = xp + (b * count + t) * width * d;
+      const c10::BFloat16* cr = cp + (b * count + t) * d;
+      const c10::BFloat16* sr = sp + (b * count + t) * d;
+      for (int64_t h = 0; h < heads; ++h) rotate(row + h * d, cr, sr, d, qp + ((b * count + t) * heads + h) * d);
+      for (int64_t h = 0; h < kv; ++h) {
+        const int64_t at = ip[(b * kv + h) * count + t];
+        rotate(row + (heads + h) * d, cr, sr, d, kp + at * d);
+        std::copy(row + (heads + kv + h) * d, row + (heads + kv + h + 1) * d, vp + at * d);
+      }
+    }
+  }
+  at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
+  const auto* mp = m.data_ptr<float>();
   auto* op = out.data_ptr<c10::BFloat16>();
+  const int64_t length = cache_k.size(2);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  at::parallel_for(0, batch * heads * rows, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * kv * groups * count, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> weights(span);
     std::vector<__m512> acc(d / 16);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / (heads * rows), h = (item / rows) % heads, r = item % rows;
-      const c10::BFloat16* qr = qp + item * d;
-      const float* mr = mp + (b * rows + r) * span;
-      const c10::BFloat16* kh = kp + b * k.stride(0) + h * k.stride(1);
-      const c10::BFloat16* vh = vp + b * v.stride(0) + h * v.stride(1);
-      float top = -INFINITY;
-      for (int64_t j = 0; j < span; ++j) {
-        if (std::isinf(mr[j]) && mr[j] < 0) continue;
-        weights[j] = dot_bf16(qr, kh + j * k.stride(2), d) * scale + mr[j];
-        top = std::fmax(top, weights[j]);
-      }
-      for (auto& a : acc) a = _mm512_setzero_ps();
-      float total = 0.0f;
-      for (int64_t j = 0; j < span; ++j) {
-        if (std::isinf(mr[j]) && mr[j] < 0) continue;
-        const float p = std::exp(weights[j] - top);
-        total += p;
-        const __m512 pv = _mm512_set1_ps(p);
-        const c10::BFloat16* vr = vh + j * v.stride(2);
-        for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_fmadd_ps(pv, widen(vr + c * 16), acc[c]);
-      }
-      const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
-      for (int64_t c = 0; c < d / 16; ++c) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + item * d + c * 16),
-                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], norm)));
-      }
+      const int64_t t = item % count, g = (item / count) % groups, h = (item / (count * groups)) % kv;
+      const int64_t b = item / (count * groups * kv), head = h * groups + g;
+      const int64_t cache = (b * kv + h) * length * d;
+      attend_row(qp + ((b * count + t) * heads + head) * d, kp + cache, d, vp + cache, d,
+                 mp + (b * groups * count + g * count + t) * span, span, d, scale, weights.data(), acc.data(),
+                 op + (b * count + t) * heads * d + head * d);
     }
   });
   return out;
@@ -308,8 +354,8 @@ bool skinny_supports(at::ScalarType dtype) {
 TORCH_LIBRARY(borealis_skinny, m) {
   m.def("linear(Tensor x, Tensor weight) -> Tensor");
   m.def("linear_q4(Tensor x, Tensor codes, Tensor scales, Tensor mins) -> Tensor");
-  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor mask) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, Tensor mask) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
 }
 
@@ -317,8 +363,8 @@ TORCH_LIBRARY(borealis_skinny, m) {
 TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear", &skinny_linear);
   m.impl("linear_q4", &q4_linear);
-  m.impl("attention", &attention);
   m.impl("rms_norm", &rms_norm);
+  m.impl("attend", &attend);
 }
 #endif
 
