@@ -96,6 +96,7 @@ class ServingSettings:
     spec_ngram: bool
     record_features: bool  # final events carry target features for the trace side store
     native_kernels: bool  # bf16 products through the engine's own compiled kernel where it builds
+    native_amx: bool  # ... in AMX tiles where the CPU has them
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,12 @@ class Settings(BaseSettings):
         "prefill) through its own C++ kernels (built once per machine with g++ on first use; needs "
         "AVX-512 with BF16), which round every row alike however many share a step and stream one-row "
         "steps faster; false, or no compiler: oneDNN and torch's attention.",
+    )
+    native_amx: bool = Field(
+        default=True,
+        description="With `native_kernels`, bf16 products in AMX tiles where the CPU has them (Intel "
+        "Sapphire Rapids and later): a step of up to 16 rows costs about what one row does, so "
+        "verification and prefill get cheap; false: the kernel's AVX-512 vector products.",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="Sequences decoded together per worker.")
     worker_max_queued: int = Field(
@@ -540,6 +547,7 @@ class Settings(BaseSettings):
             spec_ngram=self.spec_ngram,
             record_features=self.trace_features and bool(self.redis_url),
             native_kernels=self.native_kernels,
+            native_amx=self.native_amx,
         )
 
     @property

@@ -58,16 +58,39 @@ def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
     assert len(kernels["native_passes"]) == 2 and kernels["onednn"]["target_only_tok_s"] > 0
     native_mean = sum(p["spec_tok_s"] for p in kernels["native_passes"]) / 2
     assert kernels["native_over_onednn_spec"] == native_mean / kernels["onednn"]["spec_tok_s"]
-    assert result["kernels"] == "native"
+    assert result["kernels"] == native.kernels_name()
+
+
+@pytest.mark.skipif(not native.amx(), reason="needs AMX tiles on this CPU")
+def test_the_vector_arms_run_between_two_passes_of_the_amx_ones(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "speedup.json"
+    args = ["--requests", "2", "--max-new-tokens", "12", "--dtype", "bfloat16", "--against-vector"]
+    subprocess.run(
+        [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
+    )
+    result = json.loads(out.read_text())
+    compared = result["against_vector"]
+    assert result["kernels"] == "amx" and result["outputs_identical"]
+    assert (
+        compared["vector_spec_identical_to_its_target_only"] and compared["vector"]["target_only_tok_s"] > 0
+    )
+    native_mean = sum(p["spec_tok_s"] for p in compared["native_passes"]) / 2
+    assert compared["native_over_vector_spec"] == native_mean / compared["vector"]["spec_tok_s"]
 
 
 def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict[str, str]) -> None:
-    """Switched off by the operator's setting (which the benchmark follows, as a worker does), or fp32."""
+    """Switched off by the operator's settings (which the benchmark follows, as a worker does), or fp32."""
     off = {**base_env, "BOREALIS_NATIVE_KERNELS": "false"}
-    for env, dtype, reason in (
-        (off, "bfloat16", "needs the native kernels"),
-        (base_env, "float32", "use --dtype"),
+    no_amx = {**base_env, "BOREALIS_NATIVE_AMX": "false"}
+    for env, dtype, reason, flag in (
+        (off, "bfloat16", "needs the native kernels", "--against-onednn"),
+        (base_env, "float32", "use --dtype", "--against-onednn"),
+        (no_amx, "bfloat16", "needs AMX tiles", "--against-vector"),
+        (base_env, "float32", "use --dtype", "--against-vector"),
     ):
-        argv = [*cli_argv("bench", "speedup"), "--dtype", dtype, "--against-onednn"]
+        argv = [*cli_argv("bench", "speedup"), "--dtype", dtype, flag]
         run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and reason in run.stderr

@@ -19,7 +19,7 @@ from borealis.cpu import bf16_native
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES, prompts
 from worker.engine.engine import EngineConfig, SpecEngine
-from worker.engine.linear import Int4Weight, NativeWeight
+from worker.engine.linear import AmxWeight, Int4Weight, NativeWeight
 from worker.engine.llama import LlamaModel, causal_step_input
 
 pytestmark = pytest.mark.skipif(not bf16_native(), reason="this CPU has no native bfloat16")
@@ -44,6 +44,7 @@ def test_speculation_matches_target_only_of_its_dtype(mode: str, tiny_low_precis
     assert spec.draft is None or spec.draft.dtype == torch.bfloat16  # type: ignore[attr-defined]
     weight = model.layers[0].gate_up
     dense = weight.weight if isinstance(weight, NativeWeight) else weight
+    dense = dense.tiles if isinstance(dense, AmxWeight) else dense
     assert isinstance(dense, Int4Weight) or dense.dtype == torch.bfloat16
     if mode != "ngram_chain":
         assert sum(s.num_drafts for s in stats.values()) > 0

@@ -10,7 +10,7 @@ import torch
 
 from tests.engine.test_int4 import q4_1_dequantized
 from worker.engine import native
-from worker.engine.linear import NativeWeight, linear, pack, quantize_int4
+from worker.engine.linear import AmxWeight, NativeWeight, amx_tiles, linear, pack, quantize_int4
 from worker.engine.llama import (
     LlamaModel,
     apply_rotary,
@@ -56,17 +56,45 @@ def test_an_output_row_is_the_same_alone_and_among_any_number_of_rows(out_featur
 
 def test_bf16_weights_pack_for_the_kernel_unless_switched_off() -> None:
     weight = bf16(64, 96, seed=5)
-    packed = pack(weight)
-    assert isinstance(packed, NativeWeight)
     x = bf16(5, 96, seed=6)
+    with native.switched(True, amx=False):
+        packed = pack(weight)
+    assert isinstance(packed, NativeWeight)
     assert torch.equal(linear(x, packed), native.product(x, weight))
-    assert not isinstance(pack(weight.float()), NativeWeight)  # fp32 stays on oneDNN
-    assert not isinstance(pack(bf16(64, 80, seed=7)), NativeWeight)  # 80 inputs: not a multiple of 32
-    native.enable(False)
-    try:
-        assert not isinstance(pack(weight), NativeWeight)
-    finally:
-        native.enable(True)
+    if native.amx():  # AMX tiles where the CPU has them, unless switched off
+        tiled = pack(weight)
+        assert isinstance(tiled, AmxWeight)
+        assert torch.equal(linear(x, tiled), native.product_amx(x, amx_tiles(weight), 64))
+    assert not isinstance(pack(weight.float()), NativeWeight | AmxWeight)  # fp32 stays on oneDNN
+    assert not isinstance(pack(bf16(64, 80, seed=7)), NativeWeight | AmxWeight)  # 80: not a multiple of 32
+    with native.switched(False):
+        assert not isinstance(pack(weight), NativeWeight | AmxWeight)
+
+
+amx = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")
+
+
+@amx
+@pytest.mark.parametrize(("out_features", "in_features"), [(576, 1536), (960, 576), (37, 64), (16, 32)])
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 150])
+def test_the_amx_product_is_a_float64_product_rounded_to_bf16(
+    out_features: int, in_features: int, rows: int
+) -> None:
+    weight, x = bf16(out_features, in_features, seed=1), bf16(rows, in_features, seed=2)
+    got = native.product_amx(x, amx_tiles(weight), out_features)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
+    exact = x.double() @ weight.double().T
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+
+
+@amx
+@pytest.mark.parametrize("out_features", [576, 37])
+def test_an_amx_output_row_is_the_same_alone_and_among_any_number_of_rows(out_features: int) -> None:
+    weight, x = bf16(out_features, 1536, seed=3), bf16(40, 1536, seed=4)
+    tiles = amx_tiles(weight)
+    alone = torch.cat([native.product_amx(x[i : i + 1], tiles, out_features) for i in range(40)])
+    for start, stop in ((0, 2), (0, 16), (1, 17), (3, 20), (0, 33), (5, 40)):
+        assert torch.equal(native.product_amx(x[start:stop], tiles, out_features), alone[start:stop])
 
 
 def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
@@ -181,7 +209,7 @@ def test_the_norm_is_a_float64_rms_norm_rounded_to_bf16_and_each_row_its_own() -
 def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_dir: Path) -> None:
     # torch's attention and oneDNN rounded 64-token steps and steps past a context of ~200 apart
     model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
-    assert model.native_kernels and isinstance(model.layers[0].down, NativeWeight)
+    assert model.native_kernels and isinstance(model.layers[0].down, NativeWeight | AmxWeight)
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(100, 20000, (1, 260), generator=generator)
     new = torch.randint(100, 20000, (1, 70), generator=generator)

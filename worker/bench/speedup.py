@@ -6,8 +6,10 @@ gets: the same prompts and draft served afterwards by a private appliance throug
 (``through_api``: tokens/s, its ratio to the in-process speculative arm, identical completions).
 ``--against-onednn`` (bf16 and int4) adds the engine's target-only and speculative arms with oneDNN
 products in place of the engine's own bf16 kernel, run between two passes of the native arms (A-B-A),
-so what the kernel buys is a ratio within one run. The engine's kernels follow
-``BOREALIS_NATIVE_KERNELS`` as a worker's do (``kernels`` says which served).
+so what the kernel buys is a ratio within one run; ``--against-vector`` does the same with the
+kernel's AVX-512 vector products in place of its AMX tiles (CPUs with AMX). The engine's kernels
+follow ``BOREALIS_NATIVE_KERNELS`` and ``BOREALIS_NATIVE_AMX`` as a worker's do (``kernels`` says
+which served).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
 from worker.engine import native
 from worker.engine.engine import DraftRule, EngineConfig, SpecConfig, SpecEngine
-from worker.engine.linear import NativeWeight
 from worker.engine.llama import SERVING_DTYPES, LlamaModel
 from worker.engine.types import GenerationRequest, SamplingParams, SpecStats
 from worker.workloads import build_prompts, encode_prompt
@@ -82,13 +83,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="bfloat16/int4: add target-only and speculative arms with oneDNN bf16 products instead of "
         "the engine's compiled kernel (native arms run again after them)",
     )
+    parser.add_argument(
+        "--against-vector",
+        action="store_true",
+        help="bfloat16/int4 on AMX CPUs: add the same arms with the kernel's vector bf16 products instead "
+        "of AMX tiles",
+    )
     parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1:
         parser.error("--requests, --max-new-tokens and --batch must be positive")
-    if args.against_onednn and args.dtype == "float32":
-        parser.error("--against-onednn compares bf16 kernels: use --dtype bfloat16 or int4")
+    if (args.against_onednn or args.against_vector) and args.dtype == "float32":
+        parser.error(
+            "--against-onednn and --against-vector compare bf16 kernels: use --dtype bfloat16 or int4"
+        )
+    if args.against_onednn and args.against_vector:
+        parser.error("one kernel comparison per run: --against-onednn or --against-vector")
     return args
 
 
@@ -221,7 +232,8 @@ def kernel_arms(
     }
 
 
-def against_onednn(
+def against_kernels(
+    other: str,
     model_dir: Path,
     dtype: str,
     config: EngineConfig,
@@ -231,30 +243,28 @@ def against_onednn(
     params: SamplingParams,
     native_target: LlamaModel,
 ) -> dict[str, Any]:
-    """The engine's arms with oneDNN bf16 products, between two passes of the native ones."""
-    native.enable(False)
-    try:
-        onednn_target = LlamaModel.load_named(model_dir, dtype)
-    finally:
-        native.enable(True)  # main refused this comparison unless the kernels were on
+    """The engine's arms with ``other`` bf16 products (``onednn``, or the kernel's ``vector`` ones
+    instead of AMX tiles), between two passes of the configured native ones."""
+    with native.switched(other == "vector", amx=False):
+        other_target = LlamaModel.load_named(model_dir, dtype)
     first = kernel_arms(native_target, config, draft, draft_name, prompts, params)
-    onednn = kernel_arms(onednn_target, config, draft, draft_name, prompts, params)
+    other_arms = kernel_arms(other_target, config, draft, draft_name, prompts, params)
     second = kernel_arms(native_target, config, draft, draft_name, prompts, params)
     native_outputs = first.pop("outputs")
     second.pop("outputs")
-    onednn_outputs = onednn.pop("outputs")
+    other_outputs = other_arms.pop("outputs")
     keys = ("target_only_tok_s", "spec_tok_s", "mean_acceptance_length")
     native_arm = {key: (first[key] + second[key]) / 2 for key in keys}
     return {
         "native_passes": [first, second],
         "native": native_arm,
-        "onednn": onednn,
-        "native_over_onednn_target_only": native_arm["target_only_tok_s"] / onednn["target_only_tok_s"],
-        "native_over_onednn_spec": native_arm["spec_tok_s"] / onednn["spec_tok_s"],
+        other: other_arms,
+        f"native_over_{other}_target_only": native_arm["target_only_tok_s"] / other_arms["target_only_tok_s"],
+        f"native_over_{other}_spec": native_arm["spec_tok_s"] / other_arms["spec_tok_s"],
         # each kernel is lossless against its own target-only decoding; across kernels bf16 rounds apart
-        "onednn_spec_identical_to_its_target_only": onednn_outputs[1] == onednn_outputs[0],
+        f"{other}_spec_identical_to_its_target_only": other_outputs[1] == other_outputs[0],
         "native_spec_identical_to_its_target_only": native_outputs[1] == native_outputs[0],
-        "greedy_tokens_identical_across_kernels_share": prefix_share(native_outputs[0], onednn_outputs[0]),
+        "greedy_tokens_identical_across_kernels_share": prefix_share(native_outputs[0], other_outputs[0]),
     }
 
 
@@ -265,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     threads = args.threads or settings.threads
     torch.set_num_threads(threads)
-    native.enable(settings.native_kernels)  # as a worker would (BOREALIS_NATIVE_KERNELS)
+    native.enable(settings.native_kernels, settings.native_amx)  # as a worker would
     if args.against_onednn and not native.serves(torch.bfloat16):
         raise SystemExit("--against-onednn needs the native kernels: switched off, or not built for this CPU")
+    if args.against_vector and not native.amx():
+        raise SystemExit("--against-vector needs AMX tiles: switched off, or not on this CPU")
     model_dir = Path(args.model) if args.model else settings.resolved_model_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     test_prompts = build_prompts(args.workload, "test", args.requests)
@@ -276,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     eos = int(tokenizer.eos_token_id)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
     target = LlamaModel.load_named(model_dir, args.dtype)
+    kernels = native.kernels_name() if args.dtype != "float32" else "onednn"
     hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))
@@ -352,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "spec_tokens_identical_to_target_only_share": prefix_share(spec_out, off_out),
         "greedy_tokens_identical_to_fp32_share": prefix_share(off_out, hf_out),
         "dtype": args.dtype,
-        "kernels": "native" if isinstance(target.lm_head, NativeWeight) else "onednn",
+        "kernels": kernels,
         "model": str(model_dir),
         "threads": threads,
         "batch": args.batch,
@@ -377,15 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         result["outputs_identical"] = (
             result["outputs_identical"] and random_arm["outputs_identical_to_target_only"]
         )
-    if args.against_onednn:
-        kernels = against_onednn(
-            model_dir, args.dtype, spec_config, draft, draft_name, prompts, params, target
+    other = "onednn" if args.against_onednn else "vector" if args.against_vector else None
+    if other is not None:
+        compared = against_kernels(
+            other, model_dir, args.dtype, spec_config, draft, draft_name, prompts, params, target
         )
-        result["against_onednn"] = kernels
+        result[f"against_{other}"] = compared
         result["outputs_identical"] = (
             result["outputs_identical"]
-            and kernels["onednn_spec_identical_to_its_target_only"]
-            and kernels["native_spec_identical_to_its_target_only"]
+            and compared[f"{other}_spec_identical_to_its_target_only"]
+            and compared["native_spec_identical_to_its_target_only"]
         )
     if args.through_api:
         if args.batch != 1 or args.mode != "tree":

@@ -25,7 +25,7 @@ from borealis.cpu import bf16_native
 from borealis.settings import get_settings
 from worker.bench.report import emit
 from worker.engine import native
-from worker.engine.linear import Int4Weight, NativeWeight, Weight
+from worker.engine.linear import AmxWeight, Int4Weight, NativeWeight, Weight
 from worker.engine.llama import SERVING_DTYPES, KVCache, LlamaModel, causal_step_input
 
 
@@ -50,6 +50,8 @@ def weight_bytes(weight: Weight) -> int:
     """Bytes a one-row product reads: the kernel's layout (int4: torch's packed codes and scales)."""
     if isinstance(weight, NativeWeight):
         return weight.weight.nbytes
+    if isinstance(weight, AmxWeight):
+        return weight.tiles.nbytes
     if isinstance(weight, Int4Weight):
         return weight.packed.nbytes + weight.scales_and_zeros.nbytes
     return weight.numel() * weight.element_size()
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     threads = args.threads or settings.threads
     torch.set_num_threads(threads)
-    native.enable(settings.native_kernels)
+    native.enable(settings.native_kernels, settings.native_amx)
     model_dir = Path(args.model) if args.model else settings.resolved_model_path
     wanted = args.dtypes.split(",")
     unknown = [name for name in wanted if name not in SERVING_DTYPES]
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "model": str(model_dir),
         "threads": threads,
-        "kernels": "native" if native.serves(torch.bfloat16) else "onednn",
+        "kernels": native.kernels_name(),
         "context": args.context,
         "steps_per_round": args.steps,
         "rounds": args.rounds,

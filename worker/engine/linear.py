@@ -24,7 +24,8 @@ into calls of at most that many rows. That costs AMX's speed on long prefills (a
 projections 29 -> 53 ms there) and on verification steps past 32 rows.
 
 Where :mod:`worker.engine.native` has built its kernel (AVX-512 with BF16, a C++ compiler), bfloat16
-weights go there instead, as :class:`NativeWeight`: each output row depends on its own input row
+weights go there instead, as :class:`NativeWeight` (or :class:`AmxWeight`, in AMX tiles where the CPU
+has them: up to 16 rows cost about what one does): each output row depends on its own input row
 alone, so none of the bf16 rounding rules below are needed for them, and one-row steps stream the
 weights faster than oneDNN does.
 
@@ -74,7 +75,27 @@ class NativeWeight:
     weight: torch.Tensor
 
 
-Weight = torch.Tensor | Int4Weight | NativeWeight  # what :func:`pack` and :func:`quantize_int4` return
+@dataclass(frozen=True)
+class AmxWeight:
+    """An ``[out, in]`` bf16 weight in AMX tiles for :func:`worker.engine.native.product_amx`."""
+
+    tiles: torch.Tensor  # [ceil(out / 16), in / 32, 16 input pairs, 16 weight rows, 2]
+    out_features: int
+
+
+# what :func:`pack` and :func:`quantize_int4` return
+Weight = torch.Tensor | Int4Weight | NativeWeight | AmxWeight
+
+AMX_ROWS, AMX_INPUTS = 16, 32  # weight rows and inputs per AMX tile
+
+
+def amx_tiles(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` [out, in] as the kernel's tiles: per 16 weight rows and 32 inputs, 1 KB whose row p
+    holds inputs 2p and 2p + 1 of each weight row, interleaved (the tile instruction's pair layout)."""
+    out_features, in_features = weight.shape
+    padded = F.pad(weight, (0, 0, 0, -out_features % AMX_ROWS))
+    blocks = padded.view(-1, AMX_ROWS, in_features // AMX_INPUTS, AMX_INPUTS // 2, 2)
+    return blocks.permute(0, 2, 3, 1, 4).contiguous()
 
 
 def int4_supported(weight: torch.Tensor) -> bool:
@@ -128,13 +149,15 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available())
 
 
-def pack(weight: torch.Tensor) -> torch.Tensor | NativeWeight:
+def pack(weight: torch.Tensor) -> torch.Tensor | NativeWeight | AmxWeight:
     """Return ``weight`` ([out, in]) in the fastest layout :func:`linear` accepts on this machine.
 
     bfloat16 weights are packed too: on AVX512-BF16 CPUs a packed bf16 projection streams half the
     bytes and ran 2.3x (one row) to 3.7x (sixteen rows) faster than packed fp32 here.
     """
     if weight.dim() == 2 and native.supports(weight.dtype, weight.shape[1]):
+        if native.amx():
+            return AmxWeight(amx_tiles(weight), weight.shape[0])
         return NativeWeight(weight.contiguous())
     if weight.dtype in (torch.float32, torch.bfloat16) and onednn_available():
         return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
@@ -163,6 +186,8 @@ def linear(x: torch.Tensor, weight: Weight, prefill: bool = False) -> torch.Tens
     again per row, so a prompt's int4 products run in the native kernel where it is built (a prompt's
     positions are computed by prefill alone, in speculative and target-only decoding alike).
     """
+    if isinstance(weight, AmxWeight):
+        return native.product_amx(x, weight.tiles, weight.out_features)
     if isinstance(weight, NativeWeight):
         return native.product(x, weight.weight)
     if isinstance(weight, Int4Weight) and prefill and weight.prefill is not None:

@@ -1,9 +1,10 @@
 """The engine's own C++ kernels (``kernels/skinny.cpp``), compiled once per machine and loaded into torch.
 
-For bfloat16 they compute ``x @ w.T``, attention and RMS norm so that every output row depends on its own
-input row alone (see the source): bf16 decoding and verification then round alike however many rows
-share a step and however long the span, which oneDNN's products and torch's attention do not, and a
-one-row bf16 step streams the weights faster than oneDNN's (measured in the README).
+For bfloat16 they compute ``x @ w.T`` (in AMX tiles where the CPU has them), attention and RMS norm so
+that every output row depends on its own input row alone (see the source): bf16 decoding and
+verification then round alike however many rows share a step and however long the span, which
+oneDNN's products and torch's attention do not, and a one-row bf16 step streams the weights faster
+than oneDNN's (measured in the README).
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
 build fails, or the CPU lacks AVX-512, the engine keeps oneDNN and logs why once.
@@ -11,6 +12,7 @@ build fails, or the CPU lacks AVX-512, the engine keeps oneDNN and logs why once
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -28,12 +31,14 @@ SOURCE = Path(__file__).with_name("kernels") / "skinny.cpp"
 BUILD_TIMEOUT_S = 600
 
 _enabled = True
+_amx = True
 
 
-def enable(on: bool) -> None:
-    """Whether models and drafts loaded from now on use the kernels (``BOREALIS_NATIVE_KERNELS``)."""
-    global _enabled
-    _enabled = on
+def enable(on: bool, amx: bool = True) -> None:
+    """Whether models and drafts loaded from now on use the kernels (``BOREALIS_NATIVE_KERNELS``), and
+    their bf16 products AMX tiles where the CPU has them (``BOREALIS_NATIVE_AMX``)."""
+    global _enabled, _amx
+    _enabled, _amx = on, amx
 
 
 def serves(dtype: torch.dtype) -> bool:
@@ -49,6 +54,28 @@ def supports(dtype: torch.dtype, width: int) -> bool:
     return width % 32 == 0 and serves(dtype)
 
 
+@contextlib.contextmanager
+def switched(on: bool, amx: bool = True) -> Iterator[None]:
+    """:func:`enable` for what is loaded inside, then back to what was set before."""
+    saved = _enabled, _amx
+    enable(on, amx)
+    try:
+        yield
+    finally:
+        enable(*saved)
+
+
+def amx() -> bool:
+    """Whether bf16 products run in AMX tiles here: kernels on, AMX allowed, and the CPU and the
+    operating system let this process use the tiles."""
+    return _amx and serves(torch.bfloat16) and bool(torch.ops.borealis_skinny.amx())
+
+
+def kernels_name() -> str:
+    """What serves bf16 products for models loaded now: ``amx``, ``native`` (vector) or ``onednn``."""
+    return "amx" if amx() else "native" if serves(torch.bfloat16) else "onednn"
+
+
 def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:
     """Whether a model's attention and norms run here (its head and hidden widths both qualify)."""
     return supports(dtype, head_dim) and supports(dtype, hidden_size)
@@ -57,6 +84,12 @@ def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:
 def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for a contiguous ``[out, in]`` weight that :func:`supports` accepts."""
     return torch.ops.borealis_skinny.linear(x, weight)  # type: ignore[no-any-return]
+
+
+def product_amx(x: torch.Tensor, tiles: torch.Tensor, out_features: int) -> torch.Tensor:
+    """``x @ w.T`` for a bf16 weight packed by :func:`worker.engine.linear.amx_tiles`: up to 16 rows cost
+    about what one row does (the weights' streaming)."""
+    return torch.ops.borealis_skinny.linear_amx(x, tiles, out_features)  # type: ignore[no-any-return]
 
 
 def product_q4(

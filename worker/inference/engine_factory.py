@@ -81,7 +81,7 @@ def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Serv
         return _sglang_engine(settings, model_dir, home)
     try:
         check_dtype(settings)
-        native.enable(settings.native_kernels)
+        native.enable(settings.native_kernels, settings.native_amx)
         target = LlamaModel.load_named(model_dir, settings.dtype)
     except UnsupportedModelError as exc:
         log.warning(

@@ -13,6 +13,8 @@
 #include <torch/library.h>
 
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -21,6 +23,12 @@
 namespace {
 
 constexpr int64_t kBlock = 16;  // weight rows per block: one reduction tree, one 16-lane store
+
+std::vector<int64_t> output_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
+}
 
 // Lane sums of 16 vectors as one vector, lane j the sum of a[j]'s lanes (a fixed tree per lane).
 inline __m512 lane_sums(__m512 (&a)[kBlock]) {
@@ -189,6 +197,78 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out.view(shape);
 }
 
+// bf16 products in AMX tiles, where the CPU has them (Intel Sapphire Rapids and later). One tile
+// instruction multiplies up to 16 input rows by 16 weight rows over 32 inputs, each output from its own
+// input row alone, so a product of 1 row and one of 16 cost about the same: weight streaming. Every
+// output accumulates its 32-input chunks in input order in an fp32 tile, then rounds to bf16 once.
+// Weights are packed once (:func:`amx_pack` in Python) as [N / 16, K / 32, 16 pairs, 16 rows, 2]: one
+// 1 KB tile per 16 weight rows and 32 inputs, the pairs of inputs interleaved as the instruction reads.
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// tile 0: outputs [rows, 16] fp32; tile 1: inputs [rows, 32] bf16; tile 2: weights [16 pairs, 32] bf16
+inline void configure(int64_t rows) {
+  TileConfig config;
+  config.rows[0] = config.rows[1] = static_cast<uint8_t>(rows);
+  config.rows[2] = 16;
+  config.colsb[0] = config.colsb[1] = config.colsb[2] = 64;
+  _tile_loadconfig(&config);
+}
+
+bool amx_ready() {
+  static const bool ready = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ready;
+}
+
+at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) {
+  const int64_t k = x.size(-1), blocks = packed.size(0), chunks = packed.size(1);
+  TORCH_CHECK(amx_ready(), "amx: the kernel may not use tiles in this process");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && packed.scalar_type() == at::kBFloat16 && packed.is_contiguous() &&
+                  chunks * 32 == k && blocks * kBlock >= n && packed.numel() == blocks * chunks * 512,
+              "amx: bf16 input, weights packed [N / 16, K / 32, 16, 16, 2]");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  const auto* wp = packed.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float sums[kBlock * kBlock];
+    int64_t configured = 0;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t width = std::min<int64_t>(kBlock, n - b * kBlock);
+      const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
+      for (int64_t m = 0; m < rows; m += kBlock) {
+        const int64_t count = std::min<int64_t>(kBlock, rows - m);
+        if (count != configured) {
+          configure(count);
+          configured = count;
+        }
+        _tile_zero(0);
+        for (int64_t c = 0; c < chunks; ++c) {
+          _tile_loadd(1, xp + m * k + c * 32, k * 2);
+          _tile_loadd(2, wp + (b * chunks + c) * 512, 64);
+          _tile_dpbf16ps(0, 1, 2);
+        }
+        _tile_stored(0, sums, 64);
+        for (int64_t r = 0; r < count; ++r) {
+          _mm256_mask_storeu_epi16(op + (m + r) * n + b * kBlock, live,
+                                   (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + r * kBlock)));
+        }
+      }
+    }
+    if (configured) _tile_release();
+  });
+  return out.view(output_shape(x, n));
+}
+#endif
+
 // Attention for bf16 queries, keys and values, one query row at a time: scores in fp32 (each a 64-lane
 // dot product reduced by one fixed tree), a softmax over the allowed keys in key order, and the
 // weighted sum of values in key order, rounded to bf16 once. A row's result depends on its own query
@@ -341,6 +421,14 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
 }
 #endif
 
+bool skinny_amx() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  return amx_ready();
+#else
+  return false;
+#endif
+}
+
 bool skinny_supports(at::ScalarType dtype) {
 #if defined(__AVX512BF16__)
   return dtype == at::kBFloat16;
@@ -357,6 +445,8 @@ TORCH_LIBRARY(borealis_skinny, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, Tensor mask) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
+  m.def("amx() -> bool");
+  m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
 }
 
 #if defined(__AVX512BF16__)
@@ -368,4 +458,11 @@ TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
 }
 #endif
 
-TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) { m.impl("supports", &skinny_supports); }
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) { m.impl("linear_amx", &amx_linear); }
+#endif
+
+TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) {
+  m.impl("supports", &skinny_supports);
+  m.impl("amx", &skinny_amx);
+}
