@@ -1,6 +1,7 @@
-// The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512): x @ w.T for
-// bf16 weights and for 4-bit Q4_1 weights, attention and RMS norm. Every output row depends on its own input
-// row alone, bit for bit, so decoding a token and verifying it among many rows round alike.
+// The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512, AMX where the
+// CPU has it): x @ w.T for bf16 weights and for 4-bit Q4_1 weights, RMS norm, and a layer's rotary,
+// cache writes and attention in one call. Every output row depends on its own input row alone, bit for
+// bit, so decoding a token and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row, accumulated
 // along K in 16 fp32 lanes in the same order whatever the number of rows (16-row weight blocks, as
@@ -18,6 +19,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -201,7 +203,7 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // instruction multiplies up to 16 input rows by 16 weight rows over 32 inputs, each output from its own
 // input row alone, so a product of 1 row and one of 16 cost about the same: weight streaming. Every
 // output accumulates its 32-input chunks in input order in an fp32 tile, then rounds to bf16 once.
-// Weights are packed once (:func:`amx_pack` in Python) as [N / 16, K / 32, 16 pairs, 16 rows, 2]: one
+// Weights are packed once (``amx_tiles`` in worker/engine/linear.py) as [N / 16, K / 32, 16 pairs, 16 rows, 2]: one
 // 1 KB tile per 16 weight rows and 32 inputs, the pairs of inputs interleaved as the instruction reads.
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 struct alignas(64) TileConfig {
@@ -238,32 +240,33 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
   const auto* xp = flat.data_ptr<c10::BFloat16>();
   const auto* wp = packed.data_ptr<c10::BFloat16>();
   auto* op = out.data_ptr<c10::BFloat16>();
+  // full 16-row chunks first, then the rest: one tile configuration each, whatever the weight blocks
+  const int64_t full = rows / kBlock * kBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float sums[kBlock * kBlock];
-    int64_t configured = 0;
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t width = std::min<int64_t>(kBlock, n - b * kBlock);
-      const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
-      for (int64_t m = 0; m < rows; m += kBlock) {
-        const int64_t count = std::min<int64_t>(kBlock, rows - m);
-        if (count != configured) {
-          configure(count);
-          configured = count;
-        }
-        _tile_zero(0);
-        for (int64_t c = 0; c < chunks; ++c) {
-          _tile_loadd(1, xp + m * k + c * 32, k * 2);
-          _tile_loadd(2, wp + (b * chunks + c) * 512, 64);
-          _tile_dpbf16ps(0, 1, 2);
-        }
-        _tile_stored(0, sums, 64);
-        for (int64_t r = 0; r < count; ++r) {
-          _mm256_mask_storeu_epi16(op + (m + r) * n + b * kBlock, live,
-                                   (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + r * kBlock)));
+    for (const auto [first, last] : {std::pair{int64_t{0}, full}, std::pair{full, rows}}) {
+      if (first == last) continue;
+      const int64_t count = std::min<int64_t>(kBlock, last - first);
+      configure(count);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t width = std::min<int64_t>(kBlock, n - b * kBlock);
+        const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
+        for (int64_t m = first; m < last; m += count) {
+          _tile_zero(0);
+          for (int64_t c = 0; c < chunks; ++c) {
+            _tile_loadd(1, xp + m * k + c * 32, k * 2);
+            _tile_loadd(2, wp + (b * chunks + c) * 512, 64);
+            _tile_dpbf16ps(0, 1, 2);
+          }
+          _tile_stored(0, sums, 64);
+          for (int64_t r = 0; r < count; ++r) {
+            _mm256_mask_storeu_epi16(op + (m + r) * n + b * kBlock, live,
+                                     (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + r * kBlock)));
+          }
         }
       }
     }
-    if (configured) _tile_release();
+    _tile_release();
   });
   return out.view(output_shape(x, n));
 }
@@ -285,14 +288,13 @@ inline __m512 widen(const c10::BFloat16* p) {  // 16 bf16 -> 16 fp32
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 
-// One query row's attention over keys kh and values vh (row strides ks, vs) under an additive mask row mr.
-inline void attend_row(const c10::BFloat16* qr, const c10::BFloat16* kh, int64_t ks, const c10::BFloat16* vh,
-                       int64_t vs, const float* mr, int64_t span, int64_t d, float scale, float* weights,
-                       __m512* acc, c10::BFloat16* out) {
+// One query row's attention over a head's keys kh and values vh ([span, d]) under an additive mask row mr.
+inline void attend_row(const c10::BFloat16* qr, const c10::BFloat16* kh, const c10::BFloat16* vh, const float* mr,
+                       int64_t span, int64_t d, float scale, float* weights, __m512* acc, c10::BFloat16* out) {
   float top = -INFINITY;
   for (int64_t j = 0; j < span; ++j) {
     if (std::isinf(mr[j]) && mr[j] < 0) continue;
-    weights[j] = dot_bf16(qr, kh + j * ks, d) * scale + mr[j];
+    weights[j] = dot_bf16(qr, kh + j * d, d) * scale + mr[j];
     top = std::fmax(top, weights[j]);
   }
   for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_setzero_ps();
@@ -302,7 +304,7 @@ inline void attend_row(const c10::BFloat16* qr, const c10::BFloat16* kh, int64_t
     const float p = std::exp(weights[j] - top);
     total += p;
     const __m512 pv = _mm512_set1_ps(p);
-    const c10::BFloat16* vr = vh + j * vs;
+    const c10::BFloat16* vr = vh + j * d;
     for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_fmadd_ps(pv, widen(vr + c * 16), acc[c]);
   }
   const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
@@ -375,7 +377,7 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
       const int64_t t = item % count, g = (item / count) % groups, h = (item / (count * groups)) % kv;
       const int64_t b = item / (count * groups * kv), head = h * groups + g;
       const int64_t cache = (b * kv + h) * length * d;
-      attend_row(qp + ((b * count + t) * heads + head) * d, kp + cache, d, vp + cache, d,
+      attend_row(qp + ((b * count + t) * heads + head) * d, kp + cache, vp + cache,
                  mp + (b * groups * count + g * count + t) * span, span, d, scale, weights.data(), acc.data(),
                  op + (b * count + t) * heads * d + head * d);
     }
