@@ -42,43 +42,36 @@ def test_the_temperature_arms_compare_the_two_sampling_rules(
     assert sampled["over_greedy_acceptance_length"] > 0
 
 
-@pytest.mark.skipif(not native.serves(torch.bfloat16), reason="needs the native bf16 kernels built here")
-def test_the_onednn_arms_run_between_two_passes_of_the_native_ones(
-    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(
+            "onednn",
+            marks=pytest.mark.skipif(
+                not native.serves(torch.bfloat16), reason="needs the native kernels here"
+            ),
+        ),
+        pytest.param(
+            "vector", marks=pytest.mark.skipif(not native.amx(), reason="needs AMX tiles on this CPU")
+        ),
+    ],
+)
+def test_the_other_kernels_arms_run_between_two_passes_of_the_configured_ones(
+    other: str, base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
     out = tmp_path / "speedup.json"
-    args = ["--requests", "2", "--max-new-tokens", "12", "--dtype", "bfloat16", "--against-onednn"]
+    args = ["--requests", "2", "--max-new-tokens", "12", "--dtype", "bfloat16", f"--against-{other}"]
     subprocess.run(
         [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
     )
     result = json.loads(out.read_text())
-    kernels = result["against_onednn"]
-    assert result["outputs_identical"] and kernels["onednn_spec_identical_to_its_target_only"]
-    assert len(kernels["native_passes"]) == 2 and kernels["onednn"]["target_only_tok_s"] > 0
-    native_mean = sum(p["spec_tok_s"] for p in kernels["native_passes"]) / 2
-    assert kernels["native_over_onednn_spec"] == native_mean / kernels["onednn"]["spec_tok_s"]
-    assert result["kernels"] == native.kernels_name()
-
-
-@pytest.mark.skipif(not native.amx(), reason="needs AMX tiles on this CPU")
-def test_the_vector_arms_run_between_two_passes_of_the_amx_ones(
-    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
-    out = tmp_path / "speedup.json"
-    args = ["--requests", "2", "--max-new-tokens", "12", "--dtype", "bfloat16", "--against-vector"]
-    subprocess.run(
-        [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
-    )
-    result = json.loads(out.read_text())
-    compared = result["against_vector"]
-    assert result["kernels"] == "amx" and result["outputs_identical"]
-    assert (
-        compared["vector_spec_identical_to_its_target_only"] and compared["vector"]["target_only_tok_s"] > 0
-    )
+    compared = result[f"against_{other}"]
+    assert result["outputs_identical"] and compared[f"{other}_spec_identical_to_its_target_only"]
+    assert len(compared["native_passes"]) == 2 and compared[other]["target_only_tok_s"] > 0
     native_mean = sum(p["spec_tok_s"] for p in compared["native_passes"]) / 2
-    assert compared["native_over_vector_spec"] == native_mean / compared["vector"]["spec_tok_s"]
+    assert compared[f"native_over_{other}_spec"] == native_mean / compared[other]["spec_tok_s"]
+    assert result["kernels"] == native.kernels_name()
 
 
 def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict[str, str]) -> None:
