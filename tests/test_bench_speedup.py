@@ -71,7 +71,7 @@ def test_the_other_kernels_arms_run_between_two_passes_of_the_configured_ones(
     assert len(compared["native_passes"]) == 2 and compared[other]["target_only_tok_s"] > 0
     native_mean = sum(p["spec_tok_s"] for p in compared["native_passes"]) / 2
     assert compared[f"native_over_{other}_spec"] == native_mean / compared[other]["spec_tok_s"]
-    assert result["kernels"] == native.kernels_name()
+    assert result["kernels"] == native.kernels_name(torch.bfloat16)
 
 
 def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict[str, str]) -> None:

@@ -69,6 +69,9 @@ def test_bf16_weights_pack_for_the_kernel_unless_switched_off() -> None:
     assert not isinstance(pack(bf16(64, 80, seed=7)), NativeWeight | AmxWeight)  # 80: not a multiple of 32
     with native.switched(False):
         assert not isinstance(pack(weight), NativeWeight | AmxWeight)
+        assert native.kernels_name(torch.bfloat16) == "onednn"
+    assert native.kernels_name(torch.bfloat16) == ("amx" if native.amx() else "native")
+    assert native.kernels_name(torch.float32) == "onednn"
 
 
 amx = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")

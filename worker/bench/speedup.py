@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     eos = int(tokenizer.eos_token_id)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=(eos,))
     target = LlamaModel.load_named(model_dir, args.dtype)
-    kernels = native.kernels_name() if args.dtype != "float32" else "onednn"
+    kernels = native.kernels_name(target.dtype)
     hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     max_len = max(len(p) for p in prompts) + args.max_new_tokens + 8
     off = SpecEngine(target, EngineConfig(args.batch, max_len, spec=SpecConfig(mode="off")))

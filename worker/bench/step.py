@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "model": str(model_dir),
         "threads": threads,
-        "kernels": native.kernels_name(),
+        "kernels": native.kernels_name(torch.bfloat16),  # bfloat16 and int4 arms; fp32 is oneDNN's
         "context": args.context,
         "steps_per_round": args.steps,
         "rounds": args.rounds,

@@ -71,9 +71,12 @@ def amx() -> bool:
     return _amx and serves(torch.bfloat16) and bool(torch.ops.borealis_skinny.amx())
 
 
-def kernels_name() -> str:
-    """What serves bf16 products for models loaded now: ``amx``, ``native`` (vector) or ``onednn``."""
-    return "amx" if amx() else "native" if serves(torch.bfloat16) else "onednn"
+def kernels_name(dtype: torch.dtype) -> str:
+    """What serves the products of a model of ``dtype`` loaded now: ``amx``, ``native`` (the vector
+    kernel) or ``onednn`` (always for float32)."""
+    if not serves(dtype):
+        return "onednn"
+    return "amx" if amx() else "native"
 
 
 def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:

@@ -92,6 +92,9 @@ def build_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Serv
         )
         fallback = _hf_engine(model_dir, context_limit)
         return replace(fallback, fallback_reason=f"lean engine unavailable: {exc}"[:300])
+    log.info(
+        "lean engine: %s weights, products through %s", settings.dtype, native.kernels_name(target.dtype)
+    )
     spec = SpecConfig(mode=settings.spec_mode, adaptive=settings.spec_adaptive, use_ngram=settings.spec_ngram)
     engine = SpecEngine(
         target,
