@@ -85,9 +85,8 @@ class Stepper:
         self.model, self.context, self.steps = model, context, steps
         self.cache = KVCache(model.spec, model.spec.num_layers, 1, context + steps + 8, model.dtype)
         self.generator = torch.Generator().manual_seed(0)
-        vocab = model.spec.vocab_size
-        self.prompt = torch.randint(0, vocab, (1, context), generator=self.generator)
-        model.forward(causal_step_input(self.prompt, [0]), self.cache, prefill=True)
+        prompt = torch.randint(0, model.spec.vocab_size, (1, context), generator=self.generator)
+        model.forward(causal_step_input(prompt, [0]), self.cache, prefill=True)
         self.step(context)  # warm the kernels
 
     def step(self, length: int) -> int:
