@@ -131,9 +131,7 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
   at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) block<F>(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
   });
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return out.view(shape);
+  return out.view(output_shape(x, n));
 }
 
 // 4-bit weights in Q4_1's layout: per group of 32 inputs an fp16 scale s and minimum m and 16 bytes of
@@ -194,9 +192,7 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
       block<BFloat16>(weights.data(), xp, o, rows, k, n, n0);
     }
   });
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return out.view(shape);
+  return out.view(output_shape(x, n));
 }
 
 // bf16 products in AMX tiles, where the CPU has them (Intel Sapphire Rapids and later). One tile
