@@ -29,28 +29,41 @@ def bf16(*shape: int, seed: int) -> torch.Tensor:
     return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 0.05).to(torch.bfloat16)
 
 
+amx = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")
+KERNELS = ["vector", pytest.param("amx", marks=amx)]
+
+
+def product(kernel: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` through the vector kernel or AMX tiles."""
+    if kernel == "amx":
+        return native.product_amx(x, amx_tiles(weight), weight.shape[0])
+    return native.product(x, weight)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("out_features", "in_features"), [(576, 1536), (960, 576), (37, 64), (16, 32)])
-@pytest.mark.parametrize("rows", [1, 3, 4, 17, 150])
+@pytest.mark.parametrize("rows", [1, 3, 4, 16, 17, 150])
 def test_the_product_is_a_float64_product_rounded_to_bf16(
-    out_features: int, in_features: int, rows: int
+    kernel: str, out_features: int, in_features: int, rows: int
 ) -> None:
     weight, x = bf16(out_features, in_features, seed=1), bf16(rows, in_features, seed=2)
     exact = x.double() @ weight.double().T
-    got = native.product(x, weight)
+    got = product(kernel, x, weight)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
     # fp32 accumulation, then one bf16 rounding: within a bf16 ulp of the exact value
     assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
     assert not torch.equal(got, torch.zeros_like(got))
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("out_features", [576, 37])
-def test_an_output_row_is_the_same_alone_and_among_any_number_of_rows(out_features: int) -> None:
+def test_an_output_row_is_the_same_alone_and_among_any_number_of_rows(kernel: str, out_features: int) -> None:
     # SmolLM2's down projection: oneDNN rounded a lone row apart from the same row among others
     weight, x = bf16(out_features, 1536, seed=3), bf16(40, 1536, seed=4)
-    alone = torch.cat([native.product(x[i : i + 1], weight) for i in range(40)])
-    for start, stop in ((0, 2), (0, 4), (1, 8), (3, 20), (0, 33), (5, 40)):
-        assert torch.equal(native.product(x[start:stop], weight), alone[start:stop]), (start, stop)
-    batched = native.product(x[:30].view(3, 10, 1536), weight)
+    alone = torch.cat([product(kernel, x[i : i + 1], weight) for i in range(40)])
+    for start, stop in ((0, 2), (0, 4), (1, 8), (0, 16), (1, 17), (3, 20), (0, 33), (5, 40)):
+        assert torch.equal(product(kernel, x[start:stop], weight), alone[start:stop]), (start, stop)
+    batched = product(kernel, x[:30].view(3, 10, 1536), weight)
     assert torch.equal(batched.view(30, -1), alone[:30])
 
 
@@ -72,32 +85,6 @@ def test_bf16_weights_pack_for_the_kernel_unless_switched_off() -> None:
         assert native.kernels_name(torch.bfloat16) == "onednn"
     assert native.kernels_name(torch.bfloat16) == ("amx" if native.amx() else "native")
     assert native.kernels_name(torch.float32) == "onednn"
-
-
-amx = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")
-
-
-@amx
-@pytest.mark.parametrize(("out_features", "in_features"), [(576, 1536), (960, 576), (37, 64), (16, 32)])
-@pytest.mark.parametrize("rows", [1, 3, 16, 17, 150])
-def test_the_amx_product_is_a_float64_product_rounded_to_bf16(
-    out_features: int, in_features: int, rows: int
-) -> None:
-    weight, x = bf16(out_features, in_features, seed=1), bf16(rows, in_features, seed=2)
-    got = native.product_amx(x, amx_tiles(weight), out_features)
-    assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
-    exact = x.double() @ weight.double().T
-    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
-
-
-@amx
-@pytest.mark.parametrize("out_features", [576, 37])
-def test_an_amx_output_row_is_the_same_alone_and_among_any_number_of_rows(out_features: int) -> None:
-    weight, x = bf16(out_features, 1536, seed=3), bf16(40, 1536, seed=4)
-    tiles = amx_tiles(weight)
-    alone = torch.cat([native.product_amx(x[i : i + 1], tiles, out_features) for i in range(40)])
-    for start, stop in ((0, 2), (0, 16), (1, 17), (3, 20), (0, 33), (5, 40)):
-        assert torch.equal(native.product_amx(x[start:stop], tiles, out_features), alone[start:stop])
 
 
 def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
