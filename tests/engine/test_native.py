@@ -127,8 +127,9 @@ def attend_inputs(count: int, seed: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def run_attend(qkv, cos, sin, cache_k, cache_v, allowed, rows: slice, span_pad: int = 0):  # type: ignore[no-untyped-def]
-    """``attend`` for the new tokens ``rows`` alone, writing at their own positions."""
+def run_attend(kernel: str, qkv, cos, sin, cache_k, cache_v, allowed, rows: slice, span_pad: int = 0):  # type: ignore[no-untyped-def]
+    """``attend`` (scores in vectors or AMX tiles) for the new tokens ``rows`` alone, writing at their
+    own positions."""
     count = qkv[:, rows].shape[1]
     write = PAST + torch.arange(rows.start, rows.start + count).expand(2, count)
     mask = torch.nn.functional.pad(allowed[:, rows], (0, span_pad), value=False)
@@ -138,15 +139,17 @@ def run_attend(qkv, cos, sin, cache_k, cache_v, allowed, rows: slice, span_pad: 
         sin[:, rows].contiguous(),
         cache_k,
         cache_v,
-        flat_cache_index(write, KV, LENGTH),
+        flat_cache_index(write, KV, cache_k.shape[2]),
         group_mask(mask, GROUPS, torch.bfloat16, native_kernels=True),
+        tiles=kernel == "amx",
     )
 
 
-def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding(kernel: str) -> None:
     qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8)
     old_k, old_v = cache_k.double(), cache_v.double()
-    got = run_attend(qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 5))
+    got = run_attend(kernel, qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 5))
     x = qkv.double()
     heads = KV * GROUPS
     q = apply_rotary(x[:, :, :heads], cos.double(), sin.double())
@@ -170,17 +173,35 @@ def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_roundin
     assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-2)
 
 
-def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span(kernel: str) -> None:
     inputs = attend_inputs(12, seed=9)
     qkv, cos, sin, cache_k, cache_v, allowed = inputs
-    together = run_attend(qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12))
+    together = run_attend(kernel, qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12))
     k_alone, v_alone = cache_k.clone(), cache_v.clone()
     alone = torch.cat(
-        [run_attend(qkv, cos, sin, k_alone, v_alone, allowed, slice(i, i + 1)) for i in range(12)], 1
+        [run_attend(kernel, qkv, cos, sin, k_alone, v_alone, allowed, slice(i, i + 1)) for i in range(12)], 1
     )
     assert torch.equal(alone, together)
-    padded = run_attend(qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12), span_pad=10)
+    padded = run_attend(
+        kernel, qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12), span_pad=10
+    )
     assert torch.equal(padded, together)
+    # a span that ends the cache, 4 positions past its last whole 16-row tile of keys
+    short_k, short_v = (t[:, :, : PAST + 12].contiguous() for t in (cache_k, cache_v))
+    assert torch.equal(run_attend(kernel, qkv, cos, sin, short_k, short_v, allowed, slice(0, 12)), together)
+
+
+def test_argmax_is_torchs_first_maximum_or_first_nan_for_every_row() -> None:
+    generator = torch.Generator().manual_seed(14)
+    logits = torch.randn(9, 49152, generator=generator).to(torch.bfloat16)
+    ties = torch.randint(-3, 3, (40, 37), generator=generator).to(torch.bfloat16)  # many equal maxima
+    odd = torch.full((4, 40), float("-inf"), dtype=torch.bfloat16)  # all -inf; NaNs; a tail maximum
+    odd[1, 7] = odd[1, 9] = odd[2, 3] = float("nan")
+    odd[2, 1] = odd[3, 39] = 5.0
+    for rows in (logits, ties, odd, logits[0], logits[:0]):
+        assert torch.equal(native.argmax(rows), rows.argmax(dim=-1))
+    assert native.argmax(odd).tolist() == [0, 7, 3, 39]
 
 
 def test_the_norm_is_a_float64_rms_norm_rounded_to_bf16_and_each_row_its_own() -> None:

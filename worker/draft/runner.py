@@ -61,6 +61,7 @@ class DraftRunner:
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
         self.native_kernels = native.serves_model(dtype, config.head_dim, config.hidden_size)
+        self.native_amx = self.native_kernels and native.amx()
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.spec, 1, batch, max_len, self.dtype)
@@ -110,6 +111,7 @@ class DraftRunner:
             flat_index,
             mask,
             native_kernels=self.native_kernels,
+            native_amx=self.native_amx,
         )
         h = hidden + attn
         return h + mlp_block(rms_norm(h, self.layer.post_norm, eps, native_kernels), self.layer)

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from worker.engine import native
 from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input, real_rows
 from worker.engine.ngram import NgramIndex
@@ -202,7 +203,7 @@ class SpecEngine:
         seq.ngram.extend(prompt)
         logits = self.target.logits(hidden)[0]
         token = (
-            int(logits.argmax())
+            int(native.argmax(logits))
             if is_greedy(request.params)
             else sample(target_probs(logits, request.params), seq.generator)
         )

@@ -230,6 +230,7 @@ def attention_block(
     rows: torch.Tensor | None = None,
     native_kernels: bool = False,
     prefill: bool = False,
+    native_amx: bool = False,
 ) -> torch.Tensor:
     """Self-attention over cached history plus the new tokens (GQA by folding query groups).
 
@@ -237,7 +238,8 @@ def attention_block(
     one KV group are stacked along the sequence axis so keys and values are never repeated.
     With ``rows`` (see :meth:`LlamaModel.forward`) ``x`` holds only those rows of the ``[B, T]``
     step, and so does the result: the projections skip the padding, attention runs padded. With
-    ``native_kernels`` rotary, the cache writes and attention are one call of the engine's kernel.
+    ``native_kernels`` rotary, the cache writes and attention are one call of the engine's kernel
+    (its scores in AMX tiles with ``native_amx``).
     """
     batch, count = cos.shape[:2]
     heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -250,7 +252,7 @@ def attention_block(
         qkv = packed.new_zeros(batch * count, packed.shape[-1]).index_copy_(0, rows, packed)
     qkv = qkv.view(batch, count, heads + 2 * kv_heads, dim)
     if native_kernels:  # rotary, cache writes and attention in one call
-        attn = native.attend(qkv, cos, sin, cache_k, cache_v, flat_index, mask)
+        attn = native.attend(qkv, cos, sin, cache_k, cache_v, flat_index, mask, native_amx)
     else:
         qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
         q, k = qk[:, :, :heads], qk[:, :, heads:]
@@ -360,6 +362,7 @@ class LlamaModel:
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
         # decided once, with the weights' packing: a model keeps the kernels it was loaded with
         self.native_kernels = native.serves_model(embed.dtype, spec.head_dim, spec.hidden_size)
+        self.native_amx = self.native_kernels and native.amx()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -482,6 +485,7 @@ class LlamaModel:
                 rows,
                 self.native_kernels,
                 prefill,
+                self.native_amx,
             )
             h = rms_norm(x, layer.post_norm, spec.rms_norm_eps, self.native_kernels)
             x = x + mlp_block(h, layer, prefill)

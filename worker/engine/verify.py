@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worker.engine import native
 from worker.engine.sampling import is_greedy, sample, target_probs
 from worker.engine.tree import ProposalTree
 from worker.engine.types import SamplingParams
@@ -66,7 +67,7 @@ def verify_tree(
     accepted: list[int] = []
     node = 0
     if is_greedy(params):
-        choices = logits[: len(tree)].argmax(dim=-1).tolist()
+        choices = native.argmax(logits[: len(tree)]).tolist()
         while (child := tree.children[node].get(choices[node])) is not None:
             accepted.append(child)
             node = child

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -210,13 +211,49 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// tile 0: outputs [rows, 16] fp32; tile 1: inputs [rows, 32] bf16; tile 2: weights [16 pairs, 32] bf16
+// tiles 0-3: outputs [rows, 16] fp32 of four weight blocks; tile 4: inputs [rows, 32] bf16; tiles 5-7:
+// weights [16 pairs, 32] bf16 (attention's scores use tiles 0, 4 and 5 alike: keys as inputs, queries as
+// weights)
 inline void configure(int64_t rows) {
   TileConfig config;
-  config.rows[0] = config.rows[1] = static_cast<uint8_t>(rows);
-  config.rows[2] = 16;
-  config.colsb[0] = config.colsb[1] = config.colsb[2] = 64;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = static_cast<uint8_t>(t < 5 ? rows : 16);
+    config.colsb[t] = 64;
+  }
   _tile_loadconfig(&config);
+}
+
+// NB (1-4) weight blocks against one chunk of input rows, each block accumulating in its own tile: one
+// block's chain of tile products waits on each product (a tile product's latency is several times its
+// throughput), so the chains of four blocks run interleaved. Each block's outputs still accumulate their
+// 32-input chunks in input order. sums: [NB, 16 rows, 16] fp32.
+template <int NB>
+void amx_blocks(const c10::BFloat16* x, int64_t k, const c10::BFloat16* w, int64_t chunks, float* sums) {
+  _tile_zero(0);
+  if constexpr (NB > 1) _tile_zero(1);
+  if constexpr (NB > 2) _tile_zero(2);
+  if constexpr (NB > 3) _tile_zero(3);
+  for (int64_t c = 0; c < chunks; ++c) {
+    _tile_loadd(4, x + c * 32, k * 2);
+    _tile_loadd(5, w + c * 512, 64);
+    _tile_dpbf16ps(0, 4, 5);
+    if constexpr (NB > 1) {
+      _tile_loadd(6, w + (chunks + c) * 512, 64);
+      _tile_dpbf16ps(1, 4, 6);
+    }
+    if constexpr (NB > 2) {
+      _tile_loadd(7, w + (2 * chunks + c) * 512, 64);
+      _tile_dpbf16ps(2, 4, 7);
+    }
+    if constexpr (NB > 3) {
+      _tile_loadd(5, w + (3 * chunks + c) * 512, 64);
+      _tile_dpbf16ps(3, 4, 5);
+    }
+  }
+  _tile_stored(0, sums, 64);
+  if constexpr (NB > 1) _tile_stored(1, sums + 256, 64);
+  if constexpr (NB > 2) _tile_stored(2, sums + 512, 64);
+  if constexpr (NB > 3) _tile_stored(3, sums + 768, 64);
 }
 
 bool amx_ready() {
@@ -232,32 +269,35 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
               "amx: bf16 input, weights packed [N / 16, K / 32, 16, 16, 2]");
   const at::Tensor flat = x.reshape({-1, k}).contiguous();
   const int64_t rows = flat.size(0);
+  // one tile configuration per call, so each weight block streams from memory once: up to 16 rows as
+  // they come, more padded with zero rows to a multiple of 16 (a zero row costs a tile row, no bytes)
+  const int64_t count = std::min<int64_t>(rows, kBlock);
+  if (rows == 0) return at::empty(output_shape(x, n), flat.options());
+  const at::Tensor input = rows % count ? at::constant_pad_nd(flat, {0, 0, 0, count - rows % count}) : flat;
   at::Tensor out = at::empty({rows, n}, flat.options());
-  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  const auto* xp = input.data_ptr<c10::BFloat16>();
   const auto* wp = packed.data_ptr<c10::BFloat16>();
   auto* op = out.data_ptr<c10::BFloat16>();
-  // full 16-row chunks first, then the rest: one tile configuration each, whatever the weight blocks
-  const int64_t full = rows / kBlock * kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float sums[kBlock * kBlock];
-    for (const auto [first, last] : {std::pair{int64_t{0}, full}, std::pair{full, rows}}) {
-      if (first == last) continue;
-      const int64_t count = std::min<int64_t>(kBlock, last - first);
-      configure(count);
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t width = std::min<int64_t>(kBlock, n - b * kBlock);
-        const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
-        for (int64_t m = first; m < last; m += count) {
-          _tile_zero(0);
-          for (int64_t c = 0; c < chunks; ++c) {
-            _tile_loadd(1, xp + m * k + c * 32, k * 2);
-            _tile_loadd(2, wp + (b * chunks + c) * 512, 64);
-            _tile_dpbf16ps(0, 1, 2);
-          }
-          _tile_stored(0, sums, 64);
-          for (int64_t r = 0; r < count; ++r) {
-            _mm256_mask_storeu_epi16(op + (m + r) * n + b * kBlock, live,
-                                     (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + r * kBlock)));
+  at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
+    alignas(64) float sums[4 * kBlock * kBlock];
+    configure(count);
+    for (int64_t b = begin; b < end; b += 4) {
+      const int64_t group = std::min<int64_t>(4, end - b);
+      for (int64_t m = 0; m < rows; m += count) {
+        const c10::BFloat16* xm = xp + m * k;
+        const c10::BFloat16* wb = wp + b * chunks * 512;
+        switch (group) {
+          case 4: amx_blocks<4>(xm, k, wb, chunks, sums); break;
+          case 3: amx_blocks<3>(xm, k, wb, chunks, sums); break;
+          case 2: amx_blocks<2>(xm, k, wb, chunks, sums); break;
+          default: amx_blocks<1>(xm, k, wb, chunks, sums); break;
+        }
+        for (int64_t i = 0; i < group; ++i) {
+          const int64_t width = std::min<int64_t>(kBlock, n - (b + i) * kBlock);
+          const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
+          for (int64_t r = 0; r < std::min(count, rows - m); ++r) {
+            _mm256_mask_storeu_epi16(op + (m + r) * n + (b + i) * kBlock, live,
+                                     (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + (i * kBlock + r) * kBlock)));
           }
         }
       }
@@ -268,46 +308,8 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
 }
 #endif
 
-// Attention for bf16 queries, keys and values, one query row at a time: scores in fp32 (each a 64-lane
-// dot product reduced by one fixed tree), a softmax over the allowed keys in key order, and the
-// weighted sum of values in key order, rounded to bf16 once. A row's result depends on its own query
-// and the keys its mask allows, never on how many rows share the call or how far the span is padded.
-inline float dot_bf16(const c10::BFloat16* a, const c10::BFloat16* b, int64_t d) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < d; i += 32) {
-    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(b + i));
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-
 inline __m512 widen(const c10::BFloat16* p) {  // 16 bf16 -> 16 fp32
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-
-// One query row's attention over a head's keys kh and values vh ([span, d]) under an additive mask row mr.
-inline void attend_row(const c10::BFloat16* qr, const c10::BFloat16* kh, const c10::BFloat16* vh, const float* mr,
-                       int64_t span, int64_t d, float scale, float* weights, __m512* acc, c10::BFloat16* out) {
-  float top = -INFINITY;
-  for (int64_t j = 0; j < span; ++j) {
-    if (std::isinf(mr[j]) && mr[j] < 0) continue;
-    weights[j] = dot_bf16(qr, kh + j * d, d) * scale + mr[j];
-    top = std::fmax(top, weights[j]);
-  }
-  for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_setzero_ps();
-  float total = 0.0f;
-  for (int64_t j = 0; j < span; ++j) {
-    if (std::isinf(mr[j]) && mr[j] < 0) continue;
-    const float p = std::exp(weights[j] - top);
-    total += p;
-    const __m512 pv = _mm512_set1_ps(p);
-    const c10::BFloat16* vr = vh + j * d;
-    for (int64_t c = 0; c < d / 16; ++c) acc[c] = _mm512_fmadd_ps(pv, widen(vr + c * 16), acc[c]);
-  }
-  const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
-  for (int64_t c = 0; c < d / 16; ++c) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c * 16),
-                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], norm)));
-  }
 }
 
 // Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
@@ -323,13 +325,188 @@ inline void rotate(const c10::BFloat16* x, const c10::BFloat16* cos, const c10::
   }
 }
 
+// Attention works on the query rows that share a KV head (their head groups and new tokens), up to 16
+// at a time, in three passes: every score of a row against every key of the span (fp32), the row's
+// softmax, then the rows' weighted sums of the values in key order. Whatever the pass shares between
+// rows (a key tile, a value row), each result depends on its own query row and the keys its mask allows
+// alone: a score is one row's dot product with one key, a masked key weighs exactly 0 and adds exactly 0,
+// so a row rounds alike alone, among a tree's rows and over a padded span.
+constexpr int64_t kRows = 16;  // query rows per pass
+constexpr int64_t kMaxChunks = 8;  // 32-dim chunks of a head in AMX scores: heads up to 256 wide
+
+// e^x for fp32 lanes x <= 0 (softmax weights): 2^n e^r with n = round(x log2 e), |r| <= ln 2 / 2, and a
+// degree-7 Taylor polynomial for e^r (relative error about 1e-7); lanes below -87, -inf and NaN give 0.
+inline __m512 exp_lanes(__m512 x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);  // ln 2 in two parts: r exact
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) {
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  }
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// Scores of ``rows`` query rows q[n] against keys [0, span) of one KV head kh ([span, d]) into w[n stride + j]:
+// for each row, 16 keys at a time, each key's dot product in 16 lanes along d, reduced by one fixed tree.
+void scores_vector(const c10::BFloat16* const* q, int64_t rows, const c10::BFloat16* kh, int64_t span, int64_t d,
+                   float* w, int64_t stride) {
+  __m512 acc[kBlock];
+  for (int64_t n = 0; n < rows; ++n) {
+    for (int64_t j0 = 0; j0 < span; j0 += kBlock) {
+      const c10::BFloat16* keys[kBlock];
+      for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
+      const c10::BFloat16* const xs[1] = {q[n]};
+      tile<BFloat16, kBlock, 1>(reinterpret_cast<const c10::BFloat16* const (&)[kBlock]>(keys), xs, d, acc);
+      _mm512_storeu_ps(w + n * stride + j0, lane_sums(acc));
+    }
+  }
+}
+
+// The softmax of one row of scores over [0, span): w becomes e^(s - max) (0 where masked), scaled and
+// masked by the additive row mr first. Returns the sum of the weights (0 if every key is masked) and the
+// range [first, end) of keys with a nonzero weight.
+float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t& first, int64_t& end) {
+  const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+  __m512 top = minus_inf;
+  for (int64_t j = 0; j < span; j += kBlock) {
+    const __mmask16 live = static_cast<__mmask16>(span - j >= kBlock ? 0xFFFF : (1u << (span - j)) - 1);
+    const __m512 s = _mm512_mask_fmadd_ps(_mm512_maskz_loadu_ps(live, w + j), live, _mm512_set1_ps(scale),
+                                          _mm512_maskz_loadu_ps(live, mr + j));
+    const __m512 kept = _mm512_mask_blend_ps(live, minus_inf, s);
+    _mm512_storeu_ps(w + j, kept);
+    top = _mm512_max_ps(top, kept);
+  }
+  const float highest = _mm512_reduce_max_ps(top);
+  first = end = 0;
+  if (highest == -INFINITY) return 0.0f;
+  first = span;
+  const __m512 shift = _mm512_set1_ps(highest);
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t j = 0; j < span; j += kBlock) {
+    const __m512 e = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(w + j), shift));
+    _mm512_storeu_ps(w + j, e);
+    total = _mm512_add_ps(total, e);
+    const uint32_t nonzero = _mm512_cmp_ps_mask(e, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    if (nonzero) {
+      first = std::min<int64_t>(first, j + __builtin_ctz(nonzero));
+      end = j + 32 - __builtin_clz(nonzero);
+    }
+  }
+  return _mm512_reduce_add_ps(total);
+}
+
+// acc[n][dims] += w[n][j] v_j for keys j in [begin, end) and QG rows, over 32 C dims from dim0: a value row
+// is split into its even and odd dims (each a shift or a mask of the bf16 pairs), so ``acc`` holds
+// [n][32 c + 2 i] in even[n][c][i] and [n][32 c + 2 i + 1] in odd[n][c][i].
+template <int C, int QG>
+void weighted_values(const float* w, int64_t stride, const c10::BFloat16* vh, int64_t d, int64_t dim0,
+                     int64_t begin, int64_t end, float* acc) {
+  __m512 even[QG][C], odd[QG][C];
+  for (int n = 0; n < QG; ++n)
+    for (int c = 0; c < C; ++c) even[n][c] = odd[n][c] = _mm512_setzero_ps();
+  const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+  for (int64_t j = begin; j < end; ++j) {
+    __m512 ev[C], od[C];
+    for (int c = 0; c < C; ++c) {
+      const __m512i pairs = _mm512_loadu_si512(vh + j * d + dim0 + c * 32);
+      ev[c] = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+      od[c] = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+    }
+    for (int n = 0; n < QG; ++n) {
+      const __m512 p = _mm512_set1_ps(w[n * stride + j]);
+      for (int c = 0; c < C; ++c) {
+        even[n][c] = _mm512_fmadd_ps(p, ev[c], even[n][c]);
+        odd[n][c] = _mm512_fmadd_ps(p, od[c], odd[n][c]);
+      }
+    }
+  }
+  const __m512i low_dims = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i high_dims = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  for (int n = 0; n < QG; ++n) {
+    for (int c = 0; c < C; ++c) {
+      float* out = acc + n * d + dim0 + c * 32;
+      _mm512_storeu_ps(out, _mm512_permutex2var_ps(even[n][c], low_dims, odd[n][c]));
+      _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(even[n][c], high_dims, odd[n][c]));
+    }
+  }
+}
+
+// weighted_values over every dim for rows [n, n + QG), over the keys any of them weighs.
+template <int QG>
+void values_of_group(const float* w, int64_t stride, const c10::BFloat16* vh, int64_t d, const int64_t* first,
+                     const int64_t* end, float* acc) {
+  int64_t begin = INT64_MAX, stop = 0;
+  for (int m = 0; m < QG; ++m) {
+    if (end[m] > first[m]) {
+      begin = std::min(begin, first[m]);
+      stop = std::max(stop, end[m]);
+    }
+  }
+  begin = std::min(begin, stop);
+  int64_t dim0 = 0;
+  for (; dim0 + 64 <= d; dim0 += 64) weighted_values<2, QG>(w, stride, vh, d, dim0, begin, stop, acc);
+  if (dim0 < d) weighted_values<1, QG>(w, stride, vh, d, dim0, begin, stop, acc);
+}
+
+// weighted_values for ``rows`` rows, four at a time, then the rest together.
+void values_of_rows(const float* w, int64_t stride, int64_t rows, const c10::BFloat16* vh, int64_t d,
+                    const int64_t* first, const int64_t* end, float* acc) {
+  int64_t n = 0;
+  for (; n + 4 <= rows; n += 4) values_of_group<4>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d);
+  switch (rows - n) {
+    case 3: values_of_group<3>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    case 2: values_of_group<2>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    case 1: values_of_group<1>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    default: break;
+  }
+}
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+// scores_vector in AMX tiles: 16 keys (tile rows, as the cache holds them) by 16 query rows (the queries'
+// pairs of dims interleaved, as the instruction reads its second operand), 32 dims per instruction.
+void scores_amx(const c10::BFloat16* const* q, int64_t rows, const c10::BFloat16* kh, int64_t span, int64_t length,
+                int64_t d, float* w, int64_t stride, int64_t& configured) {
+  const int64_t chunks = d / 32;
+  alignas(64) uint32_t pairs[kMaxChunks * kRows * kRows];  // [chunk, pair of dims, query row]
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t i = 0; i < kRows; ++i) {
+      for (int64_t n = 0; n < kRows; ++n) {
+        pairs[(c * kRows + i) * kRows + n] = n < rows ? reinterpret_cast<const uint32_t*>(q[n])[c * kRows + i] : 0;
+      }
+    }
+  }
+  alignas(64) float block[kRows * kRows];
+  for (int64_t j0 = 0; j0 < span; j0 += kRows) {
+    const int64_t keys = std::min<int64_t>(kRows, length - j0);  // whole tiles while the cache has rows
+    if (keys != configured) {
+      configure(keys);
+      configured = keys;
+    }
+    _tile_zero(0);
+    for (int64_t c = 0; c < chunks; ++c) {
+      _tile_loadd(4, kh + j0 * d + c * 32, d * 2);
+      _tile_loadd(5, pairs + c * kRows * kRows, 64);
+      _tile_dpbf16ps(0, 4, 5);
+    }
+    _tile_stored(0, block, 64);
+    const int64_t live = std::min<int64_t>(kRows, span - j0);
+    for (int64_t n = 0; n < rows; ++n)
+      for (int64_t k = 0; k < live; ++k) w[n * stride + j0 + k] = block[k * kRows + n];
+  }
+}
+#endif
+
 // A decoder layer's attention after its q/k/v projection, in one call: rotary on queries and keys, the
 // new keys and values written to the cache rows ``flat_index`` gives, then every query row attends as
 // one query row at a time does. qkv [B, T, H + 2 KV, D]; cos, sin [B, T, 1, D]; cache_k, cache_v
 // [B, KV, L, D] contiguous; flat_index [B, KV, T] rows of the cache viewed as [B KV L, D]; mask
-// [B, 1, G T, S] additive, query row g T + t. Returns [B, T, H D], head h = kv G + g.
+// [B, 1, G T, S] additive, query row g T + t. Returns [B, T, H D], head h = kv G + g. Scores in AMX tiles
+// when ``amx`` (the process may use them), else in vectors.
 at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
-                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask) {
+                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
   const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
   const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
   TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && cache_k.scalar_type() == at::kBFloat16 &&
@@ -337,6 +514,11 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   TORCH_CHECK(d % 32 == 0 && heads % kv == 0 && cache_k.is_contiguous() && cache_v.is_contiguous() &&
                   flat_index.numel() == batch * kv * count && mask.size(-2) == groups * count &&
                   span <= cache_k.size(2), "attend: shapes");
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  TORCH_CHECK(!amx || (amx_ready() && d <= 32 * kMaxChunks), "attend: tiles not allowed here, or heads too wide");
+#else
+  TORCH_CHECK(!amx, "attend: built without AMX");
+#endif
   const at::Tensor x = qkv.contiguous(), c = cos.contiguous(), sn = sin.contiguous(), m = mask.contiguous();
   const at::Tensor index = flat_index.to(at::kLong).contiguous();
   at::Tensor q = at::empty({batch, count, heads, d}, qkv.options());
@@ -364,19 +546,49 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
   const auto* mp = m.data_ptr<float>();
   auto* op = out.data_ptr<c10::BFloat16>();
-  const int64_t length = cache_k.size(2);
+  const int64_t length = cache_k.size(2), per_head = groups * count, parts = (per_head + kRows - 1) / kRows;
+  const int64_t stride = (span + kBlock - 1) / kBlock * kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  at::parallel_for(0, batch * kv * groups * count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> weights(span);
-    std::vector<__m512> acc(d / 16);
+  at::parallel_for(0, batch * kv * parts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(kRows * stride), acc(kRows * d);
+    int64_t configured = 0;  // rows of the tile configuration this thread loaded (0: none)
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item % count, g = (item / count) % groups, h = (item / (count * groups)) % kv;
-      const int64_t b = item / (count * groups * kv), head = h * groups + g;
+      const int64_t part = item % parts, h = (item / parts) % kv, b = item / (parts * kv);
+      const int64_t n0 = part * kRows, rows = std::min(kRows, per_head - n0);  // query row n = g T + t
+      const c10::BFloat16* queries[kRows];
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = n0 + r, g = n / count, t = n % count;
+        queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
+      }
       const int64_t cache = (b * kv + h) * length * d;
-      attend_row(qp + ((b * count + t) * heads + head) * d, kp + cache, vp + cache,
-                 mp + (b * groups * count + g * count + t) * span, span, d, scale, weights.data(), acc.data(),
-                 op + (b * count + t) * heads * d + head * d);
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+      if (amx) {
+        scores_amx(queries, rows, kp + cache, span, length, d, w.data(), stride, configured);
+      } else {
+        scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+      }
+#else
+      scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+#endif
+      int64_t first[kRows] = {}, last[kRows] = {};
+      float total[kRows];
+      for (int64_t r = 0; r < rows; ++r) {
+        total[r] = softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r]);
+      }
+      values_of_rows(w.data(), stride, rows, vp + cache, d, first, last, acc.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = n0 + r, g = n / count, t = n % count;
+        const __m512 norm = _mm512_set1_ps(total[r] > 0.0f ? 1.0f / total[r] : 0.0f);
+        c10::BFloat16* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
+        for (int64_t i = 0; i < d; i += 16) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(acc.data() + r * d + i), norm)));
+        }
+      }
     }
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+    if (configured) _tile_release();
+#endif
   });
   return out;
 }
@@ -413,6 +625,51 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out.view(x.sizes());
 }
 
+// 16 bf16 -> 16 fp32 of which only ``live`` lanes are read; the others are -inf.
+inline __m512 widen_live(const c10::BFloat16* p, __mmask16 live) {
+  const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, p)), 16));
+  return _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), v);
+}
+
+// One bf16 row's argmax as torch gives it: the first NaN if the row holds one, else the first index of
+// its largest value. Two passes, the second over the row still in cache.
+int64_t row_argmax(const c10::BFloat16* x, int64_t n) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  bool nan = false;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __m512 v = widen_live(x + i, live);
+    nan = nan || _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    top = _mm512_max_ps(top, v);
+  }
+  if (nan) {
+    for (int64_t i = 0; i < n; ++i)
+      if (std::isnan(static_cast<float>(x[i]))) return i;
+  }
+  const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const uint32_t hit = _mm512_mask_cmp_ps_mask(live, widen_live(x + i, live), best, _CMP_EQ_OQ);
+    if (hit) return i + __builtin_ctz(hit);
+  }
+  return 0;
+}
+
+// Each row's argmax of bf16 rows [rows, n]: torch's took 170 us per 49k-entry row of logits here, a
+// twentieth of a one-row step and more of a verification step's.
+at::Tensor argmax_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.size(1) > 0, "argmax: bf16 rows [rows, n > 0]");
+  const at::Tensor flat = x.contiguous();
+  const int64_t rows = flat.size(0), n = flat.size(1);
+  at::Tensor out = at::empty({rows}, flat.options().dtype(at::kLong));
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) op[r] = row_argmax(xp + r * n, n);
+  });
+  return out;
+}
+
 at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
   return product<BFloat16>(x, weight);
@@ -441,7 +698,10 @@ TORCH_LIBRARY(borealis_skinny, m) {
   m.def("linear(Tensor x, Tensor weight) -> Tensor");
   m.def("linear_q4(Tensor x, Tensor codes, Tensor scales, Tensor mins) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
-  m.def("attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, Tensor mask) -> Tensor");
+  m.def(
+      "attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, "
+      "Tensor mask, bool amx) -> Tensor");
+  m.def("argmax(Tensor x) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
   m.def("amx() -> bool");
   m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
@@ -453,6 +713,7 @@ TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear_q4", &q4_linear);
   m.impl("rms_norm", &rms_norm);
   m.impl("attend", &attend);
+  m.impl("argmax", &argmax_rows);
 }
 #endif
 
