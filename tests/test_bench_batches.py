@@ -18,12 +18,14 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
     env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
     out = tmp_path / "batches.json"
     args = ["--workloads", "code,chat", "--batches", "1,3", "--requests", "3", "--max-new-tokens", "10"]
-    args += ["--repeats", "3", "--json", str(out)]
+    args += ["--repeats", "3", "--waves", "2", "--json", str(out)]
     subprocess.run([*cli_argv("bench", "batches"), *args], env=env, check=True, timeout=300)
     result = json.loads(out.read_text())
     assert result["outputs_identical"] is True
     assert set(result["cells"]) == {"code", "chat"}
     assert all(set(rows) == {"1", "3"} for rows in result["cells"].values())
+    # at least two full batches each: 3 prompts at batch 1, 6 at batch 3
+    assert all(rows["1"]["requests"] == 3 and rows["3"]["requests"] == 6 for rows in result["cells"].values())
     ratios = [cell["spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()]
     assert result["min_spec_over_target_only"] == min(ratios) > 0
     for cell in (cell for rows in result["cells"].values() for cell in rows.values()):
@@ -40,6 +42,6 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
 def test_a_run_without_a_decoding_step_is_refused() -> None:
     """One new token comes from prefill alone: no decoding step, so no decode-only ratio to report."""
     assert parse_args(["--max-new-tokens", "2"]).max_new_tokens == 2
-    for bad in (["--max-new-tokens", "1"], ["--max-new-tokens", "0"], ["--repeats", "0"]):
+    for bad in (["--max-new-tokens", "1"], ["--max-new-tokens", "0"], ["--repeats", "0"], ["--waves", "0"]):
         with pytest.raises(SystemExit):
             parse_args(bad)

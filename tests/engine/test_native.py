@@ -248,6 +248,50 @@ def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_di
     assert torch.equal(hidden([1] * 10 + [4] * 15, neighbour=60)[:, :70], one_by_one)
 
 
+def test_silu_mul_is_a_float64_silu_times_up_rounded_to_bf16_and_each_row_its_own() -> None:
+    gate_up = bf16(9, 2 * 1536, seed=15) * 80  # gates far into both tails of silu
+    gate, up = gate_up.double().chunk(2, dim=-1)
+    exact = torch.nn.functional.silu(gate) * up
+    got = native.silu_mul(gate_up)
+    assert got.dtype == torch.bfloat16 and got.shape == (9, 1536)
+    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+    alone = torch.cat([native.silu_mul(gate_up[i : i + 1]) for i in range(9)])
+    assert torch.equal(alone, got)
+    assert torch.equal(native.silu_mul(gate_up.view(3, 3, -1)).view(9, -1), got)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(smollm2_dir: Path, kernel: str) -> None:
+    with native.switched(True, amx=kernel == "amx"):
+        model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+    layers = model.native_layers
+    assert layers is not None and all(layer.tiles == (kernel == "amx") for layer in layers)
+    generator = torch.Generator().manual_seed(16)
+
+    def run(
+        tokens: torch.Tensor, lengths: list[int], rows: torch.Tensor | None, fused: bool
+    ) -> list[torch.Tensor]:
+        model.native_layers = layers if fused else None
+        cache = model.new_cache(tokens.shape[0], 256)
+        for t in (cache.k, cache.v):  # a history to attend to
+            t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(17)).to(torch.bfloat16))
+        hidden, features = model.forward(causal_step_input(tokens, lengths), cache, rows=rows)
+        return [hidden, features, cache.k, cache.v]
+
+    decode, verify, prompt = (
+        torch.randint(100, 20000, shape, generator=generator) for shape in ((1, 1), (2, 5), (1, 37))
+    )
+    cases = [
+        (decode, [128], None),
+        (verify, [40, 90], None),
+        (verify, [40, 90], torch.tensor([0, 1, 2, 5, 6])),
+        (prompt, [0], None),
+    ]
+    for tokens, lengths, rows in cases:
+        fused, composed = run(tokens, lengths, rows, True), run(tokens, lengths, rows, False)
+        assert all(torch.equal(a, b) for a, b in zip(fused, composed, strict=True)), (tokens.shape, rows)
+
+
 def test_a_prompt_prefills_int4_weights_in_q4_1_layout_as_their_bf16_values() -> None:
     weight = q4_1_dequantized(80, 1536, seed=10)  # values exact in bf16: the product is checkable
     quantized = quantize_int4(weight)

@@ -114,4 +114,6 @@ class DraftRunner:
             native_amx=self.native_amx,
         )
         h = hidden + attn
-        return h + mlp_block(rms_norm(h, self.layer.post_norm, eps, native_kernels), self.layer)
+        return h + mlp_block(
+            rms_norm(h, self.layer.post_norm, eps, native_kernels), self.layer, False, native_kernels
+        )

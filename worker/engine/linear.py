@@ -86,6 +86,16 @@ class AmxWeight:
 # what :func:`pack` and :func:`quantize_int4` return
 Weight = torch.Tensor | Int4Weight | NativeWeight | AmxWeight
 
+
+def native_operand(weight: Weight) -> tuple[torch.Tensor, int, bool] | None:
+    """A weight as the native kernels take it (tensor, output width, whether in AMX tiles), if they do."""
+    if isinstance(weight, AmxWeight):
+        return weight.tiles, weight.out_features, True
+    if isinstance(weight, NativeWeight):
+        return weight.weight, weight.weight.shape[0], False
+    return None
+
+
 AMX_ROWS, AMX_INPUTS = 16, 32  # weight rows and inputs per AMX tile
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from worker.engine import native
-from worker.engine.linear import Weight, int4_supported, linear, pack, quantize_int4
+from worker.engine.linear import Weight, int4_supported, linear, native_operand, pack, quantize_int4
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
 
@@ -135,6 +135,25 @@ class LayerWeights:
     gate_up: Weight
     down: Weight
     qkv_bias: torch.Tensor | None = None  # [(heads + 2 x kv_heads) x head_dim] where the model has one
+
+
+@dataclass(frozen=True)
+class NativeLayer:
+    """A layer's projections as :func:`worker.engine.native.decoder_layer` takes them."""
+
+    weights: tuple[torch.Tensor, ...]  # qkv, out, gate_up, down
+    outputs: tuple[int, ...]  # their output widths
+    tiles: bool  # in AMX tiles
+
+
+def native_layer(layer: LayerWeights) -> NativeLayer | None:
+    """The layer for the one-call native path, where the kernels serve all four of its projections the
+    same way and it has no q/k/v bias."""
+    operands = [native_operand(w) for w in (layer.qkv, layer.out, layer.gate_up, layer.down)]
+    present = [op for op in operands if op is not None]
+    if layer.qkv_bias is not None or len(present) < 4 or len({op[2] for op in present}) != 1:
+        return None
+    return NativeLayer(tuple(op[0] for op in present), tuple(op[1] for op in present), present[0][2])
 
 
 class KVCache:
@@ -308,8 +327,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, native_kernels: 
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
-def mlp_block(x: torch.Tensor, layer: LayerWeights, prefill: bool = False) -> torch.Tensor:
-    gate, up = linear(x, layer.gate_up, prefill).chunk(2, dim=-1)
+def mlp_block(
+    x: torch.Tensor, layer: LayerWeights, prefill: bool = False, native_kernels: bool = False
+) -> torch.Tensor:
+    """``down(silu(gate) * up)``; with ``native_kernels`` the middle in one call of the engine's kernel."""
+    gate_up = linear(x, layer.gate_up, prefill)
+    if native_kernels and gate_up.shape[-1] % 32 == 0:
+        return linear(native.silu_mul(gate_up), layer.down, prefill)
+    gate, up = gate_up.chunk(2, dim=-1)
     return linear(F.silu(gate) * up, layer.down, prefill)
 
 
@@ -363,6 +388,9 @@ class LlamaModel:
         # decided once, with the weights' packing: a model keeps the kernels it was loaded with
         self.native_kernels = native.serves_model(embed.dtype, spec.head_dim, spec.hidden_size)
         self.native_amx = self.native_kernels and native.amx()
+        natives = [native_layer(layer) for layer in layers] if self.native_kernels else []
+        # each layer in one call of the kernels, where they serve every layer's projections (not int4's)
+        self.native_layers = [n for n in natives if n is not None] if natives and all(natives) else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -471,24 +499,38 @@ class LlamaModel:
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.input_norm, spec.rms_norm_eps, self.native_kernels)
-            x = x + attention_block(
-                h,
-                layer,
-                spec,
-                cache.k[i, slots],
-                cache.v[i, slots],
-                cos,
-                sin,
-                flat_index,
-                mask,
-                rows,
-                self.native_kernels,
-                prefill,
-                self.native_amx,
-            )
-            h = rms_norm(x, layer.post_norm, spec.rms_norm_eps, self.native_kernels)
-            x = x + mlp_block(h, layer, prefill)
+            cache_k, cache_v = cache.k[i, slots], cache.v[i, slots]
+            if self.native_layers is not None:  # the composition below, the same bits, in one call
+                fused = self.native_layers[i]
+                x = native.decoder_layer(
+                    x,
+                    (layer.input_norm, layer.post_norm),
+                    spec.rms_norm_eps,
+                    fused.weights,
+                    fused.outputs,
+                    fused.tiles,
+                    (cos, sin, cache_k, cache_v, flat_index, mask),
+                    rows,
+                )
+            else:
+                h = rms_norm(x, layer.input_norm, spec.rms_norm_eps, self.native_kernels)
+                x = x + attention_block(
+                    h,
+                    layer,
+                    spec,
+                    cache_k,
+                    cache_v,
+                    cos,
+                    sin,
+                    flat_index,
+                    mask,
+                    rows,
+                    self.native_kernels,
+                    prefill,
+                    self.native_amx,
+                )
+                h = rms_norm(x, layer.post_norm, spec.rms_norm_eps, self.native_kernels)
+                x = x + mlp_block(h, layer, prefill, self.native_kernels)
             if i in self.feature_layers:
                 outputs[i] = x
         hidden = rms_norm(x, self.norm, spec.rms_norm_eps, self.native_kernels)

@@ -118,6 +118,30 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.ops.borealis_skinny.argmax(rows).view(logits.shape[:-1])  # type: ignore[no-any-return]
 
 
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of bf16 rows ``[.., 2 I]`` (gate, then up) in fp32, rounded to bf16 once."""
+    return torch.ops.borealis_skinny.silu_mul(gate_up)  # type: ignore[no-any-return]
+
+
+def decoder_layer(
+    x: torch.Tensor,
+    norms: tuple[torch.Tensor, torch.Tensor],
+    eps: float,
+    weights: tuple[torch.Tensor, ...],
+    outputs: tuple[int, ...],
+    tiles: bool,
+    attention: tuple[torch.Tensor, ...],
+    rows: torch.Tensor | None,
+) -> torch.Tensor:
+    """A whole decoder layer in one call, the same bits as its composition in
+    :meth:`worker.engine.llama.LlamaModel.forward`: ``norms`` (input, post), ``weights`` (qkv, out,
+    gate_up, down as :func:`worker.engine.linear.native_operand` gives them) with their ``outputs``,
+    ``attention`` = (cos, sin, cache_k, cache_v, flat_index, mask) as :func:`attend` takes them."""
+    return torch.ops.borealis_skinny.decoder_layer(  # type: ignore[no-any-return]
+        x, *norms, eps, *weights, list(outputs), tiles, *attention, rows
+    )
+
+
 MASK_DTYPE = torch.float32  # what :func:`attend` reads its mask as: build it so, once per forward
 
 

@@ -334,8 +334,8 @@ inline void rotate(const c10::BFloat16* x, const c10::BFloat16* cos, const c10::
 constexpr int64_t kRows = 16;  // query rows per pass
 constexpr int64_t kMaxChunks = 8;  // 32-dim chunks of a head in AMX scores: heads up to 256 wide
 
-// e^x for fp32 lanes x <= 0 (softmax weights): 2^n e^r with n = round(x log2 e), |r| <= ln 2 / 2, and a
-// degree-7 Taylor polynomial for e^r (relative error about 1e-7); lanes below -87, -inf and NaN give 0.
+// e^x for fp32 lanes: 2^n e^r with n = round(x log2 e), |r| <= ln 2 / 2, and a degree-7 Taylor
+// polynomial for e^r (relative error about 1e-7); lanes below -87, -inf and NaN give 0, above 88.7 inf.
 inline __m512 exp_lanes(__m512 x) {
   const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
@@ -593,6 +593,33 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   return out;
 }
 
+// silu(gate) * up of bf16 rows [.., 2 I] holding gate then up, in fp32, rounded to bf16 once: one call
+// where torch took four (chunk, silu, mul, and the copy the next product made of the strided halves).
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  const int64_t width = gate_up.size(-1) / 2;
+  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.size(-1) == 2 * width && width % 16 == 0,
+              "silu_mul: bf16 rows of gate then up, each a multiple of 16 wide");
+  const at::Tensor flat = gate_up.reshape({-1, 2 * width}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, width}, flat.options());
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  const __m512 one = _mm512_set1_ps(1.0f);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < width; i += 16) {
+        const __m512 gate = widen(xp + r * 2 * width + i), up = widen(xp + r * 2 * width + width + i);
+        const __m512 silu = _mm512_div_ps(gate, _mm512_add_ps(one, exp_lanes(_mm512_sub_ps(_mm512_setzero_ps(), gate))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + r * width + i),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(silu, up)));
+      }
+    }
+  });
+  std::vector<int64_t> shape(gate_up.sizes().begin(), gate_up.sizes().end());
+  shape.back() = width;
+  return out.view(shape);
+}
+
 // RMS norm of bf16 rows: a row's mean square in fp32 (16 lanes in input order, one fixed reduction), then
 // x / sqrt(mean + eps) * w in fp32, rounded to bf16 once. One call instead of torch's half dozen ops per
 // norm, and a row's result depends on that row alone.
@@ -674,6 +701,42 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
   return product<BFloat16>(x, weight);
 }
+
+// ``x @ w.T`` for a layer's weight: AMX tiles (``tiles``, n outputs) or a plain [n, K] weight.
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, int64_t n, bool tiles) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  if (tiles) return amx_linear(x, weight, n);
+#else
+  TORCH_CHECK(!tiles, "layer: built without AMX");
+#endif
+  return product<BFloat16>(x, weight);
+}
+
+// A decoder layer of a model whose bf16 products these kernels serve, in one call: the composition
+// in worker/engine/llama.py (norm, q/k/v, attention, out + residual, norm, gate/up, silu(gate) * up,
+// down + residual) op for op, the residual adds torch's own, so the result is the same bits, without a
+// Python round trip per op (about 1.7 ms of a SmolLM2 step went to the interpreter and dispatch).
+// ``rows`` as in LlamaModel.forward: x holds those rows of the [B, T] step; attention runs padded.
+at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, const at::Tensor& post_norm, double eps,
+                         const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& gate_up,
+                         const at::Tensor& down, c10::IntArrayRef outputs, bool tiles, const at::Tensor& cos,
+                         const at::Tensor& sin, const at::Tensor& cache_k, const at::Tensor& cache_v,
+                         const at::Tensor& flat_index, const at::Tensor& mask,
+                         const c10::optional<at::Tensor>& rows) {
+  TORCH_CHECK(outputs.size() == 4, "layer: the output widths of qkv, out, gate_up and down");
+  const int64_t batch = cos.size(0), count = cos.size(1), d = cos.size(3);
+  at::Tensor q = project(rms_norm(x, input_norm, eps), qkv, outputs[0], tiles);
+  if (rows.has_value()) {  // padding rows get zeros: only their own row attends to them
+    const at::Tensor packed = q.view({-1, outputs[0]});
+    q = at::zeros({batch * count, outputs[0]}, q.options()).index_copy_(0, *rows, packed);
+  }
+  TORCH_CHECK(outputs[0] % d == 0 && outputs[0] / d > 2 * cache_k.size(1), "layer: q/k/v width");
+  at::Tensor attn = attend(q.view({batch, count, outputs[0] / d, d}), cos, sin, cache_k, cache_v, flat_index, mask,
+                           tiles);
+  if (rows.has_value()) attn = attn.view({batch * count, -1}).index_select(0, *rows).view({x.size(0), x.size(1), -1});
+  const at::Tensor h = x + project(attn, out, outputs[1], tiles);
+  return h + project(silu_mul(project(rms_norm(h, post_norm, eps), gate_up, outputs[2], tiles)), down, outputs[3], tiles);
+}
 #endif
 
 bool skinny_amx() {
@@ -702,6 +765,11 @@ TORCH_LIBRARY(borealis_skinny, m) {
       "attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, "
       "Tensor mask, bool amx) -> Tensor");
   m.def("argmax(Tensor x) -> Tensor");
+  m.def("silu_mul(Tensor gate_up) -> Tensor");
+  m.def(
+      "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor qkv, Tensor out, "
+      "Tensor gate_up, Tensor down, int[] outputs, bool tiles, Tensor cos, Tensor sin, Tensor(a!) cache_k, "
+      "Tensor(b!) cache_v, Tensor flat_index, Tensor mask, Tensor? rows) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
   m.def("amx() -> bool");
   m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
@@ -714,6 +782,8 @@ TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("attend", &attend);
   m.impl("argmax", &argmax_rows);
+  m.impl("silu_mul", &silu_mul);
+  m.impl("decoder_layer", &decoder_layer);
 }
 #endif
 
