@@ -13,6 +13,7 @@ from worker.engine import native
 from worker.engine.linear import AmxWeight, NativeWeight, amx_tiles, linear, pack, quantize_int4
 from worker.engine.llama import (
     LlamaModel,
+    StepInput,
     apply_rotary,
     causal_step_input,
     flat_cache_index,
@@ -290,6 +291,51 @@ def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(smollm2_dir: Pa
     for tokens, lengths, rows in cases:
         fused, composed = run(tokens, lengths, rows, True), run(tokens, lengths, rows, False)
         assert all(torch.equal(a, b) for a, b in zip(fused, composed, strict=True)), (tokens.shape, rows)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_token_verified_behind_other_tree_nodes_rounds_as_decoded_alone(
+    smollm2_dir: Path, kernel: str
+) -> None:
+    # a tree's nodes sit at other cache positions than the same tokens decoded one at a time (here the
+    # chain comes after other children of the root, then moves to its own positions, as a commit does);
+    # attention that summed its weights in lanes of the key position rounded them apart (12 of 15 steps)
+    with native.switched(True, amx=kernel == "amx"):
+        model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+    generator = torch.Generator().manual_seed(19)
+    prompt, chain = (
+        torch.randint(100, 20000, (1, 90), generator=generator),
+        torch.randint(100, 20000, (40,), generator=generator),
+    )
+    cache = model.new_cache(1, 512)
+    model.forward(causal_step_input(prompt, [0]), cache)
+    alone = torch.cat(
+        [
+            model.forward(causal_step_input(chain[t : t + 1].view(1, 1), [90 + t]), cache)[0][0]
+            for t in range(40)
+        ]
+    )
+    cache = model.new_cache(1, 512)
+    model.forward(causal_step_input(prompt, [0]), cache)
+    done, others = 0, torch.randint(100, 20000, (40,), generator=generator)
+    while done < 40:
+        extra, k, kv = 3 + done % 10, min(1 + done % 4, 40 - done), 90 + done
+        size = extra + k
+        mask = torch.zeros(1, size, kv + size, dtype=torch.bool)
+        mask[..., :kv] = True
+        mask[0, :, kv:] = torch.eye(size, dtype=torch.bool)
+        mask[0, extra:, kv + extra :] = torch.ones(k, k, dtype=torch.bool).tril()  # the chain's own prefix
+        step = StepInput(
+            tokens=torch.cat([others[:extra], chain[done : done + k]]).view(1, size),
+            positions=torch.tensor([[kv] * extra + list(range(kv, kv + k))]),
+            write_index=kv + torch.arange(size).view(1, size),
+            mask=mask,
+        )
+        hidden, _ = model.forward(step, cache)
+        assert torch.equal(hidden[0, extra:], alone[done : done + k]), done
+        for t in (cache.k, cache.v):  # commit the chain to its own positions
+            t[:, 0, :, kv : kv + k] = t[:, 0, :, kv + extra : kv + size].clone()
+        done += k
 
 
 def test_a_prompt_prefills_int4_weights_in_q4_1_layout_as_their_bf16_values() -> None:

@@ -114,6 +114,5 @@ class DraftRunner:
             native_amx=self.native_amx,
         )
         h = hidden + attn
-        return h + mlp_block(
-            rms_norm(h, self.layer.post_norm, eps, native_kernels), self.layer, False, native_kernels
-        )
+        normed = rms_norm(h, self.layer.post_norm, eps, native_kernels)
+        return h + mlp_block(normed, self.layer, native_kernels=native_kernels)

@@ -1,7 +1,8 @@
 // The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512, AMX where the
-// CPU has it): x @ w.T for bf16 weights and for 4-bit Q4_1 weights, RMS norm, and a layer's rotary,
-// cache writes and attention in one call. Every output row depends on its own input row alone, bit for
-// bit, so decoding a token and verifying it among many rows round alike.
+// CPU has it): x @ w.T for bf16 weights and for 4-bit Q4_1 weights, RMS norm, silu(gate) * up, a
+// layer's rotary, cache writes and attention in one call, a whole decoder layer in one call, and a
+// row's argmax. Every output row depends on its own input row alone, bit for bit, so decoding a token
+// and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row, accumulated
 // along K in 16 fp32 lanes in the same order whatever the number of rows (16-row weight blocks, as
@@ -384,18 +385,20 @@ float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t&
   if (highest == -INFINITY) return 0.0f;
   first = span;
   const __m512 shift = _mm512_set1_ps(highest);
-  __m512 total = _mm512_setzero_ps();
   for (int64_t j = 0; j < span; j += kBlock) {
     const __m512 e = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(w + j), shift));
     _mm512_storeu_ps(w + j, e);
-    total = _mm512_add_ps(total, e);
     const uint32_t nonzero = _mm512_cmp_ps_mask(e, _mm512_setzero_ps(), _CMP_NEQ_OQ);
     if (nonzero) {
       first = std::min<int64_t>(first, j + __builtin_ctz(nonzero));
       end = j + 32 - __builtin_clz(nonzero);
     }
   }
-  return _mm512_reduce_add_ps(total);
+  // one sum in key order: lanes of j % 16 would make it depend on where the keys sit in the cache, and a
+  // tree's nodes sit elsewhere than the same positions decoded one at a time (a masked key adds 0 exactly)
+  float total = 0.0f;
+  for (int64_t j = first; j < end; ++j) total += w[j];
+  return total;
 }
 
 // acc[n][dims] += w[n][j] v_j for keys j in [begin, end) and QG rows, over 32 C dims from dim0: a value row
