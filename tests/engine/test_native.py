@@ -103,15 +103,15 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
 KV, GROUPS, DIM, LENGTH, PAST = 2, 3, 64, 96, 40  # a layer's attention: 6 query heads over 2 KV heads
 
 
-def attend_inputs(count: int, seed: int) -> tuple[torch.Tensor, ...]:
+def attend_inputs(count: int, seed: int, dim: int = DIM) -> tuple[torch.Tensor, ...]:
     """qkv of ``count`` new tokens per sequence (2 sequences), their rotary tables, a cache holding
     ``PAST`` positions, and a mask letting token t see a random part of the history and itself."""
     generator = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(2, count, KV * GROUPS + 2 * KV, DIM, generator=generator).to(torch.bfloat16)
-    cos, sin = rotary_tables(DIM, 10000.0, LENGTH)
+    qkv = torch.randn(2, count, KV * GROUPS + 2 * KV, dim, generator=generator).to(torch.bfloat16)
+    cos, sin = rotary_tables(dim, 10000.0, LENGTH)
     positions = PAST + torch.arange(count).expand(2, count)
     cache_k, cache_v = (
-        torch.randn(2, KV, LENGTH, DIM, generator=generator).to(torch.bfloat16) for _ in range(2)
+        torch.randn(2, KV, LENGTH, dim, generator=generator).to(torch.bfloat16) for _ in range(2)
     )
     span = PAST + count
     allowed = torch.rand(2, count, span, generator=generator) > 0.3
@@ -147,8 +147,11 @@ def run_attend(kernel: str, qkv, cos, sin, cache_k, cache_v, allowed, rows: slic
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding(kernel: str) -> None:
-    qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8)
+@pytest.mark.parametrize("dim", [64, 96])  # heads of 96: a last value chunk of 32 dims
+def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding(
+    kernel: str, dim: int
+) -> None:
+    qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8, dim=dim)
     old_k, old_v = cache_k.double(), cache_v.double()
     got = run_attend(kernel, qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 5))
     x = qkv.double()
@@ -169,7 +172,7 @@ def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_roundin
     expanded = [t.repeat_interleave(GROUPS, dim=1)[:, :, :span] for t in (keys, values)]
     bias = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, float("-inf")).unsqueeze(1)
     exact = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), *expanded, attn_mask=bias)
-    exact = exact.transpose(1, 2).reshape(2, 5, heads * DIM)
+    exact = exact.transpose(1, 2).reshape(2, 5, heads * dim)
     assert got.dtype == torch.bfloat16 and got.shape == exact.shape
     assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-2)
 
