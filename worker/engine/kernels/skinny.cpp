@@ -34,6 +34,11 @@ std::vector<int64_t> output_shape(const at::Tensor& x, int64_t n) {
   return shape;
 }
 
+// The first ``count`` of 16 lanes (all 16 from 16 on): a row's tail, a block's live outputs.
+inline __mmask16 first_lanes(int64_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1);
+}
+
 // Lane sums of 16 vectors as one vector, lane j the sum of a[j]'s lanes (a fixed tree per lane).
 inline __m512 lane_sums(__m512 (&a)[kBlock]) {
   __m512 t[8], u[4], v[2];
@@ -113,7 +118,7 @@ void block(const typename F::Scalar* wb, const typename F::Scalar* x, typename F
   for (; m < rows; ++m) {
     const S* const xs[1] = {x + m * k};
     tile<F, kBlock, 1>(reinterpret_cast<const S* const (&)[kBlock]>(ws), xs, k, acc);
-    F::store(out + m * n + n0, lane_sums(acc), static_cast<__mmask16>((1u << width) - 1));
+    F::store(out + m * n + n0, lane_sums(acc), first_lanes(width));
   }
 }
 
@@ -150,7 +155,7 @@ void dequantize_block(const uint8_t* codes, const at::Half* scales, const at::Ha
   for (int64_t a = 0; a < width; ++a) {
     for (int64_t g0 = 0; g0 < groups; g0 += 16) {
       const int64_t count = std::min<int64_t>(16, groups - g0);
-      const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
+      const __mmask16 live = first_lanes(count);
       _mm512_store_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, scales + a * groups + g0)));
       _mm512_store_ps(m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, mins + a * groups + g0)));
       for (int64_t i = 0; i < count; ++i) {
@@ -295,7 +300,7 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
         }
         for (int64_t i = 0; i < group; ++i) {
           const int64_t width = std::min<int64_t>(kBlock, n - (b + i) * kBlock);
-          const __mmask16 live = static_cast<__mmask16>((1u << width) - 1);
+          const __mmask16 live = first_lanes(width);
           for (int64_t r = 0; r < std::min(count, rows - m); ++r) {
             _mm256_mask_storeu_epi16(op + (m + r) * n + (b + i) * kBlock, live,
                                      (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(sums + (i * kBlock + r) * kBlock)));
@@ -373,7 +378,7 @@ float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t&
   const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
   __m512 top = minus_inf;
   for (int64_t j = 0; j < span; j += kBlock) {
-    const __mmask16 live = static_cast<__mmask16>(span - j >= kBlock ? 0xFFFF : (1u << (span - j)) - 1);
+    const __mmask16 live = first_lanes(span - j);
     const __m512 s = _mm512_mask_fmadd_ps(_mm512_maskz_loadu_ps(live, w + j), live, _mm512_set1_ps(scale),
                                           _mm512_maskz_loadu_ps(live, mr + j));
     const __m512 kept = _mm512_mask_blend_ps(live, minus_inf, s);
@@ -618,9 +623,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
       }
     }
   });
-  std::vector<int64_t> shape(gate_up.sizes().begin(), gate_up.sizes().end());
-  shape.back() = width;
-  return out.view(shape);
+  return out.view(output_shape(gate_up, width));
 }
 
 // RMS norm of bf16 rows: a row's mean square in fp32 (16 lanes in input order, one fixed reduction), then
@@ -667,7 +670,7 @@ int64_t row_argmax(const c10::BFloat16* x, int64_t n) {
   __m512 top = _mm512_set1_ps(-INFINITY);
   bool nan = false;
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 live = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __mmask16 live = first_lanes(n - i);
     const __m512 v = widen_live(x + i, live);
     nan = nan || _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     top = _mm512_max_ps(top, v);
@@ -678,7 +681,7 @@ int64_t row_argmax(const c10::BFloat16* x, int64_t n) {
   }
   const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(top));
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 live = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __mmask16 live = first_lanes(n - i);
     const uint32_t hit = _mm512_mask_cmp_ps_mask(live, widen_live(x + i, live), best, _CMP_EQ_OQ);
     if (hit) return i + __builtin_ctz(hit);
   }
