@@ -69,7 +69,10 @@ class Dashboard:
     def sign_in(self, token: str) -> None:
         self.page.goto("/dashboard")
         self.page.wait_for_url("**/dashboard/login?next=/dashboard")
-        self.page.keyboard.type(token)  # the credential field has focus on load
+        # The credential field takes focus on load (autofocus), which Chromium applies at a rendering
+        # update that may come after the load event: typing before it loses the keys.
+        self.page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+        self.page.keyboard.type(token)
         self.page.keyboard.press("Enter")
 
     def open(self, name: str) -> None:
