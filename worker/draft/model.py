@@ -140,12 +140,15 @@ class Eagle3Draft(nn.Module):
         ).chunk(2, dim=-1)
         return h + F.linear(F.silu(gate) * up, self.down)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores over the draft vocabulary ``[..., draft_vocab_size]``."""
-        normed = F.rms_norm(
+    def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The final norm of the draft's hidden states (fp32): what its head multiplies."""
+        return F.rms_norm(
             hidden.float(), (self.config.hidden_size,), self.final_norm, self.config.rms_norm_eps
         )
-        return F.linear(normed, self.lm_head)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over the draft vocabulary ``[..., draft_vocab_size]``."""
+        return F.linear(self.head_input(hidden), self.lm_head)
 
 
 def new_draft(spec: LlamaSpec, vocab: DraftVocab, seed: int = 0) -> Eagle3Draft:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from borealis.settings import TrainerSettings
 from worker.draft.examples import Example
+from worker.draft.head_loss import head_kl
 from worker.draft.model import Eagle3Draft
 from worker.draft.remap import Remap, apply_remap
 from worker.draft.ttt import unroll_hidden
@@ -272,7 +273,7 @@ class DraftTrainer:
 
     def loss(self, batch: Batch, scale: StepScale | None = None) -> tuple[torch.Tensor, StepMetrics]:
         """The head runs on the rows that train alone (no padding, no row before its unroll step), and
-        the KL comes from the logits' log-sum-exp: no full log-softmax is kept for the backward pass.
+        the KL with it in chunks of rows (:func:`worker.draft.head_loss.head_kl`).
         Terms are divided by ``scale`` (default: this batch's own rows and rejected proposals)."""
         config = self.config
         firsts = [self.first_row(n) for n in batch.prompt_lengths.tolist()]
@@ -287,25 +288,31 @@ class DraftTrainer:
             )
         rows = torch.arange(batch.tokens.shape[1] - 1, device=device).view(1, -1)
         first = torch.tensor(firsts, device=device).view(-1, 1)
+        # row i of step k is trained against the target's distribution at position i + 1
+        wheres = [
+            ((rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)).nonzero(as_tuple=True)
+            for step in range(len(outputs))
+        ]
+        hidden = torch.cat([out[:, :-1][where] for out, where in zip(outputs, wheres, strict=True)])
+        with autocast:  # every step's rows through the head in one call: one cast of its weight each way
+            kl_rows, argmax = head_kl(
+                self.draft.head_input(hidden),
+                self.draft.lm_head,
+                torch.cat([batch.target_ids[:, 1:][where] for where in wheres]),  # top-k, sums to one
+                torch.cat([batch.target_logp[:, 1:][where] for where in wheres]),
+            )
         d2t = self.draft.vocab.draft_to_target.to(device)
+        hits = d2t[argmax] == torch.cat([batch.target_argmax[:, 1:][where] for where in wheres])
+        counts = [len(where[0]) for where in wheres]
         total = torch.zeros((), device=device)
         kls, top1s = [], []
-        for step, out in enumerate(outputs):
-            # row i is trained against the target's distribution at position i + 1
-            trains = (rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)
-            where = trains.nonzero(as_tuple=True)
-            with autocast:
-                logits = self.draft.logits(out[:, :-1][where]).float()  # [N, V_draft]
-            target_logp = batch.target_logp[:, 1:][where]  # [N, k], renormalised: sums to one
-            picked = logits.gather(-1, batch.target_ids[:, 1:][where])
-            # KL(p || q) = sum_k p_k (log p_k - z_k) + logsumexp(z), as sum_k p_k = 1
-            kl_rows = (target_logp.exp() * (target_logp - picked)).sum(-1) + logits.logsumexp(-1)
-            count = scale.rows[step]
-            kl = kl_rows.sum() / count
+        for step, (step_kl, step_hits) in enumerate(
+            zip(kl_rows.split(counts), hits.split(counts), strict=True)
+        ):
+            kl = step_kl.sum() / scale.rows[step]
             total = total + config.step_decay**step * kl
-            hits = d2t[logits.detach().argmax(-1)] == batch.target_argmax[:, 1:][where]
             kls.append(float(kl.detach()))
-            top1s.append(float(hits.sum()) / count)
+            top1s.append(float(step_hits.sum()) / scale.rows[step])
         rejected, used = self._rejected_term(batch, outputs, autocast, scale.negatives)
         if config.rejected_weight > 0 and used:
             total = total + config.rejected_weight * rejected

@@ -19,12 +19,41 @@ from worker.engine.llama import rotary_tables
 
 
 @functools.lru_cache(maxsize=16)
-def ttt_mask(length: int, step: int) -> torch.Tensor:
-    """``[T, (step + 1) * T]``: which keys (step-major) row ``i`` of unroll ``step`` may attend."""
+def history_mask(length: int, step: int) -> torch.Tensor:
+    """``[T, T]``: the step-0 rows that row ``i`` of unroll ``step`` attends (rows ``0..i-step``)."""
     rows = torch.arange(length).view(-1, 1)
-    cols = torch.arange(length).view(1, -1)
-    blocks = [cols <= rows - step] + [cols == rows - step + j for j in range(1, step + 1)]
-    return torch.cat(blocks, dim=1)
+    return torch.arange(length).view(1, -1) <= rows - step
+
+
+def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+    """Attention of unroll step ``k = len(keys) - 1``: ``q [B, heads, T, D]``, each step's keys and
+    values ``[B, kv_heads, T, D]``; row ``i`` attends step-0 rows ``0..i-k`` and row ``i - k + j`` of
+    each later step ``j``. Returns ``[B, heads, T, D]``.
+
+    Written out instead of one attention over all ``(k + 1) T`` keys with a mask: a later step
+    contributes one key per row, a dot product, so the cost is one ``T x T`` score matrix per step
+    rather than ``k + 1`` of them (at step 2, a third), and no masked block is computed at all."""
+    step = len(keys) - 1
+    batch, heads, length, dim = q.shape
+    kv_heads = keys[0].shape[1]
+    grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)  # query heads sharing a KV head
+    scale = dim**-0.5
+    history = grouped @ keys[0].unsqueeze(2).transpose(-1, -2) * scale  # [B, kv, groups, T, T]
+    history = history.masked_fill(~history_mask(length, step).to(q.device), float("-inf"))
+    own, own_values = [], []
+    for j in range(1, step + 1):
+        lag = step - j  # row i reads row i - lag of step j: rows before ``lag`` have none
+        key = F.pad(keys[j][:, :, : length - lag], (0, 0, lag, 0)).unsqueeze(2)
+        score = (grouped * key).sum(-1, keepdim=True) * scale  # [B, kv, groups, T, 1]
+        if lag:
+            score = score.masked_fill(torch.arange(length, device=q.device).view(-1, 1) < lag, float("-inf"))
+        own.append(score)
+        own_values.append(F.pad(values[j][:, :, : length - lag], (0, 0, lag, 0)).unsqueeze(2))
+    weights = torch.softmax(torch.cat([history, *own], dim=-1).float(), dim=-1).to(q.dtype)
+    out = weights[..., :length] @ values[0].unsqueeze(2)
+    for j, value in enumerate(own_values):
+        out = out + weights[..., length + j : length + j + 1] * value
+    return out.reshape(batch, heads, length, dim)
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,17 +86,11 @@ def unroll_hidden(
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     outputs = []
-    for step in range(steps):
+    for _ in range(steps):
         q, k, v = draft.project_qkv(draft.layer_input(token_embeds, hidden), cos, sin)
         keys.append(k.transpose(1, 2))
         values.append(v.transpose(1, 2))
-        attn = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            torch.cat(keys, dim=2),
-            torch.cat(values, dim=2),
-            attn_mask=ttt_mask(length, step).to(tokens.device),
-            enable_gqa=True,
-        )
+        attn = ttt_attention(q.transpose(1, 2), keys, values)
         out = draft.after_attention(hidden, attn.transpose(1, 2).reshape(*tokens.shape, -1))
         outputs.append(out)
         hidden = F.pad(out[:, :-1], (0, 0, 1, 0))
