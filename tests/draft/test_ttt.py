@@ -10,34 +10,29 @@ import torch
 import torch.nn.functional as F
 
 from borealis.wire import TraceStep
+from worker.draft import ttt
 from worker.draft.examples import build_example, rejected_proposals
 from worker.draft.model import new_draft
 from worker.draft.runner import DraftRunner
-from worker.draft.ttt import history_mask, ttt_attention, unroll
+from worker.draft.ttt import ttt_mask, unroll
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel, causal_step_input
 from worker.engine.proposals import DraftBatch, draft_paths
 
 
-def diagonal_mask(length: int, step: int) -> torch.Tensor:
-    """``[T, (step + 1) T]``, keys step-major: step-0 rows ``0..i-step``, row ``i - step + j`` of step j."""
-    rows = torch.arange(length).view(-1, 1)
-    cols = torch.arange(length).view(1, -1)
-    return torch.cat([cols <= rows - step] + [cols == rows - step + j for j in range(1, step + 1)], dim=1)
-
-
-def test_the_diagonal_pattern() -> None:
-    mask = diagonal_mask(4, 2).int()
+def test_mask_is_the_diagonal_pattern() -> None:
+    mask = ttt_mask(4, 2).int()
     # step 2, row 3: step-0 rows 0..1, step-1 row 2, step-2 row 3 (itself)
     assert mask[3].tolist() == [*[1, 1, 0, 0], *[0, 0, 1, 0], *[0, 0, 0, 1]]
     assert mask[0].tolist() == [*[0, 0, 0, 0], *[0, 0, 0, 0], *[1, 0, 0, 0]]
-    assert history_mask(4, 2).int().tolist() == mask[:, :4].tolist()
 
 
 @pytest.mark.parametrize("step", [0, 1, 2, 3])
-def test_unroll_attention_is_one_masked_attention_over_every_steps_keys(step: int) -> None:
+def test_written_out_unroll_attention_is_the_masked_attention_over_every_steps_keys(
+    step: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Values and gradients of the written-out attention equal grouped-query attention over all the
-    steps' keys under the diagonal mask."""
+    steps' keys under the diagonal mask, which longer batches take."""
     generator = torch.Generator().manual_seed(step)
     batch, heads, kv_heads, length, dim = 2, 6, 2, 9, 16
     q = torch.randn(batch, heads, length, dim, generator=generator)
@@ -45,19 +40,18 @@ def test_unroll_attention_is_one_masked_attention_over_every_steps_keys(step: in
     values = [torch.randn(batch, kv_heads, length, dim, generator=generator) for _ in range(step + 1)]
     upstream = torch.randn(batch, heads, length, dim, generator=generator)
     results = []
-    for written_out in (True, False):
+    for limit in (batch * heads * length * length, batch * heads * length * length - 1):
+        monkeypatch.setattr(ttt, "WRITTEN_OUT_MAX_SCORES", limit)
         inputs = [t.clone().requires_grad_(True) for t in (q, *keys, *values)]
-        q_, k_, v_ = inputs[0], inputs[1 : step + 2], inputs[step + 2 :]
-        if written_out:
-            out = ttt_attention(q_, k_, v_)
-        else:
-            out = F.scaled_dot_product_attention(
-                q_, torch.cat(k_, 2), torch.cat(v_, 2), attn_mask=diagonal_mask(length, step), enable_gqa=True
-            )
+        out = ttt.ttt_attention(inputs[0], inputs[1 : step + 2], inputs[step + 2 :])
         (out * upstream).sum().backward()  # type: ignore[no-untyped-call]
         results.append([out.detach(), *(t.grad for t in inputs)])
-    for ours, reference in zip(*results, strict=True):
-        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    reference = F.scaled_dot_product_attention(
+        q, torch.cat(keys, 2), torch.cat(values, 2), attn_mask=ttt_mask(length, step), enable_gqa=True
+    )
+    torch.testing.assert_close(results[1][0], reference)  # the masked path is that attention
+    for written_out, masked in zip(*results, strict=True):
+        torch.testing.assert_close(written_out, masked, rtol=1e-5, atol=1e-5)
 
 
 def test_unroll_matches_serving_chain(tiny_model_dir: Path) -> None:

@@ -17,12 +17,19 @@ import torch.nn.functional as F
 from worker.draft.model import Eagle3Draft
 from worker.engine.llama import rotary_tables
 
+# Scores of one unroll step (batch x heads x T x T) up to which its attention is written out: about 200
+# MB of fp32 scores, softmax and their bf16 copies per step, kept for the backward pass. A longer batch
+# (one trace of 1,400 tokens and up) takes the masked attention, whose memory grows with T alone.
+WRITTEN_OUT_MAX_SCORES = 1 << 24
+
 
 @functools.lru_cache(maxsize=16)
-def history_mask(length: int, step: int) -> torch.Tensor:
-    """``[T, T]``: the step-0 rows that row ``i`` of unroll ``step`` attends (rows ``0..i-step``)."""
+def ttt_mask(length: int, step: int) -> torch.Tensor:
+    """``[T, (step + 1) * T]``: which keys (step-major) row ``i`` of unroll ``step`` may attend."""
     rows = torch.arange(length).view(-1, 1)
-    return torch.arange(length).view(1, -1) <= rows - step
+    cols = torch.arange(length).view(1, -1)
+    blocks = [cols <= rows - step] + [cols == rows - step + j for j in range(1, step + 1)]
+    return torch.cat(blocks, dim=1)
 
 
 def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
@@ -30,16 +37,22 @@ def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.
     values ``[B, kv_heads, T, D]``; row ``i`` attends step-0 rows ``0..i-k`` and row ``i - k + j`` of
     each later step ``j``. Returns ``[B, heads, T, D]``.
 
-    Written out instead of one attention over all ``(k + 1) T`` keys with a mask: a later step
-    contributes one key per row, a dot product, so the cost is one ``T x T`` score matrix per step
-    rather than ``k + 1`` of them (at step 2, a third), and no masked block is computed at all."""
+    Written out where it fits :data:`WRITTEN_OUT_MAX_SCORES`, instead of one attention over all
+    ``(k + 1) T`` keys under :func:`ttt_mask` (17 % of a profiled bf16 step): a later step contributes
+    one key per row, a dot product, so the cost is one ``T x T`` score matrix per step rather than
+    ``k + 1`` of them (at step 2, a third), and no masked block is computed at all."""
     step = len(keys) - 1
     batch, heads, length, dim = q.shape
+    if batch * heads * length * length > WRITTEN_OUT_MAX_SCORES:
+        mask = ttt_mask(length, step).to(q.device)
+        return F.scaled_dot_product_attention(
+            q, torch.cat(keys, dim=2), torch.cat(values, dim=2), attn_mask=mask, enable_gqa=True
+        )
     kv_heads = keys[0].shape[1]
     grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)  # query heads sharing a KV head
     scale = dim**-0.5
     history = grouped @ keys[0].unsqueeze(2).transpose(-1, -2) * scale  # [B, kv, groups, T, T]
-    history = history.masked_fill(~history_mask(length, step).to(q.device), float("-inf"))
+    history = history.masked_fill(~ttt_mask(length, step)[:, :length].to(q.device), float("-inf"))
     own, own_values = [], []
     for j in range(1, step + 1):
         lag = step - j  # row i reads row i - lag of step j: rows before ``lag`` have none
