@@ -34,20 +34,20 @@ class HeadKL(torch.autograd.Function):
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows = normed.shape[0]
-        w = weight.to(dtype)
+        x, w = normed.to(dtype), weight.to(dtype)  # cast once, for both passes
         logits = torch.empty(rows, weight.shape[0], dtype=dtype, device=normed.device)
         lse = torch.empty(rows, device=normed.device)
         kl = torch.empty(rows, device=normed.device)
         argmax = torch.empty(rows, dtype=torch.long, device=normed.device)
         for start in range(0, rows, CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
-            z = torch.mm(normed[part].to(dtype), w.T, out=logits[part]).float()
+            z = torch.mm(x[part], w.T, out=logits[part]).float()
             lse[part] = torch.logsumexp(z, -1)
             picked = z.gather(-1, target_ids[part])
             logp = target_logp[part]
             kl[part] = (logp.exp() * (logp - picked)).sum(-1) + lse[part]
             argmax[part] = z.argmax(-1)
-        ctx.save_for_backward(normed, w, logits, lse, target_ids, target_logp)
+        ctx.save_for_backward(x, w, logits, lse, target_ids, target_logp)
         ctx.mark_non_differentiable(argmax)
         return kl, argmax
 
@@ -55,15 +55,15 @@ class HeadKL(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_kl: torch.Tensor, _grad_argmax: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
-        normed, w, logits, lse, target_ids, target_logp = ctx.saved_tensors
+        x, w, logits, lse, target_ids, target_logp = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)  # in the products' dtype, as autograd would cast it
-        for start in range(0, normed.shape[0], CHUNK_ROWS):
+        for start in range(0, x.shape[0], CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
             g = torch.sub(logits[part], lse[part, None]).exp_()  # softmax(z), in fp32
             g.scatter_add_(-1, target_ids[part], -target_logp[part].exp())
             grad_logits[part] = g.mul_(grad_kl[part, None])
         grad_normed = torch.mm(grad_logits, w).float()
-        grad_weight = torch.mm(grad_logits.T, normed.to(w.dtype)).float()
+        grad_weight = torch.mm(grad_logits.T, x).float()
         return grad_normed, grad_weight, None, None, None
 
 

@@ -293,16 +293,21 @@ class DraftTrainer:
             ((rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)).nonzero(as_tuple=True)
             for step in range(len(outputs))
         ]
+
+        def targets(values: torch.Tensor) -> torch.Tensor:
+            """The target's side of every step's training rows, in the order their hidden states go."""
+            return torch.cat([values[:, 1:][where] for where in wheres])
+
         hidden = torch.cat([out[:, :-1][where] for out, where in zip(outputs, wheres, strict=True)])
         with autocast:  # every step's rows through the head in one call: one cast of its weight each way
             kl_rows, argmax = head_kl(
                 self.draft.head_input(hidden),
                 self.draft.lm_head,
-                torch.cat([batch.target_ids[:, 1:][where] for where in wheres]),  # top-k, sums to one
-                torch.cat([batch.target_logp[:, 1:][where] for where in wheres]),
+                targets(batch.target_ids),  # the target's top-k, renormalised: sums to one
+                targets(batch.target_logp),
             )
         d2t = self.draft.vocab.draft_to_target.to(device)
-        hits = d2t[argmax] == torch.cat([batch.target_argmax[:, 1:][where] for where in wheres])
+        hits = d2t[argmax] == targets(batch.target_argmax)
         counts = [len(where[0]) for where in wheres]
         total = torch.zeros((), device=device)
         kls, top1s = [], []

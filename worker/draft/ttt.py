@@ -53,15 +53,19 @@ def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.
     scale = dim**-0.5
     history = grouped @ keys[0].unsqueeze(2).transpose(-1, -2) * scale  # [B, kv, groups, T, T]
     history = history.masked_fill(~ttt_mask(length, step)[:, :length].to(q.device), float("-inf"))
+
+    def lagged(rows: torch.Tensor, lag: int) -> torch.Tensor:
+        """``rows`` moved down ``lag`` rows (zeros above), beside the query heads' group axis."""
+        return F.pad(rows[:, :, : length - lag], (0, 0, lag, 0)).unsqueeze(2)
+
     own, own_values = [], []
     for j in range(1, step + 1):
         lag = step - j  # row i reads row i - lag of step j: rows before ``lag`` have none
-        key = F.pad(keys[j][:, :, : length - lag], (0, 0, lag, 0)).unsqueeze(2)
-        score = (grouped * key).sum(-1, keepdim=True) * scale  # [B, kv, groups, T, 1]
+        score = (grouped * lagged(keys[j], lag)).sum(-1, keepdim=True) * scale  # [B, kv, groups, T, 1]
         if lag:
             score = score.masked_fill(torch.arange(length, device=q.device).view(-1, 1) < lag, float("-inf"))
         own.append(score)
-        own_values.append(F.pad(values[j][:, :, : length - lag], (0, 0, lag, 0)).unsqueeze(2))
+        own_values.append(lagged(values[j], lag))
     weights = torch.softmax(torch.cat([history, *own], dim=-1).float(), dim=-1).to(q.dtype)
     out = weights[..., :length] @ values[0].unsqueeze(2)
     for j, value in enumerate(own_values):
