@@ -20,12 +20,15 @@ from borealis.rotating_log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLo
 log = logging.getLogger(__name__)
 
 # One machine serves and trains (`borealis up`): the trainer computes a quarter of the time, since its
-# matrix products take the memory bandwidth decoding lives on; on 2 cores it gets the CPU serving
-# leaves (about 26 s an optimizer step under load), so it judges a candidate on at most 24 traces and
-# every 20 steps (2 rounds of 10), not every 200: `borealis bench shift --trainer colocated` ran this
-# cadence, and its second candidate, 14 steps after a new domain's traces arrived, was clearly better.
+# matrix products take the memory bandwidth decoding lives on, and on one thread: beside a worker whose
+# threads already fill the cores, a second OpenMP pool spins at its barriers while the scheduler holds
+# one of its threads back (`bench shift --trainer colocated`, 2 cores: 8.4 CPU-seconds an optimizer step
+# on two threads, 3.7 on one; 10 steps in the shifted phase against 40, serving with learning on 0.66 of
+# paused against 0.79). On 2 cores it still gets only the CPU serving leaves, so it judges a candidate
+# on at most 24 traces and every 20 steps (2 rounds of 10), not every 200.
 COLOCATED_TRAINER_ENV = {
     "BOREALIS_TRAINER_DUTY_CYCLE": "0.25",
+    "BOREALIS_TRAINER_THREADS": "1",
     "BOREALIS_TRAINER_JUDGE_MAX_TRACES": "24",
     "BOREALIS_TRAINER_STEPS_PER_ROUND": "10",
     "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "2",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import subprocess
 import tempfile
@@ -251,6 +252,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
     if args.trainer == "dedicated":
         env |= {
             "BOREALIS_TRAINER_DUTY_CYCLE": "1.0",
+            "BOREALIS_TRAINER_THREADS": os.environ.get("BOREALIS_TRAINER_THREADS", "0"),  # every thread
             "BOREALIS_TRAINER_JUDGE_MAX_TRACES": str(OWN_MACHINE_JUDGE_MAX_TRACES),
             "BOREALIS_TRAINER_STEPS_PER_TRACE": str(args.train_steps_per_request),
             "BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS": "1",
