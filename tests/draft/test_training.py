@@ -156,22 +156,6 @@ def test_offline_cli_writes_a_loadable_artifact(tiny_model_dir: Path, tmp_path: 
     assert json.loads((out / "manifest.json").read_text())["extra"]["training"]["workload"] == "code"
 
 
-def test_offline_training_can_spend_a_share_of_its_steps_on_prefilled_source_text(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "draft"
-    argv = ["--workload", "code", "--minutes", "0.15", "--out", str(out), "--model", str(tiny_model_dir)]
-    argv += ["--max-new-tokens", "16", "--draft-vocab", "256", "--eval-requests", "2", "--threads", "2"]
-    assert main([*argv, "--text-share", "0.5", "--max-prompt-tokens", "48"]) == 0
-    training = load_draft(out)[1].extra["training"]
-    assert isinstance(training, dict)
-    assert training["text_share"] == 0.5
-    assert training["text_sequences"] >= 1 and 2 * training["text_sequences"] <= training["text_tokens"]
-    assert training["text_tokens"] <= training["text_sequences"] * (48 + 16)  # each cut at prompt + output
-    with pytest.raises(SystemExit):
-        main([*argv, "--text-share", "1.0"])
-
-
 def test_a_draft_can_start_from_the_targets_head_and_norm(
     target: LlamaModel, data: tuple[DraftVocab, list[Example]]
 ) -> None:

@@ -4,12 +4,8 @@ Generation and training interleave under one time budget (``--gen-fraction`` of 
 the draft starts learning from the first batch and sees more data the longer it runs. A new draft's
 vocabulary is chosen from the target's outputs on the first ``--vocab-prompts`` prompts (each domain
 weighted equally), as the online trainer chooses it: the head only ever proposes what the target says.
-With ``--text-share`` that share of the optimizer steps trains on whole standard-library functions
-of the code workload's train split instead, one target prefill each and used once: generating costs
-a target forward per token, a prefill a fraction of one, so a budget that generates a few hundred
-sequences prefills thousands (a draft trained on generated outputs alone stops improving well before
-its budget ends). The artifact's manifest carries the training metrics and the simulated acceptance
-on the workload's test split.
+The artifact's manifest carries the training metrics and the simulated acceptance on the workload's
+test split.
 """
 
 from __future__ import annotations
@@ -36,9 +32,7 @@ from worker.draft.shadow import simulated_acceptance
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
-from worker.workloads import Prompt, build_prompts, code_sources, encode_prompt
-
-TEXT_CHUNK = 32  # functions prefilled at a time, then grouped into batches of similar length
+from worker.workloads import Prompt, build_prompts, encode_prompt
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,12 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-prompt-tokens", type=int, default=384)
     parser.add_argument("--gen-batch", type=int, default=8)
     parser.add_argument("--gen-fraction", type=float, default=0.5)
-    parser.add_argument(
-        "--text-share",
-        type=float,
-        default=0.0,
-        help="share of optimizer steps on standard-library source (prefilled), not generated outputs",
-    )
     parser.add_argument("--draft-vocab", type=int, default=8192)
     parser.add_argument(
         "--vocab-prompts", type=int, default=32, help="prompts whose outputs choose a new draft's vocabulary"
@@ -79,8 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or not 0.0 < args.gen_fraction < 1.0 or not 0.0 <= args.text_share < 1.0:
-        parser.error("--minutes must be positive, --gen-fraction in (0, 1) and --text-share in [0, 1)")
+    if args.minutes <= 0 or not 0.0 < args.gen_fraction < 1.0:
+        parser.error("--minutes must be positive and --gen-fraction in (0, 1)")
     if args.bf16 and not bf16_native():
         # emulated bf16 matmuls measured 30x slower than fp32 on such a CPU (93 s vs 2.7 s a step)
         parser.error("--bf16 needs a CPU that computes bf16 natively (AVX512-BF16 or AMX); this one does not")
@@ -110,35 +98,6 @@ class _Data:
         prompts = [p for p in batch if p is not None]
         self.exhausted = len(prompts) < len(batch)
         self.examples += examples_for(self.target, self.tokenizer, self.vocab, prompts, self.args)
-
-
-class _TextBatches:
-    """Batches of whole standard-library functions (the code workload's train split) in a seeded
-    order, each example one target prefill of at most ``max_tokens`` tokens, cycling when all are used."""
-
-    def __init__(self, target: LlamaModel, tokenizer: Any, vocab: DraftVocab, args: argparse.Namespace):
-        self.target, self.tokenizer, self.vocab = target, tokenizer, vocab
-        self.max_tokens = args.max_prompt_tokens + args.max_new_tokens
-        self.batch_tokens = args.batch_tokens
-        self.sources = list(code_sources("train"))
-        random.Random(args.seed).shuffle(self.sources)
-        self.position = 0
-        self.pending: list[list[Example]] = []
-        self.sequences = self.tokens = 0
-
-    def __iter__(self) -> Iterator[list[Example]]:
-        return self
-
-    def __next__(self) -> list[Example]:
-        while not self.pending:
-            chunk = [self.sources[(self.position + i) % len(self.sources)] for i in range(TEXT_CHUNK)]
-            self.position += TEXT_CHUNK
-            ids = [self.tokenizer(text)["input_ids"][: self.max_tokens] for text in chunk]
-            examples = [build_example(self.target, self.vocab, i, 0, "code") for i in ids if len(i) > 1]
-            self.sequences += len(examples)
-            self.tokens += sum(len(e) for e in examples)
-            self.pending = batches(examples, self.batch_tokens)
-        return self.pending.pop()
 
 
 Generated = tuple[Prompt, list[int], list[int]]  # prompt, its token ids, the target's greedy output
@@ -221,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         data.examples = [example_from_record(target, draft.vocab, r) for r in records]
         data.exhausted = True
     stream = cycle_batches(data.examples, args.batch_tokens, rng)
-    text = _TextBatches(target, tokenizer, draft.vocab, args) if args.text_share else None
     history = []
     # The budget, and at least one optimizer step once there is data (a tiny budget still trains).
     while (time.monotonic() < deadline or not trainer.steps_done) and (data.examples or not data.exhausted):
@@ -230,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             data.generate_batch()
             generating += time.monotonic() - t0
             stream = cycle_batches(data.examples, args.batch_tokens, rng)
-        elif text and rng.random() < args.text_share:
-            history.append(trainer.train_step(next(text)))
         elif data.examples:
             history.append(trainer.train_step(next(stream)))
     held_out = examples_for(
@@ -245,9 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": args.minutes,
         "train_sequences": len(data.examples),
         "train_tokens": sum(len(e) for e in data.examples),
-        "text_share": args.text_share,
-        "text_sequences": text.sequences if text else 0,
-        "text_tokens": text.tokens if text else 0,
         "optimizer_steps": trainer.steps_done,
         "generation_seconds": round(generating, 1),
         "final_loss": sum(m.loss for m in tail) / len(tail) if tail else None,

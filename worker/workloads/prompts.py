@@ -108,26 +108,6 @@ def _items(domain: str) -> Iterator[Prompt]:
                     yield Prompt("chat", key, text, chat=True)
 
 
-@functools.lru_cache(maxsize=1)
-def _functions() -> tuple[tuple[Split, str, str], ...]:
-    """(split, prompt head, whole dedented function) of every code-workload function."""
-    return tuple(
-        (split_of(key), head, whole)
-        for path in stdlib_files()
-        for key, node, lines in _definitions(path)
-        if (head := _code_head(node, lines, MAX_CODE_LINES))
-        and (whole := _code_head(node, lines, len(lines)))
-    )
-
-
-def code_sources(split: Split) -> tuple[str, ...]:
-    """Whole functions of the code workload (dedented), by the prompts' split rule: public code to
-    distil the target on. A function whose prompt head also occurs in the other split (the standard
-    library repeats some code) is left out, so a test prompt's text never trains."""
-    other = {head for owner, head, _ in _functions() if owner != split}
-    return tuple(whole for owner, head, whole in _functions() if owner == split and head not in other)
-
-
 def _chat_instruction(choice: int, module: str, name: str, code: str) -> str:
     asks = (
         f"Explain what `{name}` from the Python module `{module}` does, step by step.",
