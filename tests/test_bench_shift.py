@@ -178,8 +178,10 @@ def test_summary_reports_the_issue_keys_from_both_taus(scorer: DraftScorer) -> N
     assert summary["arms"]["scratch"]["windows"][0]["draft_tau"] == 1.0  # no draft yet: one token per step
 
 
-def test_the_trainer_environment_follows_the_mode() -> None:
+def test_the_trainer_environment_follows_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.bench.shift import bench_env, parse_args
+
+    monkeypatch.delenv("BOREALIS_TRAINER_THREADS", raising=False)
 
     dedicated = bench_env(
         parse_args(["--json", "x.json", "--train-steps-per-request", "2", "--heldout-fraction", "0.25"])
@@ -191,11 +193,13 @@ def test_the_trainer_environment_follows_the_mode() -> None:
     assert dedicated["BOREALIS_TRAINER_CANDIDATE_EVERY_ROUNDS"] == "1"
     assert dedicated["BOREALIS_TRAINER_HELDOUT_FRACTION"] == "0.25"
     assert dedicated["BOREALIS_TRAINER_JUDGE_MAX_TRACES"] == "64"  # overrides the co-located 24
+    assert dedicated["BOREALIS_TRAINER_THREADS"] == "0"  # every thread: overrides the co-located one
     colocated = bench_env(parse_args(["--json", "x.json", "--trainer", "colocated"]))
     assert (
         "BOREALIS_TRAINER_STEPS_PER_TRACE" not in colocated
         and "BOREALIS_TRAINER_HELDOUT_FRACTION" not in colocated
         and "BOREALIS_TRAINER_JUDGE_MAX_TRACES" not in colocated  # `borealis up`'s: the appliance's default
+        and "BOREALIS_TRAINER_THREADS" not in colocated
     )
 
 
