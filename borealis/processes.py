@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 # matrix products take the memory bandwidth decoding lives on, and on one thread: beside a worker whose
 # threads already fill the cores, a second OpenMP pool spins at its barriers while the scheduler holds
 # one of its threads back (`bench shift --trainer colocated`, 2 cores: 8.4 CPU-seconds an optimizer step
-# on two threads, 3.7 on one; 10 steps in the shifted phase against 40, serving with learning on 0.66 of
-# paused against 0.79). On 2 cores it still gets only the CPU serving leaves, so it judges a candidate
-# on at most 24 traces and every 20 steps (2 rounds of 10), not every 200.
+# on two threads, 3.7 on one; 10 steps while the learning arm served against 40; serving with learning
+# on 0.66 of paused against 0.79). On 2 cores it still gets only the CPU serving leaves, so it judges a
+# candidate on at most 24 traces and every 20 steps (2 rounds of 10), not every 200.
 COLOCATED_TRAINER_ENV = {
     "BOREALIS_TRAINER_DUTY_CYCLE": "0.25",
     "BOREALIS_TRAINER_THREADS": "1",
