@@ -372,9 +372,9 @@ void scores_vector(const c10::BFloat16* const* q, int64_t rows, const c10::BFloa
 }
 
 // The softmax of one row of scores over [0, span): w becomes e^(s - max) (0 where masked), scaled and
-// masked by the additive row mr first. Returns the sum of the weights (0 if every key is masked) and the
-// range [first, end) of keys with a nonzero weight.
-float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t& first, int64_t& end) {
+// masked by the additive row mr first. Sets the range [first, end) of keys with a nonzero weight (empty,
+// and w left unnormalised, if every key is masked); :func:`row_totals` sums the weights.
+void softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t& first, int64_t& end) {
   const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
   __m512 top = minus_inf;
   for (int64_t j = 0; j < span; j += kBlock) {
@@ -387,7 +387,7 @@ float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t&
   }
   const float highest = _mm512_reduce_max_ps(top);
   first = end = 0;
-  if (highest == -INFINITY) return 0.0f;
+  if (highest == -INFINITY) return;
   first = span;
   const __m512 shift = _mm512_set1_ps(highest);
   for (int64_t j = 0; j < span; j += kBlock) {
@@ -399,11 +399,31 @@ float softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t&
       end = j + 32 - __builtin_clz(nonzero);
     }
   }
-  // one sum in key order: lanes of j % 16 would make it depend on where the keys sit in the cache, and a
-  // tree's nodes sit elsewhere than the same positions decoded one at a time (a masked key adds 0 exactly)
-  float total = 0.0f;
-  for (int64_t j = first; j < end; ++j) total += w[j];
-  return total;
+}
+
+// Each row's sum of its softmax weights, in key order: lanes of j % 16 would make it depend on where the
+// keys sit in the cache, and a tree's nodes sit elsewhere than the same positions decoded one at a time (a
+// masked key adds 0 exactly). Lane r of one vector sums row r, key after key over every row's range: the
+// additions of a scalar sum per row, in its order (the keys outside a row's range add exact zeros), but
+// one chain of adds for 16 rows, where a chain per row made the sums most of a 16-row step's attention.
+void row_totals(const float* w, int64_t stride, int64_t rows, const int64_t* first, const int64_t* end,
+                float* total) {
+  int64_t begin = INT64_MAX, stop = 0;
+  __mmask16 live = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (end[r] > first[r]) {  // a row with every key masked keeps its scores: it sums to 0
+      begin = std::min(begin, first[r]);
+      stop = std::max(stop, end[r]);
+      live |= static_cast<__mmask16>(1u << r);
+    }
+  }
+  const __m512i rows_at = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(static_cast<int32_t>(stride)));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = begin; j < stop; ++j) {
+    sum = _mm512_add_ps(sum, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, rows_at, w + j, 4));
+  }
+  _mm512_mask_storeu_ps(total, first_lanes(rows), sum);
 }
 
 // acc[n][dims] += w[n][j] v_j for keys j in [begin, end) and QG rows, over 32 C dims from dim0: a value row
@@ -581,8 +601,9 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
       int64_t first[kRows] = {}, last[kRows] = {};
       float total[kRows];
       for (int64_t r = 0; r < rows; ++r) {
-        total[r] = softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r]);
+        softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r]);
       }
+      row_totals(w.data(), stride, rows, first, last, total);
       values_of_rows(w.data(), stride, rows, vp + cache, d, first, last, acc.data());
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r, g = n / count, t = n % count;
