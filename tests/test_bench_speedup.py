@@ -19,12 +19,21 @@ def test_the_random_draft_arm_runs_beside_the_drafts_own(
 ) -> None:
     env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
     out = tmp_path / "speedup.json"
-    args = ["--requests", "2", "--max-new-tokens", "12", "--against-random", "--no-ngram", "--json", str(out)]
-    subprocess.run([*cli_argv("bench", "speedup"), *args], env=env, check=True, timeout=300)
+    args = ["--requests", "2", "--max-new-tokens", "12", "--against-random", "--repeats", "2", "--no-ngram"]
+    subprocess.run(
+        [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
+    )
     result = json.loads(out.read_text())
-    assert result["outputs_identical"] and result["random_draft"]["outputs_identical_to_target_only"]
-    assert result["over_random_draft_tok_s"] == result["spec_tok_s"] / result["random_draft"]["tok_s"]
-    assert result["random_draft"]["mean_acceptance_length"] >= 1.0
+    random = result["random_draft"]
+    assert result["outputs_identical"] and random["outputs_identical_to_target_only"]
+    assert random["repeats"] == 2 and random["trained_tok_s_per_repeat"][0] == result["spec_tok_s"]
+    assert result["over_random_draft_tok_s"] == random["trained_tok_s"] / random["tok_s"]
+    assert result["over_random_draft_tok_s_per_repeat"] == [
+        a / b for a, b in zip(random["trained_tok_s_per_repeat"], random["tok_s_per_repeat"], strict=True)
+    ]
+    low, high = result["over_random_draft_tok_s_ci95"]
+    assert 0 < low <= high
+    assert min(random["mean_acceptance_length_per_repeat"]) >= 1.0
     assert result["ngram"] is False and result["accepted_by_source"]["ngram"] == 0  # draft-only serving
 
 

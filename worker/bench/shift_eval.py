@@ -122,7 +122,8 @@ def column_totals(per_checkpoint: Sequence[Counts], rows: Sequence[int]) -> np.n
 def paired_ratio_interval(
     ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float] | None:
-    """95 % bootstrap interval of pooled-tau(ours) / pooled-tau(theirs).
+    """95 % bootstrap interval of pooled-tau(ours) / pooled-tau(theirs) (or of any pooled rate: rows
+    of tokens and seconds give a tok/s ratio).
 
     Each array is one stratum (a phase's traces, or a phase's requests): [n, 2] rows of (emitted,
     steps), row i of ``ours`` and of ``theirs`` the same trace or request. Rows are resampled within

@@ -21,11 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from borealis.settings import get_settings
 from worker.bench.api_arm import run_api_arm
 from worker.bench.report import emit
+from worker.bench.shift_eval import paired_ratio_interval
 from worker.draft.io import load_draft
 from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
@@ -56,6 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--against-random",
         action="store_true",
         help="add a speculative arm with a day-0 (random) draft, same settings: does the trained draft pay?",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="with --against-random: run the trained and the random arm this many times each, alternating "
+        "which goes first, and report the pooled ratio, each repeat's and a paired interval",
     )
     parser.add_argument(
         "--temperature",
@@ -92,8 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="HF model directory (default: the configured model)")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1:
-        parser.error("--requests, --max-new-tokens and --batch must be positive")
+    if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1 or args.repeats < 1:
+        parser.error("--requests, --max-new-tokens, --batch and --repeats must be positive")
     if (args.against_onednn or args.against_vector) and args.dtype == "float32":
         parser.error(
             "--against-onednn and --against-vector compare bf16 kernels: use --dtype bfloat16 or int4"
@@ -176,6 +185,65 @@ def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> tupl
         return new_draft(target.spec, vocab), "random"
     draft, manifest = load_draft(arg)
     return draft, manifest.version or Path(arg).name
+
+
+def request_rows(outputs: list[list[int]], stats: list[SpecStats]) -> np.ndarray:
+    """[requests, 2] (tokens, decoding seconds) of each request: the rows a paired tok/s interval draws."""
+    return np.asarray([[len(out), s.decode_seconds] for out, s in zip(outputs, stats, strict=True)])
+
+
+def against_random(
+    trained: SpecEngine,
+    random: SpecEngine,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    repeats: int,
+    first: tuple[list[list[int]], list[SpecStats], float],
+) -> dict[str, Any]:
+    """The trained draft's engine against the day-0 draft's on the same prompts, ``repeats`` times each.
+
+    ``first`` is the trained arm's run already made; the random arm follows it, and later repeats
+    alternate which arm goes first, so a machine that drifts during the run favours neither. The
+    ratio pools every repeat's tokens and wall time; its interval resamples requests within each
+    repeat (the same draw for both arms) over per-request decoding time, the prefill being the same
+    target forward in both arms. The plans behind each arm's acceptance follow measured costs, so
+    even a draft that is never used accepts differently from run to run (``mean_acceptance_length``
+    per repeat shows by how much).
+    """
+    runs: dict[str, list[tuple[list[list[int]], list[SpecStats], float]]] = {"trained": [first], "random": []}
+    for repeat in range(repeats):
+        order = ("random", "trained") if repeat % 2 else ("trained", "random")
+        for arm in order:
+            if len(runs[arm]) <= repeat:
+                runs[arm].append(run_engine(trained if arm == "trained" else random, prompts, params))
+
+    def tok_s(arm: str) -> list[float]:
+        return [sum(map(len, outputs)) / seconds for outputs, _, seconds in runs[arm]]
+
+    def pooled(arm: str) -> float:
+        return sum(sum(map(len, outputs)) for outputs, _, _ in runs[arm]) / sum(s for _, _, s in runs[arm])
+
+    rows = {arm: [request_rows(outputs, stats) for outputs, stats, _ in runs[arm]] for arm in runs}
+    return {
+        "tok_s": pooled("random"),
+        "tok_s_per_repeat": tok_s("random"),
+        "trained_tok_s": pooled("trained"),
+        "trained_tok_s_per_repeat": tok_s("trained"),
+        "mean_acceptance_length": acceptance_length([s for _, stats, _ in runs["random"] for s in stats]),
+        "mean_acceptance_length_per_repeat": [acceptance_length(stats) for _, stats, _ in runs["random"]],
+        "trained_mean_acceptance_length_per_repeat": [
+            acceptance_length(stats) for _, stats, _ in runs["trained"]
+        ],
+        "draft_share_of_accepted": draft_share([s for _, stats, _ in runs["random"] for s in stats]),
+        "repeats": repeats,
+        "over_random_draft_tok_s": pooled("trained") / pooled("random"),
+        "over_random_draft_tok_s_per_repeat": [
+            a / b for a, b in zip(tok_s("trained"), tok_s("random"), strict=True)
+        ],
+        "over_random_draft_tok_s_ci95": paired_ratio_interval(rows["trained"], rows["random"]),
+        # lossless: every run of both arms emits what the trained arm's first run did
+        "outputs_identical_across_runs": all(out == first[0] for arm in runs for out, _, _ in runs[arm]),
+    }
 
 
 def sampled_arms(
@@ -319,13 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         day0, _ = make_draft("random", target, train_ids)
         baseline = SpecEngine(target, spec_config, DraftRunner(day0, target.embed, version="random"))
         run_engine(baseline, warm, short)
-        random_out, random_stats, random_s = run_engine(baseline, prompts, params)
-        random_arm = {
-            "tok_s": tok_s(random_out, random_s),
-            "mean_acceptance_length": acceptance_length(random_stats),
-            "draft_share_of_accepted": draft_share(random_stats),
-            "outputs_identical_to_target_only": random_out == off_out,
-        }
+        random_arm = against_random(
+            spec, baseline, prompts, params, args.repeats, (spec_out, spec_stats, spec_s)
+        )
+        random_arm["outputs_identical_to_target_only"] = (
+            random_arm.pop("outputs_identical_across_runs") and spec_out == off_out
+        )
 
     accepted = sum(s.num_accepted_tokens for s in spec_stats)
     drafts = sum(s.num_drafts for s in spec_stats)
@@ -386,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if random_arm is not None:
         result["random_draft"] = random_arm
-        result["over_random_draft_tok_s"] = result["spec_tok_s"] / random_arm["tok_s"]
+        result["over_random_draft_tok_s"] = random_arm.pop("over_random_draft_tok_s")
+        result["over_random_draft_tok_s_ci95"] = random_arm.pop("over_random_draft_tok_s_ci95")
+        result["over_random_draft_tok_s_per_repeat"] = random_arm.pop("over_random_draft_tok_s_per_repeat")
         result["outputs_identical"] = (
             result["outputs_identical"] and random_arm["outputs_identical_to_target_only"]
         )
