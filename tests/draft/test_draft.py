@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.engine import catch_up_input
 from worker.engine.llama import LlamaSpec, causal_step_input, rotary_tables
+from worker.engine.proposals import DraftBatch, catch_up_input, draft_paths
 
 SPEC = LlamaSpec(
     vocab_size=50,
@@ -155,3 +156,42 @@ def test_config_mismatch_is_refused() -> None:
     vocab = DraftVocab(torch.arange(4), 50)
     with pytest.raises(ValueError):
         Eagle3Draft(DraftConfig.for_target(SPEC, 6), vocab)
+
+
+def test_the_first_draft_pass_catches_up_as_a_pass_of_its_own_would() -> None:
+    """The engine hands :func:`draft_paths` each sequence's committed positions its draft cache lacks
+    (ragged, one sequence none) to run in its first pass: the proposals and the cache rows they leave
+    equal catching up in a pass of its own first, then proposing from the root alone."""
+    runner = DraftRunner(
+        small_draft(seed=5), torch.randn(SPEC.vocab_size, SPEC.hidden_size), max_positions=48
+    )
+    tokens = [torch.randint(0, SPEC.vocab_size, (length,)).tolist() for length in (15, 12)]
+    kv_lens = [len(seq) - 1 for seq in tokens]  # the last token of each is its root
+    draft_lens = [kv_lens[0] - 5, kv_lens[1] - 1]
+    features = torch.randn(2, 16, 3 * SPEC.hidden_size)
+    merged, separate = runner.new_cache(2, 48), runner.new_cache(2, 48)
+    for slot, drafted in enumerate(draft_lens):  # both caches hold the same history
+        ids = torch.tensor([tokens[slot][1 : drafted + 1]])
+        for cache in (merged, separate):
+            runner.advance(
+                causal_step_input(ids, [0]), runner.fuse(features[slot : slot + 1, :drafted]), cache, slot
+            )
+    ids = torch.tensor([tokens[0][draft_lens[0] + 1 : kv_lens[0]]])
+    hidden = runner.fuse(features[:1, draft_lens[0] : kv_lens[0] - 1])
+    runner.advance(causal_step_input(ids, [draft_lens[0]]), hidden, separate, 0)
+    behind = DraftBatch(tokens=tokens, kv_lens=kv_lens, draft_lens=draft_lens, features=features)
+    caught_up = replace(behind, draft_lens=[kv - 1 for kv in kv_lens])
+    proposed = draft_paths(runner, merged, behind, depth=3, topk=3, width=2)
+    expected = draft_paths(runner, separate, caught_up, depth=3, topk=3, width=2)
+    for ours, theirs in zip(proposed, expected, strict=True):
+        assert [p.tokens for p in ours.paths] == [p.tokens for p in theirs.paths]
+        for a, b in zip(ours.paths, theirs.paths, strict=True):
+            torch.testing.assert_close(a.probs, b.probs, atol=1e-5, rtol=1e-5)
+    for slot, kv_len in enumerate(kv_lens):  # the committed rows every later pass reads
+        rows = slice(0, kv_len)
+        torch.testing.assert_close(
+            merged.k[0, slot, :, rows], separate.k[0, slot, :, rows], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            merged.v[0, slot, :, rows], separate.v[0, slot, :, rows], atol=1e-5, rtol=1e-5
+        )

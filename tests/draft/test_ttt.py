@@ -68,7 +68,7 @@ def test_unroll_matches_serving_chain(tiny_model_dir: Path) -> None:
     runner.forward(
         causal_step_input(torch.tensor([prefix[1:root]]), [0]), runner.fuse(features[:, : root - 1]), cache
     )
-    batch = DraftBatch(kv_lens=[root], roots=[prefix[root]], features=features)
+    batch = DraftBatch(tokens=[prefix], kv_lens=[root], draft_lens=[root - 1], features=features)
     (path,) = draft_paths(runner, cache, batch, depth=3, topk=1, width=1)[0].paths
     example = build_example(target, vocab, prefix + path.tokens, len(prefix), "code")
     logits = unroll(draft, target.embed, example.tokens.unsqueeze(0), example.features.unsqueeze(0), 3)

@@ -227,7 +227,7 @@ def test_the_chain_of_first_choices_in_a_tree_is_what_a_chain_proposes(tiny_mode
             runner.fuse(features[:, : root - 1]),
             cache,
         )
-        batch = DraftBatch(kv_lens=[root], roots=[prompt[root]], features=features)
+        batch = DraftBatch(tokens=[prompt], kv_lens=[root], draft_lens=[root - 1], features=features)
         proposals[width] = draft_paths(runner, cache, batch, 4, topk, width)[0]
     (chain,) = proposals[1].paths
     prop = Proposals(ProposalTree.root(prompt[root]))

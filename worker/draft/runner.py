@@ -72,11 +72,18 @@ class DraftRunner:
 
     @torch.inference_mode()
     def forward(
-        self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0
+        self,
+        step: StepInput,
+        hidden: torch.Tensor,
+        cache: KVCache,
+        first_slot: int = 0,
+        head_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab."""
+        """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab,
+        ``[B, T, V]``, or ``[B, 1, V]`` of one row per sequence (``head_rows[b]``) when given."""
         h = self._layer(step, hidden, cache, first_slot)
-        normed = rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.native_kernels)
+        heads = h if head_rows is None else h[torch.arange(h.shape[0]), head_rows].unsqueeze(1)
+        normed = rms_norm(heads, self.final_norm, self.config.rms_norm_eps, self.native_kernels)
         logits = linear(normed, self.lm_head)
         return h, torch.log_softmax(logits.float(), dim=-1)
 

@@ -316,8 +316,9 @@ class SpecEngine:
             sampled = [not is_greedy(seq.request.params) for seq in self._active]
             draw = any(sampled) and self._draws_this_step()
             batch = DraftBatch(
+                tokens=[seq.tokens for seq in self._active],
                 kv_lens=[seq.kv_len for seq in self._active],
-                roots=[seq.tokens[seq.kv_len] for seq in self._active],
+                draft_lens=[seq.draft_len for seq in self._active],
                 features=self.features,
                 temperatures=tuple(
                     seq.request.params.temperature if draw and is_sampled else 0.0
@@ -347,13 +348,13 @@ class SpecEngine:
         return self.controller.draft_rule_draws() if rule == "auto" else rule == "sampled"
 
     def _draft_catch_up(self) -> bool:
-        """Bring every draft cache to one position short of the target's; whether that was steady
-        state (no sequence further behind than one step commits).
+        """Bring every draft cache within ``BATCHED_CATCH_UP_ROWS`` of the target's; whether that was
+        steady state (no sequence further behind than one step commits).
 
-        The last pending position is left for :func:`draft_paths`, whose batched pass over it also
-        yields the first proposal. A sequence far behind (a new prompt) first catches up alone, in
-        chunks; then one batched pass, without the head, covers every sequence's last few positions
-        (the tokens accepted since its previous draft): one pass per step, not one per sequence.
+        A sequence far behind (a new prompt, a new draft, steps taken without the draft) catches up
+        alone, in chunks; the last few positions of every sequence (the tokens accepted since its
+        previous draft) go into the first pass of :func:`draft_paths`, which also yields the first
+        proposal: one pass per step, not one per sequence.
         """
         assert self.draft is not None and self.draft_cache is not None
         spec = self.config.spec
@@ -370,17 +371,6 @@ class SpecEngine:
                 hidden = self.draft.fuse(self.features[slot : slot + 1, start : start + count])
                 self.draft.advance(causal_step_input(ids, [start]), hidden, self.draft_cache, slot)
                 seq.draft_len = start + count
-        pending = [max(0, seq.kv_len - 1 - seq.draft_len) for seq in self._active]
-        if not any(pending):
-            return steady
-        step = catch_up_input(
-            [seq.tokens for seq in self._active], [seq.draft_len for seq in self._active], pending
-        )
-        slots = torch.arange(len(pending)).unsqueeze(1)
-        hidden = self.draft.fuse(self.features[slots, step.positions])
-        self.draft.advance(step, hidden, self.draft_cache)
-        for seq, count in zip(self._active, pending, strict=True):
-            seq.draft_len += count
         return steady
 
     def _verify_forward(
@@ -526,21 +516,6 @@ class SpecEngine:
                 self.draft_cache.move_slot(last, slot, moved.draft_len + 1)
             self._active[slot] = moved
         self._active.pop()
-
-
-def catch_up_input(tokens: list[list[int]], starts: list[int], counts: list[int]) -> StepInput:
-    """Sequence ``b`` extends its draft cache by ``counts[b]`` rows from ``starts[b]`` (row ``i`` reads
-    token ``i + 1``). Padding rows sit at the sequence's first pending row ``starts[b] + counts[b]``,
-    which no real row attends to and the proposal pass rewrites before anything reads it."""
-    width = max(counts)
-    offsets = torch.arange(width).unsqueeze(0)
-    start = torch.tensor(starts).unsqueeze(1)
-    count = torch.tensor(counts).unsqueeze(1)
-    positions = start + torch.minimum(offsets, count)
-    ids = [[seq[p + 1] for p in row] for seq, row in zip(tokens, positions.tolist(), strict=True)]
-    span = int(positions.max()) + 1
-    mask = torch.arange(span).view(1, 1, span) <= positions.unsqueeze(2)
-    return StepInput(tokens=torch.tensor(ids), positions=positions, write_index=positions, mask=mask)
 
 
 def _accepted_run(verdict: Verdict, nodes: set[int] | dict[int, float]) -> int:

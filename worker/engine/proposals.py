@@ -28,8 +28,9 @@ TINY = 1e-20  # keeps log(-log(u)) finite for a uniform draw of exactly 0
 
 @dataclass(frozen=True)
 class DraftBatch:
-    kv_lens: list[int]  # target cache length per slot; the draft cache is valid below kv_len - 1
-    roots: list[int]  # the last emitted token per slot (tree root, position kv_len)
+    tokens: list[list[int]]  # each slot's tokens so far; tokens[kv_len], the last, is the tree root
+    kv_lens: list[int]  # target cache length per slot
+    draft_lens: list[int]  # draft cache rows valid per slot: at most kv_len - 1, and near it
     features: torch.Tensor  # [slots, positions, 3H] target feature history
     temperatures: tuple[float, ...] = ()  # per slot; 0 (or absent): greedy, children are the top-k
     generators: tuple[torch.Generator | None, ...] = ()  # per slot: the request's own generator
@@ -136,16 +137,16 @@ def draft_paths(
     size = len(batch.kv_lens)
     kv = torch.tensor(batch.kv_lens)
     span = max(batch.kv_lens) + depth * width
-    # First pass: the last pending pair (target features at kv_len-1, root token) -> depth-1 logits.
-    last = (kv - 1).unsqueeze(1)
-    step = StepInput(
-        tokens=torch.tensor(batch.roots).unsqueeze(1),
-        positions=last,
-        write_index=last,
-        mask=(torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)),
-    )
-    hidden = runner.fuse(batch.features[torch.arange(size), kv - 1]).unsqueeze(1)
-    hidden, logp = runner.forward(step, hidden, cache)
+    # First pass: every committed position the draft cache lacks (target features at p, token p + 1),
+    # the last being the root's pair at kv_len - 1, whose logits are depth 1's. One pass with the
+    # draft's catch-up: a pass of its own cost about as much as a drafting depth at batch 1.
+    counts = [kv_len - drafted for kv_len, drafted in zip(batch.kv_lens, batch.draft_lens, strict=True)]
+    step = catch_up_input(batch.tokens, batch.draft_lens, counts)
+    slots = torch.arange(size)
+    hidden = runner.fuse(batch.features[slots.unsqueeze(1), step.positions])
+    last = torch.tensor(counts) - 1
+    hidden, logp = runner.forward(step, hidden, cache, head_rows=last)
+    hidden = hidden[slots, last].unsqueeze(1)
     candidates = [_Candidates([], [], []) for _ in range(size)]
     frontier_ids = [[-1] for _ in range(size)]  # candidate index of each frontier node
     frontier_rows: list[list[list[int]]] = [[[]] for _ in range(size)]  # cache rows each node may attend
@@ -198,3 +199,20 @@ def draft_paths(
         DraftProposal(c.best_paths(depth * width), s, frozenset(c.top_chain))
         for c, s in zip(candidates, samples, strict=True)
     ]
+
+
+def catch_up_input(tokens: list[list[int]], starts: list[int], counts: list[int]) -> StepInput:
+    """Sequence ``b`` extends its draft cache by ``counts[b]`` rows from ``starts[b]`` (row ``i`` reads
+    token ``i + 1``). Padding rows sit at the sequence's first row past them, ``starts[b] + counts[b]``
+    (reading the last real row's token), which no real row attends to and a later pass rewrites
+    before anything reads it."""
+    width = max(counts)
+    offsets = torch.arange(width).unsqueeze(0)
+    start = torch.tensor(starts).unsqueeze(1)
+    count = torch.tensor(counts).unsqueeze(1)
+    positions = start + torch.minimum(offsets, count)
+    reads = (start + torch.minimum(offsets, (count - 1).clamp(min=0))).tolist()
+    ids = [[seq[p + 1] for p in row] for seq, row in zip(tokens, reads, strict=True)]
+    span = int(positions.max()) + 1
+    mask = torch.arange(span).view(1, 1, span) <= positions.unsqueeze(2)
+    return StepInput(tokens=torch.tensor(ids), positions=positions, write_index=positions, mask=mask)

@@ -133,9 +133,15 @@ class Drafter(Protocol):
         ...
 
     def forward(
-        self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0
+        self,
+        step: StepInput,
+        hidden: torch.Tensor,
+        cache: KVCache,
+        first_slot: int = 0,
+        head_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]``."""
+        """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]`` (of
+        row ``head_rows[b]`` of each sequence alone, ``[B, 1, draft_vocab]``, when given)."""
         ...
 
     def advance(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0) -> None:
