@@ -79,11 +79,12 @@ class DraftRunner:
         first_slot: int = 0,
         head_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab,
-        ``[B, T, V]``, or ``[B, 1, V]`` of one row per sequence (``head_rows[b]``) when given."""
+        """One draft-layer pass: next hidden states ``[B, T, H]`` and log-probs over the draft vocab
+        ``[B, T, V]``; of one row per sequence alone (``head_rows[b]``, ``[B, 1, ...]``) when given."""
         h = self._layer(step, hidden, cache, first_slot)
-        heads = h if head_rows is None else h[torch.arange(h.shape[0]), head_rows].unsqueeze(1)
-        normed = rms_norm(heads, self.final_norm, self.config.rms_norm_eps, self.native_kernels)
+        if head_rows is not None:
+            h = h[torch.arange(h.shape[0]), head_rows].unsqueeze(1)
+        normed = rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.native_kernels)
         logits = linear(normed, self.lm_head)
         return h, torch.log_softmax(logits.float(), dim=-1)
 

@@ -142,11 +142,8 @@ def draft_paths(
     # draft's catch-up: a pass of its own cost about as much as a drafting depth at batch 1.
     counts = [kv_len - drafted for kv_len, drafted in zip(batch.kv_lens, batch.draft_lens, strict=True)]
     step = catch_up_input(batch.tokens, batch.draft_lens, counts)
-    slots = torch.arange(size)
-    hidden = runner.fuse(batch.features[slots.unsqueeze(1), step.positions])
-    last = torch.tensor(counts) - 1
-    hidden, logp = runner.forward(step, hidden, cache, head_rows=last)
-    hidden = hidden[slots, last].unsqueeze(1)
+    hidden = runner.fuse(batch.features[torch.arange(size).unsqueeze(1), step.positions])
+    hidden, logp = runner.forward(step, hidden, cache, head_rows=torch.tensor(counts) - 1)
     candidates = [_Candidates([], [], []) for _ in range(size)]
     frontier_ids = [[-1] for _ in range(size)]  # candidate index of each frontier node
     frontier_rows: list[list[list[int]]] = [[[]] for _ in range(size)]  # cache rows each node may attend

@@ -140,8 +140,8 @@ class Drafter(Protocol):
         first_slot: int = 0,
         head_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]`` (of
-        row ``head_rows[b]`` of each sequence alone, ``[B, 1, draft_vocab]``, when given)."""
+        """One draft pass: next hidden states ``[B, T, H]`` and log-probs ``[B, T, draft_vocab]``; of
+        row ``head_rows[b]`` of each sequence alone (``[B, 1, ...]``) when given."""
         ...
 
     def advance(self, step: StepInput, hidden: torch.Tensor, cache: KVCache, first_slot: int = 0) -> None:
