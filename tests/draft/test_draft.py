@@ -14,7 +14,8 @@ from worker.draft.io import DraftArtifactError, load_draft, save_draft
 from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
-from worker.engine.llama import LlamaSpec, causal_step_input, rotary_tables
+from worker.engine import native
+from worker.engine.llama import LlamaSpec, StepInput, causal_step_input, rotary_tables
 from worker.engine.proposals import DraftBatch, catch_up_input, draft_paths
 
 SPEC = LlamaSpec(
@@ -115,6 +116,44 @@ def test_runner_matches_module_reference() -> None:
         torch.cat([logp_a, logp_b], 1), torch.log_softmax(reference, -1), atol=1e-4, rtol=1e-4
     )
     assert first.shape == (1, 4, SPEC.hidden_size)
+
+
+NEEDS_AMX = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")
+
+
+@pytest.mark.skipif(not native.serves(torch.bfloat16), reason="no AVX-512 BF16 CPU or no C++ compiler here")
+@pytest.mark.parametrize("amx", [False, pytest.param(True, marks=NEEDS_AMX)])
+def test_a_bf16_draft_layer_in_one_kernel_call_is_the_same_bits_as_its_composition(amx: bool) -> None:
+    """Where the kernels serve the draft, its pass is one ``decoder_layer`` call (the attention reading
+    the normed embedding beside the normed hidden state): the same cache rows, hidden states and
+    log-probs as the layer op by op, over a prompt and a tree step."""
+    spec = replace(SPEC, vocab_size=300, hidden_size=128, intermediate_size=256, head_dim=32)
+    vocab = DraftVocab.from_counts(Counter({t: 300 - t for t in range(0, 300, 3)}), 64, spec.vocab_size)
+    generator = torch.Generator().manual_seed(6)
+    embed = torch.randn(spec.vocab_size, spec.hidden_size, generator=generator).to(torch.bfloat16)
+    with native.switched(True, amx=amx):
+        runner = DraftRunner(new_draft(spec, vocab, seed=7), embed, max_positions=32)
+    fused = runner.native_layer
+    assert fused is not None and fused.tiles == amx
+    tokens = torch.randint(0, spec.vocab_size, (2, 9), generator=generator)
+    features = torch.randn(2, 9, 3 * spec.hidden_size, generator=generator).to(torch.bfloat16)
+    tree = StepInput(
+        tokens=tokens[:, 6:],
+        positions=torch.tensor([[6, 7, 7]] * 2),
+        write_index=torch.tensor([[6, 7, 8]] * 2),
+        mask=torch.tensor([[1] * 7 + [0, 0], [1] * 8 + [0], [1] * 7 + [0, 1]], dtype=torch.bool)
+        .unsqueeze(0)
+        .expand(2, 3, 9),
+    )
+    results = []
+    for layer in (fused, None):
+        runner.native_layer = layer
+        cache = runner.new_cache(2, 32)
+        prompt = runner.forward(causal_step_input(tokens[:, :6], [0, 0]), runner.fuse(features[:, :6]), cache)
+        step = runner.forward(tree, runner.fuse(features[:, 6:]), cache)
+        results.append([*prompt, *step, cache.k[0, :, :, :9], cache.v[0, :, :, :9]])
+    for got, expected in zip(*results, strict=True):
+        assert torch.equal(got, expected)
 
 
 def test_batched_catch_up_writes_the_cache_rows_one_sequence_at_a_time_would() -> None:

@@ -196,6 +196,27 @@ def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span(kernel:
     assert torch.equal(run_attend(kernel, qkv, cos, sin, short_k, short_v, allowed, slice(0, 12)), together)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_row_attends_alike_wherever_its_keys_sit_among_masked_ones(kernel: str) -> None:
+    """The same keys in the same order, packed at the start of the cache or scattered among masked rows
+    of junk (each gap a different length, so keys change place within every 16- and 32-key chunk): a
+    masked key must add exactly 0 to every sum, as a tree's nodes sit apart from their ancestors."""
+    generator = torch.Generator().manual_seed(21)
+    qkv, cos, sin, _, _, _ = attend_inputs(1, seed=22)
+    keys, values = (torch.randn(2, KV, 30, DIM, generator=generator).to(torch.bfloat16) for _ in range(2))
+    outputs = []
+    for where in (torch.arange(30), torch.randperm(PAST, generator=generator)[:30].sort().values):
+        cache_k, cache_v = (
+            torch.randn(2, KV, LENGTH, DIM, generator=generator).mul(50).to(torch.bfloat16) for _ in range(2)
+        )
+        cache_k[:, :, where], cache_v[:, :, where] = keys, values
+        allowed = torch.zeros(2, 1, PAST + 1, dtype=torch.bool)
+        allowed[..., where] = True
+        allowed[..., PAST] = True
+        outputs.append(run_attend(kernel, qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 1)))
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_argmax_is_torchs_first_maximum_or_first_nan_for_every_row() -> None:
     generator = torch.Generator().manual_seed(14)
     logits = torch.randn(9, 49152, generator=generator).to(torch.bfloat16)

@@ -744,15 +744,17 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& weight, int64_t n, boo
 // down + residual) op for op, the residual adds torch's own, so the result is the same bits, without a
 // Python round trip per op (about 1.7 ms of a SmolLM2 step went to the interpreter and dispatch).
 // ``rows`` as in LlamaModel.forward: x holds those rows of the [B, T] step; attention runs padded.
+// ``normed``: the attention's input where it is not the input norm of ``x`` (an EAGLE-3 draft layer reads
+// its normed token embedding beside its normed hidden state, ``x`` being the residual).
 at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, const at::Tensor& post_norm, double eps,
                          const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& gate_up,
                          const at::Tensor& down, c10::IntArrayRef outputs, bool tiles, const at::Tensor& cos,
                          const at::Tensor& sin, const at::Tensor& cache_k, const at::Tensor& cache_v,
                          const at::Tensor& flat_index, const at::Tensor& mask,
-                         const c10::optional<at::Tensor>& rows) {
+                         const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& normed) {
   TORCH_CHECK(outputs.size() == 4, "layer: the output widths of qkv, out, gate_up and down");
   const int64_t batch = cos.size(0), count = cos.size(1), d = cos.size(3);
-  at::Tensor q = project(rms_norm(x, input_norm, eps), qkv, outputs[0], tiles);
+  at::Tensor q = project(normed.has_value() ? *normed : rms_norm(x, input_norm, eps), qkv, outputs[0], tiles);
   if (rows.has_value()) {  // padding rows get zeros: only their own row attends to them
     const at::Tensor packed = q.view({-1, outputs[0]});
     q = at::zeros({batch * count, outputs[0]}, q.options()).index_copy_(0, *rows, packed);
@@ -796,7 +798,7 @@ TORCH_LIBRARY(borealis_skinny, m) {
   m.def(
       "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor qkv, Tensor out, "
       "Tensor gate_up, Tensor down, int[] outputs, bool tiles, Tensor cos, Tensor sin, Tensor(a!) cache_k, "
-      "Tensor(b!) cache_v, Tensor flat_index, Tensor mask, Tensor? rows) -> Tensor");
+      "Tensor(b!) cache_v, Tensor flat_index, Tensor mask, Tensor? rows, Tensor? normed=None) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
   m.def("amx() -> bool");
   m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
