@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +54,23 @@ def test_features_are_not_kept_unless_asked(tiny_model: LlamaModel) -> None:
     assert engine.final_hidden.numel() == 0
     for _, _, final in run(engine, 2, 8).values():
         assert final.features is None
+
+
+def test_an_example_prefilled_by_the_bf16_target_takes_its_logits_from_the_float32_head(
+    tiny_dir: Path, tiny_model: LlamaModel
+) -> None:
+    """``draft train`` generates with the bf16 target: its features and final hidden state, as a bf16
+    worker would ship them, with the soft targets from the float32 head (not bf16 logits)."""
+    fast = LlamaModel.load(tiny_dir, dtype=torch.bfloat16)
+    vocab = DraftVocab(torch.arange(0, 96, 2), 96)
+    tokens = list(range(3, 40))
+    ids = torch.tensor([tokens])
+    hidden, features = fast.forward(causal_step_input(ids, [0]), fast.new_cache(1, len(tokens)))
+    stored = torch.cat([features[0], hidden[0]], dim=-1).float()  # bf16 values, exactly
+    shipped = example_from_features(tiny_model, vocab, tokens, stored, 10, "code")
+    example = build_example(tiny_model, vocab, tokens, 10, "code", prefill_by=fast)
+    assert example.target_logp.dtype == torch.float32
+    for name in ("tokens", "features", "hidden", "target_ids", "target_logp", "target_argmax"):
+        assert torch.equal(getattr(example, name), getattr(shipped, name)), name
+    from_bf16_head = example_from_features(fast, vocab, tokens, stored, 10, "code")
+    assert not torch.equal(example.target_logp, from_bf16_head.target_logp.float())

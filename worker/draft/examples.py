@@ -51,12 +51,16 @@ def build_example(
     domain: str,
     steps: Sequence[TraceStep] = (),
     topk: int = DEFAULT_TOPK,
+    prefill_by: LlamaModel | None = None,
 ) -> Example:
-    """One prefill forward over ``tokens``."""
+    """One prefill forward over ``tokens``: by ``prefill_by`` where given (the target in its serving
+    dtype, as an inference worker computes the features it ships), the head's logits by ``target``."""
     ids = torch.tensor([list(tokens)], dtype=torch.long)
-    cache = target.new_cache(1, ids.shape[1])
-    hidden, features = target.forward(causal_step_input(ids, [0]), cache)
-    return _assemble(target, vocab, ids[0], features[0], hidden[0], prompt_len, domain, steps, topk)
+    model = prefill_by or target
+    cache = model.new_cache(1, ids.shape[1])
+    hidden, features = model.forward(causal_step_input(ids, [0]), cache)
+    hidden = hidden[0].to(target.dtype)
+    return _assemble(target, vocab, ids[0], features[0], hidden, prompt_len, domain, steps, topk)
 
 
 @torch.no_grad()
