@@ -150,6 +150,7 @@ def draft_paths(
     frontier_scores = torch.zeros(size, 1)
     d2t = runner.draft_to_target
     samples: list[dict[int, DraftSample]] = [{} for _ in range(size)]
+    history = (torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)).expand(size, width, span)
     for level in range(1, depth + 1):
         top_logp, top_ids, draws = _children(logp, topk, batch, d2t)  # [B, F, k]
         for b, node_draws in draws.items():
@@ -171,21 +172,19 @@ def draft_paths(
         keep = min(width, child_scores.shape[1])
         frontier_scores, picked = child_scores.topk(keep, dim=-1)  # [B, keep]
         picked_list = picked.tolist()
-        rows = kv.unsqueeze(1) + (level - 1) * width + torch.arange(keep)
-        mask = torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)
-        mask = mask.expand(size, keep, span).clone()
-        new_rows: list[list[list[int]]] = []
-        for b in range(size):
-            node_rows = []
-            for i, j in enumerate(picked_list[b]):
-                own = [*frontier_rows[b][j // topk], int(rows[b, i])]
-                mask[b, i, own] = True
-                node_rows.append(own)
-            new_rows.append(node_rows)
+        rows = [[kv_len + (level - 1) * width + i for i in range(keep)] for kv_len in batch.kv_lens]
+        new_rows = [
+            [[*frontier_rows[b][j // topk], rows[b][i]] for i, j in enumerate(chosen)]
+            for b, chosen in enumerate(picked_list)
+        ]
+        # every node sees the history and its own path: one indexed write for the whole batch
+        at = [(b, i, row) for b in range(size) for i in range(keep) for row in new_rows[b][i]]
+        mask = history[:, :keep].clone()
+        mask[tuple(torch.tensor(at).T)] = True
         step = StepInput(
             tokens=child_tokens.gather(1, picked),
             positions=(kv + level - 1).unsqueeze(1).expand(size, keep),
-            write_index=rows,
+            write_index=torch.tensor(rows),
             mask=mask,
         )
         parent_hidden = hidden.gather(1, (picked // topk).unsqueeze(-1).expand(size, keep, hidden.shape[-1]))

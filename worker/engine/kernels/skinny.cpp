@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -279,7 +280,13 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
   // they come, more padded with zero rows to a multiple of 16 (a zero row costs a tile row, no bytes)
   const int64_t count = std::min<int64_t>(rows, kBlock);
   if (rows == 0) return at::empty(output_shape(x, n), flat.options());
-  const at::Tensor input = rows % count ? at::constant_pad_nd(flat, {0, 0, 0, count - rows % count}) : flat;
+  at::Tensor input = flat;
+  if (rows % count) {  // by hand: at::constant_pad_nd dispatches a fill and a copy, in every projection of the step
+    const int64_t padded = rows + count - rows % count;
+    input = at::empty({padded, k}, flat.options());
+    std::memcpy(input.data_ptr(), flat.data_ptr(), rows * k * sizeof(c10::BFloat16));
+    std::memset(input.data_ptr<c10::BFloat16>() + rows * k, 0, (padded - rows) * k * sizeof(c10::BFloat16));
+  }
   at::Tensor out = at::empty({rows, n}, flat.options());
   const auto* xp = input.data_ptr<c10::BFloat16>();
   const auto* wp = packed.data_ptr<c10::BFloat16>();
