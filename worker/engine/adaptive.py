@@ -56,8 +56,10 @@ class SpeculationController:
         self.draft_accept = {width: [_Ema(0.5) for _ in range(max_draft_depth)] for width in self.widths}
         self.ngram_accept = [_Ema(0.5) for _ in range(max_ngram_tokens)]
         # the draft's accepted tokens where the n-gram chain fell short, and what its overall rates
-        # predicted there: their ratio rates the draft beside the lookup (see :meth:`rated_plans`)
-        self._draft_after_miss = _Ema(0.5)
+        # predicted there: their ratio rates the draft beside the lookup (see :meth:`rated_plans`). It
+        # starts at 1 (the draft beside the lookup as good as alone): it only moves on steps that propose
+        # from both, and a start at 0.5 made such steps rare, so it took tens of requests to rise
+        self._draft_after_miss = _Ema(1.0)
         self._draft_after_miss_predicted = _Ema(1.0)
         self._target_ms: dict[int, _Ema] = {}
         self._draft_ms: dict[int, _Ema] = {}
