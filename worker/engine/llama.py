@@ -139,11 +139,25 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class NativeLayer:
-    """A layer's projections as :func:`worker.engine.native.decoder_layer` takes them."""
+    """A layer as :func:`worker.engine.native.decoder_layer` takes it."""
 
     weights: tuple[torch.Tensor, ...]  # qkv, out, gate_up, down
     outputs: tuple[int, ...]  # their output widths
     tiles: bool  # in AMX tiles
+    norms: tuple[torch.Tensor, torch.Tensor]  # input, post-attention
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        eps: float,
+        attention: tuple[torch.Tensor, ...],
+        rows: torch.Tensor | None = None,
+        normed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The layer in one kernel call (the arguments as :func:`worker.engine.native.decoder_layer`'s)."""
+        return native.decoder_layer(
+            x, self.norms, eps, self.weights, self.outputs, self.tiles, attention, rows, normed
+        )
 
 
 def native_layer(layer: LayerWeights) -> NativeLayer | None:
@@ -153,7 +167,12 @@ def native_layer(layer: LayerWeights) -> NativeLayer | None:
     present = [op for op in operands if op is not None]
     if layer.qkv_bias is not None or len(present) < 4 or len({op[2] for op in present}) != 1:
         return None
-    return NativeLayer(tuple(op[0] for op in present), tuple(op[1] for op in present), present[0][2])
+    return NativeLayer(
+        tuple(op[0] for op in present),
+        tuple(op[1] for op in present),
+        present[0][2],
+        (layer.input_norm, layer.post_norm),
+    )
 
 
 class KVCache:
@@ -501,17 +520,8 @@ class LlamaModel:
         for i, layer in enumerate(self.layers):
             cache_k, cache_v = cache.k[i, slots], cache.v[i, slots]
             if self.native_layers is not None:  # the composition below, the same bits, in one call
-                fused = self.native_layers[i]
-                x = native.decoder_layer(
-                    x,
-                    (layer.input_norm, layer.post_norm),
-                    spec.rms_norm_eps,
-                    fused.weights,
-                    fused.outputs,
-                    fused.tiles,
-                    (cos, sin, cache_k, cache_v, flat_index, mask),
-                    rows,
-                )
+                attention = (cos, sin, cache_k, cache_v, flat_index, mask)
+                x = self.native_layers[i](x, spec.rms_norm_eps, attention, rows)
             else:
                 h = rms_norm(x, layer.input_norm, spec.rms_norm_eps, self.native_kernels)
                 x = x + attention_block(
