@@ -55,10 +55,10 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
         interval = controller.probe_interval(1, plans[probes[0]])
         assert probes == [k * interval - 1 for k in range(1, len(probes) + 1)] and probes
     assert cheap.probe_interval(1, Plan(1, 0, 3)) == 16  # the floor: probes here cost little
-    assert dear.probe_interval(1, Plan(1, 0, 3)) == 151  # (40 + 0.1 - 10) ms extra / (2 % of 10 ms)
+    assert dear.probe_interval(1, Plan(1, 0, 3)) == 301  # (40 + 0.1 - 10) ms extra / (1 % of 10 ms)
     cheap.observe_catch_up(1, 0.050)  # bringing the draft's caches up to date before a probe: 50 ms
-    assert cheap.probe_interval(1, Plan(1, 0, 3)) == 253  # (10.5 + 0.1 + 50 - 10) ms / (2 % of 10 ms)
-    assert cheap.probe_interval(2, Plan(1, 0, 3)) > 253  # a wider batch has more rows to catch up
+    assert cheap.probe_interval(1, Plan(1, 0, 3)) == 506  # (10.5 + 0.1 + 50 - 10) ms / (1 % of 10 ms)
+    assert cheap.probe_interval(2, Plan(1, 0, 3)) > 506  # a wider batch has more rows to catch up
     dear.plan(1, [0], has_draft=True)
     dear.draft_changed()  # a new draft is probed at once, whatever the interval
     assert dear.plan(1, [0], has_draft=True).draft_depth == 1

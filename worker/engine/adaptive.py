@@ -8,13 +8,17 @@ same rule gives long drafts on repetitive code, short ones on chat, and none for
 from __future__ import annotations
 
 import math
+from bisect import bisect_right, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import mul
 
 EMA = 0.1
-PROBE_BUDGET = 0.02  # share of decoding time that probing a switched-off draft may add
+# share of decoding time that probing a switched-off draft may add: at 2 % the probes of a random draft
+# at batch 8 (each first catching the draft's caches up) took 1.4 % of chat's decoding time, most of
+# the margin "never slower than target-only" allows
+PROBE_BUDGET = 0.01
 PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reached
 
 
@@ -31,6 +35,47 @@ class _Ema:
 
     def update(self, sample: float) -> None:
         self.value += EMA * (sample - self.value)
+
+
+class _CostTable:
+    """Milliseconds per row count: an average per measured count, and the rule that costs the others
+    (see :meth:`__call__`). The planner costs up to a hundred row counts a step, most unmeasured at
+    batch 8, so the measured counts are kept sorted rather than sorted again on every miss."""
+
+    def __init__(self, default: float, slope: float):
+        self.default = default
+        self.slope = slope
+        self.measured: dict[int, _Ema] = {}
+        self._counts: list[int] = []  # the measured counts, ascending
+
+    def observe(self, rows: int, ms: float) -> None:
+        if rows in self.measured:
+            self.measured[rows].update(ms)
+        else:
+            self.measured[rows] = _Ema(ms)
+            insort(self._counts, rows)
+
+    def __call__(self, rows: int) -> float:
+        """Measured cost for ``rows``; else interpolated between the measured row counts around it,
+        extrapolated along the two nearest, or (one or none measured) scaled by ``slope`` per row.
+
+        A fixed slope from one measurement under-estimated wide verification steps by up to 1.6x
+        (64 rows at batch 8), so the controller kept trying unmeasured widths at a loss."""
+        known = self.measured.get(rows)
+        if known is not None:
+            return known.value
+        counts = self._counts
+        if not counts:
+            return self.default * (1.0 + self.slope * (rows - 1))
+        above = bisect_right(counts, rows)
+        if len(counts) == 1 or above == 0:
+            near = counts[0]
+            scale = (1.0 + self.slope * (rows - 1)) / (1.0 + self.slope * (near - 1))
+            return self.measured[near].value * scale
+        at = min(above, len(counts) - 1)
+        lo, hi = self.measured[counts[at - 1]], self.measured[counts[at]]
+        per_row = max((hi.value - lo.value) / (counts[at] - counts[at - 1]), 0.0)
+        return lo.value + per_row * (rows - counts[at - 1])
 
 
 class SpeculationController:
@@ -61,23 +106,23 @@ class SpeculationController:
         # from both, and a start at 0.5 made such steps rare, so it took tens of requests to rise
         self._draft_after_miss = _Ema(1.0)
         self._draft_after_miss_predicted = _Ema(1.0)
-        self._target_ms: dict[int, _Ema] = {}
-        self._draft_ms: dict[int, _Ema] = {}
-        self._catch_up_ms: dict[int, _Ema] = {}  # per batch: bringing the draft's caches up to date
+        self.target_ms = _CostTable(default=30.0, slope=0.02)
+        self.draft_ms = _CostTable(default=2.0, slope=0.05)
+        self._catch_up_ms = _CostTable(default=0.0, slope=1.0)  # per batch: bringing the draft's caches up
         self._steps_without_draft = 0
         # accepted draft tokens per sampled sequence-step, verifying the draft's draws (True) or its top-k
         self.draft_rule_accept = {True: _Ema(1.0), False: _Ema(1.0)}
         self._rule_choices = 0
 
     def observe_target(self, rows: int, seconds: float) -> None:
-        self._observe(self._target_ms, rows, seconds * 1000)
+        self.target_ms.observe(rows, seconds * 1000)
 
     def observe_draft(self, rows: int, seconds: float) -> None:
-        self._observe(self._draft_ms, rows, seconds * 1000)
+        self.draft_ms.observe(rows, seconds * 1000)
 
     def observe_catch_up(self, batch: int, seconds: float) -> None:
         """A one-off catch-up of the draft caches (after steps without the draft, or a new prompt)."""
-        self._observe(self._catch_up_ms, batch, seconds * 1000)
+        self._catch_up_ms.observe(batch, seconds * 1000)
 
     def observe_draft_acceptance(self, width: int, proposed: int, accepted: int) -> None:
         """The draft's ``proposed`` levels at ``width``, of which the first ``accepted`` were accepted."""
@@ -155,7 +200,7 @@ class SpeculationController:
         """Whether this step should decode plainly: the first at each batch size, then one in
         ``baseline_every``, so the cost of target-only decoding (the speedup's baseline) is measured."""
         self._steps_since_baseline += 1
-        if batch in self._target_ms and self._steps_since_baseline < self.baseline_every:
+        if batch in self.target_ms.measured and self._steps_since_baseline < self.baseline_every:
             return False
         self._steps_since_baseline = 0
         return True
@@ -165,7 +210,7 @@ class SpeculationController:
         millisecond. ``ngram_found``: how many tokens each sequence's lookup found (the verification
         forward computes found tokens only, so a plan's rows count those, not the planned length)."""
         widths = self.widths if has_draft else []
-        target_ms: dict[int, float] = {}  # each row count's cost looked up once per step
+        costs: dict[int, float] = {}  # each row count's cost looked up once per step
         draft_ms = {width: self.draft_ms(batch * width) for width in widths}
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
         max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
@@ -174,9 +219,9 @@ class SpeculationController:
         ngram_rows = [0, *accumulate(reaching)]  # rows the lookups add at each planned length
         for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths, coverage):
             rows = batch * (1 + depth * width) + ngram_rows[ngram]
-            if rows not in target_ms:
-                target_ms[rows] = self.target_ms(rows)
-            value = (1.0 + tokens) / (target_ms[rows] + (depth * draft_ms[width] if depth else 0.0))
+            if rows not in costs:
+                costs[rows] = self.target_ms(rows)
+            value = (1.0 + tokens) / (costs[rows] + (depth * draft_ms[width] if depth else 0.0))
             if value > best_value:
                 best, best_value = Plan(depth, ngram, width), value
         if has_draft and best.draft_depth == 0:
@@ -204,39 +249,6 @@ class SpeculationController:
         (170 ms) cost three plain steps more than the probe's own forward."""
         plain = self.target_ms(batch)
         rows = batch * (1 + probe.draft_depth * probe.draft_width + probe.ngram_tokens)
-        catch_up = self._lookup(self._catch_up_ms, batch, default=0.0, slope=1.0)  # ~ rows to catch up
+        catch_up = self._catch_up_ms(batch)  # unmeasured: as the nearest batch, ~ rows to catch up
         extra = self.target_ms(rows) + self.draft_ms(batch * probe.draft_width) + catch_up - plain
         return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))
-
-    def target_ms(self, rows: int) -> float:
-        return self._lookup(self._target_ms, rows, default=30.0, slope=0.02)
-
-    def draft_ms(self, rows: int) -> float:
-        return self._lookup(self._draft_ms, rows, default=2.0, slope=0.05)
-
-    @staticmethod
-    def _observe(table: dict[int, _Ema], rows: int, ms: float) -> None:
-        if rows in table:
-            table[rows].update(ms)
-        else:
-            table[rows] = _Ema(ms)
-
-    @staticmethod
-    def _lookup(table: dict[int, _Ema], rows: int, default: float, slope: float) -> float:
-        """Measured cost for ``rows``; else interpolated between the measured row counts around it,
-        extrapolated along the two nearest, or (one or none measured) scaled by ``slope`` per row.
-
-        A fixed slope from one measurement under-estimated wide verification steps by up to 1.6x
-        (64 rows at batch 8), so the controller kept trying unmeasured widths at a loss."""
-        if rows in table:
-            return table[rows].value
-        if not table:
-            return default * (1.0 + slope * (rows - 1))
-        known = sorted(table)
-        if len(known) == 1 or rows < known[0]:
-            near = known[0]
-            return table[near].value * (1.0 + slope * (rows - 1)) / (1.0 + slope * (near - 1))
-        above = next((k for k in known if k > rows), None)
-        lo, hi = (known[-2], known[-1]) if above is None else (known[known.index(above) - 1], above)
-        per_row = max((table[hi].value - table[lo].value) / (hi - lo), 0.0)
-        return table[lo].value + per_row * (rows - lo)

@@ -83,7 +83,10 @@ inline void tile(const typename F::Scalar* const (&w)[RN], const typename F::Sca
     for (int b = 0; b < RM; ++b) xv[b] = F::load(x[b] + i);
 #pragma GCC unroll 16
     for (int a = 0; a < RN; ++a) {
-      _mm_prefetch(reinterpret_cast<const char*>(w[a] + RN * k + i), _MM_HINT_T0);  // the next RN rows
+      // the same row of the next block, into L2: prefetching the next rows into L1 held the one-row
+      // product of every SmolLM2 layer to ~22 GB/s on an EPYC (2 threads); this reached ~28, and 1.4x
+      // as fast at 4 input rows (paired runs of both builds in one process)
+      _mm_prefetch(reinterpret_cast<const char*>(w[a] + kBlock * k + i), _MM_HINT_T1);
       const auto wv = F::load(w[a] + i);
 #pragma GCC unroll 16
       for (int b = 0; b < RM; ++b) acc[b * RN + a] = F::dot(acc[b * RN + a], wv, xv[b]);
