@@ -90,7 +90,9 @@ def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(
     observe = engine.controller.observe_draft
     monkeypatch.setattr(engine, "_draft_catch_up", slow_one_offs)
     monkeypatch.setattr(
-        engine.controller, "observe_draft", lambda rows, s: (charged.append(s), observe(rows, s))
+        engine.controller,
+        "observe_draft",
+        lambda rows, s, later=None: (charged.append(s), observe(rows, s, later)),
     )
     run_all(engine, [greedy_request("r", list(range(3, 43)), 24)])
     assert steady_flags[0] is False and all(steady_flags[1:])  # the 40-token prompt, then steady steps
@@ -236,3 +238,50 @@ def test_the_chain_of_first_choices_in_a_tree_is_what_a_chain_proposes(tiny_mode
     assert depths == list(range(1, len(depths) + 1)) and depths
     for node in prop.top_chain:
         assert prop.tree.tokens[node] == chain.tokens[prop.tree.depths[node] - 1]
+
+
+def test_further_draft_passes_are_costed_apart_from_a_steps_first() -> None:
+    """A step's first pass carries its drafting overhead; costing every depth like it kept a draft
+    whose second depth pays at depth 1. Until a further pass is measured it costs as the first."""
+    controller = SpeculationController(4, 0, 1)
+    controller.observe_target(1, 0.010)
+    controller.observe_target(5, 0.011)
+    for _ in range(300):  # the first token accepted 3 times in 4, the second once in 3 after it
+        for run in (2, 1, 1, 0):
+            controller.observe_draft_acceptance(1, 3, run)
+    controller.observe_draft(1, 0.0016)
+    assert controller.drafting_ms(1, 3) == pytest.approx(3 * 1.6)
+    assert controller.plan(1, [0], has_draft=True).draft_depth == 1  # a second 1.6 ms pass does not pay
+    controller.observe_draft(1, 0.0016, later_seconds=0.0002)
+    assert controller.drafting_ms(1, 3) == pytest.approx(1.6 + 2 * 0.2)
+    assert controller.plan(1, [0], has_draft=True).draft_depth == 2
+
+
+def test_a_draft_in_use_goes_a_depth_deeper_now_and_then() -> None:
+    """A depth's rate moves only on steps that draft to it, so one bad stretch at depth 2 would keep
+    the draft at depth 1 for good: one drafting step in ``probe_every`` goes a depth deeper, and once
+    depth 2 accepts again it is planned."""
+    controller = SpeculationController(4, 0, 1, probe_every=4)
+    controller.observe_target(1, 0.010)
+    controller.observe_target(64, 0.0125)  # a row costs a little: a bad second depth does not pay
+    controller.observe_draft(1, 0.0001)
+    for _ in range(100):
+        controller.observe_draft_acceptance(1, 2, 1)  # the first token right, the second wrong
+    plans = [controller.plan(1, [0], has_draft=True) for _ in range(8)]
+    assert [plan.draft_depth for plan in plans] == [1, 1, 1, 2, 1, 1, 1, 2]
+    for _ in range(100):
+        controller.observe_draft_acceptance(1, 2, 2)  # what those deeper steps find: depth 2 is good now
+    assert controller.plan(1, [0], has_draft=True).draft_depth >= 2
+
+
+def test_draft_paths_report_when_each_pass_ends(tiny_model: LlamaModel) -> None:
+    runner = random_runner(tiny_model, 48)
+    prompt = list(range(3, 15))
+    _, features = tiny_model.forward(
+        causal_step_input(torch.tensor([prompt]), [0]), tiny_model.new_cache(1, 64)
+    )
+    batch = DraftBatch(tokens=[prompt], kv_lens=[len(prompt) - 1], draft_lens=[0], features=features)
+    ends: list[float] = []
+    started = time.perf_counter()
+    draft_paths(runner, runner.new_cache(1, 64), batch, 3, 3, 3, ends)
+    assert len(ends) == 3 and started < ends[0] < ends[1] < ends[2] < time.perf_counter()

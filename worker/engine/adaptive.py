@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from operator import mul
 
@@ -107,7 +107,12 @@ class SpeculationController:
         self._draft_after_miss = _Ema(1.0)
         self._draft_after_miss_predicted = _Ema(1.0)
         self.target_ms = _CostTable(default=30.0, slope=0.02)
+        # a step's first draft pass (with the step's drafting overhead: the accepted tokens' catch-up,
+        # the tree's bookkeeping) and each further one apart: at batch 1 the first cost 1.6 ms and
+        # each further one 0.5, so a cost per depth from depth-1 steps kept deeper plans out
         self.draft_ms = _CostTable(default=2.0, slope=0.05)
+        self.draft_later_ms = _CostTable(default=2.0, slope=0.05)
+        self._draft_steps = 0  # steps that drafted: one in ``probe_every`` goes a depth deeper
         self._catch_up_ms = _CostTable(default=0.0, slope=1.0)  # per batch: bringing the draft's caches up
         self._steps_without_draft = 0
         # accepted draft tokens per sampled sequence-step, verifying the draft's draws (True) or its top-k
@@ -117,8 +122,19 @@ class SpeculationController:
     def observe_target(self, rows: int, seconds: float) -> None:
         self.target_ms.observe(rows, seconds * 1000)
 
-    def observe_draft(self, rows: int, seconds: float) -> None:
+    def observe_draft(self, rows: int, seconds: float, later_seconds: float | None = None) -> None:
+        """A step's drafting over ``rows``: ``seconds`` all but its passes after the first, which took
+        ``later_seconds`` each (None: it drafted one depth)."""
         self.draft_ms.observe(rows, seconds * 1000)
+        if later_seconds is not None:
+            self.draft_later_ms.observe(rows, later_seconds * 1000)
+
+    def drafting_ms(self, rows: int, depth: int) -> float:
+        """Drafting ``depth`` passes over ``rows``; further passes cost as the first until measured."""
+        if depth <= 1:
+            return self.draft_ms(rows) if depth else 0.0
+        later = self.draft_later_ms if self.draft_later_ms.measured else self.draft_ms
+        return self.draft_ms(rows) + (depth - 1) * later(rows)
 
     def observe_catch_up(self, batch: int, seconds: float) -> None:
         """A one-off catch-up of the draft caches (after steps without the draft, or a new prompt)."""
@@ -211,7 +227,11 @@ class SpeculationController:
         forward computes found tokens only, so a plan's rows count those, not the planned length)."""
         widths = self.widths if has_draft else []
         costs: dict[int, float] = {}  # each row count's cost looked up once per step
-        draft_ms = {width: self.draft_ms(batch * width) for width in widths}
+        drafting = {
+            (width, depth): self.drafting_ms(batch * width, depth)
+            for width in widths
+            for depth in range(1, self.max_draft_depth + 1)
+        }
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
         max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
         reaching = [sum(found >= d for found in ngram_found) for d in range(1, max_ngram + 1)]
@@ -221,7 +241,7 @@ class SpeculationController:
             rows = batch * (1 + depth * width) + ngram_rows[ngram]
             if rows not in costs:
                 costs[rows] = self.target_ms(rows)
-            value = (1.0 + tokens) / (costs[rows] + (depth * draft_ms[width] if depth else 0.0))
+            value = (1.0 + tokens) / (costs[rows] + (drafting[width, depth] if depth else 0.0))
             if value > best_value:
                 best, best_value = Plan(depth, ngram, width), value
         if has_draft and best.draft_depth == 0:
@@ -230,8 +250,14 @@ class SpeculationController:
             if self._steps_without_draft >= self.probe_interval(batch, probe):  # keep acceptance fresh
                 self._steps_without_draft = 0
                 return probe
-        else:
-            self._steps_without_draft = 0
+            return best
+        self._steps_without_draft = 0
+        if best.draft_depth:
+            self._draft_steps += 1
+            if best.draft_depth < self.max_draft_depth and self._draft_steps % self.probe_every == 0:
+                # a depth's rate moves only on steps that draft to it: without this, one bad stretch
+                # at depth 2 kept a draft at depth 1 for good
+                return replace(best, draft_depth=best.draft_depth + 1)
         return best
 
     def draft_changed(self) -> None:
@@ -250,5 +276,5 @@ class SpeculationController:
         plain = self.target_ms(batch)
         rows = batch * (1 + probe.draft_depth * probe.draft_width + probe.ngram_tokens)
         catch_up = self._catch_up_ms(batch)  # unmeasured: as the nearest batch, ~ rows to catch up
-        extra = self.target_ms(rows) + self.draft_ms(batch * probe.draft_width) + catch_up - plain
+        extra = self.target_ms(rows) + self.drafting_ms(batch * probe.draft_width, 1) + catch_up - plain
         return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))

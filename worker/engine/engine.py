@@ -326,7 +326,8 @@ class SpecEngine:
                 ),
                 generators=tuple(seq.generator for seq in self._active),
             )
-            drafted = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width)
+            ends: list[float] = []
+            drafted = draft_paths(self.draft, self.draft_cache, batch, plan.draft_depth, topk, width, ends)
             for seq in self._active:
                 seq.draft_len = seq.kv_len
             # A catch-up over more rows than one step commits (a new prompt, a new draft, steps taken
@@ -334,7 +335,12 @@ class SpecEngine:
             # after steps without the draft look dear, which can keep the draft off for a whole run.
             rows = len(proposals) * width
             since = started if steady else proposing
-            self.controller.observe_draft(rows, (time.perf_counter() - since) / plan.draft_depth)
+            later = ends[-1] - ends[0]  # the passes after the first
+            self.controller.observe_draft(
+                rows,
+                time.perf_counter() - since - later,
+                later / (plan.draft_depth - 1) if plan.draft_depth > 1 else None,
+            )
             if not steady:
                 self.controller.observe_catch_up(len(proposals), proposing - started)
             for prop, proposal in zip(proposals, drafted, strict=True):

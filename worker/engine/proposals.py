@@ -14,6 +14,7 @@ accept them with min(1, p/q) (see :mod:`worker.engine.verify`).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -131,9 +132,16 @@ def _children(
 
 
 def draft_paths(
-    runner: Drafter, cache: KVCache, batch: DraftBatch, depth: int, topk: int, width: int
+    runner: Drafter,
+    cache: KVCache,
+    batch: DraftBatch,
+    depth: int,
+    topk: int,
+    width: int,
+    pass_ends: list[float] | None = None,
 ) -> list[DraftProposal]:
-    """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths and draws."""
+    """Run ``depth`` draft forwards over the batch; return each sequence's proposed paths and draws.
+    ``pass_ends``: gets the clock after each forward (the controller costs the first pass apart)."""
     size = len(batch.kv_lens)
     kv = torch.tensor(batch.kv_lens)
     span = max(batch.kv_lens) + depth * width
@@ -144,6 +152,8 @@ def draft_paths(
     step = catch_up_input(batch.tokens, batch.draft_lens, counts)
     hidden = runner.fuse(batch.features[torch.arange(size).unsqueeze(1), step.positions])
     hidden, logp = runner.forward(step, hidden, cache, head_rows=torch.tensor(counts) - 1)
+    if pass_ends is not None:
+        pass_ends.append(time.perf_counter())
     candidates = [_Candidates([], [], []) for _ in range(size)]
     frontier_ids = [[-1] for _ in range(size)]  # candidate index of each frontier node
     frontier_rows: list[list[list[int]]] = [[[]] for _ in range(size)]  # cache rows each node may attend
@@ -189,6 +199,8 @@ def draft_paths(
         )
         parent_hidden = hidden.gather(1, (picked // topk).unsqueeze(-1).expand(size, keep, hidden.shape[-1]))
         hidden, logp = runner.forward(step, parent_hidden, cache)
+        if pass_ends is not None:
+            pass_ends.append(time.perf_counter())
         frontier_ids = [[child_ids[b][j] for j in picked_list[b]] for b in range(size)]
         frontier_rows = new_rows
     return [
