@@ -3,7 +3,9 @@ what the engine charges it for drafting and tells it about acceptance."""
 
 from __future__ import annotations
 
+import random
 import time
+from itertools import accumulate
 
 import pytest
 import torch
@@ -285,3 +287,38 @@ def test_draft_paths_report_when_each_pass_ends(tiny_model: LlamaModel) -> None:
     started = time.perf_counter()
     draft_paths(runner, runner.new_cache(1, 64), batch, 3, 3, 3, ends)
     assert len(ends) == 3 and started < ends[0] < ends[1] < ends[2] < time.perf_counter()
+
+
+def test_the_planner_skips_only_plans_that_cannot_pay() -> None:
+    """Against rating every plan, over random rates and costs (measured counts in any order, costs
+    not monotone in rows, as measured ones are not): the same plan every time."""
+    rng = random.Random(7)
+    for trial in range(300):
+        controller = SpeculationController(5, 8, 3)
+        for _ in range(rng.randint(0, 12)):
+            controller.observe_target(rng.randint(1, 160), rng.uniform(0.005, 0.06))
+        for _ in range(rng.randint(0, 3)):
+            controller.observe_draft(
+                rng.choice([1, 3, 8, 24]), rng.uniform(0.0001, 0.004), rng.uniform(0, 0.003)
+            )
+        for _ in range(rng.randint(0, 40)):
+            controller.observe_draft_acceptance(rng.choice([1, 3]), 5, rng.choice([0, 0, 1, 2, 5]))
+            controller.observe_ngram_acceptance(8, rng.choice([0, 1, 3, 8]))
+        batch = rng.choice([1, 2, 4, 8])
+        found = [rng.choice([0, 0, 1, 3, 8]) for _ in range(batch)]
+        assert controller._best_plan(batch, found, True) == _every_plan_rated(controller, batch, found), trial
+
+
+def _every_plan_rated(controller: SpeculationController, batch: int, found: list[int]) -> Plan:
+    """The planner's choice with no plan skipped."""
+    max_ngram = min(max(found), controller.max_ngram_tokens)
+    reaching = [sum(f >= d for f in found) for d in range(1, max_ngram + 1)]
+    ngram_rows = [0, *accumulate(reaching)]
+    best, best_value = Plan(0, 0), 1.0 / controller.target_ms(batch)
+    plans = controller.rated_plans(max_ngram, controller.widths, [count / batch for count in reaching])
+    for depth, ngram, width, tokens in plans:
+        rows = batch * (1 + depth * width) + ngram_rows[ngram]
+        value = (1.0 + tokens) / (controller.target_ms(rows) + controller.drafting_ms(batch * width, depth))
+        if value > best_value:
+            best, best_value = Plan(depth, ngram, width), value
+    return best

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right, insort
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from operator import mul
@@ -54,6 +54,21 @@ class _CostTable:
         else:
             self.measured[rows] = _Ema(ms)
             insort(self._counts, rows)
+
+    def lower_bound(self) -> Callable[[int], float]:
+        """A function of ``rows`` no greater than the cost of any count from ``rows`` up: a cost between
+        (or past) measured counts is at least the lower of the two it is drawn from, and below the
+        first one it grows with the count. For the planner to skip plans that cannot pay."""
+        counts, values = self._counts, [self.measured[count].value for count in self._counts]
+        suffix_min = list(accumulate(reversed(values), min))[::-1]
+
+        def bound(rows: int) -> float:
+            above = bisect_right(counts, rows)
+            if above:
+                return suffix_min[above - 1]
+            return min(self(rows), suffix_min[0]) if counts else self(rows)
+
+        return bound
 
     def __call__(self, rows: int) -> float:
         """Measured cost for ``rows``; else interpolated between the measured row counts around it,
@@ -169,7 +184,11 @@ class SpeculationController:
             self._draft_after_miss_predicted.update(predicted)
 
     def rated_plans(
-        self, max_ngram: int, widths: list[int], coverage: list[float] | None = None
+        self,
+        max_ngram: int,
+        widths: list[int],
+        coverage: list[float] | None = None,
+        worth: Callable[[int, int, float, float], bool] | None = None,
     ) -> Iterator[tuple[int, int, int, float]]:
         """Every plan up to ``max_ngram`` n-gram tokens and the controller's draft depth at ``widths``,
         as ``(draft_depth, ngram_tokens, draft_width, accepted tokens expected, the bonus aside)``.
@@ -182,7 +201,10 @@ class SpeculationController:
         chance is its overall one scaled by how it measured beside the lookup (more where the two miss
         different tokens, less where they miss the same ones), never more than the draft alone. Rating
         a plan with both by the better proposer alone kept a learned draft off wherever the lookup was
-        good (code). Built incrementally over depths: the planner rates ~100 plans every step."""
+        good (code). Built incrementally over depths: the planner rates ~100 plans every step.
+        ``worth(ngram, width, n-gram tokens expected, the draft's tokens expected at full depth)``:
+        whether any depth of the draft at ``width`` beside ``ngram`` lookup tokens may pay (all, if
+        not given)."""
         survive = accumulate((rate.value for rate in self.ngram_accept[:max_ngram]), mul)
         ngram_survive = [s * c for s, c in zip(survive, coverage or [1.0] * max_ngram, strict=True)]
         ngram_expected = [0.0, *accumulate(ngram_survive)]
@@ -191,6 +213,8 @@ class SpeculationController:
         for ngram in range(max_ngram + 1):
             yield 0, ngram, 0, ngram_expected[ngram]
             for width, draft_survive in drafts.items():
+                if worth is not None and not worth(ngram, width, ngram_expected[ngram], sum(draft_survive)):
+                    continue
                 draft = extra = 0.0
                 for depth, survive in enumerate(draft_survive, start=1):
                     draft += survive
@@ -225,25 +249,7 @@ class SpeculationController:
         """Pick the draft's depth and width and the n-gram length with the best expected tokens per
         millisecond. ``ngram_found``: how many tokens each sequence's lookup found (the verification
         forward computes found tokens only, so a plan's rows count those, not the planned length)."""
-        widths = self.widths if has_draft else []
-        costs: dict[int, float] = {}  # each row count's cost looked up once per step
-        drafting = {
-            (width, depth): self.drafting_ms(batch * width, depth)
-            for width in widths
-            for depth in range(1, self.max_draft_depth + 1)
-        }
-        best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
-        max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
-        reaching = [sum(found >= d for found in ngram_found) for d in range(1, max_ngram + 1)]
-        coverage = [count / batch for count in reaching]
-        ngram_rows = [0, *accumulate(reaching)]  # rows the lookups add at each planned length
-        for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths, coverage):
-            rows = batch * (1 + depth * width) + ngram_rows[ngram]
-            if rows not in costs:
-                costs[rows] = self.target_ms(rows)
-            value = (1.0 + tokens) / (costs[rows] + (drafting[width, depth] if depth else 0.0))
-            if value > best_value:
-                best, best_value = Plan(depth, ngram, width), value
+        best = self._best_plan(batch, ngram_found, has_draft)
         if has_draft and best.draft_depth == 0:
             self._steps_without_draft += 1
             probe = Plan(1, best.ngram_tokens, self.draft_width)
@@ -258,6 +264,38 @@ class SpeculationController:
                 # a depth's rate moves only on steps that draft to it: without this, one bad stretch
                 # at depth 2 kept a draft at depth 1 for good
                 return replace(best, draft_depth=best.draft_depth + 1)
+        return best
+
+    def _best_plan(self, batch: int, ngram_found: list[int], has_draft: bool) -> Plan:
+        """The plan with the most expected tokens per millisecond. A draft's plans beside an n-gram
+        length are skipped where even its every depth accepted at no extra rows' cost would not beat
+        the best so far (a switched-off draft at batch 8: most of the ~100 plans, half the planner's
+        time there)."""
+        widths = self.widths if has_draft else []
+        costs: dict[int, float] = {}  # each row count's cost looked up once per step
+        drafting = {
+            (width, depth): self.drafting_ms(batch * width, depth)
+            for width in widths
+            for depth in range(1, self.max_draft_depth + 1)
+        }
+        best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
+        max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
+        reaching = [sum(found >= d for found in ngram_found) for d in range(1, max_ngram + 1)]
+        coverage = [count / batch for count in reaching]
+        ngram_rows = [0, *accumulate(reaching)]  # rows the lookups add at each planned length
+        floor = self.target_ms.lower_bound()
+
+        def worth(ngram: int, width: int, ngram_tokens: float, draft_tokens: float) -> bool:
+            least_ms = floor(batch * (1 + width) + ngram_rows[ngram]) + drafting[width, 1]
+            return (1.0 + ngram_tokens + draft_tokens) / least_ms > best_value
+
+        for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths, coverage, worth):
+            rows = batch * (1 + depth * width) + ngram_rows[ngram]
+            if rows not in costs:
+                costs[rows] = self.target_ms(rows)
+            value = (1.0 + tokens) / (costs[rows] + (drafting[width, depth] if depth else 0.0))
+            if value > best_value:
+                best, best_value = Plan(depth, ngram, width), value
         return best
 
     def draft_changed(self) -> None:
