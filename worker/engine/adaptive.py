@@ -123,8 +123,8 @@ class SpeculationController:
         self._draft_after_miss_predicted = _Ema(1.0)
         self.target_ms = _CostTable(default=30.0, slope=0.02)
         # a step's first draft pass (with the step's drafting overhead: the accepted tokens' catch-up,
-        # the tree's bookkeeping) and each further one apart: at batch 1 the first cost 1.6 ms and
-        # each further one 0.5, so a cost per depth from depth-1 steps kept deeper plans out
+        # the tree's bookkeeping) and each further one apart: serving at batch 1 the first cost about
+        # 1.5 ms and each further one 1.0-1.3, and charging every depth the first's kept deeper plans out
         self.draft_ms = _CostTable(default=2.0, slope=0.05)
         self.draft_later_ms = _CostTable(default=2.0, slope=0.05)
         self._draft_steps = 0  # steps that drafted: one in ``probe_every`` goes a depth deeper
