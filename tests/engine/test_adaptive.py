@@ -252,10 +252,10 @@ def test_further_draft_passes_are_costed_apart_from_a_steps_first() -> None:
         for run in (2, 1, 1, 0):
             controller.observe_draft_acceptance(1, 3, run)
     controller.observe_draft(1, 0.0016)
-    assert controller.drafting_ms(1, 3) == pytest.approx(3 * 1.6)
+    assert controller.drafting_ms(1)[3] == pytest.approx(3 * 1.6)
     assert controller.plan(1, [0], has_draft=True).draft_depth == 1  # a second 1.6 ms pass does not pay
     controller.observe_draft(1, 0.0016, later_seconds=0.0002)
-    assert controller.drafting_ms(1, 3) == pytest.approx(1.6 + 2 * 0.2)
+    assert controller.drafting_ms(1)[3] == pytest.approx(1.6 + 2 * 0.2)
     assert controller.plan(1, [0], has_draft=True).draft_depth == 2
 
 
@@ -318,7 +318,7 @@ def _every_plan_rated(controller: SpeculationController, batch: int, found: list
     plans = controller.rated_plans(max_ngram, controller.widths, [count / batch for count in reaching])
     for depth, ngram, width, tokens in plans:
         rows = batch * (1 + depth * width) + ngram_rows[ngram]
-        value = (1.0 + tokens) / (controller.target_ms(rows) + controller.drafting_ms(batch * width, depth))
+        value = (1.0 + tokens) / (controller.target_ms(rows) + controller.drafting_ms(batch * width)[depth])
         if value > best_value:
             best, best_value = Plan(depth, ngram, width), value
     return best

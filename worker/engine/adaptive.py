@@ -144,12 +144,12 @@ class SpeculationController:
         if later_seconds is not None:
             self.draft_later_ms.observe(rows, later_seconds * 1000)
 
-    def drafting_ms(self, rows: int, depth: int) -> float:
-        """Drafting ``depth`` passes over ``rows``; further passes cost as the first until measured."""
-        if depth <= 1:
-            return self.draft_ms(rows) if depth else 0.0
-        later = self.draft_later_ms if self.draft_later_ms.measured else self.draft_ms
-        return self.draft_ms(rows) + (depth - 1) * later(rows)
+    def drafting_ms(self, rows: int) -> list[float]:
+        """Drafting over ``rows`` to each depth, 0 up to the controller's deepest; further passes cost
+        as the first until one is measured."""
+        first = self.draft_ms(rows)
+        later = self.draft_later_ms(rows) if self.draft_later_ms.measured else first
+        return [0.0, *(first + depth * later for depth in range(self.max_draft_depth))]
 
     def observe_catch_up(self, batch: int, seconds: float) -> None:
         """A one-off catch-up of the draft caches (after steps without the draft, or a new prompt)."""
@@ -273,11 +273,7 @@ class SpeculationController:
         time there)."""
         widths = self.widths if has_draft else []
         costs: dict[int, float] = {}  # each row count's cost looked up once per step
-        drafting = {
-            (width, depth): self.drafting_ms(batch * width, depth)
-            for width in widths
-            for depth in range(1, self.max_draft_depth + 1)
-        }
+        drafting = {width: self.drafting_ms(batch * width) for width in widths}
         best, best_value = Plan(0, 0), 1.0 / self.target_ms(batch)
         max_ngram = min(max(ngram_found, default=0), self.max_ngram_tokens)
         reaching = [sum(found >= d for found in ngram_found) for d in range(1, max_ngram + 1)]
@@ -286,14 +282,14 @@ class SpeculationController:
         floor = self.target_ms.lower_bound()
 
         def worth(ngram: int, width: int, ngram_tokens: float, draft_tokens: float) -> bool:
-            least_ms = floor(batch * (1 + width) + ngram_rows[ngram]) + drafting[width, 1]
+            least_ms = floor(batch * (1 + width) + ngram_rows[ngram]) + drafting[width][1]
             return (1.0 + ngram_tokens + draft_tokens) / least_ms > best_value
 
         for depth, ngram, width, tokens in self.rated_plans(max_ngram, widths, coverage, worth):
             rows = batch * (1 + depth * width) + ngram_rows[ngram]
             if rows not in costs:
                 costs[rows] = self.target_ms(rows)
-            value = (1.0 + tokens) / (costs[rows] + (drafting[width, depth] if depth else 0.0))
+            value = (1.0 + tokens) / (costs[rows] + (drafting[width][depth] if depth else 0.0))
             if value > best_value:
                 best, best_value = Plan(depth, ngram, width), value
         return best
@@ -314,5 +310,5 @@ class SpeculationController:
         plain = self.target_ms(batch)
         rows = batch * (1 + probe.draft_depth * probe.draft_width + probe.ngram_tokens)
         catch_up = self._catch_up_ms(batch)  # unmeasured: as the nearest batch, ~ rows to catch up
-        extra = self.target_ms(rows) + self.drafting_ms(batch * probe.draft_width, 1) + catch_up - plain
+        extra = self.target_ms(rows) + self.draft_ms(batch * probe.draft_width) + catch_up - plain
         return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))
