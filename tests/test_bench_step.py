@@ -8,8 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from borealis.cpu import bf16_native
 from tests.procs import cli_argv
+from worker.engine import native
 
 
 def test_a_step_is_compared_with_its_weight_bytes_over_the_bandwidth(
@@ -21,8 +21,9 @@ def test_a_step_is_compared_with_its_weight_bytes_over_the_bandwidth(
         [*cli_argv("bench", "step"), *args, "--json", str(out)], env=base_env, check=True, timeout=300
     )
     result = json.loads(out.read_text())
-    assert set(result["dtypes"]) == ({"float32", "bfloat16", "int4"} if bf16_native() else {"float32"})
-    assert result["skipped"] == ([] if bf16_native() else ["bfloat16", "int4"])
+    low_precision = native.serves_low_precision()
+    assert set(result["dtypes"]) == ({"float32", "bfloat16", "int4"} if low_precision else {"float32"})
+    assert result["skipped"] == ([] if low_precision else ["bfloat16", "int4"])
     state = load_file(str(tiny_model_dir / "model.safetensors"))
     layer_params = sum(t.numel() for name, t in state.items() if name.startswith("model.layers."))
     fp32 = result["dtypes"]["float32"]
@@ -37,7 +38,7 @@ def test_a_step_is_compared_with_its_weight_bytes_over_the_bandwidth(
         low, high = arm["step_ms_range"]
         assert 0 < low <= arm["step_ms"] <= high
         assert arm["step_over_floor"] > 0
-    if bf16_native():  # the engine's kernel reads bf16 weights as stored; int4 a quarter of that and scales
+    if low_precision:  # the engine's kernel reads bf16 weights as stored; int4 a quarter of that and scales
         bf16, int4 = result["dtypes"]["bfloat16"], result["dtypes"]["int4"]
         assert bf16["layer_bytes"] == 2 * layer_params and bf16["head_bytes"] == 2 * head_params
         assert int4["layer_bytes"] < bf16["layer_bytes"] / 2

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from borealis.cpu import bf16_native
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES, prompts
+from worker.engine import native
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.linear import AmxWeight, Int4Weight, NativeWeight
 from worker.engine.llama import LlamaModel, causal_step_input
 
-pytestmark = pytest.mark.skipif(not bf16_native(), reason="this CPU has no native bfloat16")
+pytestmark = pytest.mark.skipif(
+    not native.serves_low_precision(), reason="no native bfloat16 on this CPU, nor the engine's kernels"
+)
 
 
 @pytest.fixture(scope="module", params=["bfloat16", "int4"])

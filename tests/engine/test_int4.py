@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from borealis.cpu import bf16_native
+from worker.engine import native
 from worker.engine.linear import (
     INT4_GROUP,
     dequantize_int4,
@@ -24,7 +24,9 @@ from worker.engine.linear import (
 )
 from worker.engine.llama import LlamaModel
 
-pytestmark = pytest.mark.skipif(not bf16_native(), reason="int4 weights compute with native bfloat16")
+pytestmark = pytest.mark.skipif(
+    not native.serves_low_precision(), reason="int4 models compute in bf16: native, or the engine's kernels"
+)
 
 Q4_1_BLOCK_BYTES = 20  # fp16 scale, fp16 minimum, 16 bytes of 32 codes (low nibbles first)
 

@@ -92,12 +92,14 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert list(native.cache_dir().glob("skinny-*.so"))
+    code = native.source()
+    assert code is not None
     monkeypatch.setenv("CXX", "false")  # a "compiler" that exits 1: a different cache key, a failed build
     with caplog.at_level(logging.WARNING, logger="worker.engine.native"):
-        assert native._library() is None
+        assert native._library(code) is None
     assert "build failed" in caplog.text
     monkeypatch.setenv("CXX", "no-such-compiler")
-    assert native._library() is None
+    assert native._library(code) is None
 
 
 KV, GROUPS, DIM, LENGTH, PAST = 2, 3, 64, 96, 40  # a layer's attention: 6 query heads over 2 KV heads

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from borealis.cpu import bf16_native
 from borealis.settings import get_settings
 from worker.bench.report import emit
 from worker.engine import native
@@ -34,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dtypes",
         default="float32,bfloat16,int4",
-        help=f"of {sorted(SERVING_DTYPES)}; bf16 ones need AVX512-BF16",
+        help=f"of {sorted(SERVING_DTYPES)}; bf16 ones need AVX512-BF16 or the engine's kernels (AVX2)",
     )
     parser.add_argument("--context", type=int, default=128, help="tokens in the cache before the timed steps")
     parser.add_argument("--steps", type=int, default=32, help="one-token steps per dtype per round")
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in wanted if name not in SERVING_DTYPES]
     if unknown:
         raise SystemExit(f"unknown dtypes {unknown}: want some of {sorted(SERVING_DTYPES)}")
-    dtypes = [name for name in wanted if name == "float32" or bf16_native()]
+    dtypes = [name for name in wanted if name == "float32" or native.serves_low_precision()]
     started = time.monotonic()
     steppers = {
         name: Stepper(LlamaModel.load_named(model_dir, name), args.context, args.steps) for name in dtypes

@@ -159,6 +159,13 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available())
 
 
+def onednn_packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs weights of ``dtype`` here: bf16 ones need AVX-512 (it refuses on AVX2)."""
+    if dtype == torch.bfloat16 and not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    return dtype in (torch.float32, torch.bfloat16) and onednn_available()
+
+
 def pack(weight: torch.Tensor) -> torch.Tensor | NativeWeight | AmxWeight:
     """Return ``weight`` ([out, in]) in the fastest layout :func:`linear` accepts on this machine.
 
@@ -169,7 +176,7 @@ def pack(weight: torch.Tensor) -> torch.Tensor | NativeWeight | AmxWeight:
         if native.amx():
             return AmxWeight(amx_tiles(weight), weight.shape[0])
         return NativeWeight(weight.contiguous())
-    if weight.dtype in (torch.float32, torch.bfloat16) and onednn_available():
+    if onednn_packs(weight.dtype):
         return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
     return weight.contiguous()
 

@@ -1,4 +1,6 @@
-"""The engine's own C++ kernels (``kernels/skinny.cpp``), compiled once per machine and loaded into torch.
+"""The engine's own C++ kernels, compiled once per machine and loaded into torch: ``kernels/skinny.cpp``
+on CPUs with AVX-512, ``kernels/skinny_avx2.cpp`` (the same operations in 8 fp32 lanes) on CPUs with
+AVX2 and FMA alone, where bf16 weights then halve what a decoding step streams against fp32.
 
 For bfloat16 they compute ``x @ w.T`` (in AMX tiles where the CPU has them), attention and RMS norm so
 that every output row depends on its own input row alone (see the source): bf16 decoding and
@@ -7,7 +9,7 @@ oneDNN's products and torch's attention do not, and a one-row bf16 step streams 
 than oneDNN's (measured in the README).
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
-build fails, or the CPU lacks AVX-512, the engine keeps oneDNN and logs why once.
+build fails, or the CPU has neither AVX-512 nor AVX2, the engine keeps oneDNN and logs why once.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from pathlib import Path
 
 import torch
 
+from borealis.cpu import bf16_native
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "skinny.cpp"
+SOURCES = {  # torch's name for what this CPU computes with -> the kernels written for it
+    "AVX512": Path(__file__).with_name("kernels") / "skinny.cpp",
+    "AVX2": Path(__file__).with_name("kernels") / "skinny_avx2.cpp",
+}
 BUILD_TIMEOUT_S = 600
 
 _enabled = True
@@ -42,10 +49,17 @@ def enable(on: bool, amx: bool = True) -> None:
 
 
 def serves(dtype: torch.dtype) -> bool:
-    """Whether the kernels serve this dtype here (bfloat16 on AVX-512 BF16 CPUs), and are switched on."""
+    """Whether the kernels serve this dtype here (bfloat16 on AVX-512 BF16 or AVX2 CPUs), and are on."""
     if not _enabled or dtype != torch.bfloat16:
         return False
     return _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
+
+
+def serves_low_precision() -> bool:
+    """Whether bf16 and int4 models serve here: on CPUs that compute bf16 natively (through oneDNN where
+    the kernels are off), or through the kernels (on AVX2 CPUs, in fp32 lanes: torch's own bf16 there
+    is emulated and oneDNN refuses to pack bf16 weights)."""
+    return bf16_native() or serves(torch.bfloat16)
 
 
 def supports(dtype: torch.dtype, width: int) -> bool:
@@ -182,7 +196,13 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build_command(compiler: str, output: Path) -> list[str]:
+def source() -> Path | None:
+    """The kernels' source for this CPU, if it has AVX-512 or AVX2 (torch's reading of it)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return next((path for prefix, path in SOURCES.items() if capability.startswith(prefix)), None)
+
+
+def _build_command(compiler: str, output: Path, code: Path) -> list[str]:
     from torch.utils import cpp_extension
 
     library = cpp_extension.library_paths()[0]
@@ -199,7 +219,7 @@ def _build_command(compiler: str, output: Path) -> list[str]:
         "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         *includes,
-        str(SOURCE),
+        str(code),
         "-o",
         str(output),
         f"-L{library}",
@@ -210,14 +230,14 @@ def _build_command(compiler: str, output: Path) -> list[str]:
     ]
 
 
-def _library() -> Path | None:
+def _library(code: Path) -> Path | None:
     """The compiled kernel for this source, torch and CPU: built now unless cached."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         log.info("native kernels: no C++ compiler (g++ or $CXX) found; using oneDNN")
         return None
     key = hashlib.sha256(
-        SOURCE.read_bytes() + torch.__version__.encode() + _cpu_flags().encode() + compiler.encode()
+        code.read_bytes() + torch.__version__.encode() + _cpu_flags().encode() + compiler.encode()
     ).hexdigest()[:16]
     target = cache_dir() / f"skinny-{key}.so"
     if target.exists():
@@ -225,7 +245,7 @@ def _library() -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        command = _build_command(compiler, built)
+        command = _build_command(compiler, built, code)
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=BUILD_TIMEOUT_S)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
@@ -249,10 +269,11 @@ def _prune(directory: Path) -> None:
 
 @functools.cache
 def _loaded() -> bool:
-    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        log.info("native kernels: this CPU lacks AVX-512; using oneDNN")
+    code = source()
+    if code is None:
+        log.info("native kernels: this CPU has neither AVX-512 nor AVX2; using oneDNN")
         return False
-    library = _library()
+    library = _library(code)
     if library is None:
         return False
     torch.ops.load_library(str(library))

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from borealis.cpu import bf16_native
 from borealis.settings import ServingSettings
 from worker.draft.io import load_draft
 from worker.draft.runner import DraftRunner
@@ -66,9 +65,10 @@ def _sglang_engine(settings: ServingSettings, model_dir: Path, home: Path) -> Se
 
 
 def check_dtype(settings: ServingSettings) -> None:
-    if settings.dtype != "float32" and not bf16_native():
+    if settings.dtype != "float32" and not native.serves_low_precision():
         raise SystemExit(
-            f"BOREALIS_DTYPE={settings.dtype} needs a CPU with AVX512-BF16 or AMX; use float32 here"
+            f"BOREALIS_DTYPE={settings.dtype} needs a CPU with AVX512-BF16 or AMX, or the engine's kernels "
+            "(AVX2 and a C++ compiler, BOREALIS_NATIVE_KERNELS on); use float32 here"
         )
 
 

@@ -1,0 +1,592 @@
+// The engine's bf16 kernels for CPUs with AVX2 and FMA but without AVX-512 (AMD Zen 2 / 3, Intel before
+// Ice Lake): the same operations and guarantees as skinny.cpp, in 8 fp32 lanes. Weights, activations and
+// the cache stay bf16 (half the bytes a decoding step streams in fp32); every product, sum and exponential
+// is fp32, rounded to bf16 once per output. Every output row depends on its own input row alone, bit for
+// bit, so decoding a token and verifying it among many rows round alike.
+//
+// A product computes each output as one weight row's dot product with one input row: 16 inputs at a time
+// split into their even and odd elements (a shift and a mask of the bf16 pairs), both added into the same
+// 8 fp32 lanes, in the same order whatever the number of rows, then reduced across lanes by one fixed
+// tree. Weight rows go 8 to a block, as 4 x 2 register tiles of weight and input rows or one input row
+// against all 8; a block streams from memory once per call and stays in cache for the other input rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+#if defined(__AVX2__) && defined(__FMA__)
+constexpr int64_t kBlock = 8;  // weight rows (or keys) per block: one reduction tree, one 8-lane store
+constexpr int64_t kStep = 16;  // inputs per step along K: one 256-bit load of bf16
+
+using Bf16 = c10::BFloat16;
+
+std::vector<int64_t> output_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
+}
+
+inline __m256i load16(const Bf16* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// The even elements of 16 bf16 as fp32 (each pair's low half shifted up), then the odd ones (masked).
+inline __m256 evens(__m256i pairs) { return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)); }
+inline __m256 odds(__m256i pairs) {
+  return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int32_t>(0xFFFF0000u))));
+}
+
+inline __m256 widen(const Bf16* p) {  // 8 bf16 -> 8 fp32 in order
+  const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+}
+
+// 8 fp32 -> 8 bf16, rounded to nearest even as torch rounds (a NaN stays a quiet NaN).
+inline __m128i narrow(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  rounded = _mm256_blendv_epi8(rounded, quiet, nan);
+  const __m256i packed = _mm256_packus_epi32(rounded, rounded);  // lanes [0-3, 0-3 | 4-7, 4-7]
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+}
+
+inline void store8(Bf16* out, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(out), narrow(v)); }
+
+// Lane sums of 8 vectors as one vector, lane j the sum of a[j]'s lanes: ((0 + 1) + (2 + 3)) + ((4 + 5) +
+// (6 + 7)) for every j, whichever slot it is in.
+inline __m256 lane_sums(const __m256 (&a)[kBlock]) {
+  const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 low = _mm256_hadd_ps(h01, h23), high = _mm256_hadd_ps(h45, h67);  // [a0..3 | a0..3], [a4..7 | ..]
+  return _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31));
+}
+
+inline float lanes_total(__m256 v) {  // one vector's lane sum, by lane_sums' tree
+  const __m256 h = _mm256_hadd_ps(v, v);
+  const __m256 quads = _mm256_hadd_ps(h, h);
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
+}
+
+// acc[b RN + a] = the dot product of weight row w[a] with input row x[b] along K, in 8 lanes.
+template <int RN, int RM>
+inline void tile(const Bf16* const (&w)[RN], const Bf16* const (&x)[RM], int64_t k, __m256 (&acc)[kBlock]) {
+  for (int a = 0; a < kBlock; ++a) acc[a] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; i += kStep) {
+    __m256 xe[RM], xo[RM];
+#pragma GCC unroll 8
+    for (int b = 0; b < RM; ++b) {
+      const __m256i pairs = load16(x[b] + i);
+      xe[b] = evens(pairs);
+      xo[b] = odds(pairs);
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < RN; ++a) {
+      // the same row of the next block, into L2 (as skinny.cpp: a streamed weight reaches the bandwidth)
+      _mm_prefetch(reinterpret_cast<const char*>(w[a] + kBlock * k + i), _MM_HINT_T1);
+      const __m256i pairs = load16(w[a] + i);
+      const __m256 we = evens(pairs), wo = odds(pairs);
+#pragma GCC unroll 8
+      for (int b = 0; b < RM; ++b) {
+        acc[b * RN + a] = _mm256_fmadd_ps(we, xe[b], acc[b * RN + a]);
+        acc[b * RN + a] = _mm256_fmadd_ps(wo, xo[b], acc[b * RN + a]);
+      }
+    }
+  }
+}
+
+// Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows two at a time against four weight rows at a
+// time, then the rest one at a time against all eight. Each output accumulates in the same order and
+// reduces through the same tree either way, so it does not depend on ``rows``.
+void block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
+  const int64_t width = std::min<int64_t>(kBlock, n - n0);
+  __m256 acc[kBlock];
+  alignas(32) Bf16 sums[kBlock];
+  int64_t m = 0;
+  if (width == kBlock) {
+    for (; m + 2 <= rows; m += 2) {
+      const Bf16* const xs[2] = {x + m * k, x + (m + 1) * k};
+      for (int64_t a = 0; a < kBlock; a += 4) {
+        const Bf16* const ws[4] = {wb + a * k, wb + (a + 1) * k, wb + (a + 2) * k, wb + (a + 3) * k};
+        tile<4, 2>(ws, xs, k, acc);
+        store8(sums, lane_sums(acc));
+        for (int b = 0; b < 2; ++b)
+          for (int j = 0; j < 4; ++j) out[(m + b) * n + n0 + a + j] = sums[b * 4 + j];
+      }
+    }
+  }
+  const Bf16* ws[kBlock];
+  for (int a = 0; a < kBlock; ++a) ws[a] = wb + std::min<int64_t>(a, width - 1) * k;
+  for (; m < rows; ++m) {
+    const Bf16* const xs[1] = {x + m * k};
+    tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(ws), xs, k, acc);
+    store8(sums, lane_sums(acc));
+    std::copy(sums, sums + width, out + m * n + n0);
+  }
+}
+
+at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
+  const int64_t k = x.size(-1);
+  const int64_t n = weight.size(0);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == k && k % kStep == 0, "skinny: K must match and divide");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == x.scalar_type(), "skinny: contiguous, same dtype");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  const auto* w = weight.data_ptr<Bf16>();
+  const auto* xp = flat.data_ptr<Bf16>();
+  auto* o = out.data_ptr<Bf16>();
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) block(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
+  });
+  return out.view(output_shape(x, n));
+}
+
+// 4-bit weights in Q4_1's layout, as skinny.cpp's ``q4_linear`` takes them: per group of 32 inputs an fp16
+// scale s and minimum m and 16 bytes of codes q (code i in the low nibble of byte i, code i + 16 in its high
+// nibble), w = s q + m. Each 8-row block is dequantized to bf16 (the fp32 value s q + m, rounded once) and
+// multiplied as a bf16 weight is: the same weight values and order of operations for any number of rows.
+constexpr int64_t kGroup = 32;
+
+void dequantize_block(const uint8_t* codes, const at::Half* scales, const at::Half* mins, int64_t k,
+                      int64_t width, Bf16* out) {
+  const int64_t groups = k / kGroup;
+  const __m128i low_nibbles = _mm_set1_epi8(0x0F);
+  for (int64_t a = 0; a < width; ++a) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + a * (k / 2) + g * (kGroup / 2)));
+      const __m256 scale = _mm256_set1_ps(static_cast<float>(scales[a * groups + g]));
+      const __m256 low = _mm256_set1_ps(static_cast<float>(mins[a * groups + g]));
+      const __m128i nibbles[2] = {_mm_and_si128(bytes, low_nibbles), _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles)};
+      for (int half = 0; half < 2; ++half) {
+        for (int part = 0; part < 2; ++part) {
+          const __m128i eight = part ? _mm_srli_si128(nibbles[half], 8) : nibbles[half];
+          const __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight)), scale, low);
+          store8(out + a * k + g * kGroup + half * 16 + part * 8, value);
+        }
+      }
+    }
+  }
+}
+
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins) {
+  const int64_t k = x.size(-1);
+  const int64_t n = codes.size(0);
+  const int64_t groups = k / kGroup;
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && k % kGroup == 0, "q4: bf16 input, K a multiple of 32");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.size(1) * 2 == k && codes.is_contiguous(), "q4: codes");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && mins.scalar_type() == at::kHalf && scales.size(1) == groups &&
+                  scales.is_contiguous() && mins.is_contiguous(), "q4: fp16 scales and minimums per group");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  const auto* xp = flat.data_ptr<Bf16>();
+  auto* o = out.data_ptr<Bf16>();
+  const auto* c = codes.data_ptr<uint8_t>();
+  const auto* sc = scales.data_ptr<at::Half>();
+  const auto* mn = mins.data_ptr<at::Half>();
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Bf16> weights(kBlock * k);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n0 = b * kBlock;
+      const int64_t width = std::min<int64_t>(kBlock, n - n0);
+      dequantize_block(c + n0 * (k / 2), sc + n0 * groups, mn + n0 * groups, k, width, weights.data());
+      block(weights.data(), xp, o, rows, k, n, n0);
+    }
+  });
+  return out.view(output_shape(x, n));
+}
+
+// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
+inline void rotate(const Bf16* x, const Bf16* cos, const Bf16* sin, int64_t d, Bf16* out) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; i += 8) {
+    const __m256 a = widen(x + i), b = widen(x + half + i);
+    store8(out + i, _mm256_fmsub_ps(a, widen(cos + i), _mm256_mul_ps(b, widen(sin + i))));
+    store8(out + half + i, _mm256_fmadd_ps(b, widen(cos + half + i), _mm256_mul_ps(a, widen(sin + half + i))));
+  }
+}
+
+// e^x for fp32 lanes: 2^n e^r with n = round(x log2 e), |r| <= ln 2 / 2, and a degree-7 Taylor polynomial
+// for e^r (relative error about 1e-7); lanes below -87, -inf and NaN give 0, above 88.7 inf.
+inline __m256 exp_lanes(__m256 x) {
+  const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+  const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(88.7f), _CMP_GT_OQ);
+  const __m256 clamped = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n =
+      _mm256_round_ps(_mm256_mul_ps(clamped, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), clamped);  // ln 2 in two parts: r exact
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) {
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  }
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 value = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+  return _mm256_and_ps(live, _mm256_blendv_ps(value, _mm256_set1_ps(INFINITY), over));
+}
+
+// Attention works on the query rows that share a KV head (their head groups and new tokens), up to 16 at a
+// time, in three passes: every score of a row against every key of the span (fp32), the row's softmax,
+// then each row's weighted sum of the values in key order. Whatever the pass shares between rows (a key
+// row, a value row), each result depends on its own query row and the keys its mask allows alone: a score
+// is one row's dot product with one key, a masked key weighs exactly 0 and adds exactly 0, so a row rounds
+// alike alone, among a tree's rows and over a padded span.
+constexpr int64_t kRows = 16;  // query rows per pass
+
+// Scores of ``rows`` query rows q[n] against keys [0, span) of one KV head kh ([span, d]) into w[n stride + j]:
+// for each row, 8 keys at a time, each key's dot product as a product's output is.
+void scores(const Bf16* const* q, int64_t rows, const Bf16* kh, int64_t span, int64_t d, float* w, int64_t stride) {
+  __m256 acc[kBlock];
+  for (int64_t n = 0; n < rows; ++n) {
+    for (int64_t j0 = 0; j0 < span; j0 += kBlock) {
+      const Bf16* keys[kBlock];
+      for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
+      const Bf16* const xs[1] = {q[n]};
+      tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(keys), xs, d, acc);
+      _mm256_storeu_ps(w + n * stride + j0, lane_sums(acc));
+    }
+  }
+}
+
+inline __m256i first_lanes(int64_t count) {  // all-ones in the first ``count`` of 8 lanes
+  const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(std::min<int64_t>(count, 8))), index);
+}
+
+// The softmax of one row of scores over [0, span): w becomes e^(s - max) (0 where masked), scaled and
+// masked by the additive row mr first, then divided by nothing: ``total`` gets the sum of the weights in
+// key order (a scalar sum: lanes of j % 8 would make it depend on where the keys sit in the cache, and a
+// tree's nodes sit elsewhere than the same positions decoded one at a time; a masked key adds 0 exactly).
+// [first, end) is the range of keys with a nonzero weight (empty, total 0, if every key is masked).
+void softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t& first, int64_t& end, float& total) {
+  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+  __m256 top = minus_inf;
+  for (int64_t j = 0; j < span; j += kBlock) {
+    const __m256i live = first_lanes(span - j);
+    const __m256 s = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), _mm256_set1_ps(scale), _mm256_maskload_ps(mr + j, live));
+    const __m256 kept = _mm256_blendv_ps(minus_inf, s, _mm256_castsi256_ps(live));
+    _mm256_storeu_ps(w + j, kept);
+    top = _mm256_max_ps(top, kept);
+  }
+  alignas(32) float tops[kBlock];
+  _mm256_store_ps(tops, top);
+  const float highest = *std::max_element(tops, tops + kBlock);
+  first = end = 0;
+  total = 0.0f;
+  if (highest == -INFINITY || std::isnan(highest)) return;
+  first = span;
+  const __m256 shift = _mm256_set1_ps(highest);
+  for (int64_t j = 0; j < span; j += kBlock) {
+    const __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(w + j), shift));
+    _mm256_storeu_ps(w + j, e);
+    const uint32_t nonzero = _mm256_movemask_ps(_mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_NEQ_OQ));
+    if (nonzero) {
+      first = std::min<int64_t>(first, j + __builtin_ctz(nonzero));
+      end = j + 32 - __builtin_clz(nonzero);
+    }
+  }
+  for (int64_t j = first; j < end; ++j) total += w[j];
+}
+
+// acc[n][dims] += w[n][j] v_j for keys j in [begin, end) and QG rows, 16 dims at a time, in key order.
+template <int QG>
+void weighted_values(const float* w, int64_t stride, const Bf16* vh, int64_t d, int64_t begin, int64_t end,
+                     float* acc) {
+  for (int64_t dim0 = 0; dim0 < d; dim0 += 16) {
+    __m256 low[QG], high[QG];
+    for (int n = 0; n < QG; ++n) low[n] = high[n] = _mm256_setzero_ps();
+    for (int64_t j = begin; j < end; ++j) {
+      const __m256 lv = widen(vh + j * d + dim0), hv = widen(vh + j * d + dim0 + 8);
+      for (int n = 0; n < QG; ++n) {
+        const __m256 p = _mm256_set1_ps(w[n * stride + j]);
+        low[n] = _mm256_fmadd_ps(p, lv, low[n]);
+        high[n] = _mm256_fmadd_ps(p, hv, high[n]);
+      }
+    }
+    for (int n = 0; n < QG; ++n) {
+      _mm256_storeu_ps(acc + n * d + dim0, low[n]);
+      _mm256_storeu_ps(acc + n * d + dim0 + 8, high[n]);
+    }
+  }
+}
+
+// weighted_values for rows [n, n + QG), over the keys any of them weighs.
+template <int QG>
+void values_of_group(const float* w, int64_t stride, const Bf16* vh, int64_t d, const int64_t* first,
+                     const int64_t* end, float* acc) {
+  int64_t begin = INT64_MAX, stop = 0;
+  for (int m = 0; m < QG; ++m) {
+    if (end[m] > first[m]) {
+      begin = std::min(begin, first[m]);
+      stop = std::max(stop, end[m]);
+    }
+  }
+  weighted_values<QG>(w, stride, vh, d, std::min(begin, stop), stop, acc);
+}
+
+// weighted_values for ``rows`` rows, four at a time, then the rest together.
+void values_of_rows(const float* w, int64_t stride, int64_t rows, const Bf16* vh, int64_t d, const int64_t* first,
+                    const int64_t* end, float* acc) {
+  int64_t n = 0;
+  for (; n + 4 <= rows; n += 4) values_of_group<4>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d);
+  switch (rows - n) {
+    case 3: values_of_group<3>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    case 2: values_of_group<2>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    case 1: values_of_group<1>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d); break;
+    default: break;
+  }
+}
+
+// A decoder layer's attention after its q/k/v projection, as skinny.cpp's ``attend`` (same arguments and
+// layout; ``amx`` must be false here).
+at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
+  const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
+  const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
+  TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && cache_k.scalar_type() == at::kBFloat16 &&
+                  cos.scalar_type() == at::kBFloat16 && mask.scalar_type() == at::kFloat, "attend: bf16, fp32 mask");
+  TORCH_CHECK(d % 32 == 0 && heads % kv == 0 && cache_k.is_contiguous() && cache_v.is_contiguous() &&
+                  flat_index.numel() == batch * kv * count && mask.size(-2) == groups * count &&
+                  span <= cache_k.size(2), "attend: shapes");
+  TORCH_CHECK(!amx, "attend: built without AMX");
+  const at::Tensor x = qkv.contiguous(), c = cos.contiguous(), sn = sin.contiguous(), m = mask.contiguous();
+  const at::Tensor index = flat_index.to(at::kLong).contiguous();
+  at::Tensor q = at::empty({batch, count, heads, d}, qkv.options());
+  const auto* xp = x.data_ptr<Bf16>();
+  const auto* cp = c.data_ptr<Bf16>();
+  const auto* sp = sn.data_ptr<Bf16>();
+  const auto* ip = index.data_ptr<int64_t>();
+  auto* qp = q.data_ptr<Bf16>();
+  auto* kp = cache_k.data_ptr<Bf16>();
+  auto* vp = cache_v.data_ptr<Bf16>();
+  const int64_t width = heads + 2 * kv;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < count; ++t) {
+      const Bf16* row = xp + (b * count + t) * width * d;
+      const Bf16* cr = cp + (b * count + t) * d;
+      const Bf16* sr = sp + (b * count + t) * d;
+      for (int64_t h = 0; h < heads; ++h) rotate(row + h * d, cr, sr, d, qp + ((b * count + t) * heads + h) * d);
+      for (int64_t h = 0; h < kv; ++h) {
+        const int64_t at = ip[(b * kv + h) * count + t];
+        rotate(row + (heads + h) * d, cr, sr, d, kp + at * d);
+        std::copy(row + (heads + kv + h) * d, row + (heads + kv + h + 1) * d, vp + at * d);
+      }
+    }
+  }
+  at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
+  const auto* mp = m.data_ptr<float>();
+  auto* op = out.data_ptr<Bf16>();
+  const int64_t length = cache_k.size(2), per_head = groups * count, parts = (per_head + kRows - 1) / kRows;
+  const int64_t stride = (span + kBlock - 1) / kBlock * kBlock;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  at::parallel_for(0, batch * kv * parts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(kRows * stride), acc(kRows * d);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t part = item % parts, h = (item / parts) % kv, b = item / (parts * kv);
+      const int64_t n0 = part * kRows, rows = std::min(kRows, per_head - n0);  // query row n = g T + t
+      const Bf16* queries[kRows];
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = n0 + r, g = n / count, t = n % count;
+        queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
+      }
+      const int64_t cache = (b * kv + h) * length * d;
+      scores(queries, rows, kp + cache, span, d, w.data(), stride);
+      int64_t first[kRows] = {}, last[kRows] = {};
+      float total[kRows];
+      for (int64_t r = 0; r < rows; ++r) {
+        softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r],
+                    total[r]);
+      }
+      values_of_rows(w.data(), stride, rows, vp + cache, d, first, last, acc.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = n0 + r, g = n / count, t = n % count;
+        const __m256 norm = _mm256_set1_ps(total[r] > 0.0f ? 1.0f / total[r] : 0.0f);
+        Bf16* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
+        for (int64_t i = 0; i < d; i += 8) store8(o + i, _mm256_mul_ps(_mm256_loadu_ps(acc.data() + r * d + i), norm));
+      }
+    }
+  });
+  return out;
+}
+
+// silu(gate) * up of bf16 rows [.., 2 I] holding gate then up, in fp32, rounded to bf16 once.
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  const int64_t width = gate_up.size(-1) / 2;
+  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.size(-1) == 2 * width && width % 16 == 0,
+              "silu_mul: bf16 rows of gate then up, each a multiple of 16 wide");
+  const at::Tensor flat = gate_up.reshape({-1, 2 * width}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, width}, flat.options());
+  const auto* xp = flat.data_ptr<Bf16>();
+  auto* op = out.data_ptr<Bf16>();
+  const __m256 one = _mm256_set1_ps(1.0f);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < width; i += 8) {
+        const __m256 gate = widen(xp + r * 2 * width + i), up = widen(xp + r * 2 * width + width + i);
+        const __m256 silu = _mm256_div_ps(gate, _mm256_add_ps(one, exp_lanes(_mm256_sub_ps(_mm256_setzero_ps(), gate))));
+        store8(op + r * width + i, _mm256_mul_ps(silu, up));
+      }
+    }
+  });
+  return out.view(output_shape(gate_up, width));
+}
+
+// RMS norm of bf16 rows: a row's mean square in fp32 (8 lanes in input order, one fixed reduction), then
+// x / sqrt(mean + eps) * w in fp32, rounded to bf16 once; a row's result depends on that row alone.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const int64_t d = x.size(-1);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && d % 16 == 0 &&
+                  weight.numel() == d && weight.is_contiguous(), "rms_norm: bf16 rows, width a multiple of 16");
+  const at::Tensor flat = x.reshape({-1, d}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty_like(flat);
+  const auto* xp = flat.data_ptr<Bf16>();
+  const auto* wp = weight.data_ptr<Bf16>();
+  auto* op = out.data_ptr<Bf16>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const Bf16* xr = xp + r * d;
+      __m256 squares = _mm256_setzero_ps();
+      for (int64_t c = 0; c < d; c += 8) {
+        const __m256 v = widen(xr + c);
+        squares = _mm256_fmadd_ps(v, v, squares);
+      }
+      const float mean = lanes_total(squares) / static_cast<float>(d);
+      const __m256 inverse = _mm256_set1_ps(1.0f / std::sqrt(mean + static_cast<float>(eps)));
+      for (int64_t c = 0; c < d; c += 8) {
+        store8(op + r * d + c, _mm256_mul_ps(_mm256_mul_ps(widen(xr + c), inverse), widen(wp + c)));
+      }
+    }
+  });
+  return out.view(x.sizes());
+}
+
+// One bf16 row's argmax as torch gives it: the first NaN if the row holds one, else the first index of its
+// largest value. Two passes, the second over the row still in cache.
+int64_t row_argmax(const Bf16* x, int64_t n) {
+  const int64_t whole = n / 8 * 8;
+  __m256 top = _mm256_set1_ps(-INFINITY);
+  __m256 nan = _mm256_setzero_ps();
+  for (int64_t i = 0; i < whole; i += 8) {
+    const __m256 v = widen(x + i);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    top = _mm256_max_ps(top, v);
+  }
+  alignas(32) float tops[8];
+  _mm256_store_ps(tops, top);
+  float highest = *std::max_element(tops, tops + 8);
+  bool any_nan = _mm256_movemask_ps(nan) != 0;
+  for (int64_t i = whole; i < n; ++i) {
+    const float v = static_cast<float>(x[i]);
+    any_nan = any_nan || std::isnan(v);
+    highest = std::max(highest, v);
+  }
+  if (any_nan) {
+    for (int64_t i = 0; i < n; ++i)
+      if (std::isnan(static_cast<float>(x[i]))) return i;
+  }
+  const __m256 best = _mm256_set1_ps(highest);
+  for (int64_t i = 0; i < whole; i += 8) {
+    const uint32_t hit = _mm256_movemask_ps(_mm256_cmp_ps(widen(x + i), best, _CMP_EQ_OQ));
+    if (hit) return i + __builtin_ctz(hit);
+  }
+  for (int64_t i = whole; i < n; ++i)
+    if (static_cast<float>(x[i]) == highest) return i;
+  return 0;
+}
+
+// Each row's argmax of bf16 rows [rows, n].
+at::Tensor argmax_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.size(1) > 0, "argmax: bf16 rows [rows, n > 0]");
+  const at::Tensor flat = x.contiguous();
+  const int64_t rows = flat.size(0), n = flat.size(1);
+  at::Tensor out = at::empty({rows}, flat.options().dtype(at::kLong));
+  const auto* xp = flat.data_ptr<Bf16>();
+  auto* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) op[r] = row_argmax(xp + r * n, n);
+  });
+  return out;
+}
+
+// A decoder layer in one call, as skinny.cpp's ``decoder_layer`` (the same composition op for op, so the
+// same bits as worker/engine/llama.py's; ``tiles`` must be false here).
+at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, const at::Tensor& post_norm, double eps,
+                         const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& gate_up,
+                         const at::Tensor& down, c10::IntArrayRef outputs, bool tiles, const at::Tensor& cos,
+                         const at::Tensor& sin, const at::Tensor& cache_k, const at::Tensor& cache_v,
+                         const at::Tensor& flat_index, const at::Tensor& mask,
+                         const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& normed) {
+  TORCH_CHECK(outputs.size() == 4 && !tiles, "layer: the output widths of qkv, out, gate_up and down; no AMX here");
+  const int64_t batch = cos.size(0), count = cos.size(1), d = cos.size(3);
+  at::Tensor q = product(normed.has_value() ? *normed : rms_norm(x, input_norm, eps), qkv);
+  if (rows.has_value()) {  // padding rows get zeros: only their own row attends to them
+    const at::Tensor packed = q.view({-1, outputs[0]});
+    q = at::zeros({batch * count, outputs[0]}, q.options()).index_copy_(0, *rows, packed);
+  }
+  TORCH_CHECK(outputs[0] % d == 0 && outputs[0] / d > 2 * cache_k.size(1), "layer: q/k/v width");
+  at::Tensor attn = attend(q.view({batch, count, outputs[0] / d, d}), cos, sin, cache_k, cache_v, flat_index, mask,
+                           false);
+  if (rows.has_value()) attn = attn.view({batch * count, -1}).index_select(0, *rows).view({x.size(0), x.size(1), -1});
+  const at::Tensor h = x + product(attn, out);
+  return h + product(silu_mul(product(rms_norm(h, post_norm, eps), gate_up)), down);
+}
+#endif
+
+bool skinny_supports(at::ScalarType dtype) {
+#if defined(__AVX2__) && defined(__FMA__)
+  return dtype == at::kBFloat16;
+#else
+  return false;
+#endif
+}
+
+bool skinny_amx() { return false; }
+
+}  // namespace
+
+TORCH_LIBRARY(borealis_skinny, m) {
+  m.def("linear(Tensor x, Tensor weight) -> Tensor");
+  m.def("linear_q4(Tensor x, Tensor codes, Tensor scales, Tensor mins) -> Tensor");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def(
+      "attend(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, "
+      "Tensor mask, bool amx) -> Tensor");
+  m.def("argmax(Tensor x) -> Tensor");
+  m.def("silu_mul(Tensor gate_up) -> Tensor");
+  m.def(
+      "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor qkv, Tensor out, "
+      "Tensor gate_up, Tensor down, int[] outputs, bool tiles, Tensor cos, Tensor sin, Tensor(a!) cache_k, "
+      "Tensor(b!) cache_v, Tensor flat_index, Tensor mask, Tensor? rows, Tensor? normed=None) -> Tensor");
+  m.def("supports(ScalarType dtype) -> bool");
+  m.def("amx() -> bool");
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
+  m.impl("linear", &product);
+  m.impl("linear_q4", &q4_linear);
+  m.impl("rms_norm", &rms_norm);
+  m.impl("attend", &attend);
+  m.impl("argmax", &argmax_rows);
+  m.impl("silu_mul", &silu_mul);
+  m.impl("decoder_layer", &decoder_layer);
+}
+#endif
+
+TORCH_LIBRARY_IMPL(borealis_skinny, CatchAll, m) {
+  m.impl("supports", &skinny_supports);
+  m.impl("amx", &skinny_amx);
+}
