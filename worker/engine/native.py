@@ -236,8 +236,9 @@ def _library(code: Path) -> Path | None:
     if compiler is None:
         log.info("native kernels: no C++ compiler (g++ or $CXX) found; using oneDNN")
         return None
+    headers = b"".join(path.read_bytes() for path in sorted(code.parent.glob("*.h")))
     key = hashlib.sha256(
-        code.read_bytes() + torch.__version__.encode() + _cpu_flags().encode() + compiler.encode()
+        code.read_bytes() + headers + torch.__version__.encode() + _cpu_flags().encode() + compiler.encode()
     ).hexdigest()[:16]
     target = cache_dir() / f"skinny-{key}.so"
     if target.exists():
