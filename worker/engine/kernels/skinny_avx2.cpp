@@ -5,11 +5,10 @@
 // bit, so decoding a token and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row: 16 inputs at a time
-// split into their even and odd elements (a shift and a mask of the bf16 pairs), each added into 8 fp32
-// lanes of its own, in the same order whatever the number of rows, then the two added and reduced across
-// lanes by one fixed tree. Weight rows go 8 to a block, as 2 x 2 register tiles of weight and input rows
-// or one input row against 4; a block streams from memory once per call and stays in cache for the other
-// input rows.
+// split into their even and odd elements (a shift and a mask of the bf16 pairs), both added into the same
+// 8 fp32 lanes, in the same order whatever the number of rows, then reduced across lanes by one fixed
+// tree. Weight rows go 8 to a block, as 4 x 2 register tiles of weight and input rows or one input row
+// against all 8; a block streams from memory once per call and stays in cache for the other input rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -76,14 +75,10 @@ inline float lanes_total(__m256 v) {  // one vector's lane sum, by lane_sums' tr
   return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
 }
 
-// acc[b RN + a] = the dot product of weight row w[a] with input row x[b] along K, in 8 lanes: the even
-// elements of each 16 inputs into one accumulator, the odd ones into another (two chains of dependent
-// multiply-adds, not one), added together at the end.
+// acc[b RN + a] = the dot product of weight row w[a] with input row x[b] along K, in 8 lanes.
 template <int RN, int RM>
-inline void tile(const Bf16* const* w, const Bf16* const* x, int64_t k, __m256* acc) {
-  __m256 even[RN * RM], odd[RN * RM];
-#pragma GCC unroll 8
-  for (int a = 0; a < RN * RM; ++a) even[a] = odd[a] = _mm256_setzero_ps();
+inline void tile(const Bf16* const (&w)[RN], const Bf16* const (&x)[RM], int64_t k, __m256 (&acc)[kBlock]) {
+  for (int a = 0; a < kBlock; ++a) acc[a] = _mm256_setzero_ps();
   for (int64_t i = 0; i < k; i += kStep) {
     __m256 xe[RM], xo[RM];
 #pragma GCC unroll 8
@@ -94,58 +89,46 @@ inline void tile(const Bf16* const* w, const Bf16* const* x, int64_t k, __m256* 
     }
 #pragma GCC unroll 8
     for (int a = 0; a < RN; ++a) {
-      // the same row of the next block, into L2 (as skinny.cpp: a streamed weight reaches the bandwidth;
-      // without it one-row products of SmolLM2's weights were 18 % slower here)
+      // the same row of the next block, into L2, as skinny.cpp does: one-row products of SmolLM2's weights
+      // ran 18 % slower here without it (Zen 3); into L1, or farther ahead, no faster
       _mm_prefetch(reinterpret_cast<const char*>(w[a] + kBlock * k + i), _MM_HINT_T1);
       const __m256i pairs = load16(w[a] + i);
       const __m256 we = evens(pairs), wo = odds(pairs);
 #pragma GCC unroll 8
       for (int b = 0; b < RM; ++b) {
-        even[b * RN + a] = _mm256_fmadd_ps(we, xe[b], even[b * RN + a]);
-        odd[b * RN + a] = _mm256_fmadd_ps(wo, xo[b], odd[b * RN + a]);
+        acc[b * RN + a] = _mm256_fmadd_ps(we, xe[b], acc[b * RN + a]);
+        acc[b * RN + a] = _mm256_fmadd_ps(wo, xo[b], acc[b * RN + a]);
       }
     }
   }
-#pragma GCC unroll 8
-  for (int a = 0; a < RN * RM; ++a) acc[a] = _mm256_add_ps(even[a], odd[a]);
 }
 
-// The kBlock outputs of one input row against kBlock weight (or key) rows, four rows at a time.
-inline __m256 row_block(const Bf16* const (&w)[kBlock], const Bf16* x, int64_t k) {
-  __m256 acc[kBlock];
-  tile<4, 1>(w, &x, k, acc);
-  tile<4, 1>(w + 4, &x, k, acc + 4);
-  return lane_sums(acc);
-}
-
-// Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows two at a time against two weight rows at a
-// time, then the rest one at a time against four. Each output accumulates in the same order and reduces
-// through the same tree either way, so it does not depend on ``rows``.
+// Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows two at a time against four weight rows at a
+// time, then the rest one at a time against all eight. Each output accumulates in the same order and
+// reduces through the same tree either way, so it does not depend on ``rows``.
 void block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
   const int64_t width = std::min<int64_t>(kBlock, n - n0);
-  __m256 acc[kBlock], pair[4];
+  __m256 acc[kBlock];
   alignas(32) Bf16 sums[kBlock];
   int64_t m = 0;
   if (width == kBlock) {
     for (; m + 2 <= rows; m += 2) {
       const Bf16* const xs[2] = {x + m * k, x + (m + 1) * k};
-      for (int64_t a0 = 0; a0 < kBlock; a0 += 4) {
-        for (int64_t a = a0; a < a0 + 4; a += 2) {  // acc[b 4 + j]: input row m + b, output n0 + a0 + j
-          const Bf16* const ws[2] = {wb + a * k, wb + (a + 1) * k};
-          tile<2, 2>(ws, xs, k, pair);
-          for (int b = 0; b < 2; ++b)
-            for (int j = 0; j < 2; ++j) acc[b * 4 + (a - a0) + j] = pair[b * 2 + j];
-        }
+      for (int64_t a = 0; a < kBlock; a += 4) {
+        const Bf16* const ws[4] = {wb + a * k, wb + (a + 1) * k, wb + (a + 2) * k, wb + (a + 3) * k};
+        tile<4, 2>(ws, xs, k, acc);
         store8(sums, lane_sums(acc));
         for (int b = 0; b < 2; ++b)
-          for (int j = 0; j < 4; ++j) out[(m + b) * n + n0 + a0 + j] = sums[b * 4 + j];
+          for (int j = 0; j < 4; ++j) out[(m + b) * n + n0 + a + j] = sums[b * 4 + j];
       }
     }
   }
   const Bf16* ws[kBlock];
   for (int a = 0; a < kBlock; ++a) ws[a] = wb + std::min<int64_t>(a, width - 1) * k;
   for (; m < rows; ++m) {
-    store8(sums, row_block(ws, x + m * k, k));
+    const Bf16* const xs[1] = {x + m * k};
+    tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(ws), xs, k, acc);
+    store8(sums, lane_sums(acc));
     std::copy(sums, sums + width, out + m * n + n0);
   }
 }
@@ -263,11 +246,14 @@ constexpr int64_t kRows = 16;  // query rows per pass
 // Scores of ``rows`` query rows q[n] against keys [0, span) of one KV head kh ([span, d]) into w[n stride + j]:
 // for each row, 8 keys at a time, each key's dot product as a product's output is.
 void scores(const Bf16* const* q, int64_t rows, const Bf16* kh, int64_t span, int64_t d, float* w, int64_t stride) {
+  __m256 acc[kBlock];
   for (int64_t n = 0; n < rows; ++n) {
     for (int64_t j0 = 0; j0 < span; j0 += kBlock) {
       const Bf16* keys[kBlock];
       for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
-      _mm256_storeu_ps(w + n * stride + j0, row_block(keys, q[n], d));
+      const Bf16* const xs[1] = {q[n]};
+      tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(keys), xs, d, acc);
+      _mm256_storeu_ps(w + n * stride + j0, lane_sums(acc));
     }
   }
 }
