@@ -1,6 +1,6 @@
 """The engine's own C++ kernels, compiled once per machine and loaded into torch: ``kernels/skinny.cpp``
-on CPUs with AVX-512, ``kernels/skinny_avx2.cpp`` (the same operations in 8 fp32 lanes) on CPUs with
-AVX2 and FMA alone, where bf16 weights then halve what a decoding step streams against fp32.
+on CPUs with AVX-512 BF16, ``kernels/skinny_avx2.cpp`` (the same operations in 8 fp32 lanes) on other
+AVX2 + FMA CPUs, where bf16 weights then halve what a decoding step streams against fp32.
 
 For bfloat16 they compute ``x @ w.T`` (in AMX tiles where the CPU has them), attention and RMS norm so
 that every output row depends on its own input row alone (see the source): bf16 decoding and
@@ -31,10 +31,7 @@ from borealis.cpu import bf16_native
 
 log = logging.getLogger(__name__)
 
-SOURCES = {  # torch's name for what this CPU computes with -> the kernels written for it
-    "AVX512": Path(__file__).with_name("kernels") / "skinny.cpp",
-    "AVX2": Path(__file__).with_name("kernels") / "skinny_avx2.cpp",
-}
+KERNELS = Path(__file__).with_name("kernels")
 BUILD_TIMEOUT_S = 600
 
 _enabled = True
@@ -197,9 +194,14 @@ def _cpu_flags() -> str:
 
 
 def source() -> Path | None:
-    """The kernels' source for this CPU, if it has AVX-512 or AVX2 (torch's reading of it)."""
+    """The kernels' source for this CPU (as torch reads it): ``skinny.cpp`` where AVX-512 computes bf16
+    natively (AVX-512 BF16, AMX), ``skinny_avx2.cpp`` on any other AVX2 CPU (AVX-512 ones without BF16
+    included: there ``skinny.cpp`` serves nothing), none below AVX2."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return next((path for prefix, path in SOURCES.items() if capability.startswith(prefix)), None)
+    if not capability.startswith(("AVX512", "AVX2")):
+        return None
+    native_bf16 = capability.startswith("AVX512") and bf16_native()
+    return KERNELS / ("skinny.cpp" if native_bf16 else "skinny_avx2.cpp")
 
 
 def _build_command(compiler: str, output: Path, code: Path) -> list[str]:

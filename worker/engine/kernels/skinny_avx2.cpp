@@ -1,8 +1,9 @@
-// The engine's bf16 kernels for CPUs with AVX2 and FMA but without AVX-512 (AMD Zen 2 / 3, Intel before
-// Ice Lake): the same operations and guarantees as skinny.cpp, in 8 fp32 lanes. Weights, activations and
-// the cache stay bf16 (half the bytes a decoding step streams in fp32); every product, sum and exponential
-// is fp32, rounded to bf16 once per output. Every output row depends on its own input row alone, bit for
-// bit, so decoding a token and verifying it among many rows round alike.
+// The engine's bf16 kernels for CPUs with AVX2 and FMA but without AVX-512 BF16 (AMD Zen 2 / 3, Intel
+// before Cooper Lake, AVX-512 ones without BF16 included): the same operations and guarantees as
+// skinny.cpp, in 8 fp32 lanes. Weights, activations and the cache stay bf16 (half the bytes a decoding
+// step streams in fp32); every product, sum and exponential is fp32, rounded to bf16 once per output.
+// Every output row depends on its own input row alone, bit for bit, so decoding a token and verifying
+// it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row: 16 inputs at a time
 // split into their even and odd elements (a shift and a mask of the bf16 pairs), both added into the same
