@@ -1,7 +1,73 @@
 // What skinny.cpp and skinny_avx2.cpp share at their end, written once over the functions each defines
-// before including it for its own CPU (row_argmax, project, rms_norm, attend, silu_mul): each row's argmax
-// and a whole decoder layer in one call.
+// before including it for its own CPU (silu_mul_row, norm_row, row_argmax, kBlock, kGroup,
+// dequantize_block, bf16_block, project, attend): the row-wise operations, 4-bit products, each row's
+// argmax, a whole decoder layer in one call, and their registration.
 #pragma once
+
+// silu(gate) * up of bf16 rows [.., 2 I] holding gate then up, in fp32, rounded to bf16 once: one call
+// where torch took four (chunk, silu, mul, and the copy the next product made of the strided halves).
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  const int64_t width = gate_up.size(-1) / 2;
+  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.size(-1) == 2 * width && width % 16 == 0,
+              "silu_mul: bf16 rows of gate then up, each a multiple of 16 wide");
+  const at::Tensor flat = gate_up.reshape({-1, 2 * width}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, width}, flat.options());
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) silu_mul_row(xp + r * 2 * width, width, op + r * width);
+  });
+  return out.view(output_shape(gate_up, width));
+}
+
+// RMS norm of bf16 rows scaled by a bf16 ``weight`` (norm_row), each row's result from that row alone: one
+// call instead of torch's half dozen ops per norm.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const int64_t d = x.size(-1);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && d % 16 == 0 &&
+                  weight.numel() == d && weight.is_contiguous(), "rms_norm: bf16 rows, width a multiple of 16");
+  const at::Tensor flat = x.reshape({-1, d}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty_like(flat);
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  const auto* wp = weight.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) norm_row(xp + r * d, wp, d, eps, op + r * d);
+  });
+  return out.view(x.sizes());
+}
+
+// ``x @ w.T`` for 4-bit weights in Q4_1's layout (see skinny.cpp's dequantize_block): each kBlock-row block
+// dequantized to bf16 and multiplied as a bf16 weight is, the same values and order for any number of rows.
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins) {
+  const int64_t k = x.size(-1);
+  const int64_t n = codes.size(0);
+  const int64_t groups = k / kGroup;
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && k % kGroup == 0, "q4: bf16 input, K a multiple of 32");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.size(1) * 2 == k && codes.is_contiguous(), "q4: codes");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && mins.scalar_type() == at::kHalf && scales.size(1) == groups &&
+                  scales.is_contiguous() && mins.is_contiguous(), "q4: fp16 scales and minimums per group");
+  const at::Tensor flat = x.reshape({-1, k}).contiguous();
+  const int64_t rows = flat.size(0);
+  at::Tensor out = at::empty({rows, n}, flat.options());
+  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  auto* o = out.data_ptr<c10::BFloat16>();
+  const auto* c = codes.data_ptr<uint8_t>();
+  const auto* sc = scales.data_ptr<at::Half>();
+  const auto* mn = mins.data_ptr<at::Half>();
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    std::vector<c10::BFloat16> weights(kBlock * k);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n0 = b * kBlock;
+      const int64_t width = std::min<int64_t>(kBlock, n - n0);
+      dequantize_block(c + n0 * (k / 2), sc + n0 * groups, mn + n0 * groups, k, width, weights.data());
+      bf16_block(weights.data(), xp, o, rows, k, n, n0);
+    }
+  });
+  return out.view(output_shape(x, n));
+}
 
 // Each row's argmax of bf16 rows [rows, n]: torch's took 170 us per 49k-entry row of logits here, a
 // twentieth of a one-row step and more of a verification step's.
@@ -44,4 +110,14 @@ at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, cons
   if (rows.has_value()) attn = attn.view({batch * count, -1}).index_select(0, *rows).view({x.size(0), x.size(1), -1});
   const at::Tensor h = x + project(attn, out, outputs[1], tiles);
   return h + project(silu_mul(project(rms_norm(h, post_norm, eps), gate_up, outputs[2], tiles)), down, outputs[3], tiles);
+}
+
+// The CPU implementations every build registers, beside its own ``linear``.
+inline void implement_ops(torch::Library& m) {
+  m.impl("linear_q4", &q4_linear);
+  m.impl("rms_norm", &rms_norm);
+  m.impl("attend", &attend);
+  m.impl("argmax", &argmax_rows);
+  m.impl("silu_mul", &silu_mul);
+  m.impl("decoder_layer", &decoder_layer);
 }

@@ -107,7 +107,7 @@ inline void tile(const Bf16* const (&w)[RN], const Bf16* const (&x)[RM], int64_t
 // Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows two at a time against four weight rows at a
 // time, then the rest one at a time against all eight. Each output accumulates in the same order and
 // reduces through the same tree either way, so it does not depend on ``rows``.
-void block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
+void bf16_block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
   const int64_t width = std::min<int64_t>(kBlock, n - n0);
   __m256 acc[kBlock];
   alignas(32) Bf16 sums[kBlock];
@@ -147,12 +147,12 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
   const auto* xp = flat.data_ptr<Bf16>();
   auto* o = out.data_ptr<Bf16>();
   at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) block(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
+    for (int64_t b = begin; b < end; ++b) bf16_block(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
   });
   return out.view(output_shape(x, n));
 }
 
-// 4-bit weights in Q4_1's layout, as skinny.cpp's ``q4_linear`` takes them: per group of 32 inputs an fp16
+// 4-bit weights in Q4_1's layout, as layer.h's ``q4_linear`` takes them: per group of 32 inputs an fp16
 // scale s and minimum m and 16 bytes of codes q (code i in the low nibble of byte i, code i + 16 in its high
 // nibble), w = s q + m. Each 8-row block is dequantized to bf16 (the fp32 value s q + m, rounded once) and
 // multiplied as a bf16 weight is: the same weight values and order of operations for any number of rows.
@@ -177,34 +177,6 @@ void dequantize_block(const uint8_t* codes, const at::Half* scales, const at::Ha
       }
     }
   }
-}
-
-at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins) {
-  const int64_t k = x.size(-1);
-  const int64_t n = codes.size(0);
-  const int64_t groups = k / kGroup;
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && k % kGroup == 0, "q4: bf16 input, K a multiple of 32");
-  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.size(1) * 2 == k && codes.is_contiguous(), "q4: codes");
-  TORCH_CHECK(scales.scalar_type() == at::kHalf && mins.scalar_type() == at::kHalf && scales.size(1) == groups &&
-                  scales.is_contiguous() && mins.is_contiguous(), "q4: fp16 scales and minimums per group");
-  const at::Tensor flat = x.reshape({-1, k}).contiguous();
-  const int64_t rows = flat.size(0);
-  at::Tensor out = at::empty({rows, n}, flat.options());
-  const auto* xp = flat.data_ptr<Bf16>();
-  auto* o = out.data_ptr<Bf16>();
-  const auto* c = codes.data_ptr<uint8_t>();
-  const auto* sc = scales.data_ptr<at::Half>();
-  const auto* mn = mins.data_ptr<at::Half>();
-  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Bf16> weights(kBlock * k);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t n0 = b * kBlock;
-      const int64_t width = std::min<int64_t>(kBlock, n - n0);
-      dequantize_block(c + n0 * (k / 2), sc + n0 * groups, mn + n0 * groups, k, width, weights.data());
-      block(weights.data(), xp, o, rows, k, n, n0);
-    }
-  });
-  return out.view(output_shape(x, n));
 }
 
 // Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
@@ -354,36 +326,14 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
                   const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
   const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
   const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
-  TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && cache_k.scalar_type() == at::kBFloat16 &&
-                  cos.scalar_type() == at::kBFloat16 && mask.scalar_type() == at::kFloat, "attend: bf16, fp32 mask");
-  TORCH_CHECK(d % 32 == 0 && heads % kv == 0 && cache_k.is_contiguous() && cache_v.is_contiguous() &&
-                  flat_index.numel() == batch * kv * count && mask.size(-2) == groups * count &&
-                  span <= cache_k.size(2), "attend: shapes");
+  skinny::check_attend(qkv, cos, cache_k, cache_v, flat_index, mask);
   TORCH_CHECK(!amx, "attend: built without AMX");
-  const at::Tensor x = qkv.contiguous(), c = cos.contiguous(), sn = sin.contiguous(), m = mask.contiguous();
-  const at::Tensor index = flat_index.to(at::kLong).contiguous();
-  at::Tensor q = at::empty({batch, count, heads, d}, qkv.options());
-  const auto* xp = x.data_ptr<Bf16>();
-  const auto* cp = c.data_ptr<Bf16>();
-  const auto* sp = sn.data_ptr<Bf16>();
-  const auto* ip = index.data_ptr<int64_t>();
-  auto* qp = q.data_ptr<Bf16>();
-  auto* kp = cache_k.data_ptr<Bf16>();
-  auto* vp = cache_v.data_ptr<Bf16>();
-  const int64_t width = heads + 2 * kv;
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t t = 0; t < count; ++t) {
-      const Bf16* row = xp + (b * count + t) * width * d;
-      const Bf16* cr = cp + (b * count + t) * d;
-      const Bf16* sr = sp + (b * count + t) * d;
-      for (int64_t h = 0; h < heads; ++h) rotate(row + h * d, cr, sr, d, qp + ((b * count + t) * heads + h) * d);
-      for (int64_t h = 0; h < kv; ++h) {
-        const int64_t at = ip[(b * kv + h) * count + t];
-        rotate(row + (heads + h) * d, cr, sr, d, kp + at * d);
-        std::copy(row + (heads + kv + h) * d, row + (heads + kv + h + 1) * d, vp + at * d);
-      }
-    }
-  }
+  const at::Tensor q = skinny::rotate_into_cache(qkv, cos, sin, cache_k, cache_v, flat_index,
+                                                 [](auto... args) { rotate(args...); });
+  const at::Tensor m = mask.contiguous();
+  const auto* qp = q.data_ptr<Bf16>();
+  const auto* kp = cache_k.data_ptr<Bf16>();
+  const auto* vp = cache_v.data_ptr<Bf16>();
   at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
   const auto* mp = m.data_ptr<float>();
   auto* op = out.data_ptr<Bf16>();
@@ -420,57 +370,27 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   return out;
 }
 
-// silu(gate) * up of bf16 rows [.., 2 I] holding gate then up, in fp32, rounded to bf16 once.
-at::Tensor silu_mul(const at::Tensor& gate_up) {
-  const int64_t width = gate_up.size(-1) / 2;
-  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.size(-1) == 2 * width && width % 16 == 0,
-              "silu_mul: bf16 rows of gate then up, each a multiple of 16 wide");
-  const at::Tensor flat = gate_up.reshape({-1, 2 * width}).contiguous();
-  const int64_t rows = flat.size(0);
-  at::Tensor out = at::empty({rows, width}, flat.options());
-  const auto* xp = flat.data_ptr<Bf16>();
-  auto* op = out.data_ptr<Bf16>();
+// One row of layer.h's silu_mul: gate [I] then up [I] in, silu(gate) * up in fp32 out, rounded once.
+inline void silu_mul_row(const Bf16* gate_up, int64_t width, Bf16* out) {
   const __m256 one = _mm256_set1_ps(1.0f);
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      for (int64_t i = 0; i < width; i += 8) {
-        const __m256 gate = widen(xp + r * 2 * width + i), up = widen(xp + r * 2 * width + width + i);
-        const __m256 silu = _mm256_div_ps(gate, _mm256_add_ps(one, exp_lanes(_mm256_sub_ps(_mm256_setzero_ps(), gate))));
-        store8(op + r * width + i, _mm256_mul_ps(silu, up));
-      }
-    }
-  });
-  return out.view(output_shape(gate_up, width));
+  for (int64_t i = 0; i < width; i += 8) {
+    const __m256 gate = widen(gate_up + i), up = widen(gate_up + width + i);
+    const __m256 silu = _mm256_div_ps(gate, _mm256_add_ps(one, exp_lanes(_mm256_sub_ps(_mm256_setzero_ps(), gate))));
+    store8(out + i, _mm256_mul_ps(silu, up));
+  }
 }
 
-// RMS norm of bf16 rows: a row's mean square in fp32 (8 lanes in input order, one fixed reduction), then
-// x / sqrt(mean + eps) * w in fp32, rounded to bf16 once; a row's result depends on that row alone.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  const int64_t d = x.size(-1);
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && d % 16 == 0 &&
-                  weight.numel() == d && weight.is_contiguous(), "rms_norm: bf16 rows, width a multiple of 16");
-  const at::Tensor flat = x.reshape({-1, d}).contiguous();
-  const int64_t rows = flat.size(0);
-  at::Tensor out = at::empty_like(flat);
-  const auto* xp = flat.data_ptr<Bf16>();
-  const auto* wp = weight.data_ptr<Bf16>();
-  auto* op = out.data_ptr<Bf16>();
-  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const Bf16* xr = xp + r * d;
-      __m256 squares = _mm256_setzero_ps();
-      for (int64_t c = 0; c < d; c += 8) {
-        const __m256 v = widen(xr + c);
-        squares = _mm256_fmadd_ps(v, v, squares);
-      }
-      const float mean = lanes_total(squares) / static_cast<float>(d);
-      const __m256 inverse = _mm256_set1_ps(1.0f / std::sqrt(mean + static_cast<float>(eps)));
-      for (int64_t c = 0; c < d; c += 8) {
-        store8(op + r * d + c, _mm256_mul_ps(_mm256_mul_ps(widen(xr + c), inverse), widen(wp + c)));
-      }
-    }
-  });
-  return out.view(x.sizes());
+// One row of layer.h's rms_norm: the mean square in fp32 (8 lanes in input order, one fixed reduction),
+// then x / sqrt(mean + eps) * w in fp32, rounded to bf16 once.
+inline void norm_row(const Bf16* xr, const Bf16* wp, int64_t d, double eps, Bf16* out) {
+  __m256 squares = _mm256_setzero_ps();
+  for (int64_t c = 0; c < d; c += 8) {
+    const __m256 v = widen(xr + c);
+    squares = _mm256_fmadd_ps(v, v, squares);
+  }
+  const float mean = lanes_total(squares) / static_cast<float>(d);
+  const __m256 inverse = _mm256_set1_ps(1.0f / std::sqrt(mean + static_cast<float>(eps)));
+  for (int64_t c = 0; c < d; c += 8) store8(out + c, _mm256_mul_ps(_mm256_mul_ps(widen(xr + c), inverse), widen(wp + c)));
 }
 
 // One bf16 row's argmax as torch gives it: the first NaN if the row holds one, else the first index of its
@@ -533,12 +453,7 @@ TORCH_LIBRARY(borealis_skinny, m) { skinny::define_ops(m); }
 #if defined(__AVX2__) && defined(__FMA__)
 TORCH_LIBRARY_IMPL(borealis_skinny, CPU, m) {
   m.impl("linear", &product);
-  m.impl("linear_q4", &q4_linear);
-  m.impl("rms_norm", &rms_norm);
-  m.impl("attend", &attend);
-  m.impl("argmax", &argmax_rows);
-  m.impl("silu_mul", &silu_mul);
-  m.impl("decoder_layer", &decoder_layer);
+  implement_ops(m);
 }
 #endif
 
