@@ -79,13 +79,38 @@ def test_bf16_weights_pack_for_the_kernel_unless_switched_off() -> None:
         tiled = pack(weight)
         assert isinstance(tiled, AmxWeight)
         assert torch.equal(linear(x, tiled), native.product_amx(x, amx_tiles(weight), 64))
-    assert not isinstance(pack(weight.float()), NativeWeight | AmxWeight)  # fp32 stays on oneDNN
+    fp32 = pack(weight.float())  # the vector kernel, never AMX tiles (bf16 only)
+    assert isinstance(fp32, NativeWeight) and fp32.weight.dtype == torch.float32
+    assert torch.equal(linear(x.float(), fp32), native.product(x.float(), weight.float()))
     assert not isinstance(pack(bf16(64, 80, seed=7)), NativeWeight | AmxWeight)  # 80: not a multiple of 32
     with native.switched(False):
         assert not isinstance(pack(weight), NativeWeight | AmxWeight)
-        assert native.kernels_name(torch.bfloat16) == "onednn"
+        assert not isinstance(pack(weight.float()), NativeWeight | AmxWeight)
+        assert native.kernels_name(torch.bfloat16) == native.kernels_name(torch.float32) == "onednn"
     assert native.kernels_name(torch.bfloat16) == ("amx" if native.amx() else "native")
-    assert native.kernels_name(torch.float32) == "onednn"
+    assert native.kernels_name(torch.float32) == "native"
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(576, 1536), (960, 576), (37, 64), (16, 32)])
+@pytest.mark.parametrize("rows", [1, 3, 4, 16, 17, 150])
+def test_the_fp32_product_is_a_float64_product_to_fp32_accuracy(
+    out_features: int, in_features: int, rows: int
+) -> None:
+    weight, x = bf16(out_features, in_features, seed=8).float(), bf16(rows, in_features, seed=9).float()
+    exact = x.double() @ weight.double().T
+    got = native.product(x, weight)
+    assert got.dtype == torch.float32 and got.shape == (rows, out_features)
+    # an fp32 sum of in_features products (each exact in fp32: bf16 values), rounding at each add
+    assert torch.allclose(got.double(), exact, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(got, torch.zeros_like(got))
+
+
+def test_an_fp32_output_row_is_the_same_alone_and_among_any_number_of_rows() -> None:
+    weight = torch.randn(37, 1536, generator=torch.Generator().manual_seed(10))
+    x = torch.randn(40, 1536, generator=torch.Generator().manual_seed(11))
+    alone = torch.cat([native.product(x[i : i + 1], weight) for i in range(40)])
+    for start, stop in ((0, 2), (0, 4), (1, 8), (0, 16), (1, 17), (3, 20), (0, 33), (5, 40)):
+        assert torch.equal(native.product(x[start:stop], weight), alone[start:stop]), (start, stop)
 
 
 def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(

@@ -4,12 +4,12 @@ All arms run in one process on the same test-split prompts and thread count; gre
 every arm are compared token by token with HF greedy decoding. ``--through-api`` adds what a user
 gets: the same prompts and draft served afterwards by a private appliance through the OpenAI API
 (``through_api``: tokens/s, its ratio to the in-process speculative arm, identical completions).
-``--against-onednn`` (bf16 and int4) adds the engine's target-only and speculative arms with oneDNN
-products in place of the engine's own bf16 kernel, run between two passes of the native arms (A-B-A),
-so what the kernel buys is a ratio within one run; ``--against-vector`` does the same with the
-kernel's AVX-512 vector products in place of its AMX tiles (CPUs with AMX). The engine's kernels
-follow ``BOREALIS_NATIVE_KERNELS`` and ``BOREALIS_NATIVE_AMX`` as a worker's do (``kernels`` says
-which served).
+``--against-onednn`` adds the engine's target-only and speculative arms with oneDNN products in place
+of the engine's own kernels (bf16, int4's bf16 head and prefill, or fp32), run between two passes of the
+native arms (A-B-A), so what the kernel buys is a ratio within one run; ``--against-vector`` does the
+same with the kernel's AVX-512 vector products in place of its AMX tiles (CPUs with AMX). The engine's
+kernels follow ``BOREALIS_NATIVE_KERNELS`` and ``BOREALIS_NATIVE_AMX`` as a worker's do (``kernels``
+says which served).
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--against-onednn",
         action="store_true",
-        help="bfloat16/int4: add target-only and speculative arms with oneDNN bf16 products instead of "
-        "the engine's compiled kernel (native arms run again after them)",
+        help="add target-only and speculative arms with oneDNN products instead of the engine's compiled "
+        "kernels (native arms run again after them)",
     )
     parser.add_argument(
         "--against-vector",
@@ -103,10 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.max_new_tokens < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("--requests, --max-new-tokens, --batch and --repeats must be positive")
-    if (args.against_onednn or args.against_vector) and args.dtype == "float32":
-        parser.error(
-            "--against-onednn and --against-vector compare bf16 kernels: use --dtype bfloat16 or int4"
-        )
+    if args.against_vector and args.dtype == "float32":
+        parser.error("--against-vector compares bf16 kernels: use --dtype bfloat16 or int4")
     if args.against_onednn and args.against_vector:
         parser.error("one kernel comparison per run: --against-onednn or --against-vector")
     return args
@@ -349,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or settings.threads
     torch.set_num_threads(threads)
     native.enable(settings.native_kernels, settings.native_amx)  # as a worker would
-    if args.against_onednn and not native.serves(torch.bfloat16):
+    if args.against_onednn and not native.multiplies(SERVING_DTYPES[args.dtype][0], 32):
         raise SystemExit("--against-onednn needs the native kernels: switched off, or not built for this CPU")
     if args.against_vector and not native.amx():
         raise SystemExit("--against-vector needs AMX tiles: switched off, or not on this CPU")

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         layers, head = step_bytes(steppers[name].model)
         ratios = [s * statistics.median(bandwidth) / (layers + head) for s in step_s[name]]
         arms[name] = {
+            "kernels": native.kernels_name(steppers[name].model.dtype),  # int4: its head's and prefill's
             "layer_bytes": layers,
             "head_bytes": head,
             "floor_ms": round((layers + head) / statistics.median(bandwidth) * 1000, 2),
@@ -141,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "model": str(model_dir),
         "threads": threads,
-        "kernels": native.kernels_name(torch.bfloat16),  # bfloat16 and int4 arms; fp32 is oneDNN's
         "context": args.context,
         "steps_per_round": args.steps,
         "rounds": args.rounds,

@@ -70,6 +70,14 @@ struct BFloat16 {  // the element type: how K is loaded, dotted and stored
   }
 };
 
+struct Float32 {  // fp32 weights (a float32 model's): 16 inputs per vector, one FMA per pair
+  using Scalar = float;
+  static constexpr int64_t kStep = 16;
+  static inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline __m512 dot(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
+  static inline void store(float* out, __m512 v, __mmask16 live) { _mm512_mask_storeu_ps(out, live, v); }
+};
+
 // acc = dot(acc, w[i], x[i]) along K for each (weight row, input row) pair of a tile.
 template <typename F, int RN, int RM>
 inline void tile(const typename F::Scalar* const (&w)[RN], const typename F::Scalar* const (&x)[RM], int64_t k,
@@ -643,7 +651,8 @@ int64_t row_argmax(const c10::BFloat16* x, int64_t n) {
 }
 
 at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
+  if (x.scalar_type() == at::kFloat) return product<Float32>(x, weight);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 or fp32");
   return product<BFloat16>(x, weight);
 }
 
@@ -670,7 +679,7 @@ bool skinny_amx() {
 
 bool skinny_supports(at::ScalarType dtype) {
 #if defined(__AVX512BF16__)
-  return dtype == at::kBFloat16;
+  return dtype == at::kBFloat16 || dtype == at::kFloat;
 #else
   return false;
 #endif

@@ -28,7 +28,6 @@ namespace {
 
 #if defined(__AVX2__) && defined(__FMA__)
 constexpr int64_t kBlock = 8;  // weight rows (or keys) per block: one reduction tree, one 8-lane store
-constexpr int64_t kStep = 16;  // inputs per step along K: one 256-bit load of bf16
 
 using Bf16 = c10::BFloat16;
 
@@ -76,30 +75,51 @@ inline float lanes_total(__m256 v) {  // one vector's lane sum, by lane_sums' tr
   return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
 }
 
+// How a product reads one element type: ``kStep`` inputs of a row per step along K, loaded once as ``Part``
+// (bf16: even and odd elements, two FMAs into the same lanes; fp32: one vector, one FMA), and an 8-lane
+// result stored to 8 outputs.
+struct Bf16Elements {
+  using Scalar = Bf16;
+  static constexpr int64_t kStep = 16;  // one 256-bit load of bf16
+  struct Part {
+    __m256 even, odd;
+  };
+  static inline Part load(const Bf16* p) {
+    const __m256i pairs = load16(p);
+    return {evens(pairs), odds(pairs)};
+  }
+  static inline __m256 madd(__m256 acc, Part w, Part x) {
+    return _mm256_fmadd_ps(w.odd, x.odd, _mm256_fmadd_ps(w.even, x.even, acc));
+  }
+  static inline void store(Bf16* out, __m256 v) { store8(out, v); }
+};
+
+struct Float32Elements {  // fp32 weights (a float32 model's)
+  using Scalar = float;
+  static constexpr int64_t kStep = 8;  // one 256-bit load of fp32
+  using Part = __m256;
+  static inline Part load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline __m256 madd(__m256 acc, Part w, Part x) { return _mm256_fmadd_ps(w, x, acc); }
+  static inline void store(float* out, __m256 v) { _mm256_storeu_ps(out, v); }
+};
+
 // acc[b RN + a] = the dot product of weight row w[a] with input row x[b] along K, in 8 lanes.
-template <int RN, int RM>
-inline void tile(const Bf16* const (&w)[RN], const Bf16* const (&x)[RM], int64_t k, __m256 (&acc)[kBlock]) {
+template <typename E, int RN, int RM>
+inline void tile(const typename E::Scalar* const (&w)[RN], const typename E::Scalar* const (&x)[RM], int64_t k,
+                 __m256 (&acc)[kBlock]) {
   for (int a = 0; a < kBlock; ++a) acc[a] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += kStep) {
-    __m256 xe[RM], xo[RM];
+  for (int64_t i = 0; i < k; i += E::kStep) {
+    typename E::Part xs[RM];
 #pragma GCC unroll 8
-    for (int b = 0; b < RM; ++b) {
-      const __m256i pairs = load16(x[b] + i);
-      xe[b] = evens(pairs);
-      xo[b] = odds(pairs);
-    }
+    for (int b = 0; b < RM; ++b) xs[b] = E::load(x[b] + i);
 #pragma GCC unroll 8
     for (int a = 0; a < RN; ++a) {
       // the same row of the next block, into L2, as skinny.cpp does: one-row products of SmolLM2's weights
       // ran 18 % slower here without it (Zen 3); into L1, or farther ahead, no faster
       _mm_prefetch(reinterpret_cast<const char*>(w[a] + kBlock * k + i), _MM_HINT_T1);
-      const __m256i pairs = load16(w[a] + i);
-      const __m256 we = evens(pairs), wo = odds(pairs);
+      const typename E::Part ws = E::load(w[a] + i);
 #pragma GCC unroll 8
-      for (int b = 0; b < RM; ++b) {
-        acc[b * RN + a] = _mm256_fmadd_ps(we, xe[b], acc[b * RN + a]);
-        acc[b * RN + a] = _mm256_fmadd_ps(wo, xo[b], acc[b * RN + a]);
-      }
+      for (int b = 0; b < RM; ++b) acc[b * RN + a] = E::madd(acc[b * RN + a], ws, xs[b]);
     }
   }
 }
@@ -107,49 +127,63 @@ inline void tile(const Bf16* const (&w)[RN], const Bf16* const (&x)[RM], int64_t
 // Outputs [rows, n0 .. n0 + width) of x @ w.T: input rows two at a time against four weight rows at a
 // time, then the rest one at a time against all eight. Each output accumulates in the same order and
 // reduces through the same tree either way, so it does not depend on ``rows``.
-void bf16_block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
+template <typename E>
+void block(const typename E::Scalar* wb, const typename E::Scalar* x, typename E::Scalar* out, int64_t rows,
+           int64_t k, int64_t n, int64_t n0) {
+  using S = typename E::Scalar;
   const int64_t width = std::min<int64_t>(kBlock, n - n0);
   __m256 acc[kBlock];
-  alignas(32) Bf16 sums[kBlock];
+  alignas(32) S sums[kBlock];
   int64_t m = 0;
   if (width == kBlock) {
     for (; m + 2 <= rows; m += 2) {
-      const Bf16* const xs[2] = {x + m * k, x + (m + 1) * k};
+      const S* const xs[2] = {x + m * k, x + (m + 1) * k};
       for (int64_t a = 0; a < kBlock; a += 4) {
-        const Bf16* const ws[4] = {wb + a * k, wb + (a + 1) * k, wb + (a + 2) * k, wb + (a + 3) * k};
-        tile<4, 2>(ws, xs, k, acc);
-        store8(sums, lane_sums(acc));
+        const S* const ws[4] = {wb + a * k, wb + (a + 1) * k, wb + (a + 2) * k, wb + (a + 3) * k};
+        tile<E, 4, 2>(ws, xs, k, acc);
+        E::store(sums, lane_sums(acc));
         for (int b = 0; b < 2; ++b)
           for (int j = 0; j < 4; ++j) out[(m + b) * n + n0 + a + j] = sums[b * 4 + j];
       }
     }
   }
-  const Bf16* ws[kBlock];
+  const S* ws[kBlock];
   for (int a = 0; a < kBlock; ++a) ws[a] = wb + std::min<int64_t>(a, width - 1) * k;
   for (; m < rows; ++m) {
-    const Bf16* const xs[1] = {x + m * k};
-    tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(ws), xs, k, acc);
-    store8(sums, lane_sums(acc));
+    const S* const xs[1] = {x + m * k};
+    tile<E, kBlock, 1>(reinterpret_cast<const S* const (&)[kBlock]>(ws), xs, k, acc);
+    E::store(sums, lane_sums(acc));
     std::copy(sums, sums + width, out + m * n + n0);
   }
 }
 
-at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
+void bf16_block(const Bf16* wb, const Bf16* x, Bf16* out, int64_t rows, int64_t k, int64_t n, int64_t n0) {
+  block<Bf16Elements>(wb, x, out, rows, k, n, n0);
+}
+
+template <typename E>
+at::Tensor product_of(const at::Tensor& x, const at::Tensor& weight) {
+  using S = typename E::Scalar;
   const int64_t k = x.size(-1);
   const int64_t n = weight.size(0);
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 only");
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == k && k % kStep == 0, "skinny: K must match and divide");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == k && k % E::kStep == 0, "skinny: K must match and divide");
   TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == x.scalar_type(), "skinny: contiguous, same dtype");
   const at::Tensor flat = x.reshape({-1, k}).contiguous();
   const int64_t rows = flat.size(0);
   at::Tensor out = at::empty({rows, n}, flat.options());
-  const auto* w = weight.data_ptr<Bf16>();
-  const auto* xp = flat.data_ptr<Bf16>();
-  auto* o = out.data_ptr<Bf16>();
+  const auto* w = weight.data_ptr<S>();
+  const auto* xp = flat.data_ptr<S>();
+  auto* o = out.data_ptr<S>();
   at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) bf16_block(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
+    for (int64_t b = begin; b < end; ++b) block<E>(w + b * kBlock * k, xp, o, rows, k, n, b * kBlock);
   });
   return out.view(output_shape(x, n));
+}
+
+at::Tensor product(const at::Tensor& x, const at::Tensor& weight) {
+  if (x.scalar_type() == at::kFloat) return product_of<Float32Elements>(x, weight);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "skinny: bf16 or fp32");
+  return product_of<Bf16Elements>(x, weight);
 }
 
 // 4-bit weights in Q4_1's layout, as layer.h's ``q4_linear`` takes them: per group of 32 inputs an fp16
@@ -225,7 +259,7 @@ void scores(const Bf16* const* q, int64_t rows, const Bf16* kh, int64_t span, in
       const Bf16* keys[kBlock];
       for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
       const Bf16* const xs[1] = {q[n]};
-      tile<kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(keys), xs, d, acc);
+      tile<Bf16Elements, kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(keys), xs, d, acc);
       _mm256_storeu_ps(w + n * stride + j0, lane_sums(acc));
     }
   }
@@ -438,7 +472,7 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& weight, int64_t n, boo
 
 bool skinny_supports(at::ScalarType dtype) {
 #if defined(__AVX2__) && defined(__FMA__)
-  return dtype == at::kBFloat16;
+  return dtype == at::kBFloat16 || dtype == at::kFloat;
 #else
   return false;
 #endif
