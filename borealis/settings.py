@@ -275,10 +275,10 @@ class Settings(BaseSettings):
     )
     native_kernels: bool = Field(
         default=True,
-        description="bfloat16 and int4: the lean engine's bf16 products and attention (and int4 prompts' "
-        "prefill) through its own C++ kernels (built once per machine with g++ on first use; needs "
-        "AVX-512 with BF16), which round every row alike however many share a step and stream one-row "
-        "steps faster; false, or no compiler: oneDNN and torch's attention.",
+        description="The lean engine's products (every dtype: float32's, bf16's, int4 prompts' prefill) "
+        "and its bf16 attention and norms through its own C++ kernels (built once per machine with g++ on "
+        "first use; needs AVX-512 BF16, or AVX2 + FMA), which round every row alike however many share a "
+        "step and stream one-row steps faster; false, or no compiler: oneDNN and torch's attention.",
     )
     native_amx: bool = Field(
         default=True,

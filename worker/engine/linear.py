@@ -23,11 +23,11 @@ product; for the down projection they differed among themselves too), so bf16 pr
 into calls of at most that many rows. That costs AMX's speed on long prefills (a 150-row prefill's
 projections 29 -> 53 ms there) and on verification steps past 32 rows.
 
-Where :mod:`worker.engine.native` has built its kernel (AVX-512 with BF16, a C++ compiler), bfloat16
-weights go there instead, as :class:`NativeWeight` (or :class:`AmxWeight`, in AMX tiles where the CPU
-has them: up to 16 rows cost about what one does): each output row depends on its own input row
-alone, so none of the bf16 rounding rules below are needed for them, and one-row steps stream the
-weights faster than oneDNN does.
+Where :mod:`worker.engine.native` has built its kernels (AVX-512 BF16 or AVX2, a C++ compiler),
+bfloat16 and float32 weights go there instead, as :class:`NativeWeight` (bf16 ones in AMX tiles where
+the CPU has them, :class:`AmxWeight`: up to 16 rows cost about what one does): each output row
+depends on its own input row alone, so none of the rounding rules below are needed for them, and
+one-row steps stream the weights faster than oneDNN does (fp32: 1.7x).
 
 :class:`Int4Weight` serves 4-bit group-wise weights (the layout of the shipped GGUF's Q4_1 blocks)
 through torch's CPU int4 kernel: a quarter of bf16's bytes per decoding step. That kernel computes
@@ -70,7 +70,7 @@ class Int4Weight:
 
 @dataclass(frozen=True)
 class NativeWeight:
-    """A contiguous ``[out, in]`` weight for :func:`worker.engine.native.product`."""
+    """A contiguous ``[out, in]`` bf16 or fp32 weight for :func:`worker.engine.native.product`."""
 
     weight: torch.Tensor
 

@@ -6,7 +6,8 @@ For bfloat16 they compute ``x @ w.T`` (in AMX tiles where the CPU has them), att
 that every output row depends on its own input row alone (see the source): bf16 decoding and
 verification then round alike however many rows share a step and however long the span, which
 oneDNN's products and torch's attention do not, and a one-row bf16 step streams the weights faster
-than oneDNN's (measured in the README).
+than oneDNN's (measured in the README). For float32 they compute the products alone, by the same rule
+(oneDNN's packed fp32 products streamed a one-row step at about half the memory's speed).
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
 build fails, or the CPU has neither AVX-512 nor AVX2, the engine keeps oneDNN and logs why once.
