@@ -31,6 +31,7 @@ from worker.draft.model import Eagle3Draft, new_draft
 from worker.draft.remap import plan_remap
 from worker.draft.trainer import DraftTrainer, StepMetrics, TrainConfig
 from worker.draft.vocab import DraftVocab
+from worker.engine import native
 from worker.engine.llama import LlamaModel
 from worker.traces.consumer import TraceConsumer
 from worker.traces.features import FeatureReader, feature_reader
@@ -331,7 +332,10 @@ def build_trainer(settings: Settings, control: ControlPlane) -> OnlineTrainer:
     from borealis.tracebus import TraceBusConfig
 
     torch.set_num_threads(settings.resolved_trainer_threads)
-    target = LlamaModel.load(settings.resolved_model_path)
+    # oneDNN's blocked products: the trainer's target multiplies whole traces (64-600 rows), where they
+    # ran 6-34 % faster than the engine's row-wise kernel, which serving's few-row steps are for
+    with native.switched(False):
+        target = LlamaModel.load(settings.resolved_model_path)
     bus = TraceBusConfig.from_settings(settings)
     consumer = TraceConsumer(bus, consumer_name(settings))
     features = feature_reader(bus, 4 * target.spec.hidden_size) if bus.record_features else None
