@@ -1,8 +1,8 @@
 // The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512, AMX where the
 // CPU has it): x @ w.T for bf16 weights (fp32 ones too, a float32 model's, by the same rule) and for
 // 4-bit Q4_1 weights, RMS norm, silu(gate) * up, a layer's rotary, cache writes and attention in one
-// call, a whole decoder layer in one call, and a row's argmax. Every output row depends on its own input row alone, bit for bit, so decoding a token
-// and verifying it among many rows round alike.
+// call, a whole decoder layer in one call, and a row's argmax. Every output row depends on its own input
+// row alone, bit for bit, so decoding a token and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row, accumulated
 // along K in 16 fp32 lanes in the same order whatever the number of rows (16-row weight blocks, as

@@ -8,8 +8,9 @@
 // A product computes each output as one weight row's dot product with one input row: 16 inputs at a time
 // split into their even and odd elements (a shift and a mask of the bf16 pairs), both added into the same
 // 8 fp32 lanes (fp32 weights, a float32 model's: 8 inputs at a time, one FMA), in the same order whatever
-// the number of rows, then reduced across lanes by one fixed tree. Weight rows go 8 to a block, as 4 x 2 register tiles of weight and input rows or one input row
-// against all 8; a block streams from memory once per call and stays in cache for the other input rows.
+// the number of rows, then reduced across lanes by one fixed tree. Weight rows go 8 to a block, as 4 x 2
+// register tiles of weight and input rows or one input row against all 8; a block streams from memory
+// once per call and stays in cache for the other input rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
