@@ -46,20 +46,21 @@ def enable(on: bool, amx: bool = True) -> None:
     _enabled, _amx = on, amx
 
 
+def _takes(dtype: torch.dtype) -> bool:
+    """Whether the kernels are on, built here, and their products take ``dtype`` (bf16, fp32)."""
+    return _enabled and _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
+
+
 def serves(dtype: torch.dtype) -> bool:
     """Whether the kernels serve this dtype here (bfloat16 on AVX-512 BF16 or AVX2 CPUs), and are on."""
-    if not _enabled or dtype != torch.bfloat16:
-        return False
-    return _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
+    return dtype == torch.bfloat16 and _takes(dtype)
 
 
 def multiplies(dtype: torch.dtype, width: int) -> bool:
     """Whether :func:`product` takes weights of this dtype and input width here: bf16 where the kernels
     serve it, fp32 wherever they are built and on (a float32 model's projections, its attention and
     norms staying torch's): one-row fp32 products streamed 1.7x as fast as oneDNN's packed ones."""
-    if dtype != torch.float32:
-        return supports(dtype, width)
-    return _enabled and width % 32 == 0 and _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
+    return width % 32 == 0 and _takes(dtype)
 
 
 def serves_low_precision() -> bool:
