@@ -276,9 +276,10 @@ class Settings(BaseSettings):
     native_kernels: bool = Field(
         default=True,
         description="The lean engine's products (every dtype: float32's, bf16's, int4 prompts' prefill) "
-        "and its bf16 attention and norms through its own C++ kernels (built once per machine with g++ on "
-        "first use; needs AVX-512 BF16, or AVX2 + FMA), which round every row alike however many share a "
-        "step and stream one-row steps faster; false, or no compiler: oneDNN and torch's attention.",
+        "and its float32 and bf16 attention, norms and whole layers through its own C++ kernels (built "
+        "once per machine with g++ on first use; needs AVX-512 BF16, or AVX2 + FMA), which round every "
+        "row alike however many share a step and stream one-row steps faster; false, or no compiler: "
+        "oneDNN and torch's attention.",
     )
     native_amx: bool = Field(
         default=True,

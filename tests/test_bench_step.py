@@ -29,7 +29,7 @@ def test_a_step_is_compared_with_its_weight_bytes_over_the_bandwidth(
     layer_params = sum(t.numel() for name, t in state.items() if name.startswith("model.layers."))
     fp32 = result["dtypes"]["float32"]
     # the engine's kernels where built (a tiny model's widths qualify), else oneDNN
-    assert fp32["kernels"] == ("native" if native.multiplies(torch.float32, 32) else "onednn")
+    assert fp32["kernels"] == ("native" if native.supports(torch.float32, 32) else "onednn")
     head_params = state["model.embed_tokens.weight"].numel() + state["model.norm.weight"].numel()
     # every projection and norm once (oneDNN's packed layout may pad a little)
     assert 4 * layer_params <= fp32["layer_bytes"] <= 1.05 * 4 * layer_params

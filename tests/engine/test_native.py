@@ -32,6 +32,12 @@ def bf16(*shape: int, seed: int) -> torch.Tensor:
 
 amx = pytest.mark.skipif(not native.amx(), reason="no AMX tiles on this CPU (or not allowed here)")
 KERNELS = ["vector", pytest.param("amx", marks=amx)]
+# what serves a model: bf16 in vectors or AMX tiles, fp32 (a float32 model's) in vectors
+MODEL_KERNELS = [
+    ("vector", torch.bfloat16),
+    pytest.param("amx", torch.bfloat16, marks=amx),
+    ("vector", torch.float32),
+]
 
 
 def product(kernel: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -130,25 +136,24 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_onednn(
 KV, GROUPS, DIM, LENGTH, PAST = 2, 3, 64, 96, 40  # a layer's attention: 6 query heads over 2 KV heads
 
 
-def attend_inputs(count: int, seed: int, dim: int = DIM) -> tuple[torch.Tensor, ...]:
+def attend_inputs(
+    count: int, seed: int, dim: int = DIM, dtype: torch.dtype = torch.bfloat16
+) -> tuple[torch.Tensor, ...]:
     """qkv of ``count`` new tokens per sequence (2 sequences), their rotary tables, a cache holding
     ``PAST`` positions, and a mask letting token t see a random part of the history and itself."""
     generator = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(2, count, KV * GROUPS + 2 * KV, dim, generator=generator).to(torch.bfloat16)
+    qkv = torch.randn(2, count, KV * GROUPS + 2 * KV, dim, generator=generator).to(dtype)
     cos, sin = rotary_tables(dim, 10000.0, LENGTH)
     positions = PAST + torch.arange(count).expand(2, count)
-    cache_k, cache_v = (
-        torch.randn(2, KV, LENGTH, dim, generator=generator).to(torch.bfloat16) for _ in range(2)
-    )
+    cache_k, cache_v = (torch.randn(2, KV, LENGTH, dim, generator=generator).to(dtype) for _ in range(2))
     span = PAST + count
     allowed = torch.rand(2, count, span, generator=generator) > 0.3
     allowed[..., 0] = True
     allowed[..., PAST:] = torch.eye(count, dtype=torch.bool)  # itself among the new tokens
-    bf = torch.bfloat16
     return (
         qkv,
-        cos[positions].unsqueeze(2).to(bf),
-        sin[positions].unsqueeze(2).to(bf),
+        cos[positions].unsqueeze(2).to(dtype),
+        sin[positions].unsqueeze(2).to(dtype),
         cache_k,
         cache_v,
         allowed,
@@ -168,17 +173,18 @@ def run_attend(kernel: str, qkv, cos, sin, cache_k, cache_v, allowed, rows: slic
         cache_k,
         cache_v,
         flat_cache_index(write, KV, cache_k.shape[2]),
-        group_mask(mask, GROUPS, torch.bfloat16, native_kernels=True),
+        group_mask(mask, GROUPS, qkv.dtype, native_kernels=True),
         tiles=kernel == "amx",
     )
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
 @pytest.mark.parametrize("dim", [64, 96])  # heads of 96: a last value chunk of 32 dims
-def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_rounding(
-    kernel: str, dim: int
+def test_attend_is_rotary_cache_writes_and_softmax_attention_within_its_rounding(
+    kernel: str, dtype: torch.dtype, dim: int
 ) -> None:
-    qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8, dim=dim)
+    qkv, cos, sin, cache_k, cache_v, allowed = attend_inputs(5, seed=8, dim=dim, dtype=dtype)
+    rtol, atol = (2**-7, 2e-2) if dtype == torch.bfloat16 else (1e-5, 1e-5)
     old_k, old_v = cache_k.double(), cache_v.double()
     got = run_attend(kernel, qkv, cos, sin, cache_k, cache_v, allowed, slice(0, 5))
     x = qkv.double()
@@ -191,7 +197,7 @@ def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_roundin
         x[:, :, heads + KV :].transpose(1, 2),
     )
     assert torch.allclose(
-        cache_k[:, :, PAST : PAST + 5].double(), keys[:, :, PAST : PAST + 5], rtol=2**-7, atol=1e-6
+        cache_k[:, :, PAST : PAST + 5].double(), keys[:, :, PAST : PAST + 5], rtol=rtol, atol=1e-6
     )
     assert torch.equal(cache_v[:, :, PAST : PAST + 5].double(), values[:, :, PAST : PAST + 5])
     assert torch.equal(cache_k[:, :, :PAST].double(), old_k[:, :, :PAST])  # history untouched
@@ -200,13 +206,15 @@ def test_attend_is_rotary_cache_writes_and_softmax_attention_within_bf16_roundin
     bias = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, float("-inf")).unsqueeze(1)
     exact = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), *expanded, attn_mask=bias)
     exact = exact.transpose(1, 2).reshape(2, 5, heads * dim)
-    assert got.dtype == torch.bfloat16 and got.shape == exact.shape
-    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=2e-2)
+    assert got.dtype == dtype and got.shape == exact.shape
+    assert torch.allclose(got.double(), exact, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span(kernel: str) -> None:
-    inputs = attend_inputs(12, seed=9)
+@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
+def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span(
+    kernel: str, dtype: torch.dtype
+) -> None:
+    inputs = attend_inputs(12, seed=9, dtype=dtype)
     qkv, cos, sin, cache_k, cache_v, allowed = inputs
     together = run_attend(kernel, qkv, cos, sin, cache_k.clone(), cache_v.clone(), allowed, slice(0, 12))
     k_alone, v_alone = cache_k.clone(), cache_v.clone()
@@ -223,18 +231,18 @@ def test_a_token_attends_alike_alone_among_tokens_and_over_a_padded_span(kernel:
     assert torch.equal(run_attend(kernel, qkv, cos, sin, short_k, short_v, allowed, slice(0, 12)), together)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_a_row_attends_alike_wherever_its_keys_sit_among_masked_ones(kernel: str) -> None:
+@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
+def test_a_row_attends_alike_wherever_its_keys_sit_among_masked_ones(kernel: str, dtype: torch.dtype) -> None:
     """The same keys in the same order, packed at the start of the cache or scattered among masked rows
     of junk (each gap a different length, so keys change place within every 16- and 32-key chunk): a
     masked key must add exactly 0 to every sum, as a tree's nodes sit apart from their ancestors."""
     generator = torch.Generator().manual_seed(21)
-    qkv, cos, sin, _, _, _ = attend_inputs(1, seed=22)
-    keys, values = (torch.randn(2, KV, 30, DIM, generator=generator).to(torch.bfloat16) for _ in range(2))
+    qkv, cos, sin, _, _, _ = attend_inputs(1, seed=22, dtype=dtype)
+    keys, values = (torch.randn(2, KV, 30, DIM, generator=generator).to(dtype) for _ in range(2))
     outputs = []
     for where in (torch.arange(30), torch.randperm(PAST, generator=generator)[:30].sort().values):
         cache_k, cache_v = (
-            torch.randn(2, KV, LENGTH, DIM, generator=generator).mul(50).to(torch.bfloat16) for _ in range(2)
+            torch.randn(2, KV, LENGTH, DIM, generator=generator).mul(50).to(dtype) for _ in range(2)
         )
         cache_k[:, :, where], cache_v[:, :, where] = keys, values
         allowed = torch.zeros(2, 1, PAST + 1, dtype=torch.bool)
@@ -244,11 +252,12 @@ def test_a_row_attends_alike_wherever_its_keys_sit_among_masked_ones(kernel: str
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_argmax_is_torchs_first_maximum_or_first_nan_for_every_row() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_argmax_is_torchs_first_maximum_or_first_nan_for_every_row(dtype: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(14)
-    logits = torch.randn(9, 49152, generator=generator).to(torch.bfloat16)
-    ties = torch.randint(-3, 3, (40, 37), generator=generator).to(torch.bfloat16)  # many equal maxima
-    odd = torch.full((4, 40), float("-inf"), dtype=torch.bfloat16)  # all -inf; NaNs; a tail maximum
+    logits = torch.randn(9, 49152, generator=generator).to(dtype)
+    ties = torch.randint(-3, 3, (40, 37), generator=generator).to(dtype)  # many equal maxima
+    odd = torch.full((4, 40), float("-inf"), dtype=dtype)  # all -inf; NaNs; a tail maximum
     odd[1, 7] = odd[1, 9] = odd[2, 3] = float("nan")
     odd[2, 1] = odd[3, 39] = 5.0
     for rows in (logits, ties, odd, logits[0], logits[:0]):
@@ -256,22 +265,28 @@ def test_argmax_is_torchs_first_maximum_or_first_nan_for_every_row() -> None:
     assert native.argmax(odd).tolist() == [0, 7, 3, 39]
 
 
-def test_the_norm_is_a_float64_rms_norm_rounded_to_bf16_and_each_row_its_own() -> None:
-    x, weight = bf16(70, 576, seed=12) * 40, bf16(576, seed=13) * 20
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.bfloat16, 2**-7), (torch.float32, 1e-6)])
+def test_the_norm_is_a_float64_rms_norm_rounded_to_its_dtype_and_each_row_its_own(
+    dtype: torch.dtype, rtol: float
+) -> None:
+    x, weight = (bf16(70, 576, seed=12) * 40).to(dtype), (bf16(576, seed=13) * 20).to(dtype)
     exact = x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-5) * weight.double()
     got = native.rms_norm(x, weight, 1e-5)
-    assert got.dtype == torch.bfloat16 and got.shape == x.shape
-    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert torch.allclose(got.double(), exact, rtol=rtol, atol=1e-6)
     alone = torch.cat([native.rms_norm(x[i : i + 1], weight, 1e-5) for i in range(70)])
     assert torch.equal(alone, got)
     assert torch.equal(native.rms_norm(x.view(7, 10, 576), weight, 1e-5).view(70, 576), got)
-    zeros = native.rms_norm(torch.zeros(2, 576, dtype=torch.bfloat16), weight, 1e-5)
+    zeros = native.rms_norm(torch.zeros(2, 576, dtype=dtype), weight, 1e-5)
     assert torch.equal(zeros, torch.zeros_like(zeros))  # eps keeps an all-zero row finite
 
 
-def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_dir: Path) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_model_rounds_a_token_alike_in_any_step_at_any_context(
+    smollm2_dir: Path, dtype: torch.dtype
+) -> None:
     # torch's attention and oneDNN rounded 64-token steps and steps past a context of ~200 apart
-    model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+    model = LlamaModel.load(smollm2_dir, dtype=dtype)
     assert model.native_kernels and isinstance(model.layers[0].down, NativeWeight | AmxWeight)
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(100, 20000, (1, 260), generator=generator)
@@ -300,22 +315,27 @@ def test_a_bf16_model_rounds_a_token_alike_in_any_step_at_any_context(smollm2_di
     assert torch.equal(hidden([1] * 10 + [4] * 15, neighbour=60)[:, :70], one_by_one)
 
 
-def test_silu_mul_is_a_float64_silu_times_up_rounded_to_bf16_and_each_row_its_own() -> None:
-    gate_up = bf16(9, 2 * 1536, seed=15) * 80  # gates far into both tails of silu
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.bfloat16, 2**-7), (torch.float32, 1e-6)])
+def test_silu_mul_is_a_float64_silu_times_up_rounded_to_its_dtype_and_each_row_its_own(
+    dtype: torch.dtype, rtol: float
+) -> None:
+    gate_up = (bf16(9, 2 * 1536, seed=15) * 80).to(dtype)  # gates far into both tails of silu
     gate, up = gate_up.double().chunk(2, dim=-1)
     exact = torch.nn.functional.silu(gate) * up
     got = native.silu_mul(gate_up)
-    assert got.dtype == torch.bfloat16 and got.shape == (9, 1536)
-    assert torch.allclose(got.double(), exact, rtol=2**-7, atol=1e-6)
+    assert got.dtype == dtype and got.shape == (9, 1536)
+    assert torch.allclose(got.double(), exact, rtol=rtol, atol=1e-6)
     alone = torch.cat([native.silu_mul(gate_up[i : i + 1]) for i in range(9)])
     assert torch.equal(alone, got)
     assert torch.equal(native.silu_mul(gate_up.view(3, 3, -1)).view(9, -1), got)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(smollm2_dir: Path, kernel: str) -> None:
+@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
+def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(
+    smollm2_dir: Path, kernel: str, dtype: torch.dtype
+) -> None:
     with native.switched(True, amx=kernel == "amx"):
-        model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+        model = LlamaModel.load(smollm2_dir, dtype=dtype)
     layers = model.native_layers
     assert layers is not None and all(layer.tiles == (kernel == "amx") for layer in layers)
     generator = torch.Generator().manual_seed(16)
@@ -326,7 +346,7 @@ def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(smollm2_dir: Pa
         model.native_layers = layers if fused else None
         cache = model.new_cache(tokens.shape[0], 256)
         for t in (cache.k, cache.v):  # a history to attend to
-            t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(17)).to(torch.bfloat16))
+            t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(17)).to(dtype))
         hidden, features = model.forward(causal_step_input(tokens, lengths), cache, rows=rows)
         return [hidden, features, cache.k, cache.v]
 
@@ -344,15 +364,15 @@ def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(smollm2_dir: Pa
         assert all(torch.equal(a, b) for a, b in zip(fused, composed, strict=True)), (tokens.shape, rows)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
 def test_a_token_verified_behind_other_tree_nodes_rounds_as_decoded_alone(
-    smollm2_dir: Path, kernel: str
+    smollm2_dir: Path, kernel: str, dtype: torch.dtype
 ) -> None:
     # a tree's nodes sit at other cache positions than the same tokens decoded one at a time (here the
     # chain comes after other children of the root, then moves to its own positions, as a commit does);
     # attention that summed its weights in lanes of the key position rounded them apart (12 of 15 steps)
     with native.switched(True, amx=kernel == "amx"):
-        model = LlamaModel.load(smollm2_dir, dtype=torch.bfloat16)
+        model = LlamaModel.load(smollm2_dir, dtype=dtype)
     generator = torch.Generator().manual_seed(19)
     prompt, chain = (
         torch.randint(100, 20000, (1, 90), generator=generator),

@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or settings.threads
     torch.set_num_threads(threads)
     native.enable(settings.native_kernels, settings.native_amx)  # as a worker would
-    if args.against_onednn and not native.multiplies(SERVING_DTYPES[args.dtype][0], 32):
+    if args.against_onednn and not native.supports(SERVING_DTYPES[args.dtype][0], 32):
         raise SystemExit("--against-onednn needs the native kernels: switched off, or not built for this CPU")
     if args.against_vector and not native.amx():
         raise SystemExit("--against-vector needs AMX tiles: switched off, or not on this CPU")

@@ -172,7 +172,7 @@ def pack(weight: torch.Tensor) -> torch.Tensor | NativeWeight | AmxWeight:
     bfloat16 weights are packed too: on AVX512-BF16 CPUs a packed bf16 projection streams half the
     bytes and ran 2.3x (one row) to 3.7x (sixteen rows) faster than packed fp32 here.
     """
-    if weight.dim() == 2 and native.multiplies(weight.dtype, weight.shape[1]):
+    if weight.dim() == 2 and native.supports(weight.dtype, weight.shape[1]):
         if weight.dtype == torch.bfloat16 and native.amx():
             return AmxWeight(amx_tiles(weight), weight.shape[0])
         return NativeWeight(weight.contiguous())

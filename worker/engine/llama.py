@@ -322,8 +322,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     per sequence at contexts under about 200; a 64-token step, multi-token steps past that context
     and a batch neighbour with a far longer span still round apart, so bf16 greedy output can still
     drift there. fp32 is left as it was and stays the lossless default. Where the engine's own
-    kernels serve bf16 (:mod:`worker.engine.native`), attention runs there instead and none of this
-    applies: every row rounds alike.
+    kernels serve the model (:mod:`worker.engine.native`: bf16 and fp32), attention runs there instead
+    and none of this applies: every row rounds alike.
     """
     rows = q.shape[2]
     if q.dtype != torch.bfloat16 or rows >= BF16_MIN_QUERY_ROWS:

@@ -2,12 +2,12 @@
 on CPUs with AVX-512 BF16, ``kernels/skinny_avx2.cpp`` (the same operations in 8 fp32 lanes) on other
 AVX2 + FMA CPUs, where bf16 weights then halve what a decoding step streams against fp32.
 
-For bfloat16 they compute ``x @ w.T`` (in AMX tiles where the CPU has them), attention and RMS norm so
-that every output row depends on its own input row alone (see the source): bf16 decoding and
-verification then round alike however many rows share a step and however long the span, which
-oneDNN's products and torch's attention do not, and a one-row bf16 step streams the weights faster
-than oneDNN's (measured in the README). For float32 they compute the products alone, by the same rule
-(oneDNN's packed fp32 products streamed a one-row step at about half the memory's speed).
+For bfloat16 and float32 models they compute ``x @ w.T`` (bf16 in AMX tiles where the CPU has them),
+attention, RMS norm and a whole decoder layer so that every output row depends on its own input row
+alone (see the source): decoding and verification then round alike however many rows share a step and
+however long the span, which oneDNN's products and torch's attention do not, and a one-row step streams
+the weights faster than oneDNN's (measured in the README: its packed fp32 products streamed a one-row
+step at about half the memory's speed) without a Python round trip per operation.
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
 build fails, or the CPU has neither AVX-512 nor AVX2, the engine keeps oneDNN and logs why once.
@@ -46,21 +46,10 @@ def enable(on: bool, amx: bool = True) -> None:
     _enabled, _amx = on, amx
 
 
-def _takes(dtype: torch.dtype) -> bool:
-    """Whether the kernels are on, built here, and their products take ``dtype`` (bf16, fp32)."""
-    return _enabled and _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
-
-
 def serves(dtype: torch.dtype) -> bool:
-    """Whether the kernels serve this dtype here (bfloat16 on AVX-512 BF16 or AVX2 CPUs), and are on."""
-    return dtype == torch.bfloat16 and _takes(dtype)
-
-
-def multiplies(dtype: torch.dtype, width: int) -> bool:
-    """Whether :func:`product` takes weights of this dtype and input width here: bf16 where the kernels
-    serve it, fp32 wherever they are built and on (a float32 model's projections, its attention and
-    norms staying torch's): one-row fp32 products streamed 1.7x as fast as oneDNN's packed ones."""
-    return width % 32 == 0 and _takes(dtype)
+    """Whether the kernels serve models of this dtype here (bfloat16 and float32, on AVX-512 BF16 or AVX2
+    CPUs), and are on."""
+    return _enabled and _loaded() and bool(torch.ops.borealis_skinny.supports(dtype))
 
 
 def serves_low_precision() -> bool:
@@ -72,7 +61,8 @@ def serves_low_precision() -> bool:
 
 def supports(dtype: torch.dtype, width: int) -> bool:
     """Whether the kernels serve rows of this dtype and width here (a product's inputs, attention's
-    head dimension: multiples of 32, one bf16 vector)."""
+    head dimension: multiples of 32, one bf16 vector): one-row fp32 products streamed 1.7x as fast as
+    oneDNN's packed ones."""
     return width % 32 == 0 and serves(dtype)
 
 
@@ -96,7 +86,7 @@ def amx() -> bool:
 def kernels_name(dtype: torch.dtype) -> str:
     """What serves the products of a model of ``dtype`` loaded now: ``amx`` (bf16 only), ``native`` (the
     vector kernel) or ``onednn``."""
-    if not multiplies(dtype, 32):
+    if not supports(dtype, 32):
         return "onednn"
     return "amx" if dtype == torch.bfloat16 and amx() else "native"
 
@@ -107,7 +97,7 @@ def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:
 
 
 def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` for a contiguous ``[out, in]`` weight that :func:`multiplies` accepts."""
+    """``x @ weight.T`` for a contiguous ``[out, in]`` weight that :func:`supports` accepts."""
     return torch.ops.borealis_skinny.linear(x, weight)  # type: ignore[no-any-return]
 
 
@@ -126,22 +116,24 @@ def product_q4(
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMS norm of bf16 rows (width a multiple of 16) scaled by a bf16 ``weight``, in one call."""
+    """RMS norm of bf16 or fp32 rows (width a multiple of 16) scaled by a ``weight`` of their dtype, in one
+    call."""
     return torch.ops.borealis_skinny.rms_norm(x, weight, eps)  # type: ignore[no-any-return]
 
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:
-    """``logits.argmax(-1)`` (the first maximum; the first NaN if any), over bf16 rows in one vectorized
-    pass where the kernels serve bf16: torch's took 170 us per row of SmolLM2's 49k logits here, and a
-    greedy step takes one per sequence, a verification step one per tree node."""
-    if logits.dtype != torch.bfloat16 or not logits.numel() or not serves(torch.bfloat16):
+    """``logits.argmax(-1)`` (the first maximum; the first NaN if any), over bf16 or fp32 rows in one
+    vectorized pass where the kernels serve their dtype: torch's took 170 us per row of SmolLM2's 49k
+    logits here, and a greedy step takes one per sequence, a verification step one per tree node."""
+    if not logits.numel() or not serves(logits.dtype):
         return logits.argmax(dim=-1)
     rows = logits.reshape(-1, logits.shape[-1])
     return torch.ops.borealis_skinny.argmax(rows).view(logits.shape[:-1])  # type: ignore[no-any-return]
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up`` of bf16 rows ``[.., 2 I]`` (gate, then up) in fp32, rounded to bf16 once."""
+    """``silu(gate) * up`` of bf16 or fp32 rows ``[.., 2 I]`` (gate, then up) in fp32, rounded to their
+    dtype once."""
     return torch.ops.borealis_skinny.silu_mul(gate_up)  # type: ignore[no-any-return]
 
 
@@ -180,12 +172,13 @@ def attend(
     mask: torch.Tensor,
     tiles: bool = False,
 ) -> torch.Tensor:
-    """A layer's attention after its projection, in one call: rotary on bf16 ``qkv [B, T, H + 2 KV, D]``
+    """A layer's attention after its projection, in one call: rotary on ``qkv [B, T, H + 2 KV, D]``
     (``cos``, ``sin`` ``[B, T, 1, D]``), the new keys and values written to the rows ``flat_index``
     gives of ``cache_k``, ``cache_v [B, KV, L, D]`` viewed as ``[B KV L, D]`` (``[B, KV, T]`` order),
     then softmax attention of each query row on its own over the keys its additive ``mask [B, 1, G T, S]``
-    allows (row ``g T + t``). Returns ``[B, T, H D]``, head ``kv G + g``. With ``tiles`` (where
-    :func:`amx` holds) the scores are computed in AMX tiles; a model decides once, as its products do."""
+    allows (row ``g T + t``). Returns ``[B, T, H D]``, head ``kv G + g``. All bf16 or all fp32 (the mask
+    fp32). With ``tiles`` (bf16, where :func:`amx` holds) the scores are computed in AMX tiles; a model
+    decides once, as its products do."""
     return torch.ops.borealis_skinny.attend(qkv, cos, sin, cache_k, cache_v, flat_index, mask, tiles)  # type: ignore[no-any-return]
 
 

@@ -1,42 +1,67 @@
 // What skinny.cpp and skinny_avx2.cpp share at their end, written once over the functions each defines
 // before including it for its own CPU (silu_mul_row, norm_row, row_argmax, kBlock, kGroup,
-// dequantize_block, bf16_block, project, attend): the row-wise operations, 4-bit products, each row's
-// argmax, a whole decoder layer in one call, and their registration.
+// dequantize_block, bf16_block, project, attend_of): the row-wise operations, attention's dtype dispatch,
+// 4-bit products, each row's argmax, a whole decoder layer in one call, and their registration.
 #pragma once
 
-// silu(gate) * up of bf16 rows [.., 2 I] holding gate then up, in fp32, rounded to bf16 once: one call
-// where torch took four (chunk, silu, mul, and the copy the next product made of the strided halves).
-at::Tensor silu_mul(const at::Tensor& gate_up) {
+// silu(gate) * up of rows [.., 2 I] holding gate then up, in fp32, rounded to the rows' dtype once (bf16 or
+// fp32, a float32 model's): one call where torch took four (chunk, silu, mul, and the copy the next product
+// made of the strided halves).
+template <typename T>
+at::Tensor silu_mul_of(const at::Tensor& gate_up) {
   const int64_t width = gate_up.size(-1) / 2;
-  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.size(-1) == 2 * width && width % 16 == 0,
-              "silu_mul: bf16 rows of gate then up, each a multiple of 16 wide");
+  TORCH_CHECK(gate_up.size(-1) == 2 * width && width % 16 == 0, "silu_mul: rows of gate then up, each a multiple of 16 wide");
   const at::Tensor flat = gate_up.reshape({-1, 2 * width}).contiguous();
   const int64_t rows = flat.size(0);
   at::Tensor out = at::empty({rows, width}, flat.options());
-  const auto* xp = flat.data_ptr<c10::BFloat16>();
-  auto* op = out.data_ptr<c10::BFloat16>();
+  const auto* xp = flat.data_ptr<T>();
+  auto* op = out.data_ptr<T>();
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) silu_mul_row(xp + r * 2 * width, width, op + r * width);
   });
   return out.view(output_shape(gate_up, width));
 }
 
-// RMS norm of bf16 rows scaled by a bf16 ``weight`` (norm_row), each row's result from that row alone: one
-// call instead of torch's half dozen ops per norm.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  if (gate_up.scalar_type() == at::kFloat) return silu_mul_of<float>(gate_up);
+  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16, "silu_mul: bf16 or fp32 rows");
+  return silu_mul_of<c10::BFloat16>(gate_up);
+}
+
+// RMS norm of rows scaled by a ``weight`` of their dtype (bf16 or fp32; norm_row), each row's result from
+// that row alone: one call instead of torch's half dozen ops per norm.
+template <typename T>
+at::Tensor rms_norm_of(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const int64_t d = x.size(-1);
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && d % 16 == 0 &&
-                  weight.numel() == d && weight.is_contiguous(), "rms_norm: bf16 rows, width a multiple of 16");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && d % 16 == 0 && weight.numel() == d && weight.is_contiguous(),
+              "rms_norm: a weight of the rows' dtype, width a multiple of 16");
   const at::Tensor flat = x.reshape({-1, d}).contiguous();
   const int64_t rows = flat.size(0);
   at::Tensor out = at::empty_like(flat);
-  const auto* xp = flat.data_ptr<c10::BFloat16>();
-  const auto* wp = weight.data_ptr<c10::BFloat16>();
-  auto* op = out.data_ptr<c10::BFloat16>();
+  const auto* xp = flat.data_ptr<T>();
+  const auto* wp = weight.data_ptr<T>();
+  auto* op = out.data_ptr<T>();
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) norm_row(xp + r * d, wp, d, eps, op + r * d);
   });
   return out.view(x.sizes());
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (x.scalar_type() == at::kFloat) return rms_norm_of<float>(x, weight, eps);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "rms_norm: bf16 or fp32 rows");
+  return rms_norm_of<c10::BFloat16>(x, weight, eps);
+}
+
+// A decoder layer's attention after its projection (the source's ``attend_of``) for bf16 or fp32 rows.
+at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
+  skinny::check_attend(qkv, cos, cache_k, cache_v, flat_index, mask);
+  if (qkv.scalar_type() == at::kFloat) {
+    TORCH_CHECK(!amx, "attend: AMX tiles take bf16 only");
+    return attend_of<float>(qkv, cos, sin, cache_k, cache_v, flat_index, mask, false);
+  }
+  return attend_of<c10::BFloat16>(qkv, cos, sin, cache_k, cache_v, flat_index, mask, amx);
 }
 
 // ``x @ w.T`` for 4-bit weights in Q4_1's layout (see skinny.cpp's dequantize_block): each kBlock-row block
@@ -69,14 +94,14 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out.view(output_shape(x, n));
 }
 
-// Each row's argmax of bf16 rows [rows, n]: torch's took 170 us per 49k-entry row of logits here, a
+// Each row's argmax of bf16 or fp32 rows [rows, n]: torch's took 170 us per 49k-entry row of logits here, a
 // twentieth of a one-row step and more of a verification step's.
-at::Tensor argmax_rows(const at::Tensor& x) {
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.size(1) > 0, "argmax: bf16 rows [rows, n > 0]");
+template <typename T>
+at::Tensor argmax_of(const at::Tensor& x) {
   const at::Tensor flat = x.contiguous();
   const int64_t rows = flat.size(0), n = flat.size(1);
   at::Tensor out = at::empty({rows}, flat.options().dtype(at::kLong));
-  const auto* xp = flat.data_ptr<c10::BFloat16>();
+  const auto* xp = flat.data_ptr<T>();
   auto* op = out.data_ptr<int64_t>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) op[r] = row_argmax(xp + r * n, n);
@@ -84,7 +109,14 @@ at::Tensor argmax_rows(const at::Tensor& x) {
   return out;
 }
 
-// A decoder layer of a model whose bf16 products these kernels serve, in one call: the composition
+at::Tensor argmax_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0, "argmax: rows [rows, n > 0]");
+  if (x.scalar_type() == at::kFloat) return argmax_of<float>(x);
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "argmax: bf16 or fp32 rows");
+  return argmax_of<c10::BFloat16>(x);
+}
+
+// A decoder layer of a model whose products these kernels serve (bf16 or fp32), in one call: the composition
 // in worker/engine/llama.py (norm, q/k/v, attention, out + residual, norm, gate/up, silu(gate) * up,
 // down + residual) op for op, the residual adds torch's own, so the result is the same bits, without a
 // Python round trip per op (about 1.7 ms of a SmolLM2 step went to the interpreter and dispatch).

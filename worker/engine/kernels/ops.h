@@ -19,14 +19,17 @@ inline std::vector<int64_t> output_shape(const at::Tensor& x, int64_t n) {
   return shape;
 }
 
-// The shapes and dtypes every build's ``attend`` takes (see skinny.cpp's): bf16 qkv [B, T, H + 2 KV, D],
-// rotary tables and cache, an fp32 mask [B, 1, G T, S] over a span the cache holds.
+// The shapes and dtypes every build's ``attend`` takes (see skinny.cpp's): qkv [B, T, H + 2 KV, D], rotary
+// tables and cache all bf16 or all fp32 (a float32 model's), an fp32 mask [B, 1, G T, S] over a span the
+// cache holds.
 inline void check_attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& cache_k,
                          const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask) {
   const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
   const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
-  TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && cache_k.scalar_type() == at::kBFloat16 &&
-                  cos.scalar_type() == at::kBFloat16 && mask.scalar_type() == at::kFloat, "attend: bf16, fp32 mask");
+  const at::ScalarType dtype = qkv.scalar_type();
+  TORCH_CHECK((dtype == at::kBFloat16 || dtype == at::kFloat) && cache_k.scalar_type() == dtype &&
+                  cache_v.scalar_type() == dtype && cos.scalar_type() == dtype && mask.scalar_type() == at::kFloat,
+              "attend: bf16 or fp32 throughout, an fp32 mask");
   TORCH_CHECK(d % 32 == 0 && heads % kv == 0 && cache_k.is_contiguous() && cache_v.is_contiguous() &&
                   flat_index.numel() == batch * kv * count && mask.size(-2) == groups * count &&
                   span <= cache_k.size(2), "attend: shapes");
@@ -35,8 +38,8 @@ inline void check_attend(const at::Tensor& qkv, const at::Tensor& cos, const at:
 // What every build's ``attend`` does before attending: rotary on the step's queries and keys (``rotate``
 // one head vector, as the build computes it: ``rotate(x, cos, sin, d, out)``), and the new keys and values
 // written to the cache rows ``flat_index`` gives ([B, KV, T] of the cache viewed as [B KV L, D]).
-// Returns the rotated queries [B, T, H, D].
-template <typename Rotate>
+// Returns the rotated queries [B, T, H, D]. ``T``: the element type (c10::BFloat16 or float).
+template <typename T, typename Rotate>
 at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                              const at::Tensor& cache_k, const at::Tensor& cache_v, const at::Tensor& flat_index,
                              Rotate rotate) {
@@ -45,19 +48,19 @@ at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const
   const at::Tensor x = qkv.contiguous(), c = cos.contiguous(), sn = sin.contiguous();
   const at::Tensor index = flat_index.to(at::kLong).contiguous();
   at::Tensor q = at::empty({batch, count, heads, d}, qkv.options());
-  const auto* xp = x.data_ptr<c10::BFloat16>();
-  const auto* cp = c.data_ptr<c10::BFloat16>();
-  const auto* sp = sn.data_ptr<c10::BFloat16>();
+  const auto* xp = x.data_ptr<T>();
+  const auto* cp = c.data_ptr<T>();
+  const auto* sp = sn.data_ptr<T>();
   const auto* ip = index.data_ptr<int64_t>();
-  auto* qp = q.data_ptr<c10::BFloat16>();
-  auto* kp = cache_k.data_ptr<c10::BFloat16>();
-  auto* vp = cache_v.data_ptr<c10::BFloat16>();
+  auto* qp = q.data_ptr<T>();
+  auto* kp = cache_k.data_ptr<T>();
+  auto* vp = cache_v.data_ptr<T>();
   const int64_t width = heads + 2 * kv;
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t t = 0; t < count; ++t) {
-      const c10::BFloat16* row = xp + (b * count + t) * width * d;
-      const c10::BFloat16* cr = cp + (b * count + t) * d;
-      const c10::BFloat16* sr = sp + (b * count + t) * d;
+      const T* row = xp + (b * count + t) * width * d;
+      const T* cr = cp + (b * count + t) * d;
+      const T* sr = sp + (b * count + t) * d;
       for (int64_t h = 0; h < heads; ++h) rotate(row + h * d, cr, sr, d, qp + ((b * count + t) * heads + h) * d);
       for (int64_t h = 0; h < kv; ++h) {
         const int64_t at = ip[(b * kv + h) * count + t];

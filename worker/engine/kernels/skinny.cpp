@@ -1,8 +1,8 @@
-// The engine's bf16 kernels for the skinny shapes of decoding and verification (AVX-512, AMX where the
-// CPU has it): x @ w.T for bf16 weights (fp32 ones too, a float32 model's, by the same rule) and for
-// 4-bit Q4_1 weights, RMS norm, silu(gate) * up, a layer's rotary, cache writes and attention in one
-// call, a whole decoder layer in one call, and a row's argmax. Every output row depends on its own input
-// row alone, bit for bit, so decoding a token and verifying it among many rows round alike.
+// The engine's kernels for the skinny shapes of decoding and verification (AVX-512, AMX where the CPU has
+// it), for bf16 models and float32 ones alike: x @ w.T for bf16 or fp32 weights and for 4-bit Q4_1
+// weights, RMS norm, silu(gate) * up, a layer's rotary, cache writes and attention in one call, a whole
+// decoder layer in one call, and a row's argmax. Every output row depends on its own input row alone, bit
+// for bit, so decoding a token and verifying it among many rows round alike.
 //
 // A product computes each output as one weight row's dot product with one input row, accumulated
 // along K in 16 fp32 lanes in the same order whatever the number of rows (16-row weight blocks, as
@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -308,20 +309,29 @@ at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n) 
 }
 #endif
 
-inline __m512 widen(const c10::BFloat16* p) {  // 16 bf16 -> 16 fp32
+// The row-wise operations and attention read 16 elements of their dtype as 16 fp32 lanes (``widen``) and
+// store 16 lanes as their dtype (``narrow``: rounded to bf16 once, or fp32 as they are).
+inline __m512 widen(const c10::BFloat16* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
+inline __m512 widen(const float* p) { return _mm512_loadu_ps(p); }
+inline void narrow(c10::BFloat16* out, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(v));
+}
+inline void narrow(float* out, __m512 v) { _mm512_storeu_ps(out, v); }
 
-// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
-inline void rotate(const c10::BFloat16* x, const c10::BFloat16* cos, const c10::BFloat16* sin, int64_t d,
-                   c10::BFloat16* out) {
+// How a product reads the element type T (c10::BFloat16 or float).
+template <typename T>
+using ElementsOf = std::conditional_t<std::is_same_v<T, float>, Float32, BFloat16>;
+
+// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, stored as T once.
+template <typename T>
+inline void rotate(const T* x, const T* cos, const T* sin, int64_t d, T* out) {
   const int64_t half = d / 2;
   for (int64_t i = 0; i < half; i += 16) {
     const __m512 a = widen(x + i), b = widen(x + half + i);
-    const __m512 first = _mm512_fmsub_ps(a, widen(cos + i), _mm512_mul_ps(b, widen(sin + i)));
-    const __m512 second = _mm512_fmadd_ps(b, widen(cos + half + i), _mm512_mul_ps(a, widen(sin + half + i)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(first));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + half + i), (__m256i)_mm512_cvtneps_pbh(second));
+    narrow(out + i, _mm512_fmsub_ps(a, widen(cos + i), _mm512_mul_ps(b, widen(sin + i))));
+    narrow(out + half + i, _mm512_fmadd_ps(b, widen(cos + half + i), _mm512_mul_ps(a, widen(sin + half + i))));
   }
 }
 
@@ -351,15 +361,15 @@ inline __m512 exp_lanes(__m512 x) {
 
 // Scores of ``rows`` query rows q[n] against keys [0, span) of one KV head kh ([span, d]) into w[n stride + j]:
 // for each row, 16 keys at a time, each key's dot product in 16 lanes along d, reduced by one fixed tree.
-void scores_vector(const c10::BFloat16* const* q, int64_t rows, const c10::BFloat16* kh, int64_t span, int64_t d,
-                   float* w, int64_t stride) {
+template <typename T>
+void scores_vector(const T* const* q, int64_t rows, const T* kh, int64_t span, int64_t d, float* w, int64_t stride) {
   __m512 acc[kBlock];
   for (int64_t n = 0; n < rows; ++n) {
     for (int64_t j0 = 0; j0 < span; j0 += kBlock) {
-      const c10::BFloat16* keys[kBlock];
+      const T* keys[kBlock];
       for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
-      const c10::BFloat16* const xs[1] = {q[n]};
-      tile<BFloat16, kBlock, 1>(reinterpret_cast<const c10::BFloat16* const (&)[kBlock]>(keys), xs, d, acc);
+      const T* const xs[1] = {q[n]};
+      tile<ElementsOf<T>, kBlock, 1>(reinterpret_cast<const T* const (&)[kBlock]>(keys), xs, d, acc);
       _mm512_storeu_ps(w + n * stride + j0, lane_sums(acc));
     }
   }
@@ -456,10 +466,31 @@ void weighted_values(const float* w, int64_t stride, const c10::BFloat16* vh, in
   }
 }
 
-// weighted_values over every dim for rows [n, n + QG), over the keys any of them weighs.
-template <int QG>
-void values_of_group(const float* w, int64_t stride, const c10::BFloat16* vh, int64_t d, const int64_t* first,
+// The same for fp32 values (a float32 model's cache): C vectors of 16 dims from dim0, each loaded as it is.
+template <int C, int QG>
+void weighted_values(const float* w, int64_t stride, const float* vh, int64_t d, int64_t dim0, int64_t begin,
+                     int64_t end, float* acc) {
+  __m512 sums[QG][C];
+  for (int n = 0; n < QG; ++n)
+    for (int c = 0; c < C; ++c) sums[n][c] = _mm512_setzero_ps();
+  for (int64_t j = begin; j < end; ++j) {
+    __m512 v[C];
+    for (int c = 0; c < C; ++c) v[c] = _mm512_loadu_ps(vh + j * d + dim0 + c * 16);
+    for (int n = 0; n < QG; ++n) {
+      const __m512 p = _mm512_set1_ps(w[n * stride + j]);
+      for (int c = 0; c < C; ++c) sums[n][c] = _mm512_fmadd_ps(p, v[c], sums[n][c]);
+    }
+  }
+  for (int n = 0; n < QG; ++n)
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc + n * d + dim0 + c * 16, sums[n][c]);
+}
+
+// weighted_values over every dim for rows [n, n + QG), over the keys any of them weighs: 64 dims a call
+// (two 32-dim bf16 chunks, four 16-dim fp32 vectors), then the last 32 if any.
+template <int QG, typename T>
+void values_of_group(const float* w, int64_t stride, const T* vh, int64_t d, const int64_t* first,
                      const int64_t* end, float* acc) {
+  constexpr int kPerVector = std::is_same_v<T, float> ? 16 : 32;  // dims one weighted_values vector covers
   int64_t begin = INT64_MAX, stop = 0;
   for (int m = 0; m < QG; ++m) {
     if (end[m] > first[m]) {
@@ -469,13 +500,14 @@ void values_of_group(const float* w, int64_t stride, const c10::BFloat16* vh, in
   }
   begin = std::min(begin, stop);
   int64_t dim0 = 0;
-  for (; dim0 + 64 <= d; dim0 += 64) weighted_values<2, QG>(w, stride, vh, d, dim0, begin, stop, acc);
-  if (dim0 < d) weighted_values<1, QG>(w, stride, vh, d, dim0, begin, stop, acc);
+  for (; dim0 + 64 <= d; dim0 += 64) weighted_values<64 / kPerVector, QG>(w, stride, vh, d, dim0, begin, stop, acc);
+  if (dim0 < d) weighted_values<32 / kPerVector, QG>(w, stride, vh, d, dim0, begin, stop, acc);
 }
 
 // weighted_values for ``rows`` rows, four at a time, then the rest together.
-void values_of_rows(const float* w, int64_t stride, int64_t rows, const c10::BFloat16* vh, int64_t d,
-                    const int64_t* first, const int64_t* end, float* acc) {
+template <typename T>
+void values_of_rows(const float* w, int64_t stride, int64_t rows, const T* vh, int64_t d, const int64_t* first,
+                    const int64_t* end, float* acc) {
   int64_t n = 0;
   for (; n + 4 <= rows; n += 4) values_of_group<4>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d);
   switch (rows - n) {
@@ -526,26 +558,27 @@ void scores_amx(const c10::BFloat16* const* q, int64_t rows, const c10::BFloat16
 // one query row at a time does. qkv [B, T, H + 2 KV, D]; cos, sin [B, T, 1, D]; cache_k, cache_v
 // [B, KV, L, D] contiguous; flat_index [B, KV, T] rows of the cache viewed as [B KV L, D]; mask
 // [B, 1, G T, S] additive, query row g T + t. Returns [B, T, H D], head h = kv G + g. Scores in AMX tiles
-// when ``amx`` (the process may use them), else in vectors.
-at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
-                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
+// when ``amx`` (the process may use them; bf16 only), else in vectors. T: every tensor's element type but
+// the mask's (checked by layer.h's ``attend``).
+template <typename T>
+at::Tensor attend_of(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                     const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
   const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
   const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
-  skinny::check_attend(qkv, cos, cache_k, cache_v, flat_index, mask);
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
   TORCH_CHECK(!amx || (amx_ready() && d <= 32 * kMaxChunks), "attend: tiles not allowed here, or heads too wide");
 #else
   TORCH_CHECK(!amx, "attend: built without AMX");
 #endif
-  const at::Tensor q = skinny::rotate_into_cache(qkv, cos, sin, cache_k, cache_v, flat_index,
-                                                 [](auto... args) { rotate(args...); });
+  const at::Tensor q = skinny::rotate_into_cache<T>(qkv, cos, sin, cache_k, cache_v, flat_index,
+                                                    [](auto... args) { rotate<T>(args...); });
   const at::Tensor m = mask.contiguous();
-  const auto* qp = q.data_ptr<c10::BFloat16>();
-  const auto* kp = cache_k.data_ptr<c10::BFloat16>();
-  const auto* vp = cache_v.data_ptr<c10::BFloat16>();
+  const auto* qp = q.data_ptr<T>();
+  const auto* kp = cache_k.data_ptr<T>();
+  const auto* vp = cache_v.data_ptr<T>();
   at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
   const auto* mp = m.data_ptr<float>();
-  auto* op = out.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<T>();
   const int64_t length = cache_k.size(2), per_head = groups * count, parts = (per_head + kRows - 1) / kRows;
   const int64_t stride = (span + kBlock - 1) / kBlock * kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -555,15 +588,19 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
     for (int64_t item = begin; item < end; ++item) {
       const int64_t part = item % parts, h = (item / parts) % kv, b = item / (parts * kv);
       const int64_t n0 = part * kRows, rows = std::min(kRows, per_head - n0);  // query row n = g T + t
-      const c10::BFloat16* queries[kRows];
+      const T* queries[kRows];
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r, g = n / count, t = n % count;
         queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
       }
       const int64_t cache = (b * kv + h) * length * d;
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-      if (amx) {
-        scores_amx(queries, rows, kp + cache, span, length, d, w.data(), stride, configured);
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        if (amx) {
+          scores_amx(queries, rows, kp + cache, span, length, d, w.data(), stride, configured);
+        } else {
+          scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+        }
       } else {
         scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
       }
@@ -580,11 +617,8 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r, g = n / count, t = n % count;
         const __m512 norm = _mm512_set1_ps(total[r] > 0.0f ? 1.0f / total[r] : 0.0f);
-        c10::BFloat16* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
-        for (int64_t i = 0; i < d; i += 16) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i),
-                              (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(acc.data() + r * d + i), norm)));
-        }
+        T* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
+        for (int64_t i = 0; i < d; i += 16) narrow(o + i, _mm512_mul_ps(_mm512_loadu_ps(acc.data() + r * d + i), norm));
       }
     }
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -594,19 +628,21 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   return out;
 }
 
-// One row of layer.h's silu_mul: gate [I] then up [I] in, silu(gate) * up in fp32 out, rounded once.
-inline void silu_mul_row(const c10::BFloat16* gate_up, int64_t width, c10::BFloat16* out) {
+// One row of layer.h's silu_mul: gate [I] then up [I] in, silu(gate) * up in fp32 out, stored as T once.
+template <typename T>
+inline void silu_mul_row(const T* gate_up, int64_t width, T* out) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < width; i += 16) {
     const __m512 gate = widen(gate_up + i), up = widen(gate_up + width + i);
     const __m512 silu = _mm512_div_ps(gate, _mm512_add_ps(one, exp_lanes(_mm512_sub_ps(_mm512_setzero_ps(), gate))));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(silu, up)));
+    narrow(out + i, _mm512_mul_ps(silu, up));
   }
 }
 
 // One row of layer.h's rms_norm: the mean square in fp32 (16 lanes in input order, one fixed reduction),
-// then x / sqrt(mean + eps) * w in fp32, rounded to bf16 once.
-inline void norm_row(const c10::BFloat16* xr, const c10::BFloat16* wp, int64_t d, double eps, c10::BFloat16* out) {
+// then x / sqrt(mean + eps) * w in fp32, stored as T once.
+template <typename T>
+inline void norm_row(const T* xr, const T* wp, int64_t d, double eps, T* out) {
   __m512 squares = _mm512_setzero_ps();
   for (int64_t c = 0; c < d; c += 16) {
     const __m512 v = widen(xr + c);
@@ -615,20 +651,23 @@ inline void norm_row(const c10::BFloat16* xr, const c10::BFloat16* wp, int64_t d
   const float mean = _mm512_reduce_add_ps(squares) / static_cast<float>(d);
   const __m512 inverse = _mm512_set1_ps(1.0f / std::sqrt(mean + static_cast<float>(eps)));
   for (int64_t c = 0; c < d; c += 16) {
-    const __m512 v = _mm512_mul_ps(_mm512_mul_ps(widen(xr + c), inverse), widen(wp + c));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)_mm512_cvtneps_pbh(v));
+    narrow(out + c, _mm512_mul_ps(_mm512_mul_ps(widen(xr + c), inverse), widen(wp + c)));
   }
 }
 
-// 16 bf16 -> 16 fp32 of which only ``live`` lanes are read; the others are -inf.
+// 16 elements -> 16 fp32 of which only ``live`` lanes are read; the others are -inf.
 inline __m512 widen_live(const c10::BFloat16* p, __mmask16 live) {
   const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, p)), 16));
   return _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), v);
 }
+inline __m512 widen_live(const float* p, __mmask16 live) {
+  return _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), _mm512_maskz_loadu_ps(live, p));
+}
 
-// One bf16 row's argmax as torch gives it: the first NaN if the row holds one, else the first index of
-// its largest value. Two passes, the second over the row still in cache.
-int64_t row_argmax(const c10::BFloat16* x, int64_t n) {
+// One row's argmax as torch gives it: the first NaN if the row holds one, else the first index of its
+// largest value. Two passes, the second over the row still in cache.
+template <typename T>
+int64_t row_argmax(const T* x, int64_t n) {
   __m512 top = _mm512_set1_ps(-INFINITY);
   bool nan = false;
   for (int64_t i = 0; i < n; i += 16) {
@@ -656,14 +695,14 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight) {
   return product<BFloat16>(x, weight);
 }
 
-// ``x @ w.T`` for a layer's weight: AMX tiles (``tiles``, n outputs) or a plain [n, K] weight.
+// ``x @ w.T`` for a layer's weight: AMX tiles (``tiles``, n outputs, bf16) or a plain [n, K] weight.
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight, int64_t n, bool tiles) {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
   if (tiles) return amx_linear(x, weight, n);
 #else
   TORCH_CHECK(!tiles, "layer: built without AMX");
 #endif
-  return product<BFloat16>(x, weight);
+  return skinny_linear(x, weight);
 }
 
 #include "layer.h"

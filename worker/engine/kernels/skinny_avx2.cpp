@@ -1,7 +1,8 @@
-// The engine's bf16 kernels for CPUs with AVX2 and FMA but without AVX-512 BF16 (AMD Zen 2 / 3, Intel
-// before Cooper Lake, AVX-512 ones without BF16 included): the same operations and guarantees as
-// skinny.cpp, in 8 fp32 lanes. Weights, activations and the cache stay bf16 (half the bytes a decoding
-// step streams in fp32); every product, sum and exponential is fp32, rounded to bf16 once per output.
+// The engine's kernels for CPUs with AVX2 and FMA but without AVX-512 BF16 (AMD Zen 2 / 3, Intel before
+// Cooper Lake, AVX-512 ones without BF16 included): the same operations and guarantees as skinny.cpp, in
+// 8 fp32 lanes. A bf16 model's weights, activations and cache stay bf16 (half the bytes a decoding step
+// streams in fp32), a float32 model's fp32; every product, sum and exponential is fp32, rounded to bf16
+// once per output where the model is bf16.
 // Every output row depends on its own input row alone, bit for bit, so decoding a token and verifying
 // it among many rows round alike.
 //
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -46,6 +48,7 @@ inline __m256 widen(const Bf16* p) {  // 8 bf16 -> 8 fp32 in order
   const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
 }
+inline __m256 widen(const float* p) { return _mm256_loadu_ps(p); }  // fp32 rows (a float32 model's) as they are
 
 // 8 fp32 -> 8 bf16, rounded to nearest even as torch rounds (a NaN stays a quiet NaN).
 inline __m128i narrow(__m256 v) {
@@ -60,6 +63,7 @@ inline __m128i narrow(__m256 v) {
 }
 
 inline void store8(Bf16* out, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(out), narrow(v)); }
+inline void store8(float* out, __m256 v) { _mm256_storeu_ps(out, v); }
 
 // Lane sums of 8 vectors as one vector, lane j the sum of a[j]'s lanes: ((0 + 1) + (2 + 3)) + ((4 + 5) +
 // (6 + 7)) for every j, whichever slot it is in.
@@ -214,8 +218,13 @@ void dequantize_block(const uint8_t* codes, const at::Half* scales, const at::Ha
   }
 }
 
-// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, rounded to bf16 once.
-inline void rotate(const Bf16* x, const Bf16* cos, const Bf16* sin, int64_t d, Bf16* out) {
+// How a product reads the element type T (Bf16 or float).
+template <typename T>
+using ElementsOf = std::conditional_t<std::is_same_v<T, float>, Float32Elements, Bf16Elements>;
+
+// Rotary embedding of one head vector (Hugging Face's halves layout) in fp32, stored as T once.
+template <typename T>
+inline void rotate(const T* x, const T* cos, const T* sin, int64_t d, T* out) {
   const int64_t half = d / 2;
   for (int64_t i = 0; i < half; i += 8) {
     const __m256 a = widen(x + i), b = widen(x + half + i);
@@ -253,14 +262,15 @@ constexpr int64_t kRows = 16;  // query rows per pass
 
 // Scores of ``rows`` query rows q[n] against keys [0, span) of one KV head kh ([span, d]) into w[n stride + j]:
 // for each row, 8 keys at a time, each key's dot product as a product's output is.
-void scores(const Bf16* const* q, int64_t rows, const Bf16* kh, int64_t span, int64_t d, float* w, int64_t stride) {
+template <typename T>
+void scores(const T* const* q, int64_t rows, const T* kh, int64_t span, int64_t d, float* w, int64_t stride) {
   __m256 acc[kBlock];
   for (int64_t n = 0; n < rows; ++n) {
     for (int64_t j0 = 0; j0 < span; j0 += kBlock) {
-      const Bf16* keys[kBlock];
+      const T* keys[kBlock];
       for (int64_t a = 0; a < kBlock; ++a) keys[a] = kh + std::min(j0 + a, span - 1) * d;
-      const Bf16* const xs[1] = {q[n]};
-      tile<Bf16Elements, kBlock, 1>(reinterpret_cast<const Bf16* const (&)[kBlock]>(keys), xs, d, acc);
+      const T* const xs[1] = {q[n]};
+      tile<ElementsOf<T>, kBlock, 1>(reinterpret_cast<const T* const (&)[kBlock]>(keys), xs, d, acc);
       _mm256_storeu_ps(w + n * stride + j0, lane_sums(acc));
     }
   }
@@ -307,8 +317,8 @@ void softmax_row(float* w, const float* mr, int64_t span, float scale, int64_t& 
 }
 
 // acc[n][dims] += w[n][j] v_j for keys j in [begin, end) and QG rows, 16 dims at a time, in key order.
-template <int QG>
-void weighted_values(const float* w, int64_t stride, const Bf16* vh, int64_t d, int64_t begin, int64_t end,
+template <int QG, typename T>
+void weighted_values(const float* w, int64_t stride, const T* vh, int64_t d, int64_t begin, int64_t end,
                      float* acc) {
   for (int64_t dim0 = 0; dim0 < d; dim0 += 16) {
     __m256 low[QG], high[QG];
@@ -329,8 +339,8 @@ void weighted_values(const float* w, int64_t stride, const Bf16* vh, int64_t d, 
 }
 
 // weighted_values for rows [n, n + QG), over the keys any of them weighs.
-template <int QG>
-void values_of_group(const float* w, int64_t stride, const Bf16* vh, int64_t d, const int64_t* first,
+template <int QG, typename T>
+void values_of_group(const float* w, int64_t stride, const T* vh, int64_t d, const int64_t* first,
                      const int64_t* end, float* acc) {
   int64_t begin = INT64_MAX, stop = 0;
   for (int m = 0; m < QG; ++m) {
@@ -343,7 +353,8 @@ void values_of_group(const float* w, int64_t stride, const Bf16* vh, int64_t d, 
 }
 
 // weighted_values for ``rows`` rows, four at a time, then the rest together.
-void values_of_rows(const float* w, int64_t stride, int64_t rows, const Bf16* vh, int64_t d, const int64_t* first,
+template <typename T>
+void values_of_rows(const float* w, int64_t stride, int64_t rows, const T* vh, int64_t d, const int64_t* first,
                     const int64_t* end, float* acc) {
   int64_t n = 0;
   for (; n + 4 <= rows; n += 4) values_of_group<4>(w + n * stride, stride, vh, d, first + n, end + n, acc + n * d);
@@ -355,23 +366,23 @@ void values_of_rows(const float* w, int64_t stride, int64_t rows, const Bf16* vh
   }
 }
 
-// A decoder layer's attention after its q/k/v projection, as skinny.cpp's ``attend`` (same arguments and
-// layout; ``amx`` must be false here).
-at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
-                  const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
+// A decoder layer's attention after its q/k/v projection, as skinny.cpp's ``attend_of`` (same arguments and
+// layout, T Bf16 or float; ``amx`` must be false here).
+template <typename T>
+at::Tensor attend_of(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                     const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask, bool amx) {
   const int64_t batch = qkv.size(0), count = qkv.size(1), d = qkv.size(3);
   const int64_t kv = cache_k.size(1), heads = qkv.size(2) - 2 * kv, groups = heads / kv, span = mask.size(-1);
-  skinny::check_attend(qkv, cos, cache_k, cache_v, flat_index, mask);
   TORCH_CHECK(!amx, "attend: built without AMX");
-  const at::Tensor q = skinny::rotate_into_cache(qkv, cos, sin, cache_k, cache_v, flat_index,
-                                                 [](auto... args) { rotate(args...); });
+  const at::Tensor q = skinny::rotate_into_cache<T>(qkv, cos, sin, cache_k, cache_v, flat_index,
+                                                    [](auto... args) { rotate<T>(args...); });
   const at::Tensor m = mask.contiguous();
-  const auto* qp = q.data_ptr<Bf16>();
-  const auto* kp = cache_k.data_ptr<Bf16>();
-  const auto* vp = cache_v.data_ptr<Bf16>();
+  const auto* qp = q.data_ptr<T>();
+  const auto* kp = cache_k.data_ptr<T>();
+  const auto* vp = cache_v.data_ptr<T>();
   at::Tensor out = at::empty({batch, count, heads * d}, qkv.options());
   const auto* mp = m.data_ptr<float>();
-  auto* op = out.data_ptr<Bf16>();
+  auto* op = out.data_ptr<T>();
   const int64_t length = cache_k.size(2), per_head = groups * count, parts = (per_head + kRows - 1) / kRows;
   const int64_t stride = (span + kBlock - 1) / kBlock * kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -380,7 +391,7 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
     for (int64_t item = begin; item < end; ++item) {
       const int64_t part = item % parts, h = (item / parts) % kv, b = item / (parts * kv);
       const int64_t n0 = part * kRows, rows = std::min(kRows, per_head - n0);  // query row n = g T + t
-      const Bf16* queries[kRows];
+      const T* queries[kRows];
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r, g = n / count, t = n % count;
         queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
@@ -397,7 +408,7 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r, g = n / count, t = n % count;
         const __m256 norm = _mm256_set1_ps(total[r] > 0.0f ? 1.0f / total[r] : 0.0f);
-        Bf16* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
+        T* o = op + (b * count + t) * heads * d + (h * groups + g) * d;
         for (int64_t i = 0; i < d; i += 8) store8(o + i, _mm256_mul_ps(_mm256_loadu_ps(acc.data() + r * d + i), norm));
       }
     }
@@ -405,8 +416,9 @@ at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor
   return out;
 }
 
-// One row of layer.h's silu_mul: gate [I] then up [I] in, silu(gate) * up in fp32 out, rounded once.
-inline void silu_mul_row(const Bf16* gate_up, int64_t width, Bf16* out) {
+// One row of layer.h's silu_mul: gate [I] then up [I] in, silu(gate) * up in fp32 out, stored as T once.
+template <typename T>
+inline void silu_mul_row(const T* gate_up, int64_t width, T* out) {
   const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t i = 0; i < width; i += 8) {
     const __m256 gate = widen(gate_up + i), up = widen(gate_up + width + i);
@@ -416,8 +428,9 @@ inline void silu_mul_row(const Bf16* gate_up, int64_t width, Bf16* out) {
 }
 
 // One row of layer.h's rms_norm: the mean square in fp32 (8 lanes in input order, one fixed reduction),
-// then x / sqrt(mean + eps) * w in fp32, rounded to bf16 once.
-inline void norm_row(const Bf16* xr, const Bf16* wp, int64_t d, double eps, Bf16* out) {
+// then x / sqrt(mean + eps) * w in fp32, stored as T once.
+template <typename T>
+inline void norm_row(const T* xr, const T* wp, int64_t d, double eps, T* out) {
   __m256 squares = _mm256_setzero_ps();
   for (int64_t c = 0; c < d; c += 8) {
     const __m256 v = widen(xr + c);
@@ -428,9 +441,10 @@ inline void norm_row(const Bf16* xr, const Bf16* wp, int64_t d, double eps, Bf16
   for (int64_t c = 0; c < d; c += 8) store8(out + c, _mm256_mul_ps(_mm256_mul_ps(widen(xr + c), inverse), widen(wp + c)));
 }
 
-// One bf16 row's argmax as torch gives it: the first NaN if the row holds one, else the first index of its
+// One row's argmax as torch gives it: the first NaN if the row holds one, else the first index of its
 // largest value. Two passes, the second over the row still in cache.
-int64_t row_argmax(const Bf16* x, int64_t n) {
+template <typename T>
+int64_t row_argmax(const T* x, int64_t n) {
   const int64_t whole = n / 8 * 8;
   __m256 top = _mm256_set1_ps(-INFINITY);
   __m256 nan = _mm256_setzero_ps();
