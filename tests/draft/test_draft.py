@@ -15,6 +15,7 @@ from worker.draft.model import DraftConfig, Eagle3Draft, new_draft
 from worker.draft.runner import DraftRunner
 from worker.draft.vocab import DraftVocab
 from worker.engine import native
+from worker.engine.linear import TILES_FORM, VECTOR_FORM
 from worker.engine.llama import LlamaSpec, StepInput, causal_step_input, rotary_tables
 from worker.engine.proposals import DraftBatch, catch_up_input, draft_paths
 
@@ -134,7 +135,8 @@ def test_a_bf16_draft_layer_in_one_kernel_call_is_the_same_bits_as_its_compositi
     with native.switched(True, amx=amx):
         runner = DraftRunner(new_draft(spec, vocab, seed=7), embed, max_positions=32)
     fused = runner.native_layer
-    assert fused is not None and fused.tiles == amx
+    assert fused is not None and fused.amx == amx
+    assert fused.form == (TILES_FORM if amx else VECTOR_FORM)
     tokens = torch.randint(0, spec.vocab_size, (2, 9), generator=generator)
     features = torch.randn(2, 9, 3 * spec.hidden_size, generator=generator).to(torch.bfloat16)
     tree = StepInput(

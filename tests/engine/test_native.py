@@ -10,7 +10,17 @@ import torch
 
 from tests.engine.test_int4 import q4_1_dequantized
 from worker.engine import native
-from worker.engine.linear import AmxWeight, NativeWeight, amx_tiles, linear, pack, quantize_int4
+from worker.engine.linear import (
+    INT4_FORM,
+    TILES_FORM,
+    VECTOR_FORM,
+    AmxWeight,
+    NativeWeight,
+    amx_tiles,
+    linear,
+    pack,
+    quantize_int4,
+)
 from worker.engine.llama import (
     LlamaModel,
     StepInput,
@@ -330,14 +340,16 @@ def test_silu_mul_is_a_float64_silu_times_up_rounded_to_its_dtype_and_each_row_i
     assert torch.equal(native.silu_mul(gate_up.view(3, 3, -1)).view(9, -1), got)
 
 
-@pytest.mark.parametrize(("kernel", "dtype"), MODEL_KERNELS)
+@pytest.mark.parametrize(("kernel", "dtype"), [*MODEL_KERNELS, ("int4", torch.bfloat16)])
 def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(
     smollm2_dir: Path, kernel: str, dtype: torch.dtype
 ) -> None:
-    with native.switched(True, amx=kernel == "amx"):
-        model = LlamaModel.load(smollm2_dir, dtype=dtype)
+    with native.switched(True, amx=kernel != "vector"):
+        model = LlamaModel.load(smollm2_dir, dtype=dtype, int4=kernel == "int4")
     layers = model.native_layers
-    assert layers is not None and all(layer.tiles == (kernel == "amx") for layer in layers)
+    form = {"vector": VECTOR_FORM, "amx": TILES_FORM, "int4": INT4_FORM}[kernel]
+    assert layers is not None and all(layer.form == form for layer in layers)
+    assert all(layer.amx == model.native_amx for layer in layers)
     generator = torch.Generator().manual_seed(16)
 
     def run(

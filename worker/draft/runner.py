@@ -62,10 +62,10 @@ class DraftRunner:
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
         self.native_kernels = native.serves_model(dtype, config.head_dim, config.hidden_size)
-        self.native_amx = self.native_kernels and native.amx()
+        self.native_amx = self.native_kernels and native.amx() and dtype == torch.bfloat16
         # the layer in one kernel call where the kernels serve it, as the target's layers run (measured:
         # no faster than the composition here, a pass being its weights' streaming; fewer operations)
-        self.native_layer = native_layer(self.layer) if self.native_kernels else None
+        self.native_layer = native_layer(self.layer, self.native_amx) if self.native_kernels else None
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.spec, 1, batch, max_len, self.dtype)

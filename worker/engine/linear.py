@@ -87,12 +87,18 @@ class AmxWeight:
 Weight = torch.Tensor | Int4Weight | NativeWeight | AmxWeight
 
 
-def native_operand(weight: Weight) -> tuple[torch.Tensor, int, bool] | None:
-    """A weight as the native kernels take it (tensor, output width, whether in AMX tiles), if they do."""
+# how the native layer holds a weight (``kVectorForm`` ... in worker/engine/kernels/layer.h)
+VECTOR_FORM, TILES_FORM, INT4_FORM = 0, 1, 2
+
+
+def native_operand(weight: Weight) -> tuple[tuple[torch.Tensor, ...], int, int] | None:
+    """A weight as the native layer takes it (its tensors, output width, form), if it does."""
     if isinstance(weight, AmxWeight):
-        return weight.tiles, weight.out_features, True
+        return (weight.tiles,), weight.out_features, TILES_FORM
     if isinstance(weight, NativeWeight):
-        return weight.weight, weight.weight.shape[0], False
+        return (weight.weight,), weight.weight.shape[0], VECTOR_FORM
+    if isinstance(weight, Int4Weight):
+        return (weight.packed, weight.scales_and_zeros), weight.out_features, INT4_FORM
     return None
 
 

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from worker.engine import native
-from worker.engine.linear import Weight, int4_supported, linear, native_operand, pack, quantize_int4
+from worker.engine.linear import (
+    Int4Weight,
+    Weight,
+    int4_supported,
+    linear,
+    native_operand,
+    pack,
+    quantize_int4,
+)
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # qwen2: a Llama with biased q/k/v projections
 
@@ -141,9 +149,10 @@ class LayerWeights:
 class NativeLayer:
     """A layer as :func:`worker.engine.native.decoder_layer` takes it."""
 
-    weights: tuple[torch.Tensor, ...]  # qkv, out, gate_up, down
+    weights: tuple[torch.Tensor, ...]  # qkv, out, gate_up, down (int4: codes and scales of each)
     outputs: tuple[int, ...]  # their output widths
-    tiles: bool  # in AMX tiles
+    form: int  # how they are held (:data:`worker.engine.linear.VECTOR_FORM` ...)
+    amx: bool  # attention's scores in AMX tiles
     norms: tuple[torch.Tensor, torch.Tensor]  # input, post-attention
 
     def __call__(
@@ -156,21 +165,22 @@ class NativeLayer:
     ) -> torch.Tensor:
         """The layer in one kernel call (the arguments as :func:`worker.engine.native.decoder_layer`'s)."""
         return native.decoder_layer(
-            x, self.norms, eps, self.weights, self.outputs, self.tiles, attention, rows, normed
+            x, self.norms, eps, self.weights, self.outputs, self.form, self.amx, attention, rows, normed
         )
 
 
-def native_layer(layer: LayerWeights) -> NativeLayer | None:
-    """The layer for the one-call native path, where the kernels serve all four of its projections the
-    same way and it has no q/k/v bias."""
+def native_layer(layer: LayerWeights, amx: bool) -> NativeLayer | None:
+    """The layer for the one-call native path, where the kernels take all four of its projections in the
+    same form and it has no q/k/v bias; ``amx``: its attention's scores in AMX tiles."""
     operands = [native_operand(w) for w in (layer.qkv, layer.out, layer.gate_up, layer.down)]
     present = [op for op in operands if op is not None]
     if layer.qkv_bias is not None or len(present) < 4 or len({op[2] for op in present}) != 1:
         return None
     return NativeLayer(
-        tuple(op[0] for op in present),
+        tuple(tensor for op in present for tensor in op[0]),
         tuple(op[1] for op in present),
         present[0][2],
+        amx,
         (layer.input_norm, layer.post_norm),
     )
 
@@ -406,10 +416,12 @@ class LlamaModel:
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
         # decided once, with the weights' packing: a model keeps the kernels it was loaded with
         self.native_kernels = native.serves_model(embed.dtype, spec.head_dim, spec.hidden_size)
-        self.native_amx = self.native_kernels and native.amx()
-        natives = [native_layer(layer) for layer in layers] if self.native_kernels else []
-        # each layer in one call of the kernels, where they serve every layer's projections (not int4's)
+        self.native_amx = self.native_kernels and native.amx() and embed.dtype == torch.bfloat16
+        natives = [native_layer(layer, self.native_amx) for layer in layers] if self.native_kernels else []
+        # each layer in one call of the kernels, where they take every layer's projections
         self.native_layers = [n for n in natives if n is not None] if natives and all(natives) else None
+        # int4 prompts: torch's int4 kernel adds about a one-row product per row, the Q4_1 one does not
+        self.prefill_composed = any(isinstance(layer.qkv, Int4Weight) for layer in layers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -519,7 +531,8 @@ class LlamaModel:
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
             cache_k, cache_v = cache.k[i, slots], cache.v[i, slots]
-            if self.native_layers is not None:  # the composition below, the same bits, in one call
+            if self.native_layers is not None and not (prefill and self.prefill_composed):
+                # the composition below, the same bits, in one call
                 attention = (cos, sin, cache_k, cache_v, flat_index, mask)
                 x = self.native_layers[i](x, spec.rms_norm_eps, attention, rows)
             else:

@@ -143,19 +143,21 @@ def decoder_layer(
     eps: float,
     weights: tuple[torch.Tensor, ...],
     outputs: tuple[int, ...],
-    tiles: bool,
+    form: int,
+    amx: bool,
     attention: tuple[torch.Tensor, ...],
     rows: torch.Tensor | None,
     normed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A whole decoder layer in one call, the same bits as its composition in
     :meth:`worker.engine.llama.LlamaModel.forward`: ``norms`` (input, post), ``weights`` (qkv, out,
-    gate_up, down as :func:`worker.engine.linear.native_operand` gives them) with their ``outputs``,
-    ``attention`` = (cos, sin, cache_k, cache_v, flat_index, mask) as :func:`attend` takes them.
-    ``normed``: the attention's input where it is not ``x``'s input norm (a draft layer's: see
-    :meth:`worker.draft.runner.DraftRunner.forward`); ``x`` is then the residual alone."""
+    gate_up, down as :func:`worker.engine.linear.native_operand` gives them, all in one ``form``) with
+    their ``outputs``, ``attention`` = (cos, sin, cache_k, cache_v, flat_index, mask) as :func:`attend`
+    takes them, its scores in AMX tiles with ``amx``. ``normed``: the attention's input where it is not
+    ``x``'s input norm (a draft layer's: see :meth:`worker.draft.runner.DraftRunner.forward`); ``x`` is
+    then the residual alone."""
     return torch.ops.borealis_skinny.decoder_layer(  # type: ignore[no-any-return]
-        x, *norms, eps, *weights, list(outputs), tiles, *attention, rows, normed
+        x, *norms, eps, list(weights), list(outputs), form, amx, *attention, rows, normed
     )
 
 

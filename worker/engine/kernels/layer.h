@@ -116,32 +116,49 @@ at::Tensor argmax_rows(const at::Tensor& x) {
   return argmax_of<c10::BFloat16>(x);
 }
 
-// A decoder layer of a model whose products these kernels serve (bf16 or fp32), in one call: the composition
-// in worker/engine/llama.py (norm, q/k/v, attention, out + residual, norm, gate/up, silu(gate) * up,
-// down + residual) op for op, the residual adds torch's own, so the result is the same bits, without a
-// Python round trip per op (about 1.7 ms of a SmolLM2 step went to the interpreter and dispatch).
-// ``rows`` as in LlamaModel.forward: x holds those rows of the [B, T] step; attention runs padded.
-// ``normed``: the attention's input where it is not the input norm of ``x`` (an EAGLE-3 draft layer reads
-// its normed token embedding beside its normed hidden state, ``x`` being the residual).
+// How a layer's four weights are held (``form``): plain [n, K] for the vector product, AMX tiles, or 4-bit
+// codes in torch's int4 layout with their scales and zeros (two tensors a weight, torch's int4 kernel,
+// which computes each output row from its own input row too).
+constexpr int64_t kVectorForm = 0, kTilesForm = 1, kInt4Form = 2;
+
+// ``x @ w.T`` for the layer's weight ``i`` of ``n`` outputs, in its form.
+at::Tensor layer_product(const at::Tensor& x, at::TensorList weights, int64_t i, int64_t n, int64_t form) {
+  if (form == kInt4Form) {
+    const at::Tensor flat = x.reshape({-1, x.size(-1)}).contiguous();
+    return at::_weight_int4pack_mm_for_cpu(flat, weights[2 * i], kGroup, weights[2 * i + 1]).view(output_shape(x, n));
+  }
+  return project(x, weights[i], n, form == kTilesForm);
+}
+
+// A decoder layer of a model whose products these kernels serve (bf16 or fp32, or int4 weights with bf16
+// activations), in one call: the composition in worker/engine/llama.py (norm, q/k/v, attention, out +
+// residual, norm, gate/up, silu(gate) * up, down + residual) op for op, the residual adds torch's own, so
+// the result is the same bits, without a Python round trip per op (about 1.7 ms of a SmolLM2 step went to
+// the interpreter and dispatch). ``weights``: qkv, out, gate_up, down in ``form`` (see kVectorForm);
+// ``amx``: attention's scores in AMX tiles. ``rows`` as in LlamaModel.forward: x holds those rows of the
+// [B, T] step; attention runs padded. ``normed``: the attention's input where it is not the input norm of
+// ``x`` (an EAGLE-3 draft layer reads its normed token embedding beside its normed hidden state, ``x``
+// being the residual).
 at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, const at::Tensor& post_norm, double eps,
-                         const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& gate_up,
-                         const at::Tensor& down, c10::IntArrayRef outputs, bool tiles, const at::Tensor& cos,
-                         const at::Tensor& sin, const at::Tensor& cache_k, const at::Tensor& cache_v,
-                         const at::Tensor& flat_index, const at::Tensor& mask,
+                         at::TensorList weights, c10::IntArrayRef outputs, int64_t form, bool amx,
+                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& cache_k,
+                         const at::Tensor& cache_v, const at::Tensor& flat_index, const at::Tensor& mask,
                          const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& normed) {
   TORCH_CHECK(outputs.size() == 4, "layer: the output widths of qkv, out, gate_up and down");
+  TORCH_CHECK(form >= kVectorForm && form <= kInt4Form && weights.size() == (form == kInt4Form ? 8u : 4u),
+              "layer: four weights (int4: codes and scales of each) in a known form");
   const int64_t batch = cos.size(0), count = cos.size(1), d = cos.size(3);
-  at::Tensor q = project(normed.has_value() ? *normed : rms_norm(x, input_norm, eps), qkv, outputs[0], tiles);
+  at::Tensor q = layer_product(normed.has_value() ? *normed : rms_norm(x, input_norm, eps), weights, 0, outputs[0], form);
   if (rows.has_value()) {  // padding rows get zeros: only their own row attends to them
     const at::Tensor packed = q.view({-1, outputs[0]});
     q = at::zeros({batch * count, outputs[0]}, q.options()).index_copy_(0, *rows, packed);
   }
   TORCH_CHECK(outputs[0] % d == 0 && outputs[0] / d > 2 * cache_k.size(1), "layer: q/k/v width");
-  at::Tensor attn = attend(q.view({batch, count, outputs[0] / d, d}), cos, sin, cache_k, cache_v, flat_index, mask,
-                           tiles);
+  at::Tensor attn = attend(q.view({batch, count, outputs[0] / d, d}), cos, sin, cache_k, cache_v, flat_index, mask, amx);
   if (rows.has_value()) attn = attn.view({batch * count, -1}).index_select(0, *rows).view({x.size(0), x.size(1), -1});
-  const at::Tensor h = x + project(attn, out, outputs[1], tiles);
-  return h + project(silu_mul(project(rms_norm(h, post_norm, eps), gate_up, outputs[2], tiles)), down, outputs[3], tiles);
+  const at::Tensor h = x + layer_product(attn, weights, 1, outputs[1], form);
+  const at::Tensor gate_up = layer_product(rms_norm(h, post_norm, eps), weights, 2, outputs[2], form);
+  return h + layer_product(silu_mul(gate_up), weights, 3, outputs[3], form);
 }
 
 // The CPU implementations every build registers, beside its own ``linear``.

@@ -82,9 +82,9 @@ inline void define_ops(torch::Library& m) {
   m.def("argmax(Tensor x) -> Tensor");
   m.def("silu_mul(Tensor gate_up) -> Tensor");
   m.def(
-      "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor qkv, Tensor out, "
-      "Tensor gate_up, Tensor down, int[] outputs, bool tiles, Tensor cos, Tensor sin, Tensor(a!) cache_k, "
-      "Tensor(b!) cache_v, Tensor flat_index, Tensor mask, Tensor? rows, Tensor? normed=None) -> Tensor");
+      "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor[] weights, int[] outputs, "
+      "int form, bool amx, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, "
+      "Tensor mask, Tensor? rows, Tensor? normed=None) -> Tensor");
   m.def("supports(ScalarType dtype) -> bool");
   m.def("amx() -> bool");
   m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
