@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -70,6 +71,20 @@ at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const
     }
   }
   return q;
+}
+
+// One past the last key that any of ``rows`` additive mask rows of ``span`` keys allows (-inf masks a
+// key). The keys past it weigh exactly 0 in every row, so attention scores no further: a prompt's early
+// rows see a short prefix of its span.
+inline int64_t mask_reach(const float* mask, int64_t rows, int64_t span) {
+  int64_t reach = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = mask + r * span;
+    int64_t end = span;
+    while (end > reach && row[end - 1] == -INFINITY) --end;
+    reach = std::max(reach, end);
+  }
+  return reach;
 }
 
 inline void define_ops(torch::Library& m) {

@@ -594,23 +594,25 @@ at::Tensor attend_of(const at::Tensor& qkv, const at::Tensor& cos, const at::Ten
         queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
       }
       const int64_t cache = (b * kv + h) * length * d;
+      const float* masks = mp + (b * per_head + n0) * span;
+      const int64_t reach = skinny::mask_reach(masks, rows, span);
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
       if constexpr (std::is_same_v<T, c10::BFloat16>) {
         if (amx) {
-          scores_amx(queries, rows, kp + cache, span, length, d, w.data(), stride, configured);
+          scores_amx(queries, rows, kp + cache, reach, length, d, w.data(), stride, configured);
         } else {
-          scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+          scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
         }
       } else {
-        scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+        scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
       }
 #else
-      scores_vector(queries, rows, kp + cache, span, d, w.data(), stride);
+      scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
 #endif
       int64_t first[kRows] = {}, last[kRows] = {};
       float total[kRows];
       for (int64_t r = 0; r < rows; ++r) {
-        softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r]);
+        softmax_row(w.data() + r * stride, masks + r * span, reach, scale, first[r], last[r]);
       }
       row_totals(w.data(), stride, rows, first, last, total);
       values_of_rows(w.data(), stride, rows, vp + cache, d, first, last, acc.data());

@@ -397,12 +397,13 @@ at::Tensor attend_of(const at::Tensor& qkv, const at::Tensor& cos, const at::Ten
         queries[r] = qp + ((b * count + t) * heads + h * groups + g) * d;
       }
       const int64_t cache = (b * kv + h) * length * d;
-      scores(queries, rows, kp + cache, span, d, w.data(), stride);
+      const float* masks = mp + (b * per_head + n0) * span;
+      const int64_t reach = skinny::mask_reach(masks, rows, span);
+      scores(queries, rows, kp + cache, reach, d, w.data(), stride);
       int64_t first[kRows] = {}, last[kRows] = {};
       float total[kRows];
       for (int64_t r = 0; r < rows; ++r) {
-        softmax_row(w.data() + r * stride, mp + (b * per_head + n0 + r) * span, span, scale, first[r], last[r],
-                    total[r]);
+        softmax_row(w.data() + r * stride, masks + r * span, reach, scale, first[r], last[r], total[r]);
       }
       values_of_rows(w.data(), stride, rows, vp + cache, d, first, last, acc.data());
       for (int64_t r = 0; r < rows; ++r) {
