@@ -62,7 +62,7 @@ class DraftRunner:
         cos, sin = rotary_tables(config.head_dim, config.rope_theta, max_positions)
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
         self.native_kernels = native.serves_model(dtype, config.head_dim, config.hidden_size)
-        self.native_amx = self.native_kernels and native.amx() and dtype == torch.bfloat16
+        self.native_amx = self.native_kernels and native.tiles(dtype)
         # the layer in one kernel call where the kernels serve it, as the target's layers run (measured:
         # no faster than the composition here, a pass being its weights' streaming; fewer operations)
         self.native_layer = native_layer(self.layer, self.native_amx) if self.native_kernels else None

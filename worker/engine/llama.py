@@ -416,7 +416,7 @@ class LlamaModel:
         self.cos, self.sin = self.cos.to(embed.dtype), self.sin.to(embed.dtype)
         # decided once, with the weights' packing: a model keeps the kernels it was loaded with
         self.native_kernels = native.serves_model(embed.dtype, spec.head_dim, spec.hidden_size)
-        self.native_amx = self.native_kernels and native.amx() and embed.dtype == torch.bfloat16
+        self.native_amx = self.native_kernels and native.tiles(embed.dtype)
         natives = [native_layer(layer, self.native_amx) for layer in layers] if self.native_kernels else []
         # each layer in one call of the kernels, where they take every layer's projections
         self.native_layers = [n for n in natives if n is not None] if natives and all(natives) else None

@@ -83,12 +83,18 @@ def amx() -> bool:
     return _amx and serves(torch.bfloat16) and bool(torch.ops.borealis_skinny.amx())
 
 
+def tiles(dtype: torch.dtype) -> bool:
+    """Whether a model of ``dtype`` loaded now multiplies and scores attention in AMX tiles: a bf16 one
+    where :func:`amx` holds (the tiles take bf16 pairs only; float32 models stay in vectors)."""
+    return dtype == torch.bfloat16 and amx()
+
+
 def kernels_name(dtype: torch.dtype) -> str:
     """What serves the products of a model of ``dtype`` loaded now: ``amx`` (bf16 only), ``native`` (the
     vector kernel) or ``onednn``."""
     if not supports(dtype, 32):
         return "onednn"
-    return "amx" if dtype == torch.bfloat16 and amx() else "native"
+    return "amx" if tiles(dtype) else "native"
 
 
 def serves_model(dtype: torch.dtype, head_dim: int, hidden_size: int) -> bool:
