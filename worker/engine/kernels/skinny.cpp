@@ -596,19 +596,14 @@ at::Tensor attend_of(const at::Tensor& qkv, const at::Tensor& cos, const at::Ten
       const int64_t cache = (b * kv + h) * length * d;
       const float* masks = mp + (b * per_head + n0) * span;
       const int64_t reach = skinny::mask_reach(masks, rows, span);
+      bool tiled = false;  // scores in AMX tiles: bf16 only
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
       if constexpr (std::is_same_v<T, c10::BFloat16>) {
-        if (amx) {
-          scores_amx(queries, rows, kp + cache, reach, length, d, w.data(), stride, configured);
-        } else {
-          scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
-        }
-      } else {
-        scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
+        if (amx) scores_amx(queries, rows, kp + cache, reach, length, d, w.data(), stride, configured);
+        tiled = amx;
       }
-#else
-      scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
 #endif
+      if (!tiled) scores_vector(queries, rows, kp + cache, reach, d, w.data(), stride);
       int64_t first[kRows] = {}, last[kRows] = {};
       float total[kRows];
       for (int64_t r = 0; r < rows; ++r) {
