@@ -42,6 +42,26 @@ def test_unmeasured_widths_are_costed_from_the_measured_ones_around_them() -> No
     assert controller.target_ms(4) < controller.target_ms(8)
 
 
+def test_a_wider_step_measured_cheaper_is_costed_as_the_narrower_one() -> None:
+    controller = SpeculationController(4, 4, 3)
+    for _ in range(10):
+        controller.observe_target(1, 0.014)
+        controller.observe_target(4, 0.012)  # noise: 4 rows measured cheaper than 1
+    controller.observe_target(2, 0.0142)
+    controller.observe_target(8, 0.018)
+    costs = [controller.target_ms(rows) for rows in range(1, 12)]
+    assert costs == sorted(costs)
+    pooled = (10 * 14 + 14.2 + 10 * 12) / 21  # each count weighted by its samples
+    assert controller.target_ms(1) == controller.target_ms(4) == pytest.approx(pooled)
+    assert controller.target_ms(6) == pytest.approx(pooled + (18 - pooled) / 2)
+    # so a draft that never accepts is not planned: drafting and verifying 4 rows looked cheaper than 1
+    controller.observe_draft(3, 0.001)
+    for _ in range(50):
+        controller.observe_draft_acceptance(3, 4, 0)
+        controller.observe_draft_acceptance(1, 4, 0)
+    assert controller._best_plan(1, [0], True) == Plan(0, 0)
+
+
 def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> None:
     cheap, dear = SpeculationController(4, 4, 3), SpeculationController(4, 4, 3)
     for controller, wide_ms in ((cheap, 0.0105), (dear, 0.040)):
