@@ -341,15 +341,14 @@ def test_silu_mul_is_a_float64_silu_times_up_rounded_to_its_dtype_and_each_row_i
 
 
 @pytest.mark.parametrize(("kernel", "dtype"), [*MODEL_KERNELS, ("int4", torch.bfloat16)])
-def test_a_layer_in_one_call_is_the_same_bits_as_its_composition(
+def test_the_layers_in_one_call_are_the_same_bits_as_their_composition(
     smollm2_dir: Path, kernel: str, dtype: torch.dtype
 ) -> None:
     with native.switched(True, amx=kernel != "vector"):
         model = LlamaModel.load(smollm2_dir, dtype=dtype, int4=kernel == "int4")
     layers = model.native_layers
     form = {"vector": VECTOR_FORM, "amx": TILES_FORM, "int4": INT4_FORM}[kernel]
-    assert layers is not None and all(layer.form == form for layer in layers)
-    assert all(layer.amx == model.native_amx for layer in layers)
+    assert layers is not None and layers.form == form and layers.amx == model.native_amx
     generator = torch.Generator().manual_seed(16)
 
     def run(

@@ -169,6 +169,40 @@ class NativeLayer:
         )
 
 
+@dataclass(frozen=True)
+class NativeStack:
+    """Every layer of a model as :func:`worker.engine.native.decoder_layers` takes them, in one call."""
+
+    weights: tuple[torch.Tensor, ...]  # each layer's run, as :class:`NativeLayer` holds it
+    norms: tuple[torch.Tensor, ...]  # each layer's input and post-attention norms
+    outputs: tuple[int, ...]  # the output widths of a layer's projections (every layer alike)
+    form: int
+    amx: bool
+
+    @classmethod
+    def of(cls, layers: list[NativeLayer]) -> NativeStack | None:
+        """The stack of ``layers`` where all hold their weights alike (one form, widths, tile use)."""
+        if len({(layer.outputs, layer.form, layer.amx) for layer in layers}) != 1:
+            return None
+        first = layers[0]
+        weights = tuple(t for layer in layers for t in layer.weights)
+        norms = tuple(t for layer in layers for t in layer.norms)
+        return cls(weights, norms, first.outputs, first.form, first.amx)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        eps: float,
+        attention: tuple[torch.Tensor, ...],
+        rows: torch.Tensor | None,
+        features: tuple[int, ...],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All layers (``attention`` with every layer's cache): the last output and the features."""
+        return native.decoder_layers(
+            x, self.norms, eps, self.weights, self.outputs, self.form, self.amx, attention, rows, features
+        )
+
+
 def native_layer(layer: LayerWeights, amx: bool) -> NativeLayer | None:
     """The layer for the one-call native path, where the kernels take all four of its projections in the
     same form and it has no q/k/v bias; ``amx``: its attention's scores in AMX tiles."""
@@ -418,8 +452,10 @@ class LlamaModel:
         self.native_kernels = native.serves_model(embed.dtype, spec.head_dim, spec.hidden_size)
         self.native_amx = self.native_kernels and native.tiles(embed.dtype)
         natives = [native_layer(layer, self.native_amx) for layer in layers] if self.native_kernels else []
-        # each layer in one call of the kernels, where they take every layer's projections
-        self.native_layers = [n for n in natives if n is not None] if natives and all(natives) else None
+        # every layer in one call of the kernels, where they take every layer's projections alike
+        self.native_layers = (
+            NativeStack.of([n for n in natives if n is not None]) if natives and all(natives) else None
+        )
         # int4 prompts: torch's int4 kernel adds about a one-row product per row, the Q4_1 one does not
         self.prefill_composed = any(isinstance(layer.qkv, Int4Weight) for layer in layers)
 
@@ -528,32 +564,31 @@ class LlamaModel:
             span = mask.shape[-1]
             mask = F.pad(mask, (0, bf16_span(span) - span), value=float("-inf"))
         slots = slice(first_slot, first_slot + step.tokens.shape[0])
+        if self.native_layers is not None and not (prefill and self.prefill_composed):
+            # the composition below, the same bits, in one call
+            attention = (cos, sin, cache.k[:, slots], cache.v[:, slots], flat_index, mask)
+            x, features = self.native_layers(x, spec.rms_norm_eps, attention, rows, self.feature_layers)
+            return rms_norm(x, self.norm, spec.rms_norm_eps, self.native_kernels), features
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            cache_k, cache_v = cache.k[i, slots], cache.v[i, slots]
-            if self.native_layers is not None and not (prefill and self.prefill_composed):
-                # the composition below, the same bits, in one call
-                attention = (cos, sin, cache_k, cache_v, flat_index, mask)
-                x = self.native_layers[i](x, spec.rms_norm_eps, attention, rows)
-            else:
-                h = rms_norm(x, layer.input_norm, spec.rms_norm_eps, self.native_kernels)
-                x = x + attention_block(
-                    h,
-                    layer,
-                    spec,
-                    cache_k,
-                    cache_v,
-                    cos,
-                    sin,
-                    flat_index,
-                    mask,
-                    rows,
-                    self.native_kernels,
-                    prefill,
-                    self.native_amx,
-                )
-                h = rms_norm(x, layer.post_norm, spec.rms_norm_eps, self.native_kernels)
-                x = x + mlp_block(h, layer, prefill, self.native_kernels)
+            h = rms_norm(x, layer.input_norm, spec.rms_norm_eps, self.native_kernels)
+            x = x + attention_block(
+                h,
+                layer,
+                spec,
+                cache.k[i, slots],
+                cache.v[i, slots],
+                cos,
+                sin,
+                flat_index,
+                mask,
+                rows,
+                self.native_kernels,
+                prefill,
+                self.native_amx,
+            )
+            h = rms_norm(x, layer.post_norm, spec.rms_norm_eps, self.native_kernels)
+            x = x + mlp_block(h, layer, prefill, self.native_kernels)
             if i in self.feature_layers:
                 outputs[i] = x
         hidden = rms_norm(x, self.norm, spec.rms_norm_eps, self.native_kernels)

@@ -167,6 +167,28 @@ def decoder_layer(
     )
 
 
+def decoder_layers(
+    x: torch.Tensor,
+    norms: tuple[torch.Tensor, ...],
+    eps: float,
+    weights: tuple[torch.Tensor, ...],
+    outputs: tuple[int, ...],
+    form: int,
+    amx: bool,
+    attention: tuple[torch.Tensor, ...],
+    rows: torch.Tensor | None,
+    features: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every decoder layer of a model in one call, :func:`decoder_layer` over each in turn: ``norms`` two
+    a layer, ``weights`` a layer's run in ``form`` (all layers alike, with the same ``outputs``),
+    ``attention`` as :func:`decoder_layer`'s with the cache of every layer (``[layers, B, KV, L, D]``).
+    Returns the last layer's output and the outputs of the ``features`` layers, concatenated."""
+    hidden, featured = torch.ops.borealis_skinny.decoder_layers(
+        x, list(norms), eps, list(weights), list(outputs), form, amx, *attention, rows, list(features)
+    )
+    return hidden, featured
+
+
 MASK_DTYPE = torch.float32  # what :func:`attend` reads its mask as: build it so, once per forward
 
 

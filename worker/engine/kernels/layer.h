@@ -161,6 +161,35 @@ at::Tensor decoder_layer(const at::Tensor& x, const at::Tensor& input_norm, cons
   return h + layer_product(silu_mul(gate_up), weights, 3, outputs[3], form);
 }
 
+// Every decoder layer of a model in one call: ``decoder_layer`` over each in turn, layer i's norms being
+// norms[2 i] and norms[2 i + 1], its weights the i-th run of four (eight in int4 form) in ``weights``, its
+// cache cache_k[i] and cache_v[i] ([layers, B, KV, L, D], the step's slots). Returns the last layer's output
+// and the outputs of the ``features`` layers side by side (the draft's features), as the model's Python loop
+// over ``decoder_layer`` did: the same bits, without the interpreter's round trip per layer.
+std::tuple<at::Tensor, at::Tensor> decoder_layers(const at::Tensor& x, at::TensorList norms, double eps,
+                                                  at::TensorList weights, c10::IntArrayRef outputs, int64_t form,
+                                                  bool amx, const at::Tensor& cos, const at::Tensor& sin,
+                                                  const at::Tensor& cache_k, const at::Tensor& cache_v,
+                                                  const at::Tensor& flat_index, const at::Tensor& mask,
+                                                  const c10::optional<at::Tensor>& rows, c10::IntArrayRef features) {
+  const int64_t layers = cache_k.size(0), per_layer = form == kInt4Form ? 8 : 4;
+  TORCH_CHECK(cache_v.size(0) == layers && static_cast<int64_t>(norms.size()) == 2 * layers &&
+                  static_cast<int64_t>(weights.size()) == per_layer * layers,
+              "layers: two norms and the weights of each cached layer");
+  TORCH_CHECK(!features.empty() && std::all_of(features.begin(), features.end(),
+                                               [&](int64_t f) { return f >= 0 && f < layers; }),
+              "layers: feature layers among the layers");
+  std::vector<at::Tensor> featured(features.size());
+  at::Tensor h = x;
+  for (int64_t i = 0; i < layers; ++i) {
+    h = decoder_layer(h, norms[2 * i], norms[2 * i + 1], eps, weights.slice(i * per_layer, per_layer), outputs, form,
+                      amx, cos, sin, cache_k[i], cache_v[i], flat_index, mask, rows, c10::nullopt);
+    for (size_t j = 0; j < features.size(); ++j)
+      if (features[j] == i) featured[j] = h;
+  }
+  return {h, at::cat(featured, -1)};
+}
+
 // The CPU implementations every build registers, beside its own ``linear``.
 inline void implement_ops(torch::Library& m) {
   m.impl("linear_q4", &q4_linear);
@@ -169,4 +198,5 @@ inline void implement_ops(torch::Library& m) {
   m.impl("argmax", &argmax_rows);
   m.impl("silu_mul", &silu_mul);
   m.impl("decoder_layer", &decoder_layer);
+  m.impl("decoder_layers", &decoder_layers);
 }

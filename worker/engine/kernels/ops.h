@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 namespace skinny {
@@ -100,6 +101,10 @@ inline void define_ops(torch::Library& m) {
       "decoder_layer(Tensor x, Tensor input_norm, Tensor post_norm, float eps, Tensor[] weights, int[] outputs, "
       "int form, bool amx, Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, "
       "Tensor mask, Tensor? rows, Tensor? normed=None) -> Tensor");
+  m.def(
+      "decoder_layers(Tensor x, Tensor[] norms, float eps, Tensor[] weights, int[] outputs, int form, bool amx, "
+      "Tensor cos, Tensor sin, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor flat_index, Tensor mask, "
+      "Tensor? rows, int[] features) -> (Tensor, Tensor)");
   m.def("supports(ScalarType dtype) -> bool");
   m.def("amx() -> bool");
   m.def("linear_amx(Tensor x, Tensor packed, int n) -> Tensor");
