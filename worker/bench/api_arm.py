@@ -3,12 +3,16 @@
 What a user gets: control plane, inference worker and Redis as separate processes, requests through
 the OpenAI API one at a time, timed at the client from send to the last byte (prefill included, as
 the in-process arms are). The arm's draft is the in-process arm's, published and approved first.
+Each round runs the in-process speculative arm again just before the API one (the appliance idles
+meanwhile), and the ratio is of those paired runs: on a VM whose memory bandwidth switched between
+about 45 and 80 GB/s minutes apart, an in-process figure from before the appliance started made the
+API look 0.76-0.85x as fast, where paired runs of the worker decoded as fast as the engine in-process.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +63,34 @@ def serving_draft(draft: Eagle3Draft, extra_env: dict[str, str], trainer: bool) 
 
 
 def run_api_arm(
-    prompts: list[Prompt], draft: Eagle3Draft, max_new_tokens: int, extra_env: dict[str, str], trainer: bool
+    prompts: list[Prompt],
+    draft: Eagle3Draft,
+    max_new_tokens: int,
+    extra_env: dict[str, str],
+    trainer: bool,
+    in_process: Callable[[], float],
+    rounds: int,
 ) -> dict[str, Any]:
-    """Tokens per second through the API, per request and pooled, and each request's completion text."""
+    """Tokens per second through the API (the last round's per request, all rounds' pooled) and each
+    request's completion text, ``rounds`` times after a run of ``in_process`` (its tokens per second):
+    the API's ratio to it pooled over the rounds and per round."""
     with serving_draft(draft, extra_env, trainer) as served:
-        timed = time_completions(served.base_url, served.model, prompts, max_new_tokens)
-    return {**timed, "trainer": trainer, "draft_version": served.version}
+        engine, api = [], []
+        for _ in range(rounds):
+            engine.append(in_process())
+            timed = time_completions(served.base_url, served.model, prompts, max_new_tokens)
+            api.append(timed["tok_s"])
+    return {
+        **timed,
+        "tok_s": sum(api) / rounds,
+        "tok_s_per_round": api,
+        "in_process_spec_tok_s_per_round": engine,
+        "over_in_process_spec": sum(api) / sum(engine),
+        "over_in_process_spec_per_round": [a / e for a, e in zip(api, engine, strict=True)],
+        "rounds": rounds,
+        "trainer": trainer,
+        "draft_version": served.version,
+    }
 
 
 def time_completions(base_url: str, model: str, prompts: list[Prompt], max_new_tokens: int) -> dict[str, Any]:
