@@ -104,8 +104,8 @@ inline void tile(const typename F::Scalar* const (&w)[RN], const typename F::Sca
 // A one-row product's block, into L2 in address order before the pass reads it across its 16 rows (the
 // tile's own prefetches, one line per row per step, go on for the next block). On a Zen 4 EPYC a one-row
 // pass streamed slower than two passes over the same block (head 1.34 vs 1.05 ms for two rows), as if the
-// tile's prefetches were dropped while its 16 misses were outstanding; this burst made one-row products
-// 8-26 % faster there (bf16 head, gate/up, down) and a bf16 one-token step 8-13 % (in-process A/B, same bits).
+// tile's prefetches were dropped while its 16 misses were outstanding; this burst took 8-24 % off one-row
+// products there (bf16 head, gate/up, down) and 8-11 % off a bf16 one-token step (in-process A/B, same bits).
 inline void prefetch_block(const void* block, int64_t bytes) {
   const char* base = static_cast<const char*>(block);
   for (int64_t at = 0; at < bytes; at += 64) _mm_prefetch(base + at, _MM_HINT_T1);
