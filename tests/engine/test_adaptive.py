@@ -12,7 +12,7 @@ import torch
 
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
-from worker.engine.adaptive import Plan, SpeculationController
+from worker.engine.adaptive import LOOKUP_PROBE_BUDGET, Plan, SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel, causal_step_input
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
@@ -93,10 +93,10 @@ def test_a_lookup_left_out_is_probed_and_comes_back_once_it_pays_again() -> None
     controller = SpeculationController(4, 4, 3)
     controller.observe_target(1, 0.010)
     controller.observe_target(5, 0.040)
-    plans = [controller.plan(1, [4], has_draft=False) for _ in range(1000)]
+    plans = [controller.plan(1, [4], has_draft=False) for _ in range(2000)]
     probes = [i for i, plan in enumerate(plans) if plan.ngram_tokens]
-    assert controller.probe_interval(1, Plan(0, 4)) == 300  # (40 - 10) ms extra / (1 % of 10 ms)
-    assert probes == [299, 599, 899] and all(plans[i] == Plan(0, 4) for i in probes)
+    assert controller.probe_interval(1, Plan(0, 4), LOOKUP_PROBE_BUDGET) == 600  # 30 ms / (0.5 % of 10 ms)
+    assert probes == [599, 1199, 1799] and all(plans[i] == Plan(0, 4) for i in probes)
     assert controller.plan(1, [0], has_draft=False) == Plan(0, 0)  # nothing found: nothing to probe
     for _ in range(300):  # plain steps measured meanwhile: the wide average is stale by the next probe
         controller.observe_target(1, 0.010)

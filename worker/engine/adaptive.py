@@ -19,6 +19,9 @@ EMA = 0.1
 # at batch 8 (each first catching the draft's caches up) took 1.4 % of chat's decoding time, most of
 # the margin "never slower than target-only" allows
 PROBE_BUDGET = 0.01
+# the same for verifying lookup tokens a plan leaves out: half, so that with both switched off the probes
+# stay within 1.5 % of that margin
+LOOKUP_PROBE_BUDGET = PROBE_BUDGET / 2
 PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reached
 # a table's observations after which a row count's average, not measured since, is stale
 STALE_AFTER = 200
@@ -300,19 +303,18 @@ class SpeculationController:
         return best
 
     def _lookup_probe(self, batch: int, ngram_found: list[int], best: Plan) -> Plan:
-        """``best``, or, one step in a probe interval, ``best`` verifying every token the lookups found
-        where it verifies fewer. The lookup's rates at a depth and the costs of the wider rows move only
-        on steps that verify them: without this, a lookup switched off by one bad stretch of acceptance,
-        or by wide steps measured while another process took the CPU, stayed off for good (a worker
-        beside a starting trainer served code at 39 tok/s target-only where it had served 128 with the
-        lookup)."""
+        """``best``, or, one step in a probe interval (``LOOKUP_PROBE_BUDGET``), ``best`` verifying every
+        token the lookups found where it verifies fewer. The lookup's rates at a depth and the costs of
+        the wider rows move only on steps that verify them: without this, a lookup switched off by one
+        bad stretch of acceptance, or by wide steps measured while another process took the CPU, stayed
+        off for good (a worker beside a starting trainer ended up decoding code requests plainly)."""
         found = min(max(ngram_found, default=0), self.max_ngram_tokens)
         if best.ngram_tokens >= found:
             self._steps_short_of_lookup = 0
             return best
         self._steps_short_of_lookup += 1
         probe = replace(best, ngram_tokens=found)
-        if self._steps_short_of_lookup < self.probe_interval(batch, probe):
+        if self._steps_short_of_lookup < self.probe_interval(batch, probe, LOOKUP_PROBE_BUDGET):
             return best
         self._steps_short_of_lookup = 0
         return probe
@@ -349,10 +351,10 @@ class SpeculationController:
         """A new draft: if the old one was off, probe the new one at the next step, not a long interval on."""
         self._steps_without_draft = PROBE_NOW
 
-    def probe_interval(self, batch: int, probe: Plan) -> int:
+    def probe_interval(self, batch: int, probe: Plan, budget: float = PROBE_BUDGET) -> int:
         """Steps between probes (of a switched-off draft, or of the lookup's tokens left out): at least
-        ``probe_every``, and as many more as keep a probe's extra cost within ``PROBE_BUDGET`` of the
-        plain steps between probes.
+        ``probe_every``, and as many more as keep a probe's extra cost within ``budget`` of the plain
+        steps between probes.
 
         A probe verifies at most ``batch x (1 + width + n-gram)`` rows; where wide steps cost several
         plain ones (batch 8, or int4 weights, whose kernel grows faster with rows) probing every 16
@@ -364,4 +366,4 @@ class SpeculationController:
         extra = self.target_ms(rows) - plain
         if probe.draft_depth:  # the catch-up unmeasured: as the nearest batch, ~ rows to catch up
             extra += self.draft_ms(batch * probe.draft_width) + self._catch_up_ms(batch)
-        return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))
+        return max(self.probe_every, math.ceil(extra / (budget * plain)))
