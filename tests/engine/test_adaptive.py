@@ -12,7 +12,7 @@ import torch
 
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
-from worker.engine.adaptive import LOOKUP_PROBE_BUDGET, Plan, SpeculationController
+from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel, causal_step_input
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
@@ -85,36 +85,6 @@ def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> N
     dear.draft_changed()  # a new draft is probed at once, whatever the interval
     assert dear.plan(1, [0], has_draft=True).draft_depth == 1
     assert dear.plan(1, [0], has_draft=True).draft_depth == 0
-
-
-def test_a_lookup_left_out_is_probed_and_comes_back_once_it_pays_again() -> None:
-    """Wide steps measured dear (another process had the CPU) switched the lookup off; its rates and
-    the wide steps' costs move only on steps that verify it, so without probes it stayed off for good."""
-    controller = SpeculationController(4, 4, 3)
-    controller.observe_target(1, 0.010)
-    controller.observe_target(5, 0.040)
-    plans = [controller.plan(1, [4], has_draft=False) for _ in range(2000)]
-    probes = [i for i, plan in enumerate(plans) if plan.ngram_tokens]
-    assert controller.probe_interval(1, Plan(0, 4), LOOKUP_PROBE_BUDGET) == 600  # 30 ms / (0.5 % of 10 ms)
-    assert probes == [599, 1199, 1799] and all(plans[i] == Plan(0, 4) for i in probes)
-    assert controller.plan(1, [0], has_draft=False) == Plan(0, 0)  # nothing found: nothing to probe
-    for _ in range(300):  # plain steps measured meanwhile: the wide average is stale by the next probe
-        controller.observe_target(1, 0.010)
-    controller.observe_target(5, 0.0105)  # the probe, the CPU free again
-    controller.observe_ngram_acceptance(4, 4)
-    assert controller.plan(1, [4], has_draft=False) == Plan(0, 4)
-
-
-def test_a_cost_measured_again_long_after_starts_over_from_the_new_measurement() -> None:
-    controller = SpeculationController(4, 4, 3)
-    for _ in range(50):
-        controller.observe_target(5, 0.040)
-    controller.observe_target(5, 0.010)  # measured recently: one step moves the average a tenth
-    assert controller.target_ms(5) == pytest.approx(37.0)
-    for _ in range(201):
-        controller.observe_target(1, 0.010)
-    controller.observe_target(5, 0.012)
-    assert controller.target_ms(5) == pytest.approx(12.0)
 
 
 def test_a_catch_up_over_a_new_prompt_is_not_charged_as_drafting(

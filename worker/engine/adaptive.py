@@ -19,12 +19,7 @@ EMA = 0.1
 # at batch 8 (each first catching the draft's caches up) took 1.4 % of chat's decoding time, most of
 # the margin "never slower than target-only" allows
 PROBE_BUDGET = 0.01
-# the same for verifying lookup tokens a plan leaves out: half, so that with both switched off the probes
-# stay within 1.5 % of that margin
-LOOKUP_PROBE_BUDGET = PROBE_BUDGET / 2
 PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reached
-# a table's observations after which a row count's average, not measured since, is stale
-STALE_AFTER = 200
 
 
 @dataclass(frozen=True)
@@ -47,12 +42,7 @@ class _Ema:
 class _CostTable:
     """Milliseconds per row count: an average per measured count, made non-decreasing in rows, and the
     rule that costs the others (see :meth:`__call__`). The planner costs up to a hundred row counts a
-    step, most unmeasured at batch 8, so the fit is kept until the next measurement.
-
-    A count measured again after ``STALE_AFTER`` of the table's observations without it starts over
-    from that measurement: the machine's load may have changed in between, and an average of old steps
-    would take tens of probes to follow (wide steps measured while a trainer started kept a worker's
-    lookup off long after)."""
+    step, most unmeasured at batch 8, so the fit is kept until the next measurement."""
 
     def __init__(self, default: float, slope: float):
         self.default = default
@@ -60,18 +50,13 @@ class _CostTable:
         self.measured: dict[int, _Ema] = {}
         self._counts: list[int] = []  # the measured counts, ascending
         self._fit: list[float] | None = None  # their costs, non-decreasing (see :meth:`fitted`)
-        self._observations = 0
-        self._last: dict[int, int] = {}  # each count's latest observation
 
     def observe(self, rows: int, ms: float) -> None:
-        self._observations += 1
-        if rows not in self.measured:
-            insort(self._counts, rows)
-        if rows not in self.measured or self._observations - self._last[rows] > STALE_AFTER:
-            self.measured[rows] = _Ema(ms)
-        else:
+        if rows in self.measured:
             self.measured[rows].update(ms)
-        self._last[rows] = self._observations
+        else:
+            self.measured[rows] = _Ema(ms)
+            insort(self._counts, rows)
         self._fit = None
 
     def fitted(self) -> list[float]:
@@ -165,7 +150,6 @@ class SpeculationController:
         self._draft_steps = 0  # steps that drafted: one in ``probe_every`` goes a depth deeper
         self._catch_up_ms = _CostTable(default=0.0, slope=1.0)  # per batch: bringing the draft's caches up
         self._steps_without_draft = 0
-        self._steps_short_of_lookup = 0  # steps that verified fewer tokens than the lookups found
         # accepted draft tokens per sampled sequence-step, verifying the draft's draws (True) or its top-k
         self.draft_rule_accept = {True: _Ema(1.0), False: _Ema(1.0)}
         self._rule_choices = 0
@@ -285,7 +269,7 @@ class SpeculationController:
         """Pick the draft's depth and width and the n-gram length with the best expected tokens per
         millisecond. ``ngram_found``: how many tokens each sequence's lookup found (the verification
         forward computes found tokens only, so a plan's rows count those, not the planned length)."""
-        best = self._lookup_probe(batch, ngram_found, self._best_plan(batch, ngram_found, has_draft))
+        best = self._best_plan(batch, ngram_found, has_draft)
         if has_draft and best.draft_depth == 0:
             self._steps_without_draft += 1
             probe = Plan(1, best.ngram_tokens, self.draft_width)
@@ -301,23 +285,6 @@ class SpeculationController:
                 # at depth 2 kept a draft at depth 1 for good
                 return replace(best, draft_depth=best.draft_depth + 1)
         return best
-
-    def _lookup_probe(self, batch: int, ngram_found: list[int], best: Plan) -> Plan:
-        """``best``, or, one step in a probe interval (``LOOKUP_PROBE_BUDGET``), ``best`` verifying every
-        token the lookups found where it verifies fewer. The lookup's rates at a depth and the costs of
-        the wider rows move only on steps that verify them: without this, a lookup switched off by one
-        bad stretch of acceptance, or by wide steps measured while another process took the CPU, stayed
-        off for good (a worker beside a starting trainer ended up decoding code requests plainly)."""
-        found = min(max(ngram_found, default=0), self.max_ngram_tokens)
-        if best.ngram_tokens >= found:
-            self._steps_short_of_lookup = 0
-            return best
-        self._steps_short_of_lookup += 1
-        probe = replace(best, ngram_tokens=found)
-        if self._steps_short_of_lookup < self.probe_interval(batch, probe, LOOKUP_PROBE_BUDGET):
-            return best
-        self._steps_short_of_lookup = 0
-        return probe
 
     def _best_plan(self, batch: int, ngram_found: list[int], has_draft: bool) -> Plan:
         """The plan with the most expected tokens per millisecond. A draft's plans beside an n-gram
@@ -351,19 +318,17 @@ class SpeculationController:
         """A new draft: if the old one was off, probe the new one at the next step, not a long interval on."""
         self._steps_without_draft = PROBE_NOW
 
-    def probe_interval(self, batch: int, probe: Plan, budget: float = PROBE_BUDGET) -> int:
-        """Steps between probes (of a switched-off draft, or of the lookup's tokens left out): at least
-        ``probe_every``, and as many more as keep a probe's extra cost within ``budget`` of the plain
-        steps between probes.
+    def probe_interval(self, batch: int, probe: Plan) -> int:
+        """Steps between probes of a switched-off draft: at least ``probe_every``, and as many more as
+        keep a probe's extra cost within ``PROBE_BUDGET`` of the plain steps between probes.
 
-        A probe verifies at most ``batch x (1 + width + n-gram)`` rows; where wide steps cost several
-        plain ones (batch 8, or int4 weights, whose kernel grows faster with rows) probing every 16
-        steps cost about a tenth of the throughput while speculation was off. A draft's probe also
-        first brings the draft's caches over every position decoded without it: at batch 8 on chat that
-        catch-up (170 ms) cost three plain steps more than the probe's own forward."""
+        A probe verifies ``batch x (1 + width + n-gram)`` rows; where wide steps cost several plain ones
+        (batch 8, or int4 weights, whose kernel grows faster with rows) probing every 16 steps cost
+        about a tenth of the throughput while speculation was off. A probe also first brings the
+        draft's caches over every position decoded without it: at batch 8 on chat that catch-up
+        (170 ms) cost three plain steps more than the probe's own forward."""
         plain = self.target_ms(batch)
         rows = batch * (1 + probe.draft_depth * probe.draft_width + probe.ngram_tokens)
-        extra = self.target_ms(rows) - plain
-        if probe.draft_depth:  # the catch-up unmeasured: as the nearest batch, ~ rows to catch up
-            extra += self.draft_ms(batch * probe.draft_width) + self._catch_up_ms(batch)
-        return max(self.probe_every, math.ceil(extra / (budget * plain)))
+        catch_up = self._catch_up_ms(batch)  # unmeasured: as the nearest batch, ~ rows to catch up
+        extra = self.target_ms(rows) + self.draft_ms(batch * probe.draft_width) + catch_up - plain
+        return max(self.probe_every, math.ceil(extra / (PROBE_BUDGET * plain)))
