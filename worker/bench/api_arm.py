@@ -71,9 +71,9 @@ def run_api_arm(
     in_process: Callable[[], float],
     rounds: int,
 ) -> dict[str, Any]:
-    """Tokens per second through the API (the last round's per request, all rounds' pooled) and each
+    """Tokens per second through the API (the last round's per request, the mean of the rounds') and each
     request's completion text, ``rounds`` times after a run of ``in_process`` (its tokens per second):
-    the API's ratio to it pooled over the rounds and per round."""
+    the API's ratio to it, of the rounds' means and per round."""
     with serving_draft(draft, extra_env, trainer) as served:
         engine, api = [], []
         for _ in range(rounds):
