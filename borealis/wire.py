@@ -228,6 +228,7 @@ class SpecDecodeStats(BaseModel):
     draft_version: DraftVersion | None = None
     decode_seconds: float = Field(default=0.0, ge=0.0)  # this request's share of its decoding steps
     target_only_seconds: float = Field(default=0.0, ge=0.0)  # the same, estimated without speculation
+    prefill_seconds: float = Field(default=0.0, ge=0.0)  # the prompt and first token (0: SGLang)
 
 
 class GenerateChunk(WireModel):

@@ -97,3 +97,21 @@ def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict
         argv = [*cli_argv("bench", "speedup"), "--dtype", dtype, flag]
         run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and reason in run.stderr
+
+
+@pytest.mark.slow
+def test_the_api_arm_serves_the_same_text_and_says_where_a_requests_time_went(
+    base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    out = tmp_path / "speedup.json"
+    args = ["--requests", "2", "--max-new-tokens", "12", "--through-api", "--api-rounds", "1"]
+    subprocess.run(
+        [*cli_argv("bench", "speedup"), *args, "--json", str(out)], env=env, check=True, timeout=300
+    )
+    api = json.loads(out.read_text())["through_api"]
+    assert api["outputs_identical_to_spec"] and api["rounds"] == 1
+    assert api["over_in_process_spec"] == api["tok_s"] / api["in_process_spec_tok_s_per_round"][0]
+    # the worker's prefill and decoding, and the rest of each request's wall time at the client
+    assert api["worker_seconds_per_request"] > 0 and api["outside_worker_seconds_per_request"] > 0
+    assert api["in_process_engine_seconds_per_request_per_round"][0] > 0

@@ -58,6 +58,7 @@ def test_chat_completion_with_openai_client(stack: Stack) -> None:
     # accepted drafted ones, the last step cut at max_tokens.
     decoded = reply.usage.completion_tokens - 1
     assert stats["num_steps"] <= decoded <= stats["num_steps"] + stats["num_accepted_tokens"]
+    assert stats["prefill_seconds"] > 0  # the worker's own time on the request: prefill, then decoding
     # the same in vLLM's shape: its steps are the ones that drafted, its histogram adds up
     vllm = reply.model_extra["metrics"]["speculative_decoding"]  # type: ignore[index]
     histogram = vllm["acceptance_histogram"]

@@ -13,8 +13,9 @@ import torch
 from tests.engine.helpers import greedy_request, random_runner, run_all
 from tests.engine.test_engine_greedy import MODES
 from worker.engine.adaptive import Plan, SpeculationController
-from worker.engine.engine import EngineConfig, SpecEngine
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel, causal_step_input
+from worker.engine.ngram import UnverifiedLookup
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
 from worker.engine.tree import ProposalTree
 from worker.engine.verify import Verdict
@@ -132,6 +133,30 @@ def test_an_ngram_lookup_is_rated_on_the_tokens_it_found(tiny_model: LlamaModel)
     found.ngram_nodes.update(found.tree.add_path([8, 9], budget=5))
     engine._observe_acceptance(found, Verdict(sorted(found.ngram_nodes), 7))
     assert rates[0].value > 0.5 and rates[1].value > 0.5 and rates[2].value == 0.5
+
+
+def test_an_unverified_lookup_is_scored_once_the_committed_tokens_decide_it() -> None:
+    lookup = UnverifiedLookup(start=3, guess=[7, 8, 9])
+    assert lookup.accepted_run([1, 2, 3]) is None
+    assert lookup.accepted_run([1, 2, 3, 7, 8]) is None
+    assert lookup.accepted_run([1, 2, 3, 7, 8, 9]) == 3
+    assert lookup.accepted_run([1, 2, 3, 7, 5]) == 1  # decided by the first miss
+    assert lookup.accepted_run([1, 2, 3, 4]) == 0
+
+
+def test_a_lookup_switched_off_comes_back_when_it_would_be_accepted(tiny_model: LlamaModel) -> None:
+    """Rates that a stretch of misses drove to zero keep the lookup out of every plan; the lookups left
+    out are scored on what the sequence commits, so once they would be accepted they are verified
+    again (before, a fresh appliance's lookup stayed off for good after such a stretch)."""
+    spec = SpecConfig(mode="chain", use_draft=False)
+    engine = SpecEngine(tiny_model, EngineConfig(max_batch=1, max_seq_len=256, spec=spec))
+    for rate in engine.controller.ngram_accept:
+        rate.value = 0.0
+    prompt = [5, 17, 33, 41, 60, 9] * 3
+    outputs, stats = run_all(engine, [greedy_request("r", prompt, 120)])
+    assert len(set(outputs["r"][-60:])) < 20, "the tiny target should loop: the test needs lookups to hit"
+    assert engine.controller.ngram_accept[0].value > 0.5
+    assert stats["r"].accepted_from_ngram > 0
 
 
 def test_a_batch_pays_for_the_lookups_found_not_for_the_length_planned() -> None:

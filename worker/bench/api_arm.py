@@ -68,16 +68,19 @@ def run_api_arm(
     max_new_tokens: int,
     extra_env: dict[str, str],
     trainer: bool,
-    in_process: Callable[[], float],
+    in_process: Callable[[], tuple[float, float]],
     rounds: int,
 ) -> dict[str, Any]:
     """Tokens per second through the API (the last round's per request, the mean of the rounds') and each
-    request's completion text, ``rounds`` times after a run of ``in_process`` (its tokens per second):
-    the API's ratio to it, of the rounds' means and per round."""
+    request's completion text, ``rounds`` times after a run of ``in_process`` (its tokens per second, and
+    the engine's prefill and decoding seconds per request): the API's ratio to it, of the rounds' means
+    and per round."""
     with serving_draft(draft, extra_env, trainer) as served:
-        engine, api = [], []
+        engine, engine_seconds, api = [], [], []
         for _ in range(rounds):
-            engine.append(in_process())
+            speed, seconds = in_process()
+            engine.append(speed)
+            engine_seconds.append(round(seconds, 4))
             timed = time_completions(served.base_url, served.model, prompts, max_new_tokens)
             api.append(timed["tok_s"])
     return {
@@ -85,6 +88,7 @@ def run_api_arm(
         "tok_s": sum(api) / rounds,
         "tok_s_per_round": api,
         "in_process_spec_tok_s_per_round": engine,
+        "in_process_engine_seconds_per_request_per_round": engine_seconds,
         "over_in_process_spec": sum(api) / sum(engine),
         "over_in_process_spec_per_round": [a / e for a, e in zip(api, engine, strict=True)],
         "rounds": rounds,
@@ -98,7 +102,7 @@ def time_completions(base_url: str, model: str, prompts: list[Prompt], max_new_t
 
     Any OpenAI-compatible server: ``bench peer`` times llama.cpp's server with it too.
     """
-    texts, tokens, seconds = [], [], []
+    texts, tokens, seconds, worker = [], [], [], []
     with httpx.Client(base_url=base_url, timeout=600) as client:
         warm = prompt_request(model, prompts[0], 8)
         client.post(warm.path, json=warm.body).raise_for_status()
@@ -111,9 +115,16 @@ def time_completions(base_url: str, model: str, prompts: list[Prompt], max_new_t
             reply = response.json()
             texts.append(completion_text(request, reply))
             tokens.append(int(reply["usage"]["completion_tokens"]))
-    return {
+            spec = reply.get("spec_decode") or {}
+            if "prefill_seconds" in spec:
+                worker.append(spec["prefill_seconds"] + spec["decode_seconds"])
+    timed: dict[str, Any] = {
         "tok_s": sum(tokens) / sum(seconds),
         "per_request_tok_s": [round(t / s, 2) for t, s in zip(tokens, seconds, strict=True)],
         "generated_tokens": sum(tokens),
         "texts": texts,
     }
+    if len(worker) == len(seconds):  # a Borealis worker: where a request's time went
+        timed["worker_seconds_per_request"] = round(sum(worker) / len(worker), 4)
+        timed["outside_worker_seconds_per_request"] = round((sum(seconds) - sum(worker)) / len(worker), 4)
+    return timed

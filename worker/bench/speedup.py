@@ -492,9 +492,10 @@ def main(argv: list[str] | None = None) -> int:
             "BOREALIS_DTYPE": args.dtype,
         }
 
-        def in_process() -> float:
-            outputs, _, seconds = run_engine(spec, prompts, params)
-            return tok_s(outputs, seconds)
+        def in_process() -> tuple[float, float]:
+            outputs, stats, seconds = run_engine(spec, prompts, params)
+            engine_seconds = sum(s.prefill_seconds + s.decode_seconds for s in stats) / len(stats)
+            return tok_s(outputs, seconds), engine_seconds
 
         api = run_api_arm(
             test_prompts, draft, args.max_new_tokens, env, args.api_trainer, in_process, args.api_rounds

@@ -19,7 +19,7 @@ import torch
 from worker.engine import native
 from worker.engine.adaptive import Plan, SpeculationController
 from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input, real_rows
-from worker.engine.ngram import NgramIndex
+from worker.engine.ngram import NgramIndex, UnverifiedLookup
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
 from worker.engine.sampling import is_greedy, make_generator, sample, target_probs
 from worker.engine.tracelog import step_trace
@@ -78,6 +78,7 @@ class _Sequence:
     generated: int = 0
     stats: SpecStats = field(default_factory=SpecStats)
     trace: list[StepTrace] = field(default_factory=list)
+    unverified: UnverifiedLookup | None = None  # a lookup a step left out, until committed tokens score it
 
 
 class SpecEngine:
@@ -191,6 +192,7 @@ class SpecEngine:
         """Prefill a request into ``slot`` and choose its first token."""
         prompt = request.prompt_ids
         queued = time.monotonic() - request.submitted_at
+        started = time.perf_counter()
         hidden = self._prefill(slot, prompt)
         seq = _Sequence(
             request=request,
@@ -207,6 +209,7 @@ class SpecEngine:
             if is_greedy(request.params)
             else sample(target_probs(logits, request.params), seq.generator)
         )
+        seq.stats.prefill_seconds = time.perf_counter() - started
         return seq, token
 
     def _prefill(self, slot: int, prompt: list[int]) -> torch.Tensor:
@@ -262,12 +265,28 @@ class SpecEngine:
         self._commit(slot, tree, verdict, *rows)
         position = seq.generated
         event = self._emit(slot, [tree.tokens[node] for node in verdict.accepted] + [verdict.next_token])
+        self._score_unverified(seq)
         if self.config.record_traces:
             accepted = min(len(verdict.accepted), len(event.token_ids))
             seq.trace.append(step_trace(tree, draft_nodes, position, accepted))
             if event.finish_reason is not None:
                 event = replace(event, trace=tuple(seq.trace))
         return event
+
+    def _leave_unverified(self, lookups: list[list[int]]) -> None:
+        """Keep the lookups this step leaves out for scoring, one a sequence at a time (see
+        :class:`UnverifiedLookup`)."""
+        for lookup, seq in zip(lookups, self._active, strict=True):
+            if lookup and seq.unverified is None:
+                seq.unverified = UnverifiedLookup(len(seq.tokens), lookup)
+
+    def _score_unverified(self, seq: _Sequence) -> None:
+        if seq.unverified is None:
+            return
+        run = seq.unverified.accepted_run(seq.tokens)
+        if run is not None:
+            self.controller.observe_ngram_acceptance(len(seq.unverified.guess), run)
+            seq.unverified = None
 
     def _account_time(self, seconds: float, emitted: list[int]) -> None:
         """Each sequence's share of a step's time, and what target-only decoding would spend on its tokens.
@@ -308,6 +327,8 @@ class SpecEngine:
             for lookup, prop in zip(lookups, proposals, strict=True):
                 guess = lookup[: plan.ngram_tokens]
                 prop.ngram_nodes.update(prop.tree.add_path(guess, budget=1 + plan.ngram_tokens))
+        else:
+            self._leave_unverified(lookups)
         if plan.draft_depth and self.draft is not None and self.draft_cache is not None:
             topk, width = self.config.spec.draft_shape() if plan.draft_width > 1 else (1, 1)
             started = time.perf_counter()

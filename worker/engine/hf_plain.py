@@ -84,6 +84,7 @@ class PlainHFEngine:
 
     def _advance(self, seq: _Sequence) -> TokenEvent:
         params = seq.request.params
+        started = time.perf_counter()
         if seq.generated == 0:
             seq.stats.queue_seconds = time.monotonic() - seq.request.submitted_at
         output = self.model(input_ids=torch.tensor([seq.pending]), past_key_values=seq.cache, use_cache=True)
@@ -93,6 +94,8 @@ class PlainHFEngine:
         else:
             token = sample(target_probs(logits, params), seq.generator)
         seq.pending = [token]
+        if seq.generated == 0:
+            seq.stats.prefill_seconds = time.perf_counter() - started
         seq.generated += 1
         seq.stats.num_steps += 1
         finish: FinishReason | None = None

@@ -53,6 +53,7 @@ class SpecStats:
     decode_seconds: float = 0.0  # this request's share of the wall time of the decoding steps it was in
     target_only_seconds: float = 0.0  # the same share had those tokens been decoded without speculation
     queue_seconds: float = 0.0  # from submission to the start of its prefill (waiting for a batch slot)
+    prefill_seconds: float = 0.0  # reading the prompt and choosing the first token
 
     @property
     def mean_acceptance_length(self) -> float:

@@ -59,6 +59,7 @@ def _spec_stats(stats: SpecStats | None, draft_version: str | None) -> SpecDecod
         draft_version=draft_version,
         decode_seconds=round(stats.decode_seconds, 6),
         target_only_seconds=round(stats.target_only_seconds, 6),
+        prefill_seconds=round(stats.prefill_seconds, 6),
     )
 
 
