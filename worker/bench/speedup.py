@@ -4,7 +4,8 @@ All arms run in one process on the same test-split prompts and thread count; gre
 every arm are compared token by token with HF greedy decoding. ``--through-api`` adds what a user
 gets: the same prompts and draft served afterwards by a private appliance through the OpenAI API
 (``through_api``: tokens/s, its ratio to the in-process speculative arm run again just before it in
-each of ``--api-rounds`` rounds, identical completions).
+each of ``--api-rounds`` rounds, identical completions, and where a request's time went: the worker's
+prefill and decoding against the rest of the client's wall time, beside the in-process engine's own).
 ``--against-onednn`` adds the engine's target-only and speculative arms with oneDNN products in place
 of the engine's own kernels (bf16, int4's bf16 head and prefill, or fp32), run between two passes of the
 native arms (A-B-A), so what the kernel buys is a ratio within one run; ``--against-vector`` does the
