@@ -63,6 +63,22 @@ def test_a_wider_step_measured_cheaper_is_costed_as_the_narrower_one() -> None:
     assert controller._best_plan(1, [0], True) == Plan(0, 0)
 
 
+def test_steps_timed_under_another_processs_load_leave_a_measured_cost_alone() -> None:
+    """Wide steps timed while a trainer held the cores (their thread waiting a third of each step for
+    one) do not raise the cost the planner keeps for them once it stops choosing them; a count never
+    measured takes its first sample whatever the load, so the batch's baseline is always measured."""
+    controller = SpeculationController(4, 4, 3)
+    controller.observe_target(1, 0.010)
+    controller.observe_target(5, 0.012)
+    for _ in range(20):
+        controller.observe_target(5, 0.036, waited=0.012)
+    assert controller.target_ms(5) == pytest.approx(12)
+    controller.observe_target(5, 0.013, waited=0.0005)  # a little waiting: an ordinary sample
+    assert controller.target_ms(5) == pytest.approx(12.1)
+    controller.observe_target(8, 0.040, waited=0.020)
+    assert 8 in controller.target_ms.measured and not controller.baseline_due(8)
+
+
 def test_a_switched_off_draft_is_probed_less_often_where_probes_cost_more() -> None:
     cheap, dear = SpeculationController(4, 4, 3), SpeculationController(4, 4, 3)
     for controller, wide_ms in ((cheap, 0.0105), (dear, 0.040)):

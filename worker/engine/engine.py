@@ -18,6 +18,7 @@ import torch
 
 from worker.engine import native
 from worker.engine.adaptive import Plan, SpeculationController
+from worker.engine.cpu_wait import waited_seconds
 from worker.engine.llama import KVCache, LlamaModel, StepInput, causal_step_input, real_rows
 from worker.engine.ngram import NgramIndex, UnverifiedLookup
 from worker.engine.proposals import DraftBatch, Proposals, draft_paths
@@ -234,7 +235,7 @@ class SpecEngine:
         lookups = self._lookups()
         plan = self._plan([len(lookup) for lookup in lookups])
         proposals = self._propose(plan, lookups)
-        verify_started = time.perf_counter()
+        verify_started, waited_before = time.perf_counter(), waited_seconds()
         trees = [prop.tree for prop in proposals]
         logits, features, hidden = self._verify_forward(trees)
         events = []
@@ -246,7 +247,8 @@ class SpecEngine:
             events.append(event)
         # the cost of verifying these rows is the forward plus accepting and committing every sequence:
         # wider trees cost Python work too, and a cost model without it speculated at a loss at batch 8
-        self.controller.observe_target(sum(map(len, trees)), time.perf_counter() - verify_started)
+        waited = waited_seconds() - waited_before
+        self.controller.observe_target(sum(map(len, trees)), time.perf_counter() - verify_started, waited)
         self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
         return self._drop_finished(events)
 
