@@ -34,5 +34,5 @@ def test_waiting_for_a_core_shows_while_other_processes_hold_them() -> None:
     finally:
         for hog in hogs:
             hog.join()
-    assert quiet >= 0.0 and loaded > 0.1  # sharing the cores with more busy processes than cores
-    assert loaded > 5 * quiet
+    # a third of the spin or more spent waiting: sharing the cores with more busy processes than cores
+    assert quiet >= 0.0 and loaded > quiet + 0.1
