@@ -14,7 +14,7 @@ from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft, save_draft
 from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
-from worker.draft.train import main
+from worker.draft.train import OFFLINE_AVERAGE, main
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate, length_groups
 from worker.draft.ttt import unroll
 from worker.draft.vocab import DraftVocab
@@ -152,6 +152,7 @@ def test_offline_cli_writes_a_loadable_artifact(tiny_model_dir: Path, tmp_path: 
     assert isinstance(training, dict)
     assert training["optimizer_steps"] > 0 and training["train_tokens"] > 0
     assert set(training["simulated_acceptance"]) == {"all", "code"}
+    assert training["train_config"]["average"] == OFFLINE_AVERAGE  # the saved draft is the weights' average
     assert draft.vocab.size == 256
     assert json.loads((out / "manifest.json").read_text())["extra"]["training"]["workload"] == "code"
 

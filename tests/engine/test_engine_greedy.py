@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from transformers import LlamaForCausalLM
 
 from tests.engine.helpers import greedy_request, hf_greedy, random_runner, run_all
+from worker.engine import native
 from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
 from worker.engine.llama import LlamaModel
 
@@ -118,10 +120,11 @@ def test_smollm2_greedy_matches_hf(smol_hf: LlamaForCausalLM, smol_model: LlamaM
         198,
     ]
     expected = hf_greedy(smol_hf, prompt, 24, eos=2)
+    runner = random_runner(smol_model, 2048)
+    # where the kernels serve bf16, the draft beside this float32 target proposes in bf16
+    assert runner.dtype == (torch.bfloat16 if native.serves(torch.bfloat16) else torch.float32)
     engine = SpecEngine(
-        smol_model,
-        EngineConfig(max_batch=2, max_seq_len=512, spec=MODES["hybrid_tree"]),
-        random_runner(smol_model, 2048),
+        smol_model, EngineConfig(max_batch=2, max_seq_len=512, spec=MODES["hybrid_tree"]), runner
     )
     outputs, _ = run_all(engine, [greedy_request("s", prompt, 24, stop=(2,))])
     assert outputs["s"] == expected

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worker.draft.model import Eagle3Draft
+from worker.draft.model import DraftConfig, Eagle3Draft
 from worker.engine import native
 from worker.engine.linear import linear, pack
 from worker.engine.llama import (
@@ -26,11 +26,27 @@ from worker.engine.llama import (
 )
 
 
+def served_dtype(target_dtype: torch.dtype, config: DraftConfig) -> torch.dtype:
+    """bf16 for a draft beside a float32 target where the engine's kernels serve a bf16 draft: each drafting
+    pass streams half the bytes (1.05x speculative tok/s with a trained code draft, 4 of 4 alternating
+    rounds; README), and the text is the target's whatever proposes it. Else the target's dtype."""
+    if target_dtype == torch.float32 and native.serves_model(
+        torch.bfloat16, config.head_dim, config.hidden_size
+    ):
+        return torch.bfloat16
+    return target_dtype
+
+
 class DraftRunner:
     """Implements :class:`worker.engine.types.Drafter` for an :class:`Eagle3Draft`."""
 
     def __init__(
-        self, draft: Eagle3Draft, embed: torch.Tensor, version: str | None = None, max_positions: int = 8192
+        self,
+        draft: Eagle3Draft,
+        embed: torch.Tensor,
+        version: str | None = None,
+        max_positions: int = 8192,
+        dtype: torch.dtype | None = None,
     ):
         config = draft.config
         if embed.shape != (config.target_vocab_size, config.hidden_size):
@@ -40,8 +56,8 @@ class DraftRunner:
         self.spec = config.attention_spec()
         self.embed = embed
         self.draft_to_target = draft.vocab.draft_to_target
-        # the target's serving dtype: the draft reads the target's features as they are
-        self.dtype = dtype = embed.dtype
+        # the target's features and embeddings are cast to the draft's dtype as they come in
+        self.dtype = dtype = dtype or served_dtype(embed.dtype, config)
 
         def cast(weight: torch.Tensor) -> torch.Tensor:
             return weight.detach().to(dtype, copy=True)
@@ -72,7 +88,7 @@ class DraftRunner:
 
     @torch.inference_mode()
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
-        return linear(features, self.fc)
+        return linear(features.to(self.dtype), self.fc)
 
     @torch.inference_mode()
     def forward(
@@ -101,7 +117,12 @@ class DraftRunner:
         eps, native_kernels = self.config.rms_norm_eps, self.native_kernels
         x = torch.cat(
             [
-                rms_norm(F.embedding(step.tokens, self.embed), self.layer.input_norm, eps, native_kernels),
+                rms_norm(
+                    F.embedding(step.tokens, self.embed).to(self.dtype),
+                    self.layer.input_norm,
+                    eps,
+                    native_kernels,
+                ),
                 rms_norm(hidden, self.hidden_norm, eps, native_kernels),
             ],
             dim=-1,

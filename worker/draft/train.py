@@ -37,6 +37,10 @@ from worker.engine import native
 from worker.engine.llama import LlamaModel
 from worker.workloads import Prompt, build_prompts, encode_prompt
 
+# The saved draft averages the weights: 15-minute code drafts, paired on 48 test prompts, +0.064 simulated
+# acceptance (95 % 0.004-0.129) over the last weights (README, "Does a trained draft pay?").
+OFFLINE_AVERAGE = 0.95
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="borealis draft train", description=__doc__)
@@ -66,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rejected-weight", type=float, default=TrainConfig.rejected_weight)
     parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens)
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument(
+        "--average",
+        type=float,
+        default=OFFLINE_AVERAGE,
+        help="> 0: the saved draft is a moving average of the weights, this decay (0: the last weights)",
+    )
     parser.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
@@ -165,6 +175,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         rejected_weight=args.rejected_weight,
         batch_tokens=args.batch_tokens,
         warmup_steps=args.warmup_steps,
+        average=args.average,
         bf16=args.bf16,
     )
 
@@ -225,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     held_out = examples_for(
         targets, tokenizer, draft.vocab, build_prompts(args.workload, "test", args.eval_requests), args
     )
-    acceptance = simulated_acceptance(draft, trainer.embed, held_out, args.eval_depth)
+    trained = trainer.candidate()
+    acceptance = simulated_acceptance(trained, trainer.embed, held_out, args.eval_depth)
     tail = history[-20:]
     top1 = [sum(m.top1[k] for m in tail) / len(tail) for k in range(args.ttt_steps)] if tail else []
     metrics = {
@@ -243,6 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         "train_config": trainer.config.to_dict(),
         "source": "traces" if args.traces else "generated",
     }
-    save_draft(draft, args.out, extra={"training": metrics})
+    save_draft(trained, args.out, extra={"training": metrics})
     print(json.dumps(metrics, indent=2))
     return 0
