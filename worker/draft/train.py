@@ -206,14 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.traces:
             outputs = [(r.domain, r.output_ids) for r in records]
+            context = [r.prompt_ids for r in records]
         else:
             first = generate(
                 targets.generating, tokenizer, list(itertools.islice(prompts, args.vocab_prompts)), args
             )
             outputs = [(prompt.domain, output) for prompt, _, output in first]
-        draft = new_draft(
-            target.spec, DraftVocab.from_outputs(outputs, args.draft_vocab, target.spec.vocab_size), args.seed
-        )
+            context = [
+                encode_prompt(p, tokenizer, args.max_prompt_tokens)
+                for p in build_prompts(args.workload, "train")
+            ]
+        vocab = DraftVocab.from_outputs(outputs, args.draft_vocab, target.spec.vocab_size, context)
+        draft = new_draft(target.spec, vocab, args.seed)
     generating = time.monotonic() - started
     trainer = DraftTrainer(draft, target.embed, train_config(args))
     rng = random.Random(args.seed)

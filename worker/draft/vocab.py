@@ -40,9 +40,18 @@ class DraftVocab:
     @classmethod
     def from_counts(cls, counts: Counter[int], size: int, target_vocab_size: int) -> DraftVocab:
         """The ``size`` most frequent ids (ties and padding by lowest id), kept in target-id order."""
+        return cls.from_ranking(_ranked(counts), size, target_vocab_size)
+
+    @classmethod
+    def from_ranking(cls, ranked: Iterable[int], size: int, target_vocab_size: int) -> DraftVocab:
+        """The first ``size`` distinct valid ids of ``ranked``, padded by lowest id, in target-id order."""
         size = min(size, target_vocab_size)
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        chosen = {token for token, _ in ranked[:size] if 0 <= token < target_vocab_size}
+        chosen: set[int] = set()
+        for token in ranked:
+            if len(chosen) == size:
+                break
+            if 0 <= token < target_vocab_size:
+                chosen.add(token)
         filler = (token for token in range(target_vocab_size) if token not in chosen)
         while len(chosen) < size:
             chosen.add(next(filler))
@@ -57,14 +66,23 @@ class DraftVocab:
 
     @classmethod
     def from_outputs(
-        cls, outputs: Iterable[tuple[str, list[int]]], size: int, target_vocab_size: int
+        cls,
+        outputs: Iterable[tuple[str, list[int]]],
+        size: int,
+        target_vocab_size: int,
+        context: Iterable[list[int]] = (),
     ) -> DraftVocab:
         """The ids the target emits most, each domain weighted equally; ``outputs`` are
-        ``(domain, output ids)`` pairs.
+        ``(domain, output ids)`` pairs. Rows the outputs leave go to the ids most frequent in
+        ``context`` (the prompts), then to the lowest ids.
 
-        Counted on the target's outputs, never the prompts: the head only ever proposes what the
-        target would say next. Each domain's counts become frequencies before they are summed, so
-        a domain with a tenth of the traffic still gets the tokens it needs.
+        The outputs rank first: the head only ever proposes what the target would say next. A few
+        dozen outputs name a few thousand ids, though, and the prompts are what later outputs copy (a
+        function's names, a question's words): filling the other rows from them rather than by lowest
+        id raised coverage of held-out outputs from 0.90 to 0.98 on code, 0.92 to 0.99 on chat and 0.90
+        to 0.96 on prose (8192 rows from 32 outputs, README). Each domain's output counts become
+        frequencies before they are summed, so a domain with a tenth of the traffic still gets the
+        tokens it needs.
         """
         by_domain: dict[str, Counter[int]] = {}
         for domain, output in outputs:
@@ -74,7 +92,10 @@ class DraftVocab:
             total = sum(counts.values())
             for token, count in counts.items():
                 weights[token] += round(1_000_000_000 * count / total)
-        return cls.from_counts(weights, size, target_vocab_size)
+        prompts: Counter[int] = Counter()
+        for ids in context:
+            prompts.update(ids)
+        return cls.from_ranking([*_ranked(weights), *_ranked(prompts)], size, target_vocab_size)
 
     def coverage(self, tokens: list[int]) -> float:
         """Fraction of ``tokens`` the draft can propose at all."""
@@ -82,3 +103,8 @@ class DraftVocab:
             return 0.0
         mapped = self.target_to_draft[torch.tensor(tokens)]
         return float((mapped >= 0).float().mean())
+
+
+def _ranked(counts: Counter[int]) -> list[int]:
+    """Ids by count, most first, ties by lowest id."""
+    return [token for token, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]

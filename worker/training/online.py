@@ -116,8 +116,13 @@ class OnlineTrainer:
         replay = self.intake.replay
         if len(replay) < self.settings.min_records:
             return
-        outputs = ((record.domain, record.output_ids) for record in replay.sample(len(replay)))
-        vocab = DraftVocab.from_outputs(outputs, self.settings.draft_vocab_size, self.target.spec.vocab_size)
+        records = replay.sample(len(replay))
+        vocab = DraftVocab.from_outputs(
+            [(record.domain, record.output_ids) for record in records],
+            self.settings.draft_vocab_size,
+            self.target.spec.vocab_size,
+            [record.prompt_ids for record in records],
+        )
         self.intake.take_recent()  # the new vocabulary was chosen from these very outputs
         self.trainer = self._new_trainer(new_draft(self.target.spec, vocab))
 
