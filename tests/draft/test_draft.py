@@ -62,7 +62,6 @@ def test_vocab_from_outputs_weighs_every_domain_equally() -> None:
     assert vocab.coverage([7, 8, 9, 9]) == 0.5
 
 
-
 def test_vocab_rows_the_outputs_leave_go_to_the_prompts_most_frequent_ids() -> None:
     """Every output id outranks every prompt id; the prompts' ids then rank by count; padding comes last."""
     outputs = [("code", [90, 91])]
@@ -71,6 +70,7 @@ def test_vocab_rows_the_outputs_leave_go_to_the_prompts_most_frequent_ids() -> N
     assert vocab.draft_to_target.tolist() == [50, 60, 90, 91]
     padded = DraftVocab.from_outputs(outputs, 8, 100, context=prompts)
     assert padded.draft_to_target.tolist() == [0, 1, 50, 60, 70, 80, 90, 91]  # ties by lowest id, then 0, 1
+
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
     draft = small_draft(seed=3)
