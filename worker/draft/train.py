@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     started = time.monotonic()
     deadline = started + args.minutes * 60
-    prompts = iter(build_prompts(args.workload, "train"))
+    train_prompts = build_prompts(args.workload, "train")
+    prompts = iter(train_prompts)
     records = read_traces(Path(args.traces)) if args.traces else []
     first: list[Generated] = []
     if args.init:
@@ -212,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 targets.generating, tokenizer, list(itertools.islice(prompts, args.vocab_prompts)), args
             )
             outputs = [(prompt.domain, output) for prompt, _, output in first]
-            context = [
-                encode_prompt(p, tokenizer, args.max_prompt_tokens)
-                for p in build_prompts(args.workload, "train")
-            ]
+            context = [encode_prompt(p, tokenizer, args.max_prompt_tokens) for p in train_prompts]
         vocab = DraftVocab.from_outputs(outputs, args.draft_vocab, target.spec.vocab_size, context)
         draft = new_draft(target.spec, vocab, args.seed)
     generating = time.monotonic() - started

@@ -59,10 +59,7 @@ class DraftVocab:
 
     @classmethod
     def from_sequences(cls, sequences: Iterable[list[int]], size: int, target_vocab_size: int) -> DraftVocab:
-        counts: Counter[int] = Counter()
-        for sequence in sequences:
-            counts.update(sequence)
-        return cls.from_counts(counts, size, target_vocab_size)
+        return cls.from_counts(_token_counts(sequences), size, target_vocab_size)
 
     @classmethod
     def from_outputs(
@@ -92,10 +89,8 @@ class DraftVocab:
             total = sum(counts.values())
             for token, count in counts.items():
                 weights[token] += round(1_000_000_000 * count / total)
-        prompts: Counter[int] = Counter()
-        for ids in context:
-            prompts.update(ids)
-        return cls.from_ranking([*_ranked(weights), *_ranked(prompts)], size, target_vocab_size)
+        ranked = [*_ranked(weights), *_ranked(_token_counts(context))]
+        return cls.from_ranking(ranked, size, target_vocab_size)
 
     def coverage(self, tokens: list[int]) -> float:
         """Fraction of ``tokens`` the draft can propose at all."""
@@ -103,6 +98,13 @@ class DraftVocab:
             return 0.0
         mapped = self.target_to_draft[torch.tensor(tokens)]
         return float((mapped >= 0).float().mean())
+
+
+def _token_counts(sequences: Iterable[list[int]]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for sequence in sequences:
+        counts.update(sequence)
+    return counts
 
 
 def _ranked(counts: Counter[int]) -> list[int]:
