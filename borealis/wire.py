@@ -206,6 +206,11 @@ class GenerateRequest(WireModel):
     stop: list[StopString] = Field(default_factory=list, max_length=4)
     domain: DomainLabel | None = None
     caller: CallerLabel = Field(default="anonymous", description="Who sent it: the API key's name.")
+    stream: bool = Field(
+        default=True,
+        description="Whether the caller relays text as it comes. False: the worker answers with one "
+        "final chunk (unless stop strings must be watched), so no step waits on relaying a chunk.",
+    )
 
 
 class AcceptedBySource(BaseModel):
@@ -245,6 +250,9 @@ class GenerateChunk(WireModel):
     completion_tokens: int | None = None
     spec_decode: SpecDecodeStats | None = None
     queue_seconds: float | None = Field(default=None, ge=0.0)  # final chunk: waited for a batch slot
+    # final chunk: from the first token to the last, in the worker; the control plane places the first
+    # token of a request it was not streamed from this
+    after_first_token_seconds: float | None = Field(default=None, ge=0.0)
     error: str | None = None
 
 

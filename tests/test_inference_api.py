@@ -6,15 +6,17 @@ test with SmolLM2 and `borealis up` lives in test_appliance.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.procs import wait_until
-from tests.stack import Stack
+from tests.stack import CLUSTER_TOKEN, Stack
 
 MODEL = "tiny-llama"
 
@@ -104,6 +106,29 @@ def test_streaming_chat_matches_non_streaming(stack: Stack) -> None:
     assert text == whole.choices[0].message.content
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_a_non_streamed_request_comes_from_the_worker_in_one_chunk(stack: Stack) -> None:
+    """The worker hands a caller that does not stream one final chunk (no step waits on relaying
+    the others), with the same text as the streamed chunks and the span after its first token."""
+    worker: str = stack.admin("GET", "/api/workers").json()[0]["url"]
+    headers = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
+    body = {"prompt": "The quick brown fox", "max_tokens": 24, "temperature": 0}
+
+    def chunks(request_id: str, stream: bool) -> list[dict[str, Any]]:
+        sent = {**body, "request_id": request_id, "stream": stream}
+        response = httpx.post(f"{worker}/generate", json=sent, headers=headers, timeout=60)
+        assert response.status_code == 200
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+    streamed, whole = chunks("relay-streamed", True), chunks("relay-whole", False)
+    assert len(streamed) > 2 and len(whole) == 1
+    assert "".join(chunk["text"] for chunk in streamed) == whole[0]["text"]
+    assert whole[0]["finish_reason"] == streamed[-1]["finish_reason"] == "length"
+    assert whole[0]["completion_tokens"] == 24
+    for final in (whole[0], streamed[-1]):
+        decoding = final["spec_decode"]["decode_seconds"]
+        assert 0 < final["after_first_token_seconds"] < decoding + 1.0
 
 
 def test_stop_string_ends_generation(stack: Stack) -> None:
@@ -248,6 +273,8 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         "metadata": {"domain": "code"},
     }
     assert httpx.post(f"{stack.base_url}/v1/completions", json=body, timeout=60).status_code == 200
+    streamed = {**body, "stream": True}
+    assert httpx.post(f"{stack.base_url}/v1/completions", json=streamed, timeout=60).status_code == 200
     text = httpx.get(f"{stack.base_url}/metrics").text
     wanted = ('domain="code"', 'draft_version="none"', f'model_name="{MODEL}"')  # vLLM's model_name label
 
@@ -255,6 +282,7 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
         return all(label in line for label in wanted)
 
     for name in (
+        "borealis:time_to_first_token_seconds_count",
         "borealis:request_time_per_output_token_seconds_count",
         "borealis:request_queue_time_seconds_count",
         "borealis:spec_decode_num_drafts_total",
@@ -279,6 +307,10 @@ def test_metrics_count_speculation_by_domain(stack: Stack) -> None:
     def counter(name: str, extra: str = "") -> float:
         rows = [row for row in text.splitlines() if row.startswith(name + "{") and labelled(row)]
         return sum(float(row.rsplit(" ", 1)[1]) for row in rows if extra in row)
+
+    # Every finished request has a first token, streamed or not (the latter placed by the worker).
+    finished = counter("borealis:request_success_total")
+    assert finished >= 2 and counter("borealis:time_to_first_token_seconds_count") == finished
 
     # Control-plane state an SRE alerts on, read at scrape time.
     assert "borealis:learning_paused 0.0" in text.splitlines()

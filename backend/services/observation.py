@@ -21,8 +21,10 @@ class RequestObserver:
         self.stats = stats
 
     async def observe(
-        self, stream: AsyncGenerator[GenerateChunk, None], domain: str | None
+        self, stream: AsyncGenerator[GenerateChunk, None], domain: str | None, streamed: bool
     ) -> AsyncGenerator[GenerateChunk, None]:
+        """``streamed``: the worker sends text as it comes; otherwise it sends one final chunk, and the
+        first token's time is the request's latency less the worker's time after its first token."""
         started = time.monotonic()
         first_token_s: float | None = None
         last_chunk_at: float | None = None
@@ -38,7 +40,11 @@ class RequestObserver:
                 if chunk.finish_reason == "error":
                     self._error(502, domain)
                 elif chunk.finish_reason is not None:
-                    await self._finished(chunk, domain, time.monotonic() - started, first_token_s)
+                    latency_s = time.monotonic() - started
+                    if not streamed:
+                        after = chunk.after_first_token_seconds
+                        first_token_s = None if after is None else max(0.0, latency_s - after)
+                    await self._finished(chunk, domain, latency_s, first_token_s)
                 yield chunk
         except WorkerRejected as exc:
             self._error(exc.status, domain)

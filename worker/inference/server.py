@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -67,6 +67,44 @@ def _line(chunk: GenerateChunk) -> bytes:
     return chunk.model_dump_json().encode() + b"\n"
 
 
+class _Relay:
+    """The engine thread's hand-off of one request's events to the HTTP loop.
+
+    Each event handed over wakes the loop, whose chunk work (detokenizing, serialising, writing) then
+    holds the interpreter lock while the engine thread's next step wants it: about 0.8 ms a step on
+    2 cores, 50 ms of a 96-token request, none of it in the engine's own timings. A request whose
+    caller does not stream (and has no stop strings to watch) is therefore handed over once, at
+    its end, with all its tokens, as vLLM's final-only outputs are."""
+
+    def __init__(self, post: Callable[[TokenEvent | BaseException], None], every_step: bool) -> None:
+        self._post = post
+        self._every_step = every_step
+        self._tokens: list[int] = []
+        self.first_token_at: float | None = None  # monotonic, set on the engine thread
+        self.finished_at: float | None = None
+
+    def __call__(self, event: TokenEvent | BaseException) -> None:
+        if isinstance(event, BaseException):
+            self._post(event)
+            return
+        now = time.monotonic()
+        if self.first_token_at is None and event.token_ids:
+            self.first_token_at = now
+        if event.finish_reason is not None:
+            self.finished_at = now
+        if self._every_step:
+            self._post(event)
+            return
+        self._tokens.extend(event.token_ids)
+        if event.finish_reason is not None:
+            self._post(replace(event, token_ids=self._tokens))
+
+    def after_first_token_seconds(self) -> float | None:
+        if self.first_token_at is None or self.finished_at is None:
+            return None
+        return round(self.finished_at - self.first_token_at, 6)
+
+
 async def _stream(
     state: WorkerState, request: GenerateRequest, prompt_ids: list[int]
 ) -> AsyncIterator[bytes]:
@@ -80,11 +118,12 @@ async def _stream(
         stop_token_ids=state.prompts.stop_token_ids,
     )
 
-    def deliver(event: TokenEvent | BaseException) -> None:
+    def post(event: TokenEvent | BaseException) -> None:
         loop.call_soon_threadsafe(events.put_nowait, event)
 
+    relay = _Relay(post, every_step=request.stream or bool(request.stop))
     state.in_flight.add(request.request_id)
-    state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), deliver)
+    state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), relay)
     text = StopStringStream(state.prompts.decode, request.stop)
     output_ids: list[int] = []
     completion = []
@@ -136,6 +175,7 @@ async def _stream(
                 completion_tokens=len(output_ids),
                 spec_decode=_spec_stats(event.stats, state.draft_version),
                 queue_seconds=round(event.stats.queue_seconds, 6) if event.stats else None,
+                after_first_token_seconds=relay.after_first_token_seconds(),
             )
             yield _line(chunk)
             return

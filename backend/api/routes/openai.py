@@ -82,6 +82,7 @@ def _wire_request(
         stop=body.stop_list(),
         domain=canonical_domain(requested, settings.allowed_domains),
         caller=caller,
+        stream=body.stream,
         **prompt,
     )
 
@@ -89,7 +90,7 @@ def _wire_request(
 def _generation(
     inference: InferenceRouter, observer: RequestObserver, request: GenerateRequest, model: str
 ) -> AsyncGenerator[GenerateChunk, None]:
-    return observer.observe(inference.generate(request, model), request.domain)
+    return observer.observe(inference.generate(request, model), request.domain, request.stream)
 
 
 def _api_error(exc: Exception) -> APIError:
