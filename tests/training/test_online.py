@@ -348,6 +348,20 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_round(
     assert pending(settings) == 0
 
 
+def test_files_a_killed_trainer_left_behind_are_removed_when_one_starts(
+    settings: Settings, target: LlamaModel
+) -> None:
+    """A trainer killed while publishing a candidate or fetching the live draft leaves its files; the
+    next one clears both (neither is used again: candidates are rebuilt, the live draft refetched)."""
+    left = [settings.trainer.root / "candidates" / "v0003" / "draft.safetensors"]
+    left.append(settings.trainer.root / "live" / "v0002" / "draft.safetensors")
+    for path in left:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"partial")
+    new_trainer(settings, target, FakeControlPlane())
+    assert not any(path.exists() for path in left)
+
+
 def test_a_live_draft_made_for_another_target_is_refused_not_trained(target: LlamaModel) -> None:
     import dataclasses
 

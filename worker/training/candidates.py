@@ -63,8 +63,10 @@ class Candidates:
         self.max_traces = max_traces
         self._live: tuple[str, Eagle3Draft] | None = None
         self._live_scores: tuple[str | None, dict[str, tuple[int, int]]] = (None, {})
-        # A trainer killed while publishing leaves its candidate's files behind; it is never published.
+        # A trainer killed while publishing leaves its candidate's files behind (it is never published),
+        # or while fetching the live draft, that draft's (it is fetched again when needed).
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.live_dir, ignore_errors=True)
 
     def shadow_eval(self, trainer: DraftTrainer, live: str | None, fresh: list[TraceRecord]) -> ShadowEval:
         """Simulated acceptance of the candidate and of the live draft on the same unseen traces.
