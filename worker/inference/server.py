@@ -80,29 +80,25 @@ class _Relay:
         self._post = post
         self._every_step = every_step
         self._tokens: list[int] = []
-        self.first_token_at: float | None = None  # monotonic, set on the engine thread
-        self.finished_at: float | None = None
+        self._first_token_at: float | None = None  # monotonic, on the engine thread
+        # set before the final event is posted, so the loop reads it once that event arrives
+        self.after_first_token_seconds: float | None = None
 
     def __call__(self, event: TokenEvent | BaseException) -> None:
         if isinstance(event, BaseException):
             self._post(event)
             return
         now = time.monotonic()
-        if self.first_token_at is None and event.token_ids:
-            self.first_token_at = now
-        if event.finish_reason is not None:
-            self.finished_at = now
+        if self._first_token_at is None and event.token_ids:
+            self._first_token_at = now
+        if event.finish_reason is not None and self._first_token_at is not None:
+            self.after_first_token_seconds = round(now - self._first_token_at, 6)
         if self._every_step:
             self._post(event)
             return
         self._tokens.extend(event.token_ids)
         if event.finish_reason is not None:
             self._post(replace(event, token_ids=self._tokens))
-
-    def after_first_token_seconds(self) -> float | None:
-        if self.first_token_at is None or self.finished_at is None:
-            return None
-        return round(self.finished_at - self.first_token_at, 6)
 
 
 async def _stream(
@@ -175,7 +171,7 @@ async def _stream(
                 completion_tokens=len(output_ids),
                 spec_decode=_spec_stats(event.stats, state.draft_version),
                 queue_seconds=round(event.stats.queue_seconds, 6) if event.stats else None,
-                after_first_token_seconds=relay.after_first_token_seconds(),
+                after_first_token_seconds=relay.after_first_token_seconds,
             )
             yield _line(chunk)
             return
