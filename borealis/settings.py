@@ -291,6 +291,15 @@ class Settings(BaseSettings):
     worker_max_queued: int = Field(
         default=32, ge=0, le=4096, description="Requests a worker queues beyond `max_batch`; more get 503."
     )
+    stream_interval_ms: float = Field(
+        default=40.0,
+        ge=0.0,
+        le=1000.0,
+        description="A streamed request's tokens reach its client at most this often (its first at once, "
+        "its last with the end; 0: every step). Each chunk costs the worker, the control plane and the "
+        "client CPU beside decoding: every step's chunk made streamed requests 4-9 % slower than whole ones "
+        "on 2 cores. Requests with stop strings still stream every step (their stop is watched per chunk).",
+    )
     worker_tune_allocator: bool = Field(
         default=True,
         description="glibc: large tensors in mmap and freed pages returned after swaps (flat memory).",

@@ -113,8 +113,9 @@ class ServingMetrics:
         )
         self.inter_token_latency = Histogram(
             f"{PREFIX}inter_token_latency_seconds",
-            "Seconds between successive streamed chunks of a request (one verification step each, as "
-            "vLLM v1 counts with speculation: a chunk may carry several tokens).",
+            "Seconds between successive streamed chunks of a request (a chunk carries the verification "
+            "steps of one stream interval, BOREALIS_STREAM_INTERVAL_MS; with 0, one step each, as vLLM v1 "
+            "counts with speculation: a chunk may carry several tokens).",
             ["model_name"],
             buckets=TPOT_BUCKETS,
             registry=r,

@@ -64,6 +64,7 @@ def run_inference_worker(settings: Settings) -> None:
         prompts,
         cluster_token=token,
         max_requests=settings.max_batch + settings.worker_max_queued,
+        stream_interval_seconds=settings.stream_interval_ms / 1000,
     )
     swapper = build_swapper(settings, state, runner, serving, control)
     exporter = TraceExporter(TraceBusConfig.from_settings(settings)) if settings.redis_url else None

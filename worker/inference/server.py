@@ -41,6 +41,7 @@ class WorkerState:
     prompts: PromptBuilder
     cluster_token: str
     max_requests: int  # admitted at once (decoding + queued); beyond, 503 with Retry-After
+    stream_interval_seconds: float = 0.0  # a streamed request's tokens handed over at most this often
     draft_version: str | None = None
     traces: TraceSink | None = None  # None: no trace bus configured
     in_flight: set[str] = field(default_factory=set)  # request ids admitted and not yet finished
@@ -72,14 +73,25 @@ class _Relay:
 
     Each event handed over wakes the loop, whose chunk work (detokenizing, serialising, writing) then
     holds the interpreter lock while the engine thread's next step wants it: about 0.8 ms a step on
-    2 cores, 50 ms of a 96-token request, none of it in the engine's own timings. A request whose
-    caller does not stream (and has no stop strings to watch) is therefore handed over once, at
-    its end, with all its tokens, as vLLM's final-only outputs are."""
+    2 cores, 50 ms of a 96-token request, none of it in the engine's own timings; the chunk then costs
+    the control plane and the client as much again. A request whose caller does not stream (and has
+    no stop strings to watch) is therefore handed over once, at its end, with all its tokens, as
+    vLLM's final-only outputs are; a streamed one at most every ``interval`` seconds (its first
+    token at once), holding the steps in between, as vLLM's and SGLang's stream intervals do."""
 
-    def __init__(self, post: Callable[[TokenEvent | BaseException], None], every_step: bool) -> None:
+    def __init__(
+        self,
+        post: Callable[[TokenEvent | BaseException], None],
+        every_step: bool,
+        interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._post = post
+        self._clock = clock
         self._every_step = every_step
+        self._interval = interval
         self._tokens: list[int] = []
+        self._posted_at: float | None = None  # monotonic: when tokens were last handed over
         self._first_token_at: float | None = None  # monotonic, on the engine thread
         # set before the final event is posted, so the loop reads it once that event arrives
         self.after_first_token_seconds: float | None = None
@@ -88,17 +100,23 @@ class _Relay:
         if isinstance(event, BaseException):
             self._post(event)
             return
-        now = time.monotonic()
+        now = self._clock()
         if self._first_token_at is None and event.token_ids:
             self._first_token_at = now
         if event.finish_reason is not None and self._first_token_at is not None:
             self.after_first_token_seconds = round(now - self._first_token_at, 6)
-        if self._every_step:
-            self._post(event)
-            return
         self._tokens.extend(event.token_ids)
-        if event.finish_reason is not None:
+        if event.finish_reason is not None or (self._every_step and self._due(now)):
             self._post(replace(event, token_ids=self._tokens))
+            self._tokens = []
+            self._posted_at = now
+
+    def _due(self, now: float) -> bool:
+        """Whether a streamed request's held tokens go now: its first ones, then once ``interval`` has
+        passed since the last hand-over (so tokens wait at most that and one step)."""
+        if not self._tokens:
+            return False
+        return self._posted_at is None or now - self._posted_at >= self._interval
 
 
 async def _stream(
@@ -117,7 +135,9 @@ async def _stream(
     def post(event: TokenEvent | BaseException) -> None:
         loop.call_soon_threadsafe(events.put_nowait, event)
 
-    relay = _Relay(post, every_step=request.stream or bool(request.stop))
+    # a request with stop strings streams every step: the loop ends it on the text it has seen
+    interval = 0.0 if request.stop else state.stream_interval_seconds
+    relay = _Relay(post, every_step=request.stream or bool(request.stop), interval=interval)
     state.in_flight.add(request.request_id)
     state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), relay)
     text = StopStringStream(state.prompts.decode, request.stop)
