@@ -246,3 +246,24 @@ def test_the_first_draft_pass_catches_up_as_a_pass_of_its_own_would() -> None:
         torch.testing.assert_close(
             merged.v[0, slot, :, rows], separate.v[0, slot, :, rows], atol=1e-5, rtol=1e-5
         )
+
+
+def test_chains_of_a_ragged_batch_are_each_sequence_drafted_alone() -> None:
+    """A chain's mask is the prefix up to its own row (each sequence's own length): the batch's chains
+    equal each sequence's drafted alone (which ``test_unroll_matches_serving_chain`` checks against
+    the training unroll), for both a chain and the rows past a tree's first level."""
+    runner = DraftRunner(
+        small_draft(seed=3), torch.randn(SPEC.vocab_size, SPEC.hidden_size), max_positions=48
+    )
+    tokens = [torch.randint(0, SPEC.vocab_size, (length,)).tolist() for length in (17, 11)]
+    kv_lens = [len(seq) - 1 for seq in tokens]
+    features = torch.randn(2, 18, 3 * SPEC.hidden_size)
+    batch = DraftBatch(tokens=tokens, kv_lens=kv_lens, draft_lens=[0, 0], features=features)
+    for topk, width in ((1, 1), (2, 2)):
+        together = draft_paths(runner, runner.new_cache(2, 48), batch, depth=4, topk=topk, width=width)
+        for slot in range(2):
+            alone_batch = DraftBatch([tokens[slot]], [kv_lens[slot]], [0], features[slot : slot + 1])
+            (alone,) = draft_paths(runner, runner.new_cache(1, 48), alone_batch, 4, topk, width)
+            assert [p.tokens for p in together[slot].paths] == [p.tokens for p in alone.paths]
+            for a, b in zip(together[slot].paths, alone.paths, strict=True):
+                torch.testing.assert_close(a.probs, b.probs, atol=1e-5, rtol=1e-5)

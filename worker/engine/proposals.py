@@ -160,7 +160,7 @@ def draft_paths(
     frontier_scores = torch.zeros(size, 1)
     d2t = runner.draft_to_target
     samples: list[dict[int, DraftSample]] = [{} for _ in range(size)]
-    history = (torch.arange(span).view(1, 1, span) < kv.view(size, 1, 1)).expand(size, width, span)
+    positions = torch.arange(span).view(1, 1, span)
     for level in range(1, depth + 1):
         top_logp, top_ids, draws = _children(logp, topk, batch, d2t)  # [B, F, k]
         for b, node_draws in draws.items():
@@ -187,17 +187,23 @@ def draft_paths(
             [[*frontier_rows[b][j // topk], rows[b][i]] for i, j in enumerate(chosen)]
             for b, chosen in enumerate(picked_list)
         ]
-        # every node sees the history and its own path: one indexed write for the whole batch
-        at = [(b, i, row) for b in range(size) for i in range(keep) for row in new_rows[b][i]]
-        mask = history[:, :keep].clone()
-        mask[tuple(torch.tensor(at).T)] = True
+        if width == 1:  # a chain's path is the rows right after the history: a prefix
+            mask = positions < (kv + level).view(size, 1, 1)
+        else:  # every node sees the history and its own path: one indexed write for the whole batch
+            at = [(b, i, row) for b in range(size) for i in range(keep) for row in new_rows[b][i]]
+            mask = (positions < kv.view(size, 1, 1)).expand(size, keep, span).clone()
+            mask[tuple(torch.tensor(at).T)] = True
         step = StepInput(
             tokens=child_tokens.gather(1, picked),
             positions=(kv + level - 1).unsqueeze(1).expand(size, keep),
             write_index=torch.tensor(rows),
             mask=mask,
         )
-        parent_hidden = hidden.gather(1, (picked // topk).unsqueeze(-1).expand(size, keep, hidden.shape[-1]))
+        if hidden.shape[1] == keep == 1:  # one node per sequence, the parent of its one child
+            parent_hidden = hidden
+        else:
+            parent = (picked // topk).unsqueeze(-1).expand(size, keep, hidden.shape[-1])
+            parent_hidden = hidden.gather(1, parent)
         hidden, logp = runner.forward(step, parent_hidden, cache)
         if pass_ends is not None:
             pass_ends.append(time.perf_counter())
