@@ -269,9 +269,9 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "int4"] = Field(
         default="float32",
         description="Weights and activations of the target and the draft in the lean engine; bfloat16 "
-        "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see README); "
-        "int4: bfloat16 with the target's layer projections on 4-bit group-wise weights (the shipped "
-        "Q4_1 codes), a quarter of bf16's bytes per step.",
+        "needs a CPU with AVX512-BF16 or AMX (greedy output then follows bf16 numerics, see "
+        "docs/benchmarks.md); int4: bfloat16 with the target's layer projections on 4-bit group-wise "
+        "weights (the shipped Q4_1 codes), a quarter of bf16's bytes per step.",
     )
     native_kernels: bool = Field(
         default=True,
@@ -437,7 +437,7 @@ class Settings(BaseSettings):
         le=10_000,
         description="Linear learning-rate warmup, in optimizer steps, each time the trainer starts from a "
         "draft with a fresh optimizer; 0: none. `bench ablation` (chat draft learning code, 100 steps): "
-        "20 steps forgot less chat (+0.05) and learned code as fast (README).",
+        "20 steps forgot less chat (+0.05) and learned code as fast (docs/benchmarks.md).",
     )
     trainer_weight_average: float = Field(
         default=0.9,
@@ -445,7 +445,8 @@ class Settings(BaseSettings):
         lt=1.0,
         description="Candidates are an exponential moving average of the trained weights with this decay "
         "(about 1 / (1 - decay) steps); 0: the weights as they stand. `bench ablation` (chat draft "
-        "learning code, 100 steps): +0.056 code, +0.032 chat over the weights themselves (README).",
+        "learning code, 100 steps): +0.056 code, +0.032 chat over the weights themselves "
+        "(docs/benchmarks.md).",
     )
     trainer_bf16: Literal["auto", "true", "false"] = Field(
         default="auto",
@@ -468,7 +469,8 @@ class Settings(BaseSettings):
         default=1.0,
         ge=1.0,
         description="Learning-rate factor while a detected domain shift is recent; 1: off. `bench ablation` "
-        "(chat draft learning code, 100 steps): 3x learned code no better and forgot chat more (README).",
+        "(chat draft learning code, 100 steps): 3x learned code no better and forgot chat more "
+        "(docs/benchmarks.md).",
     )
     trainer_shift_boost_rounds: int = Field(default=20, ge=0, description="Rounds the shift boost lasts.")
     trainer_idle_seconds: float = Field(

@@ -29,7 +29,8 @@ from worker.engine.llama import (
 def served_dtype(target_dtype: torch.dtype, config: DraftConfig) -> torch.dtype:
     """bf16 for a draft beside a float32 target where the engine's kernels serve a bf16 draft: each drafting
     pass streams half the bytes (1.05x speculative tok/s with a trained code draft, 4 of 4 alternating
-    rounds; README), and the text is the target's whatever proposes it. Else the target's dtype."""
+    rounds; docs/benchmarks.md), and the text is the target's whatever proposes it. Else the target's
+    dtype."""
     if target_dtype == torch.float32 and native.serves_model(
         torch.bfloat16, config.head_dim, config.hidden_size
     ):

@@ -38,7 +38,7 @@ from worker.engine.llama import LlamaModel
 from worker.workloads import Prompt, build_prompts, encode_prompt
 
 # The saved draft averages the weights: 15-minute code drafts, paired on 48 test prompts, +0.064 simulated
-# acceptance (95 % 0.004-0.129) over the last weights (README, "A trained draft that pays").
+# acceptance (95 % 0.004-0.129) over the last weights (docs/benchmarks.md, "A trained draft that pays").
 OFFLINE_AVERAGE = 0.95
 
 

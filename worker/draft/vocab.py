@@ -77,7 +77,7 @@ class DraftVocab:
         dozen outputs name a few thousand ids, though, and the prompts are what later outputs copy (a
         function's names, a question's words): filling the other rows from them rather than by lowest
         id raised coverage of held-out outputs from 0.90 to 0.98 on code, 0.92 to 0.99 on chat and 0.90
-        to 0.96 on prose (8192 rows from 32 outputs, README). Each domain's output counts become
+        to 0.96 on prose (8192 rows from 32 outputs, docs/benchmarks.md). Each domain's output counts become
         frequencies before they are summed, so a domain with a tenth of the traffic still gets the
         tokens it needs.
         """

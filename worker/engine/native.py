@@ -6,7 +6,7 @@ For bfloat16 and float32 models they compute ``x @ w.T`` (bf16 in AMX tiles wher
 attention, RMS norm and a whole decoder layer so that every output row depends on its own input row
 alone (see the source): decoding and verification then round alike however many rows share a step and
 however long the span, which oneDNN's products and torch's attention do not, and a one-row step streams
-the weights faster than oneDNN's (measured in the README: its packed fp32 products streamed a one-row
+the weights faster than oneDNN's (measured in docs/benchmarks.md: its packed fp32 products streamed a one-row
 step at about half the memory's speed) without a Python round trip per operation.
 It is built with ``-march=native`` on first use into ``$XDG_CACHE_HOME/borealis/kernels`` (about 15
 seconds), keyed by the source, torch's version and this CPU's flags; where no compiler is found, the
