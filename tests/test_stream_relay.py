@@ -27,7 +27,7 @@ STEPS = [[1], [2, 3], [4], [5, 6, 7], [8], [9], [10, 11], [12]]
 def test_a_streamed_request_gets_its_first_token_at_once_and_then_one_hand_over_per_interval() -> None:
     posted: list[TokenEvent | BaseException] = []
     clock = _Clock()
-    _steps(_Relay(posted.append, every_step=True, interval=0.025, clock=clock), clock, STEPS, 0.010)
+    _steps(_Relay(posted.append, during=True, interval=0.025, clock=clock), clock, STEPS, 0.010)
     events = [event for event in posted if isinstance(event, TokenEvent)]
     # steps end at 10, 20, ... 80 ms: the first at once, then each 25 ms past the last hand-over
     assert [event.token_ids for event in events] == [[1], [2, 3, 4, 5, 6, 7], [8, 9, 10, 11], [12]]
@@ -37,20 +37,20 @@ def test_a_streamed_request_gets_its_first_token_at_once_and_then_one_hand_over_
 def test_interval_zero_hands_over_every_step_and_no_stream_only_the_end() -> None:
     every: list[TokenEvent | BaseException] = []
     clock = _Clock()
-    relay = _Relay(every.append, every_step=True, interval=0.0, clock=clock)
+    relay = _Relay(every.append, during=True, interval=0.0, clock=clock)
     _steps(relay, clock, STEPS, 0.010)
     assert [event.token_ids for event in every if isinstance(event, TokenEvent)] == STEPS
     assert relay.after_first_token_seconds == 0.07
 
     whole: list[TokenEvent | BaseException] = []
-    _steps(_Relay(whole.append, every_step=False, interval=0.0, clock=clock), clock, STEPS, 0.010)
+    _steps(_Relay(whole.append, during=False, interval=0.0, clock=clock), clock, STEPS, 0.010)
     assert [event.token_ids for event in whole if isinstance(event, TokenEvent)] == [list(range(1, 13))]
 
 
 def test_a_step_without_tokens_hands_nothing_over_and_errors_go_at_once() -> None:
     posted: list[TokenEvent | BaseException] = []
     clock = _Clock()
-    relay = _Relay(posted.append, every_step=True, interval=0.0, clock=clock)
+    relay = _Relay(posted.append, during=True, interval=0.0, clock=clock)
     relay(TokenEvent("r", []))
     assert posted == []
     failure = RuntimeError("engine failed")

@@ -82,13 +82,13 @@ class _Relay:
     def __init__(
         self,
         post: Callable[[TokenEvent | BaseException], None],
-        every_step: bool,
+        during: bool,
         interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._post = post
         self._clock = clock
-        self._every_step = every_step
+        self._during = during  # hand tokens over while decoding (else only at the end)
         self._interval = interval
         self._tokens: list[int] = []
         self._posted_at: float | None = None  # monotonic: when tokens were last handed over
@@ -106,7 +106,7 @@ class _Relay:
         if event.finish_reason is not None and self._first_token_at is not None:
             self.after_first_token_seconds = round(now - self._first_token_at, 6)
         self._tokens.extend(event.token_ids)
-        if event.finish_reason is not None or (self._every_step and self._due(now)):
+        if event.finish_reason is not None or (self._during and self._due(now)):
             self._post(replace(event, token_ids=self._tokens))
             self._tokens = []
             self._posted_at = now
@@ -137,7 +137,7 @@ async def _stream(
 
     # a request with stop strings streams every step: the loop ends it on the text it has seen
     interval = 0.0 if request.stop else state.stream_interval_seconds
-    relay = _Relay(post, every_step=request.stream or bool(request.stop), interval=interval)
+    relay = _Relay(post, during=request.stream or bool(request.stop), interval=interval)
     state.in_flight.add(request.request_id)
     state.runner.submit(GenerationRequest(request.request_id, prompt_ids, params, request.domain), relay)
     text = StopStringStream(state.prompts.decode, request.stop)
