@@ -28,8 +28,6 @@ from borealis.settings import Settings
 if TYPE_CHECKING:
     from worker.draft.model import Eagle3Draft
 
-DAY0_DRAFT_VOCAB = 8192  # draft vocabulary of a random-weight draft
-
 
 @dataclass
 class Appliance:
@@ -138,7 +136,8 @@ def day0_draft(model_dir: Path, seed: int = 0) -> Eagle3Draft:
     from worker.engine.llama import LlamaSpec
 
     spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
-    return new_draft(spec, DraftVocab.from_counts(Counter(), DAY0_DRAFT_VOCAB, spec.vocab_size), seed=seed)
+    size = Settings().draft_vocab_size
+    return new_draft(spec, DraftVocab.from_counts(Counter(), size, spec.vocab_size), seed=seed)
 
 
 def make_day0_drafts(model_dir: Path, root: Path) -> list[Path]:

@@ -187,7 +187,7 @@ def draft_share(stats: list[SpecStats]) -> float | None:
 def make_draft(arg: str, target: LlamaModel, train_ids: list[list[int]]) -> tuple[Eagle3Draft, str]:
     """The draft and its version name: a day-0 draft, or an artifact."""
     if arg == "random":
-        vocab = DraftVocab.from_sequences(train_ids, 8192, target.spec.vocab_size)
+        vocab = DraftVocab.from_sequences(train_ids, get_settings().draft_vocab_size, target.spec.vocab_size)
         return new_draft(target.spec, vocab), "random"
     draft, manifest = load_draft(arg)
     return draft, manifest.version or Path(arg).name

@@ -77,7 +77,7 @@ def served_records(
     eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
     prompts = build_prompts(args.workload, "train", args.requests)
     ids = [encode_prompt(p, tokenizer) for p in prompts]
-    vocab = DraftVocab.from_sequences(ids, 8192, target.spec.vocab_size)
+    vocab = DraftVocab.from_sequences(ids, get_settings().draft_vocab_size, target.spec.vocab_size)
     runner = DraftRunner(new_draft(target.spec, vocab, seed=args.seed), target.embed, "day-0")
     served = serve_traces(target, runner, ids, args.max_new_tokens, eos, record_features=True)
     exporter = TraceExporter(bus)

@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the target's dtype generating outputs and features (auto: bfloat16 where the engine's kernels"
         " serve it, 2.4-2.6x the tokens per second of float32 here); its logits stay float32",
     )
-    parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument("--draft-vocab", type=int, default=get_settings().draft_vocab_size)
     parser.add_argument(
         "--vocab-prompts", type=int, default=32, help="prompts whose outputs choose a new draft's vocabulary"
     )
