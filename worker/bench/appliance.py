@@ -23,7 +23,7 @@ import httpx
 from borealis.embedded_redis import start_embedded_redis
 from borealis.processes import COLOCATED_TRAINER_ENV, Child, cli_argv, free_port
 from borealis.secrets import generate_token
-from borealis.settings import Settings
+from borealis.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from worker.draft.model import Eagle3Draft
@@ -136,7 +136,7 @@ def day0_draft(model_dir: Path, seed: int = 0) -> Eagle3Draft:
     from worker.engine.llama import LlamaSpec
 
     spec = LlamaSpec.from_config(json.loads((model_dir / "config.json").read_text()))
-    size = Settings().draft_vocab_size
+    size = get_settings().draft_vocab_size
     return new_draft(spec, DraftVocab.from_counts(Counter(), size, spec.vocab_size), seed=seed)
 
 

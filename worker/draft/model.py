@@ -35,7 +35,7 @@ class DraftConfig:
     architecture: str = ARCHITECTURE
 
     @classmethod
-    def for_target(cls, spec: LlamaSpec, draft_vocab_size: int = 4096) -> DraftConfig:
+    def for_target(cls, spec: LlamaSpec, draft_vocab_size: int) -> DraftConfig:
         return cls(
             hidden_size=spec.hidden_size,
             num_heads=spec.num_heads,
