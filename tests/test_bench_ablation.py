@@ -18,6 +18,7 @@ def test_an_arm_overrides_only_the_knobs_it_names() -> None:
     plain = parse_arm("base", base)
     assert plain.config == base and not plain.init_from_target
     assert not parse_arm("outputs:prompt_rows=false", base).config.prompt_rows and base.prompt_rows
+    assert not parse_arm("covered:uncovered_rows=false", base).config.uncovered_rows and base.uncovered_rows
 
 
 def test_an_arm_may_replay_a_share_of_its_steps() -> None:

@@ -58,17 +58,21 @@ def test_short_training_raises_held_out_acceptance(
     assert simulated_acceptance(draft, target.embed, train, depth=4)["all"] > after["all"]
 
 
-@pytest.mark.parametrize("prompt_rows", [True, False])
+ROW_CHOICES = [(True, True), (False, True), (True, False)]  # (prompt_rows, uncovered_rows)
+
+
+@pytest.mark.parametrize(("prompt_rows", "uncovered_rows"), ROW_CHOICES)
 def test_the_loss_is_the_decayed_kl_over_every_row_that_trains_and_no_other(
-    target: LlamaModel, data: tuple[DraftVocab, list[Example]], prompt_rows: bool
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]], prompt_rows: bool, uncovered_rows: bool
 ) -> None:
     """The packed, log-sum-exp loss equals a plain full-softmax KL over the padded batch, masked: rows
-    of padding, rows before their unroll step and (without prompt rows) rows before the one that
-    predicts the first output token change nothing."""
+    of padding, rows before their unroll step, (without prompt rows) rows before the one that
+    predicts the first output token and (without uncovered rows) rows whose target argmax the draft
+    vocabulary lacks change nothing."""
     vocab, examples = data
     short = Example(**{**examples[1].__dict__, **{k: getattr(examples[1], k)[:40] for k in FIELDS}})
     group = [examples[0], short]  # 64 and 40 tokens: the second is padded
-    config = TrainConfig(ttt_steps=3, prompt_rows=prompt_rows)
+    config = TrainConfig(ttt_steps=3, prompt_rows=prompt_rows, uncovered_rows=uncovered_rows)
     trainer = DraftTrainer(new_draft(target.spec, vocab, seed=2), target.embed, config)
     first = 0 if prompt_rows else examples[0].prompt_len - 1  # 15: both prompts are 16 tokens
     batch = collate(group)
@@ -81,15 +85,19 @@ def test_the_loss_is_the_decayed_kl_over_every_row_that_trains_and_no_other(
         p = batch.target_logp[:, 1:].exp()
         rows = torch.arange(batch.tokens.shape[1] - 1).view(1, -1)
         valid = (rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)
+        if not uncovered_rows:
+            held = vocab.target_to_draft[batch.target_argmax[:, 1:]] >= 0
+            assert 0 < int((valid & ~held).sum()) < int(valid.sum())  # the case is exercised
+            valid = valid & held
         kl = ((p * (batch.target_logp[:, 1:] - logq)).sum(-1) * valid).sum() / valid.sum()
         assert metrics.kl[step] == pytest.approx(float(kl), rel=1e-5)
         expected = expected + 0.8**step * kl
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("prompt_rows", [True, False])
+@pytest.mark.parametrize(("prompt_rows", "uncovered_rows"), ROW_CHOICES)
 def test_a_step_in_parts_of_similar_length_has_the_gradient_of_the_whole_padded_batch(
-    target: LlamaModel, data: tuple[DraftVocab, list[Example]], prompt_rows: bool
+    target: LlamaModel, data: tuple[DraftVocab, list[Example]], prompt_rows: bool, uncovered_rows: bool
 ) -> None:
     """Parts are divided by the whole step's row and rejected-proposal counts, so their gradients add
     up to the padded batch's, rejected term included."""
@@ -104,7 +112,9 @@ def test_a_step_in_parts_of_similar_length_has_the_gradient_of_the_whole_padded_
     group = [cut(examples[0], 64, 6), cut(examples[1], 20, 0), cut(examples[2], 58, 3)]
     group.append(cut(examples[3], 12, 2))
     assert [len(part) for part in length_groups(group)] == [2, 1, 1]  # 64, 58 | 20 | 12
-    config = TrainConfig(ttt_steps=3, rejected_weight=0.5, prompt_rows=prompt_rows)
+    config = TrainConfig(
+        ttt_steps=3, rejected_weight=0.5, prompt_rows=prompt_rows, uncovered_rows=uncovered_rows
+    )
     whole = DraftTrainer(new_draft(target.spec, vocab, seed=3), target.embed, config)
     loss, expected = whole.loss(collate(group))
     loss.backward()  # type: ignore[no-untyped-call]

@@ -11,13 +11,13 @@ per-trace difference from the first arm at the last step, per domain (same trace
 
 An arm is ``NAME`` or ``NAME:key=value,key=value`` over the recipe's knobs: ``lr``,
 ``warmup_steps``, ``decay_steps``, ``average``, ``ttt_steps``, ``step_decay``, ``rejected_weight``,
-``batch_tokens``, ``bf16``, ``prompt_rows`` (all :class:`~worker.draft.trainer.TrainConfig`
-fields) and ``init=target`` (the draft's head from the target's output embedding of the draft
-vocabulary, its final norm from the target's). Unset knobs take the online trainer's defaults
-(``BOREALIS_TRAINER_*``), plus ``replay`` (the share of optimizer steps that train on replayed
-traces of the ``--also-eval`` workload, served like the others, instead of the new workload's: the
-online trainer's replay against forgetting) and ``traces`` (train on the first N served traces
-only: how acceptance grows with the text that arrived).
+``batch_tokens``, ``bf16``, ``prompt_rows``, ``uncovered_rows`` (all
+:class:`~worker.draft.trainer.TrainConfig` fields) and ``init=target`` (the draft's head from the
+target's output embedding of the draft vocabulary, its final norm from the target's). Unset knobs
+take the online trainer's defaults (``BOREALIS_TRAINER_*``), plus ``replay`` (the share of optimizer
+steps that train on replayed traces of the ``--also-eval`` workload, served like the others, instead
+of the new workload's: the online trainer's replay against forgetting) and ``traces`` (train on the
+first N served traces only: how acceptance grows with the text that arrived).
 Default arms: the rejected-proposal term off and on.
 """
 
@@ -51,7 +51,7 @@ from worker.workloads import Prompt, build_prompts, encode_prompt
 DEFAULT_ARMS = ["without_rejected_term:rejected_weight=0", "with_rejected_term:rejected_weight=0.5"]
 _FLOAT_KNOBS = {"lr", "average", "step_decay", "rejected_weight"}
 _INT_KNOBS = {"warmup_steps", "decay_steps", "ttt_steps", "batch_tokens"}
-_BOOL_KNOBS = {"bf16", "prompt_rows"}
+_BOOL_KNOBS = {"bf16", "prompt_rows", "uncovered_rows"}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = False  # bf16 autocast for the draft's matmuls (AVX512-BF16 / AMX CPUs); losses in fp32
     prompt_rows: bool = True  # rows inside the prompt train too (serving drafts only after it)
+    uncovered_rows: bool = True  # rows whose target argmax is outside the draft vocabulary train too
     device: str = "cpu"  # where the draft trains ("cuda" on a GPU training worker)
 
     def to_dict(self) -> dict[str, object]:
@@ -123,11 +124,25 @@ class StepScale:
     negatives: int  # at least 1
 
     @classmethod
-    def of(cls, spans: Sequence[tuple[int, int]], negative_steps: torch.Tensor, ttt_steps: int) -> StepScale:
+    def of(
+        cls,
+        spans: Sequence[tuple[int, int]],
+        negative_steps: torch.Tensor,
+        ttt_steps: int,
+        covered: Sequence[torch.Tensor] | None = None,
+    ) -> StepScale:
         """``spans``: (first training row, length) per example; ``negative_steps``: the unroll step of
-        every rejected proposal."""
+        every rejected proposal; ``covered``: per example, which positions' target argmax the draft
+        vocabulary holds, where only those train (row ``i`` trains against position ``i + 1``)."""
+
+        def rows_of(example: int, start: int, length: int) -> int:
+            if covered is None:
+                return max(0, length - 1 - start)
+            return int(covered[example][start + 1 : length].sum())
+
         rows = [
-            max(1, sum(max(0, n - 1 - max(step, first)) for first, n in spans)) for step in range(ttt_steps)
+            max(1, sum(rows_of(e, max(step, first), n) for e, (first, n) in enumerate(spans)))
+            for step in range(ttt_steps)
         ]
         return cls(rows, max(1, int((negative_steps < ttt_steps).sum())))
 
@@ -257,13 +272,22 @@ class DraftTrainer:
         """The first row that trains: 0, or without prompt rows the one predicting the first output."""
         return 0 if self.config.prompt_rows else max(0, prompt_len - 1)
 
+    def covered(self, target_argmax: torch.Tensor) -> torch.Tensor | None:
+        """Without ``uncovered_rows``, which positions of ``target_argmax`` (target ids, any shape) hold a
+        token the draft vocabulary has: only their rows train (elsewhere the draft cannot propose the
+        target's choice). None where every row trains."""
+        if self.config.uncovered_rows:
+            return None
+        return self.draft.vocab.target_to_draft.to(target_argmax.device)[target_argmax] >= 0
+
     def gradients(self, examples: Sequence[Example]) -> StepMetrics:
         """Fresh gradients of one step's loss over ``examples``, computed in parts of similar length
         (:func:`length_groups`): the gradient of the whole padded batch, without its padding."""
         self.optimizer.zero_grad(set_to_none=True)
         negative_steps = torch.cat([e.negatives[:, 0] for e in examples])
         spans = [(self.first_row(e.prompt_len), len(e)) for e in examples]
-        scale = StepScale.of(spans, negative_steps, self.config.ttt_steps)
+        covered = [c for e in examples if (c := self.covered(e.target_argmax)) is not None]
+        scale = StepScale.of(spans, negative_steps, self.config.ttt_steps, covered or None)
         parts = []
         for group in length_groups(examples):
             loss, metrics = self.loss(collate(group).to(self.device), scale)
@@ -277,9 +301,11 @@ class DraftTrainer:
         Terms are divided by ``scale`` (default: this batch's own rows and rejected proposals)."""
         config = self.config
         firsts = [self.first_row(n) for n in batch.prompt_lengths.tolist()]
+        covered = self.covered(batch.target_argmax)  # [B, T] or None
         if scale is None:
             spans = list(zip(firsts, batch.lengths.tolist(), strict=True))
-            scale = StepScale.of(spans, batch.negatives[:, 1], config.ttt_steps)
+            per_row = None if covered is None else list(covered)
+            scale = StepScale.of(spans, batch.negatives[:, 1], config.ttt_steps, per_row)
         device = batch.tokens.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
         with autocast:
@@ -289,10 +315,10 @@ class DraftTrainer:
         rows = torch.arange(batch.tokens.shape[1] - 1, device=device).view(1, -1)
         first = torch.tensor(firsts, device=device).view(-1, 1)
         # row i of step k is trained against the target's distribution at position i + 1
-        wheres = [
-            ((rows >= step) & (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)).nonzero(as_tuple=True)
-            for step in range(len(outputs))
-        ]
+        trained = (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)
+        if covered is not None:
+            trained = trained & covered[:, 1:]
+        wheres = [(trained & (rows >= step)).nonzero(as_tuple=True) for step in range(len(outputs))]
 
         def targets(values: torch.Tensor) -> torch.Tensor:
             """The target's side of every step's training rows, in the order their hidden states go."""
