@@ -43,6 +43,21 @@ def test_unmeasured_widths_are_costed_from_the_measured_ones_around_them() -> No
     assert controller.target_ms(4) < controller.target_ms(8)
 
 
+def test_steps_wider_than_any_measured_follow_a_slope_measured_over_a_span() -> None:
+    """Two neighbouring counts measured alike (8 and 9 rows at batch 8, pooled by noise into one cost)
+    say nothing of what 56 rows cost: extrapolated along them, every wider step cost what 8 rows do and
+    the planner verified 56 rows for a fraction of a token. A slope comes from counts at least a factor
+    of two apart, else the prior one."""
+    controller = SpeculationController(4, 4, 3)
+    controller.observe_target(8, 0.049)
+    controller.observe_target(9, 0.048)
+    pooled = controller.target_ms(9)
+    assert controller.target_ms(56) == pytest.approx(pooled * (1 + 0.02 * 55) / (1 + 0.02 * 8))
+    controller.observe_target(4, 0.030)  # now a span of more than half of 9 rows: its slope
+    assert controller.target_ms(56) == pytest.approx(pooled + (pooled - 30) / 5 * 47)
+    assert controller.target_ms(6) == pytest.approx(30 + (pooled - 30) / 4 * 2)  # between counts: as before
+
+
 def test_a_wider_step_measured_cheaper_is_costed_as_the_narrower_one() -> None:
     controller = SpeculationController(4, 4, 3)
     for _ in range(10):

@@ -113,37 +113,32 @@ def collate(examples: Sequence[Example]) -> Batch:
     )
 
 
+def training_rows(
+    firsts: torch.Tensor, lengths: torch.Tensor, covered: torch.Tensor | None, width: int
+) -> torch.Tensor:
+    """``[B, width - 1]``: which rows train at the first unroll step (at step ``k``, those from ``k``
+    on). Row ``i`` is trained against the target's distribution at position ``i + 1``, so it trains
+    when ``first <= i < length - 1`` and (given ``covered``, ``[B, width]``) the draft vocabulary holds
+    the target's choice at ``i + 1``. The one statement of the rule, for the loss and its scale."""
+    rows = torch.arange(width - 1, device=lengths.device).view(1, -1)
+    trained = (rows >= firsts.view(-1, 1)) & (rows < lengths.view(-1, 1) - 1)
+    return trained if covered is None else trained & covered[:, 1:]
+
+
 @dataclass(frozen=True)
 class StepScale:
-    """What one optimizer step's loss terms are divided by: rows per unroll step (row ``i`` of an
-    example trains at step ``k`` when ``max(k, first) <= i < len - 1``) and rejected proposals within
-    the unroll, over every example of the step, so parts of it can be computed apart and their losses
-    summed."""
+    """What one optimizer step's loss terms are divided by: rows per unroll step (:func:`training_rows`)
+    and rejected proposals within the unroll, over every example of the step, so parts of it can be
+    computed apart and their losses summed."""
 
     rows: list[int]  # per unroll step, at least 1
     negatives: int  # at least 1
 
     @classmethod
-    def of(
-        cls,
-        spans: Sequence[tuple[int, int]],
-        negative_steps: torch.Tensor,
-        ttt_steps: int,
-        covered: Sequence[torch.Tensor] | None = None,
-    ) -> StepScale:
-        """``spans``: (first training row, length) per example; ``negative_steps``: the unroll step of
-        every rejected proposal; ``covered``: per example, which positions' target argmax the draft
-        vocabulary holds, where only those train (row ``i`` trains against position ``i + 1``)."""
-
-        def rows_of(example: int, start: int, length: int) -> int:
-            if covered is None:
-                return max(0, length - 1 - start)
-            return int(covered[example][start + 1 : length].sum())
-
-        rows = [
-            max(1, sum(rows_of(e, max(step, first), n) for e, (first, n) in enumerate(spans)))
-            for step in range(ttt_steps)
-        ]
+    def of(cls, trained: Sequence[torch.Tensor], negative_steps: torch.Tensor, ttt_steps: int) -> StepScale:
+        """``trained``: per example, its rows that train at the first unroll step (:func:`training_rows`);
+        ``negative_steps``: the unroll step of every rejected proposal."""
+        rows = [max(1, sum(int(mask[step:].sum()) for mask in trained)) for step in range(ttt_steps)]
         return cls(rows, max(1, int((negative_steps < ttt_steps).sum())))
 
 
@@ -268,6 +263,16 @@ class DraftTrainer:
         self._update_average()
         return metrics
 
+    def _training_rows(
+        self, prompt_lengths: list[int], lengths: list[int], target_argmax: torch.Tensor
+    ) -> torch.Tensor:
+        """:func:`training_rows` under this trainer's config, for examples padded to ``target_argmax``'s
+        width."""
+        device = target_argmax.device
+        firsts = torch.tensor([self.first_row(n) for n in prompt_lengths], device=device)
+        covered = self.covered(target_argmax)
+        return training_rows(firsts, torch.tensor(lengths, device=device), covered, target_argmax.shape[1])
+
     def first_row(self, prompt_len: int) -> int:
         """The first row that trains: 0, or without prompt rows the one predicting the first output."""
         return 0 if self.config.prompt_rows else max(0, prompt_len - 1)
@@ -285,9 +290,10 @@ class DraftTrainer:
         (:func:`length_groups`): the gradient of the whole padded batch, without its padding."""
         self.optimizer.zero_grad(set_to_none=True)
         negative_steps = torch.cat([e.negatives[:, 0] for e in examples])
-        spans = [(self.first_row(e.prompt_len), len(e)) for e in examples]
-        covered = [c for e in examples if (c := self.covered(e.target_argmax)) is not None]
-        scale = StepScale.of(spans, negative_steps, self.config.ttt_steps, covered or None)
+        trained = [
+            self._training_rows([e.prompt_len], [len(e)], e.target_argmax.view(1, -1))[0] for e in examples
+        ]
+        scale = StepScale.of(trained, negative_steps, self.config.ttt_steps)
         parts = []
         for group in length_groups(examples):
             loss, metrics = self.loss(collate(group).to(self.device), scale)
@@ -300,12 +306,11 @@ class DraftTrainer:
         the KL with it in chunks of rows (:func:`worker.draft.head_loss.head_kl`).
         Terms are divided by ``scale`` (default: this batch's own rows and rejected proposals)."""
         config = self.config
-        firsts = [self.first_row(n) for n in batch.prompt_lengths.tolist()]
-        covered = self.covered(batch.target_argmax)  # [B, T] or None
+        trained = self._training_rows(
+            batch.prompt_lengths.tolist(), batch.lengths.tolist(), batch.target_argmax
+        )  # [B, T - 1]
         if scale is None:
-            spans = list(zip(firsts, batch.lengths.tolist(), strict=True))
-            per_row = None if covered is None else list(covered)
-            scale = StepScale.of(spans, batch.negatives[:, 1], config.ttt_steps, per_row)
+            scale = StepScale.of(list(trained), batch.negatives[:, 1], config.ttt_steps)
         device = batch.tokens.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
         with autocast:
@@ -313,11 +318,6 @@ class DraftTrainer:
                 self.draft, self._device_embed, batch.tokens, batch.features, config.ttt_steps
             )
         rows = torch.arange(batch.tokens.shape[1] - 1, device=device).view(1, -1)
-        first = torch.tensor(firsts, device=device).view(-1, 1)
-        # row i of step k is trained against the target's distribution at position i + 1
-        trained = (rows >= first) & (rows < batch.lengths.view(-1, 1) - 1)
-        if covered is not None:
-            trained = trained & covered[:, 1:]
         wheres = [(trained & (rows >= step)).nonzero(as_tuple=True) for step in range(len(outputs))]
 
         def targets(values: torch.Tensor) -> torch.Tensor:

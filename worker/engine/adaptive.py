@@ -20,6 +20,8 @@ EMA = 0.1
 # the margin "never slower than target-only" allows
 PROBE_BUDGET = 0.01
 PROBE_NOW = 1 << 30  # steps without the draft that any probe interval has reached
+# past the widest measured row count, costs follow the slope from a count at most this share of it
+EXTRAPOLATION_SPAN = 0.5
 # a step whose thread waited this share of its time for a core was timed under another process's load
 CONTENDED = 0.1
 
@@ -96,23 +98,36 @@ class _CostTable:
 
     def __call__(self, rows: int) -> float:
         """Fitted cost for a measured ``rows``; else interpolated between the measured row counts around
-        it, extrapolated along the two nearest, or (one or none measured) scaled by ``slope`` per row.
+        it, extrapolated past the widest along a segment spanning at least ``EXTRAPOLATION_SPAN`` of
+        it, or (below the narrowest, or no such segment) scaled by ``slope`` per row.
 
         A fixed slope from one measurement under-estimated wide verification steps by up to 1.6x
         (64 rows at batch 8), so the controller kept trying unmeasured widths at a loss."""
         counts = self._counts
         if not counts:
-            return self.default * (1.0 + self.slope * (rows - 1))
+            return self._scaled(self.default, 1, rows)
         values = self.fitted()
         above = bisect_right(counts, rows)
         if above and counts[above - 1] == rows:
             return values[above - 1]
-        if len(counts) == 1 or above == 0:
-            scale = (1.0 + self.slope * (rows - 1)) / (1.0 + self.slope * (counts[0] - 1))
-            return values[0] * scale
-        at = min(above, len(counts) - 1)
-        per_row = (values[at] - values[at - 1]) / (counts[at] - counts[at - 1])
-        return values[at - 1] + per_row * (rows - counts[at - 1])
+        if above == 0:
+            return self._scaled(values[0], counts[0], rows)
+        if above < len(counts):
+            per_row = (values[above] - values[above - 1]) / (counts[above] - counts[above - 1])
+            return values[above - 1] + per_row * (rows - counts[above - 1])
+        # past the widest count, along a segment spanning at least half of it: the slope between
+        # neighbouring counts is mostly their noise (8 and 9 rows pooled to one cost at batch 8 made
+        # every wider step cost what 8 rows do), and without such a segment, the prior slope
+        widest = counts[-1]
+        base = bisect_right(counts, widest * EXTRAPOLATION_SPAN) - 1
+        if base < 0:
+            return self._scaled(values[-1], widest, rows)
+        per_row = (values[-1] - values[base]) / (widest - counts[base])
+        return values[-1] + per_row * (rows - widest)
+
+    def _scaled(self, cost: float, rows: int, to_rows: int) -> float:
+        """``cost`` of ``rows`` carried to ``to_rows`` by the prior ``slope`` per row."""
+        return cost * (1.0 + self.slope * (to_rows - 1)) / (1.0 + self.slope * (rows - 1))
 
 
 class SpeculationController:
