@@ -48,11 +48,18 @@ def test_steps_wider_than_any_measured_follow_a_slope_measured_over_a_span() -> 
     say nothing of what 56 rows cost: extrapolated along them, every wider step cost what 8 rows do and
     the planner verified 56 rows for a fraction of a token. A slope comes from counts at least a factor
     of two apart, else the prior one."""
-    controller = SpeculationController(4, 4, 3)
+    controller = SpeculationController(4, 6, 3)
     controller.observe_target(8, 0.049)
     controller.observe_target(9, 0.048)
     pooled = controller.target_ms(9)
     assert controller.target_ms(56) == pytest.approx(pooled * (1 + 0.02 * 55) / (1 + 0.02 * 8))
+    for _ in range(30):  # a lookup whose first token is right a third of the time
+        controller.observe_ngram_acceptance(6, 1)
+        controller.observe_ngram_acceptance(6, 0)
+        controller.observe_ngram_acceptance(6, 0)
+    # its first token pays at the prior's cost of 8 more rows; all six (56 rows, as cheap as 8 when
+    # extrapolated along 8 and 9) do not
+    assert controller._best_plan(8, [6] * 8, False) == Plan(0, 1)
     controller.observe_target(4, 0.030)  # now a span of more than half of 9 rows: its slope
     assert controller.target_ms(56) == pytest.approx(pooled + (pooled - 30) / 5 * 47)
     assert controller.target_ms(6) == pytest.approx(30 + (pooled - 30) / 4 * 2)  # between counts: as before
