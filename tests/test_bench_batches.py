@@ -28,11 +28,19 @@ def test_every_workload_and_batch_size_gets_a_lossless_cell(
     assert all(rows["1"]["requests"] == 3 and rows["3"]["requests"] == 6 for rows in result["cells"].values())
     ratios = [cell["spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()]
     assert result["min_spec_over_target_only"] == min(ratios) > 0
-    for cell in (cell for rows in result["cells"].values() for cell in rows.values()):
+    for batch, cell in (
+        (int(size), cell) for rows in result["cells"].values() for size, cell in rows.items()
+    ):
         low, high = cell["spec_over_target_only_range"]
         assert cell["repeats"] == 3 and low <= cell["spec_over_target_only"] <= high  # the median repeat
         decode = cell["decode_spec_over_target_only_runs"]
         assert len(decode) == 3 and cell["decode_spec_over_target_only"] == sorted(decode)[1] > 0
+        assert cell["target_only_step_ms"] > 0 and cell["spec_plans"]
+        seconds = [plan["seconds"] for plan in cell["spec_plans"]]
+        assert seconds == sorted(seconds, reverse=True)
+        for plan in cell["spec_plans"]:  # a full-batch step emits at least one token per sequence
+            assert plan["steps"] >= 1 and plan["verify_ms"] > 0 and plan["predicted_verify_ms"] > 0
+            assert plan["tokens_per_step"] >= batch and plan["mean_rows"] >= batch
     decode_ratios = [
         cell["decode_spec_over_target_only"] for rows in result["cells"].values() for cell in rows.values()
     ]

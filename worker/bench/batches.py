@@ -9,7 +9,10 @@ drift of the machine favours neither): each repeat's ratio is paired, and a cell
 median with the lowest and highest (runs of 13 s on a shared 2-core VM differ by 10 % and more
 between repeats of the same arm). Each cell also reports the decode-only ratio, from the engines' own
 decoding-step seconds: prompt prefill is the same work in both arms, half of a batch-8 run here, and
-only dilutes and blurs the speculative steps' gain or loss.
+only dilutes and blurs the speculative steps' gain or loss. And it says where the speculative arm's
+full-batch decoding went (``spec_plans``: per plan, steps, rows, the controller's expected cost against
+the measured one, tokens a step) beside target-only's mean step (``target_only_step_ms``): a run
+slower than target-only (one chat batch-8 cell at 0.57, not reproduced) explains itself.
 
 A cell serves at least ``--waves`` full batches of prompts. A run's end is ragged: when the queue is
 empty the last sequences decode in a smaller batch, and speculation makes it more ragged (sequences
@@ -32,7 +35,8 @@ from borealis.settings import get_settings
 from worker.bench.report import emit
 from worker.bench.speedup import acceptance_length, make_draft, run_engine
 from worker.draft.runner import DraftRunner
-from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine
+from worker.engine.adaptive import Plan
+from worker.engine.engine import EngineConfig, SpecConfig, SpecEngine, StepRecord
 from worker.engine.llama import SERVING_DTYPES, LlamaModel
 from worker.engine.types import SamplingParams, SpecStats
 from worker.workloads import build_prompts, encode_prompt
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             for engine in (off, spec):  # warm: kernels for this batch size, the controller's first costs
                 run_engine(engine, prompts[:batch], SamplingParams(8, stop_token_ids=(eos,)))
             runs = []
+            spec.step_log, off.step_log = [], []
             for repeat in range(args.repeats):
                 if repeat % 2:  # every other repeat runs speculation first: drift between runs cancels
                     spec_out, stats, spec_s = run_engine(spec, prompts, params)
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 **_ratio("spec_over_target_only", [run[0] for run in runs]),
                 **_ratio("decode_spec_over_target_only", [run[4] for run in runs]),
                 "mean_acceptance_length": statistics.median(run[3] for run in runs),
+                "target_only_step_ms": _mean_step_ms(off.step_log, batch),
+                "spec_plans": plan_costs(spec.step_log, batch),
                 "requests": requests,
                 "repeats": args.repeats,
             }
@@ -133,6 +140,39 @@ def main(argv: list[str] | None = None) -> int:
     }
     emit(result, Path(args.json_path) if args.json_path else None)
     return 0 if identical else 1
+
+
+def plan_costs(steps: list[StepRecord], batch: int) -> list[dict[str, Any]]:
+    """The plans of the full-batch steps over every repeat, most time first: how often each ran, its
+    rows, the cost the controller expected against what verification took, and the tokens it emitted
+    (a run slower than target-only shows here which plans it paid for)."""
+    by_plan: dict[Plan, list[StepRecord]] = {}
+    for step in steps:
+        if step.batch == batch:
+            by_plan.setdefault(step.plan, []).append(step)
+    costs = [
+        {
+            "plan": {
+                "draft_depth": plan.draft_depth,
+                "ngram_tokens": plan.ngram_tokens,
+                "draft_width": plan.draft_width,
+            },
+            "steps": len(group),
+            "seconds": sum(step.step_seconds for step in group),
+            "mean_rows": statistics.fmean(step.rows for step in group),
+            "predicted_verify_ms": statistics.fmean(step.predicted_ms for step in group),
+            "verify_ms": 1000 * statistics.fmean(step.verify_seconds for step in group),
+            "step_ms": 1000 * statistics.fmean(step.step_seconds for step in group),
+            "tokens_per_step": statistics.fmean(step.tokens for step in group),
+        }
+        for plan, group in by_plan.items()
+    ]
+    return sorted(costs, key=lambda cost: -cost["seconds"])
+
+
+def _mean_step_ms(steps: list[StepRecord], batch: int) -> float | None:
+    full = [step.step_seconds for step in steps if step.batch == batch]
+    return 1000 * statistics.fmean(full) if full else None
 
 
 def decode_seconds(stats: list[SpecStats]) -> float:

@@ -68,6 +68,21 @@ class EngineConfig:
     record_features: bool = False  # final events carry the committed positions' target features too
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One decoding step as the controller planned and timed it (kept in ``SpecEngine.step_log``)."""
+
+    batch: int  # sequences decoded together
+    plan: Plan
+    rows: int  # tree nodes verified, every sequence's
+    predicted_ms: float  # the controller's cost of verifying ``rows`` when it planned the step
+    verify_seconds: (
+        float  # the verification forward with accepting and committing, as the controller times it
+    )
+    step_seconds: float  # the whole step: lookups, planning, drafting, verifying
+    tokens: int  # emitted, every sequence's accepted tokens and the one from the target
+
+
 @dataclass
 class _Sequence:
     request: GenerationRequest
@@ -104,6 +119,8 @@ class SpecEngine:
         self.swap_draft(draft)
         self._waiting: deque[GenerationRequest] = deque()
         self._active: list[_Sequence] = []
+        # a list to append every decoding step to (benchmarks: which plans a run chose, what each cost)
+        self.step_log: list[StepRecord] | None = None
 
     # -- Engine protocol ---------------------------------------------------------------------
 
@@ -237,6 +254,8 @@ class SpecEngine:
         proposals = self._propose(plan, lookups)
         verify_started, waited_before = time.perf_counter(), waited_seconds()
         trees = [prop.tree for prop in proposals]
+        rows = sum(map(len, trees))
+        predicted_ms = self.controller.target_ms(rows) if self.step_log is not None else 0.0
         logits, features, hidden = self._verify_forward(trees)
         events = []
         for slot, seq in enumerate(active):
@@ -248,8 +267,15 @@ class SpecEngine:
         # the cost of verifying these rows is the forward plus accepting and committing every sequence:
         # wider trees cost Python work too, and a cost model without it speculated at a loss at batch 8
         waited = waited_seconds() - waited_before
-        self.controller.observe_target(sum(map(len, trees)), time.perf_counter() - verify_started, waited)
-        self._account_time(time.perf_counter() - started, [len(event.token_ids) for event in events])
+        verify_seconds = time.perf_counter() - verify_started
+        self.controller.observe_target(rows, verify_seconds, waited)
+        emitted = [len(event.token_ids) for event in events]
+        step_seconds = time.perf_counter() - started
+        self._account_time(step_seconds, emitted)
+        if self.step_log is not None:
+            self.step_log.append(
+                StepRecord(len(events), plan, rows, predicted_ms, verify_seconds, step_seconds, sum(emitted))
+            )
         return self._drop_finished(events)
 
     def _accept(
