@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,7 @@ def plan_costs(steps: list[StepRecord], batch: int) -> list[dict[str, Any]]:
             by_plan.setdefault(step.plan, []).append(step)
     costs = [
         {
-            "plan": {
-                "draft_depth": plan.draft_depth,
-                "ngram_tokens": plan.ngram_tokens,
-                "draft_width": plan.draft_width,
-            },
+            "plan": asdict(plan),
             "steps": len(group),
             "seconds": sum(step.step_seconds for step in group),
             "mean_rows": statistics.fmean(step.rows for step in group),

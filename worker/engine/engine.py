@@ -76,9 +76,7 @@ class StepRecord:
     plan: Plan
     rows: int  # tree nodes verified, every sequence's
     predicted_ms: float  # the controller's cost of verifying ``rows`` when it planned the step
-    verify_seconds: (
-        float  # the verification forward with accepting and committing, as the controller times it
-    )
+    verify_seconds: float  # the forward with accepting and committing, as the controller times it
     step_seconds: float  # the whole step: lookups, planning, drafting, verifying
     tokens: int  # emitted, every sequence's accepted tokens and the one from the target
 
