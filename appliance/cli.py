@@ -226,12 +226,16 @@ also read from ./.env and from files in $BOREALIS_SECRETS_DIR."""
 
 BENCHMARKS = """\
 speedup   tokens/s and acceptance: target-only vs speculative, in-process and --through-api
+batches   speculative vs target-only at every batch size and workload, with where the time went
 swap      request latency and failures while drafts are hot-swapped
 load      concurrent clients for minutes while learning and swaps run; memory over time
 ablation  learning-recipe arms trained on the same traces, scored by simulated acceptance
+drafts    saved drafts scored on the same held-out outputs, paired against the first
 shift     static vs online vs scratch drafts through a traffic domain shift
 trainer   trainer optimizer steps per CPU-minute, shipped features vs target prefill
-drift     the shift detector on real outputs: false alarms and caught shifts per window size"""
+drift     the shift detector on real outputs: false alarms and caught shifts per window size
+peer      llama.cpp's server against Borealis on the same GGUF and prompts, through both OpenAI APIs
+step      a target-only decoding step per weight dtype against its bytes over measured bandwidth"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BENCHMARKS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    benches = ["speedup", "batches", "swap", "load", "ablation", "shift", "trainer", "drift", "peer", "step"]
+    benches = ["speedup", "batches", "swap", "load", "ablation", "drafts", "shift", "trainer", "drift"]
+    benches += ["peer", "step"]
     bench.add_argument("name", choices=benches)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench, passthrough=True)

@@ -1,0 +1,85 @@
+"""``borealis bench drafts``: which of several saved drafts proposes better? Same held-out text.
+
+The workload's test prompts are answered once by the target (greedy); each draft is scored on those
+same outputs by simulated chain acceptance (:mod:`worker.draft.shadow`), over its own vocabulary.
+Every draft after the first gets the paired 95 % bootstrap interval of its per-prompt difference from
+the first, per domain. Offline recipes (``borealis draft train`` flags) differ in data and steps, so
+this is how two drafts they made are compared before serving decides between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from borealis.settings import get_settings
+from worker.bench.ablation import paired_report
+from worker.bench.report import emit
+from worker.draft.examples import build_example
+from worker.draft.generate import greedy_outputs
+from worker.draft.io import load_draft
+from worker.draft.shadow import per_trace_counts, pooled_acceptance
+from worker.engine.llama import LlamaModel
+from worker.workloads import build_prompts, encode_prompt
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="borealis bench drafts", description=__doc__)
+    parser.add_argument("drafts", nargs="+", type=Path, help="draft directories, the first the base")
+    parser.add_argument("--workload", choices=["code", "prose", "chat", "mixed"], default="code")
+    parser.add_argument("--requests", type=int, default=48, help="test-split prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=4, help="simulated chain depth")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if len(set(args.drafts)) < 2:
+        parser.error("name at least two different drafts")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    settings = get_settings()
+    torch.set_num_threads(settings.threads)
+    model_dir = settings.resolved_model_path
+    target = LlamaModel.load(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+    prompts = build_prompts(args.workload, "test", args.requests)
+    ids = [encode_prompt(p, tokenizer) for p in prompts]
+    outputs = greedy_outputs(target, ids, args.max_new_tokens, 8, eos)
+    answered = [(prompt.domain, p, o) for prompt, p, o in zip(prompts, ids, outputs, strict=True) if o]
+    reports: dict[str, dict[str, Any]] = {}
+    per_trace = {}
+    for path in args.drafts:
+        draft, manifest = load_draft(path)
+        examples = [build_example(target, draft.vocab, p + o, len(p), domain) for domain, p, o in answered]
+        counts = per_trace_counts(draft, target.embed, examples, args.depth)
+        per_trace[str(path)] = (examples, counts)
+        reports[str(path)] = {
+            "simulated_acceptance": pooled_acceptance(examples, counts),
+            "training": manifest.extra.get("training"),
+        }
+    base, *others = per_trace
+    for name in others:
+        examples, counts = per_trace[name]
+        reports[name]["paired_vs_first"] = paired_report(examples, counts, per_trace[base][1])
+    return {
+        "workload": args.workload,
+        "prompts": len(answered),
+        "max_new_tokens": args.max_new_tokens,
+        "depth": args.depth,
+        "first": base,
+        "drafts": reports,
+        "threads": settings.threads,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    emit(run(args), args.json)
+    return 0
