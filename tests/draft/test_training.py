@@ -14,7 +14,7 @@ from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft, save_draft
 from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
-from worker.draft.train import OFFLINE_AVERAGE, annealed, main
+from worker.draft.train import OFFLINE_AVERAGE, main
 from worker.draft.trainer import DraftTrainer, TrainConfig, batches, collate, length_groups
 from worker.draft.ttt import unroll
 from worker.draft.vocab import DraftVocab
@@ -204,12 +204,6 @@ def test_the_rate_may_decay_to_a_tenth_after_warmup(
     degenerate = DraftTrainer(new_draft(target.spec, vocab), target.embed, at_once)
     degenerate.train_step(examples[:2])  # a decay that ends where it starts: no decay, no division by zero
     assert degenerate.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
-
-
-def test_an_annealed_offline_rate_falls_to_a_tenth_over_the_time_budget() -> None:
-    assert [annealed(seconds, 600.0) for seconds in (0.0, 300.0, 600.0, 900.0)] == pytest.approx(
-        [1.0, 0.55, 0.1, 0.1]
-    )
 
 
 def test_candidates_are_the_moving_average_of_the_weights_when_asked(

@@ -71,12 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens)
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     parser.add_argument(
-        "--anneal",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="the learning rate falls linearly to a tenth over the time budget",
-    )
-    parser.add_argument(
         "--average",
         type=float,
         default=OFFLINE_AVERAGE,
@@ -186,13 +180,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def annealed(elapsed: float, budget: float) -> float:
-    """The learning rate's factor ``elapsed`` seconds into a ``budget``: 1 falling linearly to a tenth.
-    A constant rate leaves the weights jittering at a noise floor that a decayed one gets under
-    (``bench ablation``'s ``decay_steps``); offline training's horizon is its time budget."""
-    return 1.0 - 0.9 * min(1.0, elapsed / budget)
-
-
 def read_traces(path: Path) -> list[TraceRecord]:
     return [TraceRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -247,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
             generating += time.monotonic() - t0
             stream = cycle_batches(data.examples, args.batch_tokens, rng)
         elif data.examples:
-            if args.anneal:
-                trainer.lr_scale = annealed(time.monotonic() - started, args.minutes * 60)
             history.append(trainer.train_step(next(stream)))
     held_out = examples_for(
         targets, tokenizer, draft.vocab, build_prompts(args.workload, "test", args.eval_requests), args
@@ -271,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         "eval_depth": args.eval_depth,
         "train_config": trainer.config.to_dict(),
         "source": "traces" if args.traces else "generated",
-        "anneal": args.anneal,
     }
     save_draft(trained, args.out, extra={"training": metrics})
     print(json.dumps(metrics, indent=2))
