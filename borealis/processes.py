@@ -46,6 +46,16 @@ def rss_kib(pid: int | str = "self") -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used, its threads included, from /proc (Linux); 0.0
+    where there is none or the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cli_argv(*args: str) -> list[str]:
     """``borealis ARGS`` as this interpreter runs it (no reliance on PATH)."""
     return [sys.executable, "-m", "appliance.cli", *args]

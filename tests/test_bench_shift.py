@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from borealis.processes import cpu_seconds
 from worker.bench.clients import Outcome, prompt_request
 from worker.bench.shift import (
     ArmRun,
+    Block,
     Served,
     acceptance_length,
     parse_args,
@@ -20,6 +26,7 @@ from worker.bench.shift import (
     recovery_requests,
     repeated_requests,
     summarize,
+    summarize_blocks,
     window_slices,
 )
 from worker.bench.shift_eval import (
@@ -212,3 +219,31 @@ def test_sampled_requests_carry_the_temperature_and_a_seed_per_request() -> None
     assert sampled.path == "/v1/chat/completions"
     assert (sampled.body["temperature"], sampled.body["seed"]) == (0.7, 41)
     assert parse_args(["--temperature", "0.7", "--json", "x.json"]).temperature == 0.7
+
+
+def test_throughput_blocks_report_each_mode_each_pair_and_each_process_share() -> None:
+    cpu = {"inference-worker": 1.8, "training-worker": 0.0}
+    learning = {"inference-worker": 1.6, "training-worker": 0.4}
+    blocks = [  # paused first in the first pair, on first in the second
+        Block(True, 100, 2.0, cpu),
+        Block(False, 90, 2.0, learning),
+        Block(False, 80, 2.0, learning),
+        Block(True, 100, 2.0, cpu),
+    ]
+    summary = summarize_blocks(blocks)
+    assert summary["serving_tok_s_learning_paused"] == 50.0 and summary["serving_tok_s_learning_on"] == 42.5
+    assert summary["learning_on_over_paused"] == 0.85
+    assert summary["learning_on_over_paused_per_pair"] == [0.9, 0.8]
+    assert summary["cpu_share_learning_on"] == {"inference-worker": 0.8, "training-worker": 0.2}
+    assert summary["cpu_share_learning_paused"] == {"inference-worker": 0.9, "training-worker": 0.0}
+
+
+def test_a_process_cpu_seconds_grow_with_its_work_and_a_gone_one_reads_zero() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.2  # clock ticks of 10 ms
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    assert cpu_seconds(child.pid) == 0.0

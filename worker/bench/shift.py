@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 from borealis.control_client import ControlPlaneClient
-from borealis.processes import cli_argv
+from borealis.processes import cli_argv, cpu_seconds
 from borealis.settings import Settings, get_settings
 from worker.bench.appliance import Appliance, private_appliance, wait_for_version
 from worker.bench.clients import Outcome, prompt_request, run_all
@@ -62,7 +62,14 @@ from worker.workloads import WORKLOADS, Prompt, build_prompts
 
 ARMS = ("static", "online", "scratch")
 TRAINER_MODES = ("dedicated", "colocated")
-THROUGHPUT_KEYS = ("serving_tok_s_learning_on", "serving_tok_s_learning_paused", "learning_on_over_paused")
+THROUGHPUT_KEYS = (
+    "serving_tok_s_learning_on",
+    "serving_tok_s_learning_paused",
+    "learning_on_over_paused",
+    "learning_on_over_paused_per_pair",
+    "cpu_share_learning_on",
+    "cpu_share_learning_paused",
+)
 
 
 @dataclass(frozen=True)
@@ -320,32 +327,61 @@ def await_decision(client: httpx.Client, traces: int, timeout_s: float) -> bool:
     return done
 
 
+@dataclass(frozen=True)
+class Block:
+    """One block of the co-located throughput comparison."""
+
+    paused: bool  # learning paused (else on)
+    tokens: int
+    seconds: float
+    cpu_seconds: dict[str, float]  # per appliance process, during the block
+
+
 def throughput_blocks(
     appliance: Appliance, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Colocated mode: identical traffic with learning paused and on, alternately, the draft held fixed."""
+    """Colocated mode: identical traffic with learning paused and on, alternately (paused first in even
+    pairs, on first in odd ones, so a drift of the machine favours neither), the draft held fixed."""
     client = appliance.admin_client()
     client.put("/api/policy", json={"mode": "manual", "reason": "bench shift: hold draft"}).raise_for_status()
     block = [items[i * len(items) // args.throughput_requests] for i in range(args.throughput_requests)]
-    tokens = {True: 0, False: 0}
-    wall = {True: 0.0, False: 0.0}
-    for _ in range(args.throughput_blocks):
-        for paused in (True, False):
+    pids = appliance.pids()
+    blocks = []
+    for pair in range(args.throughput_blocks):
+        for paused in (True, False) if pair % 2 == 0 else (False, True):
             _learning(client, paused)
             time.sleep(args.settle_seconds)  # the trainer notices between two optimizer steps
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             started = time.monotonic()
             outcomes = serve(appliance.base_url, model, block, args)
-            wall[paused] += time.monotonic() - started
-            tokens[paused] += sum(s.outcome.completion_tokens for s in outcomes)
+            seconds = time.monotonic() - started
+            used = {name: max(0.0, cpu_seconds(pid) - before[name]) for name, pid in pids.items()}
+            tokens = sum(s.outcome.completion_tokens for s in outcomes)
+            blocks.append(Block(paused, tokens, seconds, used))
     _learning(client, False)
-    paused_tok_s = round(tokens[True] / wall[True], 2)
-    on_tok_s = round(tokens[False] / wall[False], 2)
-    return {
-        "serving_tok_s_learning_paused": paused_tok_s,
-        "serving_tok_s_learning_on": on_tok_s,
-        "learning_on_over_paused": _ratio(on_tok_s, paused_tok_s),
-        "throughput_requests_per_mode": args.throughput_blocks * len(block),
-    }
+    return {**summarize_blocks(blocks), "throughput_requests_per_mode": args.throughput_blocks * len(block)}
+
+
+def summarize_blocks(blocks: list[Block]) -> dict[str, Any]:
+    """Pooled tok/s per mode and their ratio; each pair's ratio (the spread); each process's share of
+    a core per mode (what learning adds, and where)."""
+    summary: dict[str, Any] = {}
+    for paused, mode in ((True, "paused"), (False, "on")):
+        mine = [b for b in blocks if b.paused == paused]
+        seconds = sum(b.seconds for b in mine)
+        summary[f"serving_tok_s_learning_{mode}"] = round(sum(b.tokens for b in mine) / seconds, 2)
+        summary[f"cpu_share_learning_{mode}"] = {
+            name: round(sum(b.cpu_seconds[name] for b in mine) / seconds, 3) for name in mine[0].cpu_seconds
+        }
+    summary["learning_on_over_paused"] = _ratio(
+        summary["serving_tok_s_learning_on"], summary["serving_tok_s_learning_paused"]
+    )
+    pairs = zip(blocks[::2], blocks[1::2], strict=True)
+    summary["learning_on_over_paused_per_pair"] = [
+        round((on.tokens / on.seconds) / (off.tokens / off.seconds), 4)
+        for on, off in (sorted(pair, key=lambda b: b.paused) for pair in pairs)
+    ]
+    return summary
 
 
 def run_arm(
