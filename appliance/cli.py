@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from appliance import drafts_cli
+from borealis.processes import idle_session_weight
 from borealis.settings import get_settings, masked, unknown_settings
 from borealis.version import package_version
 
@@ -62,6 +63,7 @@ def _worker_train(args: argparse.Namespace) -> int:
     if settings.trainer_sched_idle and hasattr(os, "SCHED_IDLE"):
         # Before torch starts its thread pool: every thread inherits the policy.
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        idle_session_weight()
     app.worker_main(
         [
             "worker",

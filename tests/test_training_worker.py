@@ -26,5 +26,7 @@ def test_trainer_runs_tasks_from_redis(base_env: dict[str, str], tmp_path: Path)
         assert result["threads"] == 1  # BOREALIS_THREADS applied in the worker
         assert result["nice"] == min(19, os.nice(0) + 7)  # serving on the same machine comes first
         assert result["sched_idle"] is (sys.platform == "linux")
+        # its own session (as `borealis up` starts it) at the lowest weight where sessions share the CPU first
+        assert result["session_nice"] == (19 if Path("/proc/self/autogroup").exists() else None)
     finally:
         assert stop(trainer) == 0, log.read_text()[-2000:]

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from celery.signals import worker_ready
 
+from borealis.processes import session_nice
 from borealis.settings import Settings, get_settings
 from worker.native_memory import release_free_memory
 from worker.training.celery_app import app
@@ -46,6 +47,7 @@ def describe() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "nice": os.nice(0),
         "sched_idle": hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_IDLE,
+        "session_nice": session_nice(),
         "model_path": str(settings.resolved_model_path),
         "model_ready": (settings.resolved_model_path / "config.json").is_file(),
     }
