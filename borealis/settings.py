@@ -503,7 +503,9 @@ class Settings(BaseSettings):
     )
     trainer_sched_idle: bool = Field(
         default=True,
-        description="Linux: a training worker under SCHED_IDLE gets only CPU that serving leaves idle.",
+        description="Linux: a training worker under SCHED_IDLE gets only CPU that serving leaves idle "
+        "(a worker leading its own session also sets the session's autogroup nice to 19: where the kernel "
+        "shares CPU between sessions first, a policy orders only the tasks of one session).",
     )
     trainer_duty_cycle: float = Field(
         default=1.0,
