@@ -215,16 +215,21 @@ def paired_report(
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def configured_target() -> tuple[LlamaModel, Any, tuple[int, ...]]:
+    """The configured target in float32, its tokenizer and stop ids; torch on the configured threads."""
     from transformers import AutoTokenizer
 
     settings = get_settings()
     torch.set_num_threads(settings.threads)
+    target = LlamaModel.load(settings.resolved_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(settings.resolved_model_path)
+    return target, tokenizer, (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = get_settings()
     torch.manual_seed(args.seed)
-    model_dir = settings.resolved_model_path
-    target = LlamaModel.load(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+    target, tokenizer, eos = configured_target()
     train_prompts = build_prompts(args.workload, "train", args.requests)
     ids = [encode_prompt(p, tokenizer) for p in train_prompts]
     start = starting_draft(args.init, target, ids, args.seed)

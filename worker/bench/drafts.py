@@ -13,16 +13,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from borealis.settings import get_settings
-from worker.bench.ablation import paired_report
+from worker.bench.ablation import configured_target, paired_report
 from worker.bench.report import emit
 from worker.draft.examples import build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
 from worker.draft.shadow import per_trace_counts, pooled_acceptance
-from worker.engine.llama import LlamaModel
 from worker.workloads import build_prompts, encode_prompt
 
 
@@ -41,14 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    settings = get_settings()
-    torch.set_num_threads(settings.threads)
-    model_dir = settings.resolved_model_path
-    target = LlamaModel.load(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    eos = (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()
+    target, tokenizer, eos = configured_target()
     prompts = build_prompts(args.workload, "test", args.requests)
     ids = [encode_prompt(p, tokenizer) for p in prompts]
     outputs = greedy_outputs(target, ids, args.max_new_tokens, 8, eos)
@@ -75,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.depth,
         "first": base,
         "drafts": reports,
-        "threads": settings.threads,
+        "threads": get_settings().threads,
     }
 
 
