@@ -56,7 +56,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_session_weight(proc: Path = Path("/proc/self/autogroup")) -> bool:
+# This process's session's CPU weight (Linux autogroups): its nice value, readable and writable.
+OWN_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def idle_session_weight(proc: Path = OWN_AUTOGROUP) -> bool:
     """Give this process's session the lowest CPU weight (nice 19) where the kernel shares CPU time
     between sessions before tasks (autogroup: Linux with ``sched_autogroup_enabled``). There a
     SCHED_IDLE policy only orders the tasks of one session: a trainer in its own session (every child
@@ -72,7 +76,7 @@ def idle_session_weight(proc: Path = Path("/proc/self/autogroup")) -> bool:
     return True
 
 
-def session_nice(proc: Path = Path("/proc/self/autogroup")) -> int | None:
+def session_nice(proc: Path = OWN_AUTOGROUP) -> int | None:
     """This process's session's CPU weight as a nice value; None where the kernel has no autogroups."""
     try:
         return int(proc.read_text().split()[-1])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from worker.bench.shift import (
     phase_prompts,
     recovery_requests,
     repeated_requests,
+    serve,
     summarize,
     summarize_blocks,
     window_slices,
@@ -247,3 +252,38 @@ def test_a_process_cpu_seconds_grow_with_its_work_and_a_gone_one_reads_zero() ->
     child = subprocess.Popen([sys.executable, "-c", ""])
     child.wait()
     assert cpu_seconds(child.pid) == 0.0
+
+
+def test_clients_pause_their_think_time_after_each_reply() -> None:
+    """The arms' traffic can leave the cores idle the way users reading answers do."""
+    arrivals: list[float] = []
+
+    class Completions(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            arrivals.append(time.monotonic())
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"usage": {"completion_tokens": 3}, "spec_decode": {"num_steps": 3}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Completions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        args = parse_args(["--concurrency", "1", "--think-seconds", "0.3", "--json", "x.json"])
+        items = [("code", Prompt("code", str(i), "def f():", chat=False)) for i in range(3)]
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        served = serve(url, "m", items, args, think_s=args.think_seconds)
+        assert [s.outcome.completion_tokens for s in served] == [3, 3, 3]
+        assert all(later - earlier >= 0.3 for earlier, later in pairwise(arrivals))
+        arrivals.clear()
+        serve(url, "m", items, args)  # the throughput blocks: back to back
+        assert all(later - earlier < 0.3 for earlier, later in pairwise(arrivals))
+    finally:
+        server.shutdown()
+        server.server_close()

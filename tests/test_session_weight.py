@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from borealis.processes import session_nice
+from borealis.processes import OWN_AUTOGROUP, session_nice
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups here")
+pytestmark = pytest.mark.skipif(not OWN_AUTOGROUP.exists(), reason="no autogroups here")
 
 CHILD = "from borealis.processes import idle_session_weight as w, session_nice as n; print(w(), n())"
 

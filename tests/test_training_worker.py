@@ -8,6 +8,7 @@ from pathlib import Path
 
 from celery import Celery
 
+from borealis.processes import OWN_AUTOGROUP
 from borealis.settings import Settings
 from tests.procs import cli_argv, start, stop
 from worker.training.celery_factory import create_celery
@@ -27,6 +28,6 @@ def test_trainer_runs_tasks_from_redis(base_env: dict[str, str], tmp_path: Path)
         assert result["nice"] == min(19, os.nice(0) + 7)  # serving on the same machine comes first
         assert result["sched_idle"] is (sys.platform == "linux")
         # its own session (as `borealis up` starts it) at the lowest weight where sessions share the CPU first
-        assert result["session_nice"] == (19 if Path("/proc/self/autogroup").exists() else None)
+        assert result["session_nice"] == (19 if OWN_AUTOGROUP.exists() else None)
     finally:
         assert stop(trainer) == 0, log.read_text()[-2000:]

@@ -126,6 +126,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sampling temperature of the served requests (seeded per request; draft-only tau stays greedy)",
     )
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--think-seconds",
+        type=float,
+        default=0.0,
+        help="each client's pause after a reply while the arms serve (0: saturating; blocks never pause)",
+    )
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth of draft-only tau")
     parser.add_argument("--static-draft", type=Path, default=None, help="offline draft (default: train one)")
     parser.add_argument("--static-minutes", type=float, default=10.0, help="offline training budget")
@@ -275,15 +281,22 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def serve(
-    base_url: str, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace, first: int = 0
+    base_url: str,
+    model: str,
+    items: list[tuple[str, Prompt]],
+    args: argparse.Namespace,
+    first: int = 0,
+    think_s: float = 0.0,
 ) -> list[Served]:
-    """``items`` through the API; request ``i`` is the run's ``first + i``-th (its sampling seed)."""
+    """``items`` through the API; request ``i`` is the run's ``first + i``-th (its sampling seed);
+    each client pauses ``think_s`` after a reply."""
     temperature = args.temperature
     requests = [
         prompt_request(model, prompt, args.max_tokens, temperature, seed=first + i if temperature else None)
         for i, (_, prompt) in enumerate(items)
     ]
-    return [Served(o, items[o.index][0]) for o in run_all(base_url, requests, args.concurrency)]
+    outcomes = run_all(base_url, requests, args.concurrency, think_s)
+    return [Served(o, items[o.index][0]) for o in outcomes]
 
 
 def _learning(client: httpx.Client, paused: bool) -> None:
@@ -404,10 +417,13 @@ def run_arm(
         if dedicated:
             _learning(client, paused=True)
         model = client.get("/v1/models").json()["data"][0]["id"]
+        pids = appliance.pids()
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.monotonic()
         timeouts = 0
         for index, window in enumerate(window_slices(items, args.window)):
-            result.served += serve(appliance.base_url, model, items[window], args, window.start)
+            served = serve(appliance.base_url, model, items[window], args, window.start, args.think_seconds)
+            result.served += served
             if dedicated:
                 ok = sum(1 for s in result.served if s.outcome.ok)
                 timeouts += not await_decision(client, ok, args.trainer_wait_seconds)
@@ -415,7 +431,12 @@ def run_arm(
             if result.checkpoints and version != result.checkpoints[-1]:
                 result.promoted_after_window.append(index)
             result.checkpoints.append(version)
-        result.facts = arm_facts(client, time.monotonic() - started, timeouts if dedicated else None)
+        seconds = time.monotonic() - started
+        result.facts = arm_facts(client, seconds, timeouts if dedicated else None)
+        # what serving left idle, and who took it
+        result.facts["cpu_share"] = {
+            name: round(max(0.0, cpu_seconds(pid) - before[name]) / seconds, 3) for name, pid in pids.items()
+        }
         result.draft_counts = score_versions(
             scorer, {v for v in result.checkpoints if v is not None}, control.fetch_draft
         )
@@ -677,6 +698,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "concurrency": args.concurrency,
+        "think_seconds": args.think_seconds,
         "window": args.window,
         "depth": args.depth,
         "static_draft": str(static_draft),
