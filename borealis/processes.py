@@ -19,15 +19,15 @@ from borealis.rotating_log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLo
 
 log = logging.getLogger(__name__)
 
-# One machine serves and trains (`borealis up`): the trainer computes a quarter of the time, since its
-# matrix products take the memory bandwidth decoding lives on, and on one thread: beside a worker whose
-# threads already fill the cores, a second OpenMP pool spins at its barriers while the scheduler holds
-# one of its threads back (`bench shift --trainer colocated`, 2 cores: 8.4 CPU-seconds an optimizer step
-# on two threads, 3.7 on one; 10 steps while the learning arm served against 40; serving with learning
-# on 0.66 of paused against 0.79). On 2 cores it still gets only the CPU serving leaves, so it judges a
-# candidate on at most 24 traces and every 20 steps (2 rounds of 10), not every 200.
+# One machine serves and trains (`borealis up`): the trainer yields the CPU to serving (SCHED_IDLE, its
+# session at the lowest weight) and computes whenever serving leaves a core idle, with no duty cycle of
+# its own: under saturating traffic it took 0.03 of a core and serving kept 0.995 of its paused speed,
+# under traffic that left cores idle it took 0.6 of a core and its drafts served tau 1.21x the static
+# draft's (`bench shift --trainer colocated --think-seconds 12`, docs/benchmarks.md). One thread: beside
+# a worker whose threads already fill the cores, a second OpenMP pool spins at its barriers while the
+# scheduler holds one of its threads back (8.4 CPU-seconds an optimizer step on two threads, 3.7 on
+# one). It judges a candidate on at most 24 traces and every 20 steps (2 rounds of 10), not every 200.
 COLOCATED_TRAINER_ENV = {
-    "BOREALIS_TRAINER_DUTY_CYCLE": "0.25",
     "BOREALIS_TRAINER_THREADS": "1",
     "BOREALIS_TRAINER_JUDGE_MAX_TRACES": "24",
     "BOREALIS_TRAINER_STEPS_PER_ROUND": "10",

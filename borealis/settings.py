@@ -505,14 +505,16 @@ class Settings(BaseSettings):
         default=True,
         description="Linux: a training worker under SCHED_IDLE gets only CPU that serving leaves idle "
         "(a worker leading its own session also sets the session's autogroup nice to 19: where the kernel "
-        "shares CPU between sessions first, a policy orders only the tasks of one session).",
+        "shares CPU between sessions first, a policy orders only the tasks of one session). Turned off "
+        "beside serving, bound the trainer with `trainer_duty_cycle` instead.",
     )
     trainer_duty_cycle: float = Field(
         default=1.0,
         gt=0.0,
         le=1.0,
         description="Share of wall time a training worker computes; below 1 it rests between optimizer "
-        "steps, leaving memory bandwidth to serving on the same machine (`borealis up` uses 0.25).",
+        "steps, leaving cores and memory bandwidth to serving on the same machine where the trainer "
+        "cannot yield them (`trainer_sched_idle` off or unavailable; 0.25 kept 0.77-0.79 of serving).",
     )
     trainer_nice: int = Field(
         default=19,

@@ -31,15 +31,16 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_trainer_beside_serving_gets_its_own_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
     """`borealis up`'s co-located trainer settings are real settings: a candidate every 20 steps,
-    judged on at most 24 traces, computing a quarter of the time on one thread (200 steps for a trainer
-    of its own)."""
+    judged on at most 24 traces, on one thread, yielding the CPU rather than resting (200 steps for a
+    trainer of its own)."""
     from borealis.processes import COLOCATED_TRAINER_ENV
 
     for name, value in COLOCATED_TRAINER_ENV.items():
         monkeypatch.setenv(name, value)
     trainer = Settings().trainer
     assert trainer.steps_per_round * trainer.candidate_every_rounds == 20
-    assert (trainer.judge_max_traces, trainer.duty_cycle) == (24, 0.25)
+    assert (trainer.judge_max_traces, trainer.duty_cycle) == (24, 1.0)
+    assert Settings().trainer_sched_idle  # what lets it compute whenever serving leaves a core idle
     assert Settings().resolved_trainer_threads == 1  # no second thread pool beside serving's
     fields = Settings.model_fields
     assert fields["trainer_steps_per_round"].default * fields["trainer_candidate_every_rounds"].default == 200

@@ -16,8 +16,9 @@ Trainer modes (never mixed in one number): ``dedicated`` reproduces a trainer on
 window's traces, takes ``--train-steps-per-request`` optimizer steps per trace it trains on, and
 publishes a candidate; traffic waits for that decision (and the swap, when promoted). The learning
 curve is then a function of traffic, not of CPU contention. ``colocated`` is real time: the trainer
-learns beside serving at its co-located duty cycle, and a block of identical traffic is served with
-learning paused and on, alternately, to measure what learning costs serving.
+learns beside serving as `borealis up` runs it, with the CPU serving leaves idle (``--think-seconds``
+makes the clients leave some, like users reading answers), and a block of identical traffic is served
+back to back with learning paused and on, alternately, to measure what learning costs serving.
 
 Two acceptance lengths (tokens per target step): served tau from the responses (n-gram lookup and
 draft together) and draft-only tau, each arm's live draft after every window scored by simulated

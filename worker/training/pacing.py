@@ -1,8 +1,8 @@
 """A training worker's duty cycle: compute for a share of wall time, rest for the rest.
 
-Co-located with serving on a small machine, the trainer's optimizer steps and shadow evaluations
-compete for memory bandwidth with decoding; resting in proportion to each piece of work leaves
-serving the rest (``trainer_duty_cycle``; ``borealis up`` uses 0.25).
+A trainer that cannot yield the CPU to serving (``trainer_sched_idle`` off, or no SCHED_IDLE) competes
+with decoding for cores and memory bandwidth; resting in proportion to each piece of work leaves
+serving the rest (``trainer_duty_cycle``; 0.25 kept serving at 0.77-0.79 of its paused speed).
 """
 
 from __future__ import annotations
