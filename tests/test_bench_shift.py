@@ -230,10 +230,10 @@ def test_throughput_blocks_report_each_mode_each_pair_and_each_process_share() -
     cpu = {"inference-worker": 1.8, "training-worker": 0.0}
     learning = {"inference-worker": 1.6, "training-worker": 0.4}
     blocks = [  # paused first in the first pair, on first in the second
-        Block(True, 100, 2.0, cpu),
-        Block(False, 90, 2.0, learning),
-        Block(False, 80, 2.0, learning),
-        Block(True, 100, 2.0, cpu),
+        Block(True, 100, 2.0, cpu, (0.02, 0.03, 0.04)),
+        Block(False, 90, 2.0, learning, (0.03, 0.05)),
+        Block(False, 80, 2.0, learning, (0.04, 0.06)),
+        Block(True, 100, 2.0, cpu, (0.01, 0.05)),
     ]
     summary = summarize_blocks(blocks)
     assert summary["serving_tok_s_learning_paused"] == 50.0 and summary["serving_tok_s_learning_on"] == 42.5
@@ -241,6 +241,9 @@ def test_throughput_blocks_report_each_mode_each_pair_and_each_process_share() -
     assert summary["learning_on_over_paused_per_pair"] == [0.9, 0.8]
     assert summary["cpu_share_learning_on"] == {"inference-worker": 0.8, "training-worker": 0.2}
     assert summary["cpu_share_learning_paused"] == {"inference-worker": 0.9, "training-worker": 0.0}
+    assert summary["request_seconds_per_token_learning_paused"] == 0.03  # the median request of each mode
+    assert summary["request_seconds_per_token_learning_on"] == 0.045
+    assert summary["request_seconds_per_token_on_over_paused"] == 1.5
 
 
 def test_a_process_cpu_seconds_grow_with_its_work_and_a_gone_one_reads_zero() -> None:

@@ -70,6 +70,10 @@ THROUGHPUT_KEYS = (
     "learning_on_over_paused_per_pair",
     "cpu_share_learning_on",
     "cpu_share_learning_paused",
+    "request_seconds_per_token_learning_on",
+    "request_seconds_per_token_learning_paused",
+    "request_seconds_per_token_on_over_paused",
+    "block_think_seconds",
 )
 
 
@@ -145,6 +149,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trainer-wait-seconds", type=float, default=900.0, help="dedicated: per window")
     parser.add_argument("--throughput-requests", type=int, default=12, help="colocated: per block")
     parser.add_argument("--throughput-blocks", type=int, default=2, help="colocated: paused+on pairs")
+    parser.add_argument(
+        "--block-think-seconds",
+        type=float,
+        default=0.0,
+        help="colocated: clients' pause in the blocks too (then compare the per-token latency, not tok/s)",
+    )
     parser.add_argument("--settle-seconds", type=float, default=20.0, help="colocated: after pause/resume")
     parser.add_argument("--candidate-every-rounds", type=int, default=2, help="colocated mode")
     parser.add_argument("--steps-per-round", type=int, default=10, help="colocated mode")
@@ -349,6 +359,7 @@ class Block:
     tokens: int
     seconds: float
     cpu_seconds: dict[str, float]  # per appliance process, during the block
+    seconds_per_token: tuple[float, ...] = ()  # per answered request: its latency over its tokens
 
 
 def throughput_blocks(
@@ -367,28 +378,42 @@ def throughput_blocks(
             time.sleep(args.settle_seconds)  # the trainer notices between two optimizer steps
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             started = time.monotonic()
-            outcomes = serve(appliance.base_url, model, block, args)
+            outcomes = serve(appliance.base_url, model, block, args, think_s=args.block_think_seconds)
             seconds = time.monotonic() - started
             used = {name: max(0.0, cpu_seconds(pid) - before[name]) for name, pid in pids.items()}
             tokens = sum(s.outcome.completion_tokens for s in outcomes)
-            blocks.append(Block(paused, tokens, seconds, used))
+            answered = [s.outcome for s in outcomes if s.outcome.completion_tokens]
+            per_token = tuple(o.latency_s / o.completion_tokens for o in answered)
+            blocks.append(Block(paused, tokens, seconds, used, per_token))
     _learning(client, False)
-    return {**summarize_blocks(blocks), "throughput_requests_per_mode": args.throughput_blocks * len(block)}
+    return {
+        **summarize_blocks(blocks),
+        "throughput_requests_per_mode": args.throughput_blocks * len(block),
+        "block_think_seconds": args.block_think_seconds,
+    }
 
 
 def summarize_blocks(blocks: list[Block]) -> dict[str, Any]:
-    """Pooled tok/s per mode and their ratio; each pair's ratio (the spread); each process's share of
-    a core per mode (what learning adds, and where)."""
+    """Pooled tok/s per mode and their ratio; each pair's ratio (the spread); the median request's
+    seconds per token per mode (what a user waits: with clients that pause, tok/s is theirs to set);
+    each process's share of a core per mode (what learning adds, and where)."""
     summary: dict[str, Any] = {}
     for paused, mode in ((True, "paused"), (False, "on")):
         mine = [b for b in blocks if b.paused == paused]
         seconds = sum(b.seconds for b in mine)
         summary[f"serving_tok_s_learning_{mode}"] = round(sum(b.tokens for b in mine) / seconds, 2)
+        latencies = [x for b in mine for x in b.seconds_per_token]
+        summary[f"request_seconds_per_token_learning_{mode}"] = (
+            round(statistics.median(latencies), 5) if latencies else None
+        )
         summary[f"cpu_share_learning_{mode}"] = {
             name: round(sum(b.cpu_seconds[name] for b in mine) / seconds, 3) for name in mine[0].cpu_seconds
         }
     summary["learning_on_over_paused"] = _ratio(
         summary["serving_tok_s_learning_on"], summary["serving_tok_s_learning_paused"]
+    )
+    summary["request_seconds_per_token_on_over_paused"] = _ratio(
+        summary["request_seconds_per_token_learning_on"], summary["request_seconds_per_token_learning_paused"]
     )
     pairs = zip(blocks[::2], blocks[1::2], strict=True)
     summary["learning_on_over_paused_per_pair"] = [
