@@ -290,3 +290,6 @@ def test_clients_pause_their_think_time_after_each_reply() -> None:
     finally:
         server.shutdown()
         server.server_close()
+    for flag in ("--think-seconds", "--block-think-seconds"):
+        with pytest.raises(SystemExit):
+            parse_args([flag, "-1", "--json", "x.json"])

@@ -135,7 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--think-seconds",
         type=float,
         default=0.0,
-        help="each client's pause after a reply while the arms serve (0: saturating; blocks never pause)",
+        help="each client's pause after a reply while the arms serve (0: back to back; blocks: see below)",
     )
     parser.add_argument("--depth", type=int, default=4, help="simulated chain depth of draft-only tau")
     parser.add_argument("--static-draft", type=Path, default=None, help="offline draft (default: train one)")
@@ -165,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     first = args.requests_per_phase if args.first_phase_requests is None else args.first_phase_requests
     args.phase_requests = [first] + [args.requests_per_phase] * (len(args.phases) - 1)
     args.arms = [a for a in args.arms.split(",") if a]
+    if min(args.think_seconds, args.block_think_seconds) < 0:
+        parser.error("think seconds cannot be negative")
     unknown = [p for p in args.phases if p not in WORKLOADS] + [a for a in args.arms if a not in ARMS]
     if unknown or not args.phases or not args.arms or len(set(args.phases)) != len(args.phases):
         parser.error(f"unknown, repeated or missing phases/arms: {unknown or args.phases}")
@@ -362,6 +364,11 @@ class Block:
     seconds_per_token: tuple[float, ...] = ()  # per answered request: its latency over its tokens
 
 
+def cpu_used_since(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used since ``before``; never negative (a process gone reads 0)."""
+    return {name: max(0.0, cpu_seconds(pid) - before[name]) for name, pid in pids.items()}
+
+
 def throughput_blocks(
     appliance: Appliance, model: str, items: list[tuple[str, Prompt]], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -380,7 +387,7 @@ def throughput_blocks(
             started = time.monotonic()
             outcomes = serve(appliance.base_url, model, block, args, think_s=args.block_think_seconds)
             seconds = time.monotonic() - started
-            used = {name: max(0.0, cpu_seconds(pid) - before[name]) for name, pid in pids.items()}
+            used = cpu_used_since(pids, before)
             tokens = sum(s.outcome.completion_tokens for s in outcomes)
             answered = [s.outcome for s in outcomes if s.outcome.completion_tokens]
             per_token = tuple(o.latency_s / o.completion_tokens for o in answered)
@@ -448,8 +455,9 @@ def run_arm(
         started = time.monotonic()
         timeouts = 0
         for index, window in enumerate(window_slices(items, args.window)):
-            served = serve(appliance.base_url, model, items[window], args, window.start, args.think_seconds)
-            result.served += served
+            result.served += serve(
+                appliance.base_url, model, items[window], args, window.start, args.think_seconds
+            )
             if dedicated:
                 ok = sum(1 for s in result.served if s.outcome.ok)
                 timeouts += not await_decision(client, ok, args.trainer_wait_seconds)
@@ -461,7 +469,7 @@ def run_arm(
         result.facts = arm_facts(client, seconds, timeouts if dedicated else None)
         # what serving left idle, and who took it
         result.facts["cpu_share"] = {
-            name: round(max(0.0, cpu_seconds(pid) - before[name]) / seconds, 3) for name, pid in pids.items()
+            name: round(used / seconds, 3) for name, used in cpu_used_since(pids, before).items()
         }
         result.draft_counts = score_versions(
             scorer, {v for v in result.checkpoints if v is not None}, control.fetch_draft
