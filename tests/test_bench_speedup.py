@@ -103,7 +103,9 @@ def test_the_kernel_comparison_is_refused_where_it_cannot_compare(base_env: dict
 def test_the_api_arm_serves_the_same_text_and_says_where_a_requests_time_went(
     base_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir)}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**base_env, "BOREALIS_MODEL_PATH": str(tiny_model_dir), "TMPDIR": str(scratch)}
     out = tmp_path / "speedup.json"
     args = ["--requests", "2", "--max-new-tokens", "12", "--through-api", "--api-rounds", "1"]
     subprocess.run(
@@ -115,3 +117,4 @@ def test_the_api_arm_serves_the_same_text_and_says_where_a_requests_time_went(
     # the worker's prefill and decoding, and the rest of each request's wall time at the client
     assert api["worker_seconds_per_request"] > 0 and api["outside_worker_seconds_per_request"] > 0
     assert api["in_process_engine_seconds_per_request_per_round"][0] > 0
+    assert not list(scratch.glob("borealis-bench-*"))  # the private appliance's home went with it
