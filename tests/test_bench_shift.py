@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 import pytest
 
 from borealis.processes import cpu_seconds
+from tests.json_server import json_server
 from worker.bench.clients import Outcome, prompt_request
 from worker.bench.shift import (
     ArmRun,
@@ -261,35 +259,19 @@ def test_clients_pause_their_think_time_after_each_reply() -> None:
     """The arms' traffic can leave the cores idle the way users reading answers do."""
     arrivals: list[float] = []
 
-    class Completions(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            arrivals.append(time.monotonic())
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"usage": {"completion_tokens": 3}, "spec_decode": {"num_steps": 3}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def completion(_method: str, _path: str) -> tuple[int, object]:
+        arrivals.append(time.monotonic())
+        return 200, {"usage": {"completion_tokens": 3}, "spec_decode": {"num_steps": 3}}
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Completions)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with json_server(completion) as url:
         args = parse_args(["--concurrency", "1", "--think-seconds", "0.3", "--json", "x.json"])
         items = [("code", Prompt("code", str(i), "def f():", chat=False)) for i in range(3)]
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         served = serve(url, "m", items, args, think_s=args.think_seconds)
         assert [s.outcome.completion_tokens for s in served] == [3, 3, 3]
         assert all(later - earlier >= 0.3 for earlier, later in pairwise(arrivals))
         arrivals.clear()
         serve(url, "m", items, args)  # the throughput blocks: back to back
         assert all(later - earlier < 0.3 for earlier, later in pairwise(arrivals))
-    finally:
-        server.shutdown()
-        server.server_close()
     for flag in ("--think-seconds", "--block-think-seconds"):
         with pytest.raises(SystemExit):
             parse_args([flag, "-1", "--json", "x.json"])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.draft.examples import Example, build_example
-from worker.draft.generate import greedy_outputs
+from worker.draft.examples import Example, build_example, example_from_features
+from worker.draft.generate import greedy_continuations, greedy_outputs
 from worker.draft.io import load_draft, save_draft
 from worker.draft.model import initialise_from_target, new_draft
 from worker.draft.shadow import simulated_acceptance
@@ -38,6 +38,28 @@ def data(target: LlamaModel) -> tuple[DraftVocab, list[Example]]:
     sequences = [p + o for p, o in zip(prompts, outputs, strict=True)]
     vocab = DraftVocab.from_sequences(sequences, 512, target.spec.vocab_size)
     return vocab, [build_example(target, vocab, s, 16, "code") for s in sequences]
+
+
+def test_generation_records_the_features_a_prefill_would_compute(target: LlamaModel) -> None:
+    """`draft train` builds its examples from what generating read, without a second forward: the
+    same outputs, and examples equal to a prefill's over every position the target read."""
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 2000, (n,), generator=generator).tolist() for n in (9, 16, 12)]
+    made = greedy_continuations(target, prompts, 20, batch=2, features=True)
+    assert [c.output for c in made] == greedy_outputs(target, prompts, 20, batch=2)
+    vocab = DraftVocab.from_sequences(
+        [p + c.output for p, c in zip(prompts, made, strict=True)], 256, target.spec.vocab_size
+    )
+    for prompt, c in zip(prompts, made, strict=True):
+        assert c.features is not None
+        tokens = prompt + c.output
+        assert c.features.shape == (len(tokens) - 1, 4 * target.spec.hidden_size)  # the last is never read
+        recorded = example_from_features(target, vocab, tokens, c.features, len(prompt), "code")
+        prefilled = build_example(target, vocab, tokens[: len(recorded)], len(prompt), "code")
+        torch.testing.assert_close(recorded.features, prefilled.features, atol=2e-3, rtol=1e-2)
+        assert torch.equal(recorded.target_argmax, prefilled.target_argmax)
+        torch.testing.assert_close(recorded.target_logp, prefilled.target_logp, atol=2e-3, rtol=1e-2)
+    assert all(c.features is None for c in greedy_continuations(target, prompts, 4))
 
 
 def test_short_training_raises_held_out_acceptance(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,34 +13,22 @@ import redis
 from borealis.settings import Settings
 from borealis.tracebus import TraceBusConfig
 from borealis.wire import TraceRecord
+from tests.json_server import json_server
 from tests.procs import cli_argv, start, stop, wait_until
 from tests.training.test_online import push, records, target  # noqa: F401  (module fixtures reused)
 from worker.traces.codec import PAYLOAD_FIELD, encode
 from worker.training.checkpoint import LATEST
 
 
-class _LearningOn(BaseHTTPRequestHandler):
+def _learning_on(_method: str, path: str) -> tuple[int, object]:
     """The control plane as the trainer sees it while no candidate is due: learning is on."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"paused": False}).encode()
-        self.send_response(200 if self.path == "/internal/learning" else 404)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        return
+    return (200 if path == "/internal/learning" else 404), {"paused": False}
 
 
 @pytest.fixture
 def control_plane() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LearningOn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with json_server(_learning_on) as url:
+        yield url
 
 
 def checkpoint_round(home: Path) -> int:

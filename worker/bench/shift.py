@@ -364,6 +364,11 @@ class Block:
     seconds_per_token: tuple[float, ...] = ()  # per answered request: its latency over its tokens
 
 
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used so far (the start of a measured span)."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def cpu_used_since(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
     """CPU seconds each process used since ``before``; never negative (a process gone reads 0)."""
     return {name: max(0.0, cpu_seconds(pid) - before[name]) for name, pid in pids.items()}
@@ -383,7 +388,7 @@ def throughput_blocks(
         for paused in (True, False) if pair % 2 == 0 else (False, True):
             _learning(client, paused)
             time.sleep(args.settle_seconds)  # the trainer notices between two optimizer steps
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = cpu_snapshot(pids)
             started = time.monotonic()
             outcomes = serve(appliance.base_url, model, block, args, think_s=args.block_think_seconds)
             seconds = time.monotonic() - started
@@ -451,7 +456,7 @@ def run_arm(
             _learning(client, paused=True)
         model = client.get("/v1/models").json()["data"][0]["id"]
         pids = appliance.pids()
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before = cpu_snapshot(pids)
         started = time.monotonic()
         timeouts = 0
         for index, window in enumerate(window_slices(items, args.window)):
