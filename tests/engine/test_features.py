@@ -11,6 +11,7 @@ from tests.engine.helpers import random_runner
 from tests.engine.test_engine_greedy import MODES
 from tests.engine.test_trace_log import run
 from worker.draft.examples import build_example, example_from_features
+from worker.draft.generate import greedy_continuations
 from worker.draft.vocab import DraftVocab
 from worker.engine.engine import EngineConfig, SpecEngine
 from worker.engine.llama import LlamaModel, causal_step_input
@@ -56,21 +57,19 @@ def test_features_are_not_kept_unless_asked(tiny_model: LlamaModel) -> None:
         assert final.features is None
 
 
-def test_an_example_prefilled_by_the_bf16_target_takes_its_logits_from_the_float32_head(
+def test_draft_train_keeps_the_bf16_targets_recorded_features_and_the_float32_heads_logits(
     tiny_dir: Path, tiny_model: LlamaModel
 ) -> None:
-    """``draft train`` generates with the bf16 target: its features and final hidden state, as a bf16
-    worker would ship them, with the soft targets from the float32 head (not bf16 logits)."""
+    """``draft train`` generates with the bf16 target and keeps the features its generation recorded,
+    as a bf16 worker would ship them, with the soft targets from the float32 head (not bf16 logits)."""
     fast = LlamaModel.load(tiny_dir, dtype=torch.bfloat16)
     vocab = DraftVocab(torch.arange(0, 96, 2), 96)
-    tokens = list(range(3, 40))
-    ids = torch.tensor([tokens])
-    hidden, features = fast.forward(causal_step_input(ids, [0]), fast.new_cache(1, len(tokens)))
-    stored = torch.cat([features[0], hidden[0]], dim=-1).float()  # bf16 values, exactly
-    shipped = example_from_features(tiny_model, vocab, tokens, stored, 10, "code")
-    example = build_example(tiny_model, vocab, tokens, 10, "code", prefill_by=fast)
+    prompt = list(range(3, 13))
+    made = greedy_continuations(fast, [prompt], 16, features=True)[0]
+    assert made.features is not None
+    tokens = prompt + made.output
+    example = example_from_features(tiny_model, vocab, tokens, made.features, 10, "code")
+    from_bf16_head = example_from_features(fast, vocab, tokens, made.features, 10, "code")
     assert example.target_logp.dtype == torch.float32
-    for name in ("tokens", "features", "hidden", "target_ids", "target_logp", "target_argmax"):
-        assert torch.equal(getattr(example, name), getattr(shipped, name)), name
-    from_bf16_head = example_from_features(fast, vocab, tokens, stored, 10, "code")
+    assert torch.equal(example.features, from_bf16_head.features)
     assert not torch.equal(example.target_logp, from_bf16_head.target_logp.float())

@@ -4,9 +4,10 @@ Offline data and online traces become the same ``Example``: the target's three-l
 every position, its next-token distribution restricted to the draft vocabulary (top-k, renormalised:
 all the KL needs, at ~1% of the full row's memory), its greedy choice (for simulated acceptance),
 and the rejected proposals of the trace, placed where the draft made them. The target's view comes
-from one prefill forward, or, for a served trace, from the features its worker shipped. The final
-hidden state is kept too, so that when the draft's vocabulary changes (an online remap) an example
-is carried over by the target's head alone (:func:`for_vocab`), not rebuilt by a prefill.
+from the features its worker shipped (``draft train``: that its generation recorded), or else from
+one prefill forward. The final hidden state is kept too, so that when the draft's vocabulary changes
+(an online remap) an example is carried over by the target's head alone (:func:`for_vocab`), not
+rebuilt by a prefill.
 """
 
 from __future__ import annotations
@@ -51,16 +52,11 @@ def build_example(
     domain: str,
     steps: Sequence[TraceStep] = (),
     topk: int = DEFAULT_TOPK,
-    prefill_by: LlamaModel | None = None,
 ) -> Example:
-    """One prefill forward over ``tokens``: by ``prefill_by`` where given (the target in its serving
-    dtype, as an inference worker computes the features it ships), the head's logits by ``target``."""
+    """One prefill forward over ``tokens``, for a trace whose features were not shipped."""
     ids = torch.tensor([list(tokens)], dtype=torch.long)
-    model = prefill_by or target
-    cache = model.new_cache(1, ids.shape[1])
-    hidden, features = model.forward(causal_step_input(ids, [0]), cache)
-    hidden = hidden[0].to(target.dtype)
-    return _assemble(target, vocab, ids[0], features[0], hidden, prompt_len, domain, steps, topk)
+    hidden, features = target.forward(causal_step_input(ids, [0]), target.new_cache(1, ids.shape[1]))
+    return _assemble(target, vocab, ids[0], features[0], hidden[0], prompt_len, domain, steps, topk)
 
 
 @torch.no_grad()
