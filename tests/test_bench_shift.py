@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from borealis.processes import cpu_seconds
 from tests.json_server import json_server
@@ -40,8 +41,10 @@ from worker.bench.shift_eval import (
     pooled_interval,
     score_versions,
 )
+from worker.draft.examples import build_example
 from worker.draft.io import save_draft
 from worker.draft.model import new_draft
+from worker.draft.shadow import per_trace_counts
 from worker.draft.vocab import DraftVocab
 from worker.engine.llama import LlamaModel
 from worker.workloads import Prompt, build_prompts
@@ -135,6 +138,38 @@ def test_drafts_fetched_from_a_registry_are_scored_trace_by_trace(
     assert len(counts) == len(scorer.traces)
     assert all(emitted >= steps > 0 for emitted, steps in counts)  # a step emits at least its own token
     assert no_draft_counts(scorer) == [(27, 27)] * 6  # 40 tokens, 12 prompt: 27 steps of one token
+
+
+def test_one_prefill_per_trace_scores_drafts_of_any_vocabulary_as_their_own_would(
+    scorer: DraftScorer,
+) -> None:
+    """The scorer builds its examples once, for the first draft's vocabulary, and scores every later
+    one on them: what a score reads of an example is what each draft's own examples hold, and the
+    counts are equal."""
+    spec = scorer.target.spec
+    drafts = [
+        new_draft(
+            spec,
+            DraftVocab.from_counts(
+                Counter({t: (t * 7919 + seed) % 997 for t in range(spec.vocab_size)}), 256, spec.vocab_size
+            ),
+            seed=seed,
+        )
+        for seed in (3, 4)
+    ]
+    assert not drafts[0].vocab.same_as(drafts[1].vocab)
+    for draft in drafts:
+        counts = scorer.score(draft)
+        shared = scorer._examples_for(draft.vocab)
+        own = [
+            build_example(scorer.target, draft.vocab, t.ids, t.prompt_len, t.prompt.domain)
+            for t in scorer.traces
+        ]
+        for a, b in zip(shared, own, strict=True):
+            assert a.prompt_len == b.prompt_len
+            for name in ("tokens", "features", "target_argmax"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert counts == per_trace_counts(draft, scorer.target.embed, own, scorer.depth)
 
 
 def test_summary_reports_the_issue_keys_from_both_taus(scorer: DraftScorer) -> None:

@@ -428,3 +428,53 @@ def test_the_live_drafts_held_out_counts_are_computed_once_per_version(
     assert second == judge(heldout).shadow_eval(trainer, "v1", [])
     capped = judge(heldout, max_traces=3).shadow_eval(trainer, "v1", records[8:10])
     assert scored[6:] == [3, 3] and capped["all"]["traces"] == 3  # the newest three: judging is bounded
+
+
+def test_a_live_draft_of_another_vocabulary_is_judged_as_on_its_own_examples(
+    tmp_path: Path, target: LlamaModel, records: list[TraceRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a remap the live draft is scored on the candidate's examples, built for the candidate's
+    vocabulary: what a score reads of them is what examples built for its own vocabulary hold."""
+    from worker.draft.io import save_draft
+    from worker.draft.model import new_draft
+    from worker.draft.trainer import DraftTrainer, TrainConfig
+    from worker.draft.vocab import DraftVocab
+    from worker.training import candidates as candidates_module
+    from worker.training.examples_cache import ExampleCache
+    from worker.training.heldout import HeldOut
+    from worker.training.pacing import Pacer
+
+    sequences = [r.prompt_ids + r.output_ids for r in records]
+    ours = DraftVocab.from_sequences(sequences, 256, target.spec.vocab_size)
+    theirs = DraftVocab.from_sequences(sequences, 128, target.spec.vocab_size)
+    assert not ours.same_as(theirs)
+    live = new_draft(target.spec, theirs, seed=4)
+
+    class WithLiveDraft(FakeControlPlane):
+        def fetch_draft(self, version: str, out_dir: Path) -> None:
+            save_draft(live, out_dir, version=version)
+
+    scored: list[tuple[Any, list[Any]]] = []
+    real = candidates_module.per_trace_counts
+
+    def recording(draft: Any, embed: Any, examples: list[Any], depth: int) -> list[tuple[int, int]]:
+        scored.append((draft, examples))
+        return real(draft, embed, examples, depth)
+
+    monkeypatch.setattr(candidates_module, "per_trace_counts", recording)
+    heldout = HeldOut(1.0, 64, 1.0)
+    for record in records[:6]:
+        heldout.add(record)
+    cache = ExampleCache(target, 100_000)
+    candidates = candidates_module.Candidates(
+        tmp_path / "c", target, WithLiveDraft(), cache, heldout, Pacer(1.0), 3, 64
+    )
+    trainer = DraftTrainer(new_draft(target.spec, ours, seed=5), target.embed, TrainConfig())
+    candidates.shadow_eval(trainer, "v1", [])
+    (given,) = [examples for draft, examples in scored if draft.vocab.same_as(theirs)]
+    own = [cache.build(record, theirs) for record in records[:6]]
+    assert len(given) == len(own) == 6
+    for a, b in zip(given, own, strict=True):
+        assert a.prompt_len == b.prompt_len
+        for name in ("tokens", "features", "target_argmax"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -16,7 +16,7 @@ from typing import Any
 from borealis.settings import get_settings
 from worker.bench.ablation import configured_target, paired_report
 from worker.bench.report import emit
-from worker.draft.examples import build_example
+from worker.draft.examples import Example, build_example
 from worker.draft.generate import greedy_outputs
 from worker.draft.io import load_draft
 from worker.draft.shadow import per_trace_counts, pooled_acceptance
@@ -45,19 +45,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     answered = [(prompt.domain, p, o) for prompt, p, o in zip(prompts, ids, outputs, strict=True) if o]
     reports: dict[str, dict[str, Any]] = {}
     per_trace = {}
+    examples: list[Example] = []  # prefilled once: scores read nothing of the vocabulary (per_trace_counts)
     for path in args.drafts:
         draft, manifest = load_draft(path)
-        examples = [build_example(target, draft.vocab, p + o, len(p), domain) for domain, p, o in answered]
+        examples = examples or [
+            build_example(target, draft.vocab, p + o, len(p), domain) for domain, p, o in answered
+        ]
         counts = per_trace_counts(draft, target.embed, examples, args.depth)
-        per_trace[str(path)] = (examples, counts)
+        per_trace[str(path)] = counts
         reports[str(path)] = {
             "simulated_acceptance": pooled_acceptance(examples, counts),
             "training": manifest.extra.get("training"),
         }
     base, *others = per_trace
     for name in others:
-        examples, counts = per_trace[name]
-        reports[name]["paired_vs_first"] = paired_report(examples, counts, per_trace[base][1])
+        reports[name]["paired_vs_first"] = paired_report(examples, per_trace[name], per_trace[base])
     return {
         "workload": args.workload,
         "prompts": len(answered),

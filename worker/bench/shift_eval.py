@@ -58,23 +58,21 @@ def reserved_traces(
 
 
 class DraftScorer:
-    """Scores drafts on the evaluation traces; examples are built once per draft vocabulary."""
+    """Scores drafts on the evaluation traces, each prefilled once: a score reads nothing of the draft
+    vocabulary an example was built for (:func:`worker.draft.shadow.per_trace_counts`)."""
 
     def __init__(self, target: LlamaModel, traces: Sequence[EvalTrace], depth: int) -> None:
         self.target = target
         self.traces = list(traces)
         self.depth = depth
-        self._examples: list[tuple[DraftVocab, list[Example]]] = []
+        self._examples: list[Example] | None = None
 
     def _examples_for(self, vocab: DraftVocab) -> list[Example]:
-        for known, examples in self._examples:
-            if known.same_as(vocab):
-                return examples
-        examples = [
-            build_example(self.target, vocab, t.ids, t.prompt_len, t.prompt.domain) for t in self.traces
-        ]
-        self._examples.append((vocab, examples))
-        return examples
+        if self._examples is None:
+            self._examples = [
+                build_example(self.target, vocab, t.ids, t.prompt_len, t.prompt.domain) for t in self.traces
+            ]
+        return self._examples
 
     def score(self, draft: Eagle3Draft) -> Counts:
         examples = self._examples_for(draft.vocab)

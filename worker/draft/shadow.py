@@ -50,7 +50,9 @@ def chain_counts(draft: Eagle3Draft, embed: torch.Tensor, example: Example, dept
 def per_trace_counts(
     draft: Eagle3Draft, embed: torch.Tensor, examples: Sequence[Example], depth: int
 ) -> list[tuple[int, int]]:
-    """(tokens emitted, verification steps) of each example, in order."""
+    """(tokens emitted, verification steps) of each example, in order. Reads the examples' tokens,
+    target features and target greedy choices only, none of which depends on a draft vocabulary: one
+    set of examples scores every draft."""
     was_training = draft.training
     draft.eval()
     counts = [chain_counts(draft, embed, example, depth) for example in examples]

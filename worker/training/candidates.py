@@ -90,7 +90,7 @@ class Candidates:
         if live is None or live_draft is None:
             theirs = [(s, s) for _, s in ours]  # no draft: one token per target step
         else:
-            theirs = self._live_counts(live, live_draft, draft, records, examples, trainer.embed)
+            theirs = self._live_counts(live, live_draft, records, examples, trainer.embed)
         candidate, baseline = pooled_acceptance(examples, ours), pooled_acceptance(examples, theirs)
         paired = paired_by_domain(examples, ours, theirs)
         domains = [example.domain for example in examples]
@@ -121,22 +121,20 @@ class Candidates:
         self,
         live: str,
         live_draft: Eagle3Draft,
-        draft: Eagle3Draft,
         records: list[TraceRecord],
         examples: list[Example],
         embed: torch.Tensor,
     ) -> list[tuple[int, int]]:
         """The live draft's counts per held-out trace, each computed once per live version: it does not
-        change between candidates, and the held-out set moves by a few traces a round."""
+        change between candidates, and the held-out set moves by a few traces a round. Scored on the
+        candidate's examples whatever the live draft's vocabulary: a score reads nothing of it
+        (:func:`per_trace_counts`), so a remap between them costs no second build."""
         if self._live_scores[0] != live:
             self._live_scores = (live, {})
         known = self._live_scores[1]
         missing = [i for i, record in enumerate(records) if record.request_id not in known]
         if missing:
-            if live_draft.vocab.same_as(draft.vocab):
-                fresh = [examples[i] for i in missing]  # one lineage, one vocabulary: no second prefill
-            else:
-                fresh = [self.pacer.paced(self.examples.build, records[i], live_draft.vocab) for i in missing]
+            fresh = [examples[i] for i in missing]
             counts = self.pacer.paced(per_trace_counts, live_draft, embed, fresh, self.eval_depth)
             known.update((records[i].request_id, c) for i, c in zip(missing, counts, strict=True))
         current = {record.request_id for record in records}
